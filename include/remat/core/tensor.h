@@ -1,0 +1,157 @@
+// Tensor: a cheap handle to a refcounted TensorImpl (storage, offset, shape,
+// strides, dtype, autograd identity). Views share storage and its version
+// counter. Methods that compute are defined by the op layer (src/ops), those
+// that concern gradients by the autograd layer (src/autograd).
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "remat/core/device.h"
+#include "remat/core/dtype.h"
+#include "remat/core/error.h"
+#include "remat/core/shape.h"
+#include "remat/memory/memory.h"
+
+namespace remat {
+
+namespace autograd {
+struct Node;
+}
+
+// Bytes on a device plus the version counter that in-place ops bump; shared
+// by every view of it.
+struct Storage {
+  memory::Allocation data;
+  std::atomic<uint32_t> version{0};
+  explicit Storage(memory::Allocation a) : data(std::move(a)) {}
+};
+
+class Tensor;
+
+struct TensorImpl {
+  std::shared_ptr<Storage> storage;
+  int64_t offset = 0;  // in elements
+  Shape shape;
+  Strides strides;  // in elements
+  DType dtype = kFloat32;
+  Device device = kCPU;
+  // Autograd identity: a leaf that wants .grad, or output `output_nr` of a tape entry.
+  bool requires_grad = false;
+  std::shared_ptr<TensorImpl> grad;
+  std::shared_ptr<autograd::Node> grad_fn;
+  int output_nr = 0;
+};
+
+class Tensor {
+ public:
+  Tensor() = default;
+  explicit Tensor(std::shared_ptr<TensorImpl> impl) : impl_(std::move(impl)) {}
+  // A fresh contiguous tensor from the allocator; contents uninitialised.
+  static Tensor empty(const Shape& shape, DType dtype = kFloat32, Device device = kCPU);
+
+  bool defined() const { return impl_ != nullptr; }
+  const Shape& shape() const { return impl().shape; }
+  const Strides& strides() const { return impl().strides; }
+  int64_t dim() const { return static_cast<int64_t>(impl().shape.size()); }
+  int64_t size(int64_t d) const;
+  int64_t numel() const { return numel_of(impl().shape); }
+  int64_t offset() const { return impl().offset; }
+  DType dtype() const { return impl().dtype; }
+  Device device() const { return impl().device; }
+  size_t element_size() const { return remat::element_size(dtype()); }
+  int64_t nbytes() const { return numel() * static_cast<int64_t>(element_size()); }
+  bool is_contiguous() const;
+  // Address of the first element (storage base + offset).
+  void* data_ptr() const;
+  template <typename T>
+  T* data() const {
+    REMAT_CHECK(dtype_of_v<T> == dtype(), "data<{}>() on a {} tensor", dtype_name(dtype_of_v<T>),
+                dtype());
+    return static_cast<T*>(data_ptr());
+  }
+  uint32_t version() const;
+  void bump_version() const;
+  bool is_alias_of(const Tensor& other) const;
+  // A tensor sharing storage (and version counter) with no autograd history.
+  Tensor detach() const;
+
+  // Autograd (src/autograd).
+  bool requires_grad() const { return defined() && impl().requires_grad; }
+  Tensor& requires_grad_(bool on = true);
+  Tensor grad() const;
+  void set_grad(const Tensor& g) const;
+  bool is_leaf() const { return impl().grad_fn == nullptr; }
+  void backward(const Tensor& gradient = {}, bool retain_graph = false) const;
+
+  // Conversions and views (src/ops).
+  Tensor to(Device d) const;
+  Tensor to(DType t) const;
+  Tensor contiguous() const;
+  Tensor clone() const;
+  Tensor reshape(const Shape& shape) const;
+  Tensor view(const Shape& shape) const;  // throws unless expressible as a view
+  Tensor transpose(int64_t d0, int64_t d1) const;
+  Tensor permute(const std::vector<int64_t>& dims) const;
+  Tensor slice(int64_t dim, int64_t start, int64_t end, int64_t step = 1) const;
+  Tensor expand(const Shape& shape) const;
+  template <typename T>
+  std::vector<T> to_vector() const;
+  template <typename T>
+  T item() const;
+
+  // In place: bump the version counter; refused on tensors that require grad
+  // while grad mode is on.
+  Tensor& add_(const Tensor& other, double alpha = 1.0);
+  Tensor& add_(double value);
+  Tensor& mul_(const Tensor& other);
+  Tensor& mul_(double value);
+  Tensor& zero_();
+  Tensor& fill_(double value);
+  Tensor& copy_(const Tensor& src);
+
+  std::string str() const;
+  TensorImpl& impl() const {
+    REMAT_CHECK(impl_ != nullptr, "operation on an undefined tensor");
+    return *impl_;
+  }
+  const std::shared_ptr<TensorImpl>& impl_ptr() const { return impl_; }
+
+ private:
+  std::shared_ptr<TensorImpl> impl_;
+};
+
+// A tensor's metadata (shape, dtype, device), for shape rules and messages.
+struct TensorMeta {
+  Shape shape;
+  DType dtype = kFloat32;
+  Device device = kCPU;
+  static TensorMeta of(const Tensor& t) { return {t.shape(), t.dtype(), t.device()}; }
+  std::string str() const;
+};
+
+// Creation (src/core/factories.cpp).
+template <typename T>
+Tensor from_vector(const std::vector<T>& values, const Shape& shape, Device device = kCPU);
+Tensor zeros(const Shape& shape, DType dtype = kFloat32, Device device = kCPU);
+Tensor ones(const Shape& shape, DType dtype = kFloat32, Device device = kCPU);
+Tensor full(const Shape& shape, double value, DType dtype = kFloat32, Device device = kCPU);
+Tensor zeros_like(const Tensor& t);
+Tensor ones_like(const Tensor& t);
+Tensor arange(int64_t end, DType dtype = kInt64, Device device = kCPU);
+Tensor arange(double start, double end, double step, DType dtype = kFloat32, Device device = kCPU);
+// Philox-based: the values are a pure function of (seed, offset, index).
+Tensor randn(const Shape& shape, DType dtype = kFloat32, Device device = kCPU);
+Tensor rand(const Shape& shape, DType dtype = kFloat32, Device device = kCPU);
+
+}  // namespace remat
+
+template <>
+struct fmt::formatter<remat::Tensor> : fmt::formatter<std::string> {
+  auto format(const remat::Tensor& t, format_context& ctx) const {
+    return fmt::formatter<std::string>::format(t.str(), ctx);
+  }
+};

@@ -1,0 +1,132 @@
+// Public view of the caching allocator: statistics, limits, snapshots and the
+// event timeline. Every tensor byte on every device goes through it.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "remat/core/device.h"
+
+namespace remat::memory {
+
+// One statistic in the shape of PyTorch's c10 allocator: the current value,
+// its peak since the last reset_peak_stats, and the running totals added and
+// removed since the allocator was created.
+struct Stat {
+  int64_t current = 0;
+  int64_t peak = 0;
+  int64_t allocated = 0;
+  int64_t freed = 0;
+};
+
+struct Stats {
+  Stat allocated_bytes;   // bytes in blocks handed to tensors (rounded sizes)
+  Stat reserved_bytes;    // bytes obtained from the raw backend (segments)
+  Stat active_bytes;      // allocated plus blocks freed but still in use by a stream
+  Stat requested_bytes;   // bytes tensors asked for (before rounding)
+  Stat allocation_count;  // live blocks handed out
+  Stat segment_count;     // live segments obtained from the raw backend
+  int64_t num_raw_allocs = 0;     // raw backend allocations (malloc / cudaMalloc)
+  int64_t num_raw_frees = 0;      // raw backend frees
+  int64_t num_alloc_retries = 0;  // requests that had to free the cache and retry
+  int64_t num_ooms = 0;           // requests that failed with OutOfMemoryError
+  int64_t memory_limit = 0;       // 0: none
+};
+
+Stats stats(Device d);
+// Sets every peak to its current value.
+void reset_peak_stats(Device d);
+// Returns every wholly free cached segment to the raw backend.
+void empty_cache(Device d);
+// Caps reserved bytes; a request that would pass it frees the cache, retries,
+// then throws OutOfMemoryError. 0 removes the limit.
+void set_memory_limit(Device d, int64_t bytes);
+
+struct BlockInfo {
+  int64_t offset = 0;     // from the segment's start
+  int64_t size = 0;       // rounded size
+  int64_t requested = 0;  // size asked for; 0 when free
+  bool allocated = false;
+};
+
+struct SegmentInfo {
+  uintptr_t address = 0;
+  int64_t size = 0;
+  int64_t allocated_size = 0;
+  bool small_pool = false;
+  std::vector<BlockInfo> blocks;  // in address order, covering the segment
+};
+
+std::vector<SegmentInfo> snapshot(Device d);
+
+enum class EventKind : int8_t { Alloc, Free, SegmentAlloc, SegmentFree, Oom };
+const char* event_kind_name(EventKind k);
+
+struct Event {
+  EventKind kind = EventKind::Alloc;
+  int64_t bytes = 0;
+  uintptr_t address = 0;
+  int64_t allocated_after = 0;  // allocated_bytes.current after the event
+  int64_t reserved_after = 0;   // reserved_bytes.current after the event
+  std::string tag;              // the thread's TagScope when it happened
+  int64_t time_ns = 0;          // steady clock, from the timeline's start
+};
+
+// The timeline is off by default (it costs a string per event).
+void enable_timeline(Device d, bool on);
+std::vector<Event> timeline(Device d);
+void clear_timeline(Device d);
+
+// Labels the events this thread causes while it lives ("forward", "backward",
+// "replay", ...). Scopes nest; the innermost wins.
+class TagScope {
+ public:
+  explicit TagScope(std::string tag);
+  ~TagScope();
+  TagScope(const TagScope&) = delete;
+  TagScope& operator=(const TagScope&) = delete;
+
+ private:
+  std::string previous_;
+};
+const std::string& current_tag();
+
+// Owns one block from the caching allocator; returns it when destroyed.
+class Allocation {
+ public:
+  Allocation() = default;
+  Allocation(void* ptr, int64_t size, Device device, void* block)
+      : ptr_(ptr), size_(size), device_(device), block_(block) {}
+  Allocation(Allocation&& o) noexcept { swap(o); }
+  Allocation& operator=(Allocation&& o) noexcept {
+    Allocation tmp(std::move(o));
+    swap(tmp);
+    return *this;
+  }
+  Allocation(const Allocation&) = delete;
+  Allocation& operator=(const Allocation&) = delete;
+  ~Allocation();
+
+  void* get() const { return ptr_; }
+  int64_t size() const { return size_; }
+  Device device() const { return device_; }
+
+ private:
+  void swap(Allocation& o) noexcept {
+    std::swap(ptr_, o.ptr_);
+    std::swap(size_, o.size_);
+    std::swap(device_, o.device_);
+    std::swap(block_, o.block_);
+  }
+  void* ptr_ = nullptr;
+  int64_t size_ = 0;
+  Device device_ = kCPU;
+  void* block_ = nullptr;  // the allocator's block record
+};
+
+// Allocates bytes on device through its caching allocator. Zero bytes gives an
+// empty Allocation. Throws OutOfMemoryError.
+Allocation allocate(Device d, int64_t bytes);
+
+}  // namespace remat::memory

@@ -1,0 +1,88 @@
+#include "kernels/cpu/gemm.h"
+
+#include <cblas.h>
+
+#include "kernels/cpu/elementwise.h"
+#include "kernels/cpu/loops.h"
+
+namespace remat::kernels::cpu {
+namespace {
+
+// How BLAS reads one matrix operand: transposed or not, and its leading dim.
+struct BlasMatrix {
+  Tensor storage;  // the tensor whose memory is read (a contiguous copy if needed)
+  CBLAS_TRANSPOSE trans = CblasNoTrans;
+  int64_t ld = 0;
+};
+
+BlasMatrix blas_view(const Tensor& t) {
+  const int64_t nd = t.dim();
+  const int64_t rows = t.shape()[static_cast<size_t>(nd - 2)];
+  const int64_t cols = t.shape()[static_cast<size_t>(nd - 1)];
+  const int64_t row_stride = t.strides()[static_cast<size_t>(nd - 2)];
+  const int64_t col_stride = t.strides()[static_cast<size_t>(nd - 1)];
+  if ((col_stride == 1 || cols == 1) && row_stride >= std::max<int64_t>(cols, 1)) {
+    return {t, CblasNoTrans, row_stride};
+  }
+  if ((row_stride == 1 || rows == 1) && col_stride >= std::max<int64_t>(rows, 1)) {
+    return {t, CblasTrans, col_stride};
+  }
+  Tensor c = Tensor::empty(t.shape(), t.dtype(), t.device());
+  copy(t, c);
+  return {c, CblasNoTrans, std::max<int64_t>(cols, 1)};
+}
+
+template <typename T>
+void gemm(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int64_t m, int64_t n, int64_t k, const T* a,
+          int64_t lda, const T* b, int64_t ldb, T* c, int64_t ldc) {
+  const auto M = static_cast<blasint>(m), N = static_cast<blasint>(n), K = static_cast<blasint>(k);
+  if constexpr (std::is_same_v<T, float>) {
+    cblas_sgemm(CblasRowMajor, ta, tb, M, N, K, 1.0f, a, static_cast<blasint>(lda), b,
+                static_cast<blasint>(ldb), 0.0f, c, static_cast<blasint>(ldc));
+  } else {
+    cblas_dgemm(CblasRowMajor, ta, tb, M, N, K, 1.0, a, static_cast<blasint>(lda), b,
+                static_cast<blasint>(ldb), 0.0, c, static_cast<blasint>(ldc));
+  }
+}
+
+}  // namespace
+
+void matmul(const Tensor& a, const Tensor& b, const Tensor& out) {
+  const size_t nd = out.shape().size();
+  const int64_t m = out.shape()[nd - 2], n = out.shape()[nd - 1];
+  const int64_t k = a.shape().back();
+  Shape batch_shape(out.shape().begin(), out.shape().end() - 2);
+  const int64_t batches = numel_of(batch_shape);
+  BlasMatrix A = blas_view(a), B = blas_view(b);
+  Strides a_batch = broadcast_strides(A.storage, out.shape());
+  Strides b_batch = broadcast_strides(B.storage, out.shape());
+  a_batch.resize(nd - 2);
+  b_batch.resize(nd - 2);
+  auto run = [&]<typename T>() {
+    const T* pa = static_cast<const T*>(A.storage.data_ptr());
+    const T* pb = static_cast<const T*>(B.storage.data_ptr());
+    T* pc = static_cast<T*>(out.data_ptr());
+    if (k == 0) {
+      std::fill(pc, pc + out.numel(), T(0));
+      return;
+    }
+    for (int64_t i = 0; i < batches; ++i) {
+      int64_t oa = 0, ob = 0, rem = i;
+      for (size_t d = batch_shape.size(); d-- > 0;) {
+        int64_t idx = rem % batch_shape[d];
+        rem /= batch_shape[d];
+        oa += idx * a_batch[d];
+        ob += idx * b_batch[d];
+      }
+      gemm<T>(A.trans, B.trans, m, n, k, pa + oa, A.ld, pb + ob, B.ld, pc + i * m * n,
+              std::max<int64_t>(n, 1));
+    }
+  };
+  switch (out.dtype()) {
+    case kFloat32: run.operator()<float>(); break;
+    case kFloat64: run.operator()<double>(); break;
+    default: throw Error(fmt::format("matmul: no CPU kernel for dtype {}", out.dtype()));
+  }
+}
+
+}  // namespace remat::kernels::cpu

@@ -1,0 +1,129 @@
+// Strided iteration shared by the CPU kernels: N operands viewed over one
+// shape, each with its own strides (0 where broadcast). Adjacent dims that are
+// contiguous in every operand are merged first, so a contiguous operation
+// becomes one flat loop; the outer rows (or chunks of a flat loop) run in
+// parallel with OpenMP once the work pays for the threads.
+#pragma once
+
+#include <algorithm>
+#include <array>
+#include <cstdint>
+#include <vector>
+
+#include "remat/core/tensor.h"
+
+namespace remat::kernels::cpu {
+
+inline constexpr int64_t kParallelGrain = 32768;  // elements per thread, at least
+
+template <size_t N>
+struct StridedLayout {
+  Shape shape;                       // merged dims
+  std::array<Strides, N> strides;    // per operand, in elements
+};
+
+// Strides of t viewed with `shape` (t's shape broadcast to it: stride 0 on new
+// or size-1 dims).
+inline Strides broadcast_strides(const Tensor& t, const Shape& shape) {
+  Strides out(shape.size(), 0);
+  size_t lead = shape.size() - t.shape().size();
+  for (size_t i = 0; i < t.shape().size(); ++i) {
+    out[lead + i] = t.shape()[i] == 1 ? 0 : t.strides()[i];
+  }
+  return out;
+}
+
+template <size_t N>
+StridedLayout<N> merge_dims(const Shape& shape, const std::array<Strides, N>& strides) {
+  StridedLayout<N> out;
+  for (size_t d = 0; d < shape.size(); ++d) {
+    if (shape[d] == 1) continue;
+    bool mergeable = !out.shape.empty();
+    for (size_t k = 0; k < N && mergeable; ++k) {
+      mergeable = out.strides[k].back() == strides[k][d] * shape[d];
+    }
+    if (mergeable) {
+      out.shape.back() *= shape[d];
+      for (size_t k = 0; k < N; ++k) out.strides[k].back() = strides[k][d];
+    } else {
+      out.shape.push_back(shape[d]);
+      for (size_t k = 0; k < N; ++k) out.strides[k].push_back(strides[k][d]);
+    }
+  }
+  if (out.shape.empty()) {  // a scalar
+    out.shape.push_back(1);
+    for (size_t k = 0; k < N; ++k) out.strides[k].push_back(0);
+  }
+  return out;
+}
+
+// Calls row(offsets, length, inner_strides) for runs of the innermost dim;
+// offsets are element offsets of each operand at the start of the run.
+template <size_t N, typename RowFn>
+void for_each_row(const Shape& shape, const std::array<Strides, N>& strides, RowFn&& row) {
+  StridedLayout<N> l = merge_dims<N>(shape, strides);
+  const size_t nd = l.shape.size();
+  const int64_t inner = l.shape.back();
+  std::array<int64_t, N> inner_strides;
+  for (size_t k = 0; k < N; ++k) inner_strides[k] = l.strides[k].back();
+  int64_t rows = 1;
+  for (size_t d = 0; d + 1 < nd; ++d) rows *= l.shape[d];
+  if (rows * inner == 0) return;
+
+  if (rows == 1) {  // one long run: split it into chunks
+    const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>(inner / kParallelGrain, 256));
+    const int64_t chunk = (inner + chunks - 1) / chunks;
+#pragma omp parallel for if (chunks > 1) schedule(static)
+    for (int64_t c = 0; c < chunks; ++c) {
+      int64_t begin = c * chunk, len = std::min(chunk, inner - begin);
+      if (len <= 0) continue;
+      std::array<int64_t, N> offsets;
+      for (size_t k = 0; k < N; ++k) offsets[k] = begin * inner_strides[k];
+      row(offsets, len, inner_strides);
+    }
+    return;
+  }
+#pragma omp parallel for if (rows * inner >= 2 * kParallelGrain) schedule(static)
+  for (int64_t r = 0; r < rows; ++r) {
+    std::array<int64_t, N> offsets{};
+    int64_t rem = r;
+    for (size_t d = nd - 1; d-- > 0;) {
+      int64_t idx = rem % l.shape[d];
+      rem /= l.shape[d];
+      for (size_t k = 0; k < N; ++k) offsets[k] += idx * l.strides[k][d];
+    }
+    row(offsets, inner, inner_strides);
+  }
+}
+
+// Elementwise map over typed operands: fn(out_ref, in_values...).
+template <typename Out, typename... In, typename Fn>
+void map_elements(const Tensor& out, Fn&& fn, const std::pair<const Tensor*, const In*>&... ins) {
+  constexpr size_t N = 1 + sizeof...(In);
+  std::array<Strides, N> strides{out.strides(), broadcast_strides(*ins.first, out.shape())...};
+  Out* o = static_cast<Out*>(out.data_ptr());
+  std::tuple<const In*...> bases{ins.second...};
+  for_each_row<N>(out.shape(), strides,
+                  [&](const std::array<int64_t, N>& off, int64_t len,
+                      const std::array<int64_t, N>& st) {
+                    [&]<size_t... I>(std::index_sequence<I...>) {
+                      Out* op = o + off[0];
+                      std::tuple<const In*...> p{(std::get<I>(bases) + off[I + 1])...};
+                      if (((st[I + 1] == 1) && ...) && st[0] == 1) {
+#pragma omp simd
+                        for (int64_t i = 0; i < len; ++i) fn(op[i], std::get<I>(p)[i]...);
+                      } else {
+                        for (int64_t i = 0; i < len; ++i) {
+                          fn(op[i * st[0]], std::get<I>(p)[i * st[I + 1]]...);
+                        }
+                      }
+                    }(std::index_sequence_for<In...>{});
+                  });
+}
+
+template <typename T>
+std::pair<const Tensor*, const T*> operand(const Tensor& t) {
+  return {&t, static_cast<const T*>(t.data_ptr())};
+}
+
+}  // namespace remat::kernels::cpu

@@ -1,0 +1,27 @@
+#include "kernels/cpu/random.h"
+
+#include "kernels/cpu/loops.h"
+#include "kernels/philox.h"
+
+namespace remat::kernels::cpu {
+
+void fill_random(const Tensor& out, Distribution dist, uint64_t seed, uint64_t offset) {
+  REMAT_CHECK(out.is_contiguous(), "fill_random: output must be contiguous");
+  const int64_t n = out.numel();
+  visit_dtype(out.dtype(), [&]<typename T>() {
+    if constexpr (std::is_same_v<T, bool> || std::is_integral_v<T>) {
+      throw Error(fmt::format("fill_random: dtype {} is not floating point", out.dtype()));
+    } else {
+      T* p = static_cast<T*>(out.data_ptr());
+#pragma omp parallel for if (n >= 2 * kParallelGrain) schedule(static)
+      for (int64_t i = 0; i < n; ++i) {
+        auto u = static_cast<uint64_t>(i);
+        float v = dist == Distribution::Normal ? philox_normal(seed, offset, u)
+                                               : philox_uniform(seed, offset, u);
+        p[i] = T(v);
+      }
+    }
+  });
+}
+
+}  // namespace remat::kernels::cpu

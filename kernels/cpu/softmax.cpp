@@ -1,0 +1,56 @@
+#include "kernels/cpu/softmax.h"
+
+#include <cmath>
+
+#include "kernels/cpu/loops.h"
+
+namespace remat::kernels::cpu {
+
+void softmax(const Tensor& x, int64_t dim, bool log, const Tensor& out) {
+  const int64_t len = x.shape()[static_cast<size_t>(dim)];
+  const int64_t xs = x.strides()[static_cast<size_t>(dim)];
+  const int64_t os = out.strides()[static_cast<size_t>(dim)];
+  // Rows: every index of the other dims.
+  Shape rows_shape = x.shape();
+  rows_shape[static_cast<size_t>(dim)] = 1;
+  const int64_t rows = numel_of(rows_shape);
+  auto run = [&]<typename T>() {
+    const T* in = static_cast<const T*>(x.data_ptr());
+    T* o = static_cast<T*>(out.data_ptr());
+#pragma omp parallel for if (rows * len >= 2 * kParallelGrain) schedule(static)
+    for (int64_t r = 0; r < rows; ++r) {
+      int64_t xo = 0, oo = 0, rem = r;
+      for (size_t d = rows_shape.size(); d-- > 0;) {
+        int64_t idx = rem % rows_shape[d];
+        rem /= rows_shape[d];
+        xo += idx * x.strides()[d];
+        oo += idx * out.strides()[d];
+      }
+      const T* p = in + xo;
+      T* q = o + oo;
+      T m = -std::numeric_limits<T>::infinity();
+      for (int64_t k = 0; k < len; ++k) m = std::max(m, p[k * xs]);
+      if (std::isinf(m) && m < 0) m = 0;  // a fully masked row: keep exp finite
+      T total = 0;
+      for (int64_t k = 0; k < len; ++k) {
+        T e = std::exp(p[k * xs] - m);
+        total += e;
+        if (!log) q[k * os] = e;
+      }
+      if (log) {
+        T lse = m + std::log(total);
+        for (int64_t k = 0; k < len; ++k) q[k * os] = p[k * xs] - lse;
+      } else {
+        T inv = T(1) / total;
+        for (int64_t k = 0; k < len; ++k) q[k * os] *= inv;
+      }
+    }
+  };
+  switch (x.dtype()) {
+    case kFloat32: run.operator()<float>(); break;
+    case kFloat64: run.operator()<double>(); break;
+    default: throw Error(fmt::format("softmax: no CPU kernel for dtype {}", x.dtype()));
+  }
+}
+
+}  // namespace remat::kernels::cpu

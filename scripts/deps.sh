@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Installs the Debian packages remat needs, when any is missing. Sourced by the
+# two quick-start scripts; safe to run again.
+set -euo pipefail
+
+REMAT_PACKAGES=(g++ make cmake ninja-build pkg-config libfmt-dev libgtest-dev libgmock-dev
+  libbenchmark-dev libopenblas-openmp-dev ${REMAT_EXTRA_PACKAGES:-})
+
+missing=()
+for p in "${REMAT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "remat: installing Debian packages: ${missing[*]}"
+  SUDO=""
+  if [ "$(id -u)" != 0 ]; then SUDO=sudo; fi
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi

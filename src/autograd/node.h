@@ -1,0 +1,69 @@
+// A tape entry: one recorded op with what it needs to run backward (and, for
+// checkpoint, to run its forward again).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <vector>
+
+#include "ops/registry.h"
+
+namespace remat::autograd {
+
+struct Node;
+
+// A tensor a backward formula needs, with the version it had when saved so a
+// later in-place change is caught instead of silently giving wrong gradients.
+struct SavedTensor {
+  Tensor value;  // detached: shares storage and version counter, not history
+  uint32_t version = 0;
+};
+
+// Where an input's gradient goes: into output `output_nr` of the entry that
+// produced it, or into the .grad of a leaf.
+struct Edge {
+  std::shared_ptr<Node> producer;
+  int output_nr = 0;
+  std::weak_ptr<TensorImpl> leaf;
+  bool requires_grad = false;
+};
+
+struct Node {
+  uint64_t sequence = 0;  // position on the tape; inputs always come earlier
+  const ops::OpDef* op = nullptr;
+  ops::Attrs attrs;
+  std::vector<Edge> inputs;
+  std::vector<TensorMeta> input_meta;
+  std::vector<std::weak_ptr<TensorImpl>> outputs;
+  std::vector<TensorMeta> output_meta;
+  std::vector<std::optional<SavedTensor>> saved_inputs;   // indexed like inputs
+  std::vector<std::optional<SavedTensor>> saved_outputs;  // indexed like outputs
+  bool released = false;  // saved tensors freed by a backward without retain_graph
+
+  // The saved tensor, checked against in-place modification since it was saved.
+  Tensor unpack(const std::optional<SavedTensor>& slot, const char* kind, size_t index) const;
+  void release();
+};
+
+// The thread's tape: an append-only record of entries in execution order.
+// Entries are owned by the tensors they produced (and by later entries that
+// consume those), so an entry whose results are gone frees itself; the tape
+// keeps weak references and the sequence counter.
+class Tape {
+ public:
+  static Tape& current();
+  uint64_t next_sequence() { return next_sequence_++; }
+  void append(const std::shared_ptr<Node>& node);
+  size_t live_entries() const;
+
+ private:
+  uint64_t next_sequence_ = 0;
+  std::vector<std::weak_ptr<Node>> entries_;
+};
+
+// Installed into the op dispatcher: records one call on the tape.
+void record(const ops::OpDef& def, const std::vector<Tensor>& inputs, const ops::Attrs& attrs,
+            std::vector<Tensor>& outputs);
+
+}  // namespace remat::autograd

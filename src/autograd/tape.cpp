@@ -1,0 +1,87 @@
+#include <algorithm>
+
+#include "autograd/node.h"
+#include "remat/core/grad_mode.h"
+
+namespace remat::autograd {
+
+Tensor Node::unpack(const std::optional<SavedTensor>& slot, const char* kind, size_t index) const {
+  REMAT_CHECK(slot.has_value(),
+              "op '{}' backward used {} {} which its definition does not save", op->name, kind,
+              index);
+  uint32_t now = slot->value.version();
+  REMAT_CHECK(now == slot->version,
+              "a tensor saved for backward of op '{}' ({} {}, {}) was modified in place: saved "
+              "at version {}, now at version {}",
+              op->name, kind, index, TensorMeta::of(slot->value).str(), slot->version, now);
+  return slot->value;
+}
+
+void Node::release() {
+  for (auto& s : saved_inputs) s.reset();
+  for (auto& s : saved_outputs) s.reset();
+  released = true;
+}
+
+Tape& Tape::current() {
+  thread_local Tape tape;
+  return tape;
+}
+
+void Tape::append(const std::shared_ptr<Node>& node) {
+  // Drop expired entries now and then so a long run does not grow the record.
+  if (entries_.size() >= 4096 && (entries_.size() & (entries_.size() - 1)) == 0) {
+    std::erase_if(entries_, [](const std::weak_ptr<Node>& w) { return w.expired(); });
+  }
+  entries_.push_back(node);
+}
+
+size_t Tape::live_entries() const {
+  return static_cast<size_t>(std::count_if(entries_.begin(), entries_.end(),
+                                           [](const std::weak_ptr<Node>& w) { return !w.expired(); }));
+}
+
+void record(const ops::OpDef& def, const std::vector<Tensor>& inputs, const ops::Attrs& attrs,
+            std::vector<Tensor>& outputs) {
+  auto node = std::make_shared<Node>();
+  Tape& tape = Tape::current();
+  node->sequence = tape.next_sequence();
+  node->op = &def;
+  node->attrs = attrs;
+  node->inputs.resize(inputs.size());
+  node->saved_inputs.resize(inputs.size());
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    const Tensor& x = inputs[i];
+    node->input_meta.push_back(x.defined() ? TensorMeta::of(x) : TensorMeta{});
+    Edge& e = node->inputs[i];
+    e.requires_grad = x.requires_grad();
+    if (x.impl().grad_fn) {
+      e.producer = x.impl().grad_fn;
+      e.output_nr = x.impl().output_nr;
+    } else if (x.requires_grad()) {
+      e.leaf = x.impl_ptr();
+    }
+  }
+  for (int i : def.save_inputs) {
+    const Tensor& x = inputs.at(static_cast<size_t>(i));
+    node->saved_inputs[static_cast<size_t>(i)] = SavedTensor{x.detach(), x.version()};
+  }
+  node->saved_outputs.resize(outputs.size());
+  for (int i : def.save_outputs) {
+    const Tensor& y = outputs.at(static_cast<size_t>(i));
+    node->saved_outputs[static_cast<size_t>(i)] = SavedTensor{y.detach(), y.version()};
+  }
+  for (size_t i = 0; i < outputs.size(); ++i) {
+    TensorImpl& y = outputs[i].impl();
+    node->output_meta.push_back(TensorMeta::of(outputs[i]));
+    node->outputs.push_back(outputs[i].impl_ptr());
+    if (is_floating(y.dtype) && def.visible(i)) {
+      y.requires_grad = true;
+      y.grad_fn = node;
+      y.output_nr = static_cast<int>(i);
+    }
+  }
+  tape.append(node);
+}
+
+}  // namespace remat::autograd

@@ -1,0 +1,28 @@
+#include "remat/core/device.h"
+
+#if defined(REMAT_WITH_CUDA)
+#include <cuda_runtime_api.h>
+#endif
+
+namespace remat {
+
+std::string Device::str() const {
+  return is_cpu() ? std::string("cpu") : fmt::format("cuda:{}", index);
+}
+
+int cuda_device_count() {
+#if defined(REMAT_WITH_CUDA)
+  int count = 0;
+  if (cudaGetDeviceCount(&count) != cudaSuccess) {
+    cudaGetLastError();  // clear the sticky "no device" error
+    return 0;
+  }
+  return count;
+#else
+  return 0;
+#endif
+}
+
+bool cuda_is_available() { return cuda_device_count() > 0; }
+
+}  // namespace remat

@@ -1,0 +1,60 @@
+#include "remat/core/tensor.h"
+
+namespace remat {
+
+Tensor Tensor::empty(const Shape& shape, DType dtype, Device device) {
+  for (int64_t s : shape) {
+    REMAT_CHECK_SHAPE(s >= 0, "empty: negative size in shape {}", shape_str(shape));
+  }
+  auto impl = std::make_shared<TensorImpl>();
+  int64_t bytes = numel_of(shape) * static_cast<int64_t>(remat::element_size(dtype));
+  impl->storage = std::make_shared<Storage>(memory::allocate(device, bytes));
+  impl->shape = shape;
+  impl->strides = contiguous_strides(shape);
+  impl->dtype = dtype;
+  impl->device = device;
+  return Tensor(std::move(impl));
+}
+
+int64_t Tensor::size(int64_t d) const {
+  return shape()[static_cast<size_t>(wrap_dim(d, dim(), "size"))];
+}
+
+bool Tensor::is_contiguous() const {
+  int64_t expected = 1;
+  for (size_t i = shape().size(); i-- > 0;) {
+    if (shape()[i] == 1) continue;
+    if (strides()[i] != expected) return false;
+    expected *= shape()[i];
+  }
+  return true;
+}
+
+void* Tensor::data_ptr() const {
+  char* base = static_cast<char*>(impl().storage->data.get());
+  return base + offset() * static_cast<int64_t>(element_size());
+}
+
+uint32_t Tensor::version() const { return impl().storage->version.load(); }
+void Tensor::bump_version() const { impl().storage->version.fetch_add(1); }
+
+bool Tensor::is_alias_of(const Tensor& other) const {
+  return defined() && other.defined() && impl().storage == other.impl().storage;
+}
+
+Tensor Tensor::detach() const {
+  auto out = std::make_shared<TensorImpl>();
+  out->storage = impl().storage;
+  out->offset = offset();
+  out->shape = shape();
+  out->strides = strides();
+  out->dtype = dtype();
+  out->device = device();
+  return Tensor(std::move(out));
+}
+
+std::string TensorMeta::str() const {
+  return fmt::format("{} {} on {}", shape_str(shape), dtype, device);
+}
+
+}  // namespace remat

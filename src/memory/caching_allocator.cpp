@@ -1,0 +1,399 @@
+// The caching allocator (see caching_allocator.h for the policy). Blocks are
+// records of a piece of a segment; the free ones sit in their pool's set,
+// ordered by (size, address) so a lower_bound is a best fit. Every block keeps
+// its neighbours in the segment, so a freed block merges with them in O(1).
+#include "caching_allocator.h"
+
+#include <algorithm>
+#include <chrono>
+#include <map>
+#include <string_view>
+#include <utility>
+
+#include "remat/core/error.h"
+
+namespace remat::memory {
+namespace {
+
+constexpr int64_t kMiB = int64_t{1} << 20;
+constexpr int64_t kMinBlockSize = 512;         // every size is rounded up to this
+constexpr int64_t kSmallSize = 1 * kMiB;       // largest request served by the small pool
+constexpr int64_t kSmallBuffer = 2 * kMiB;     // segment size of the small pool
+constexpr int64_t kMinLargeAlloc = 10 * kMiB;  // large requests below this share...
+constexpr int64_t kLargeBuffer = 20 * kMiB;    // ...segments of this size
+constexpr int64_t kRoundLarge = 2 * kMiB;      // larger requests get their own segment
+// Requests above this could overflow the rounding; no backend can serve them.
+constexpr int64_t kMaxRequest = int64_t{1} << 60;
+
+int64_t round_up(int64_t n, int64_t multiple) { return (n + multiple - 1) / multiple * multiple; }
+
+int64_t round_size(int64_t bytes) {
+  return std::max(kMinBlockSize, round_up(bytes, kMinBlockSize));
+}
+
+int64_t segment_size_for(int64_t rounded) {
+  if (rounded <= kSmallSize) return kSmallBuffer;
+  if (rounded < kMinLargeAlloc) return kLargeBuffer;
+  return round_up(rounded, kRoundLarge);
+}
+
+std::string format_bytes(int64_t bytes) {
+  if (bytes < 1024) return fmt::format("{} B", bytes);
+  static constexpr const char* kUnits[] = {"KiB", "MiB", "GiB", "TiB", "PiB", "EiB"};
+  double value = static_cast<double>(bytes) / 1024.0;
+  size_t unit = 0;
+  while (value >= 1024.0 && unit + 1 < std::size(kUnits)) {
+    value /= 1024.0;
+    ++unit;
+  }
+  return fmt::format("{:.2f} {}", value, kUnits[unit]);
+}
+
+void increase(Stat& stat, int64_t amount) {
+  stat.current += amount;
+  stat.allocated += amount;
+  stat.peak = std::max(stat.peak, stat.current);
+}
+
+void decrease(Stat& stat, int64_t amount) {
+  stat.current -= amount;
+  stat.freed += amount;
+}
+
+struct BlockPool;
+
+struct Block {
+  // nullptr once the allocator was destroyed while this block was live; its
+  // Allocation then only deletes the record (see ~Impl).
+  CachingAllocator* owner = nullptr;
+  BlockPool* pool = nullptr;
+  char* ptr = nullptr;
+  int64_t size = 0;
+  int64_t requested = 0;  // bytes asked for; 0 while free
+  bool allocated = false;
+  int stream = 0;         // seam for CUDA stream-aware reuse; every block is on stream 0 for now
+  Block* prev = nullptr;  // neighbours within the same segment, in address order
+  Block* next = nullptr;
+};
+
+struct BySizeThenAddress {
+  bool operator()(const Block* a, const Block* b) const {
+    return a->size != b->size ? a->size < b->size : a->ptr < b->ptr;
+  }
+};
+
+struct BlockPool {
+  explicit BlockPool(bool small) : is_small(small) {}
+  std::set<Block*, BySizeThenAddress> free_blocks;
+  const bool is_small;
+};
+
+// A segment's first block never goes away while the segment lives: merging
+// always keeps the lower-addressed block.
+struct Segment {
+  Block* first = nullptr;
+  int64_t size = 0;
+};
+
+bool wholly_free(const Segment& segment) {
+  return !segment.first->allocated && segment.first->next == nullptr;
+}
+
+}  // namespace
+
+struct CachingAllocator::Impl {
+  Impl(CachingAllocator* self_, std::unique_ptr<RawBackend> backend_)
+      : self(self_), backend(std::move(backend_)), device(backend->device()) {}
+
+  ~Impl() {
+    for (auto& [base, segment] : segments) {
+      bool in_use = false;
+      for (Block* b = segment.first; b != nullptr; b = b->next) in_use = in_use || b->allocated;
+      // A segment with live blocks is leaked: something still points into it,
+      // and at process exit the static destruction order is not ours to pick.
+      if (!in_use) backend->raw_free(base, static_cast<size_t>(segment.size));
+      for (Block* b = segment.first; b != nullptr;) {
+        Block* next = b->next;
+        if (b->allocated) {
+          b->owner = nullptr;
+        } else {
+          delete b;
+        }
+        b = next;
+      }
+    }
+  }
+
+  Block* allocate(int64_t bytes) {
+    std::lock_guard<std::mutex> lock(mutex);
+    if (bytes > kMaxRequest) throw_oom(bytes, "the request is larger than any segment");
+    int64_t size = round_size(bytes);
+    BlockPool& pool = size <= kSmallSize ? small_pool : large_pool;
+    Block* block = take_best_fit(pool, size);
+    if (block == nullptr) block = new_segment(pool, size);
+    if (block == nullptr) {
+      // Memory pressure: give the cache back and try once more.
+      ++stats.num_alloc_retries;
+      release_free_segments();
+      block = new_segment(pool, size);
+    }
+    if (block == nullptr) {
+      int64_t segment_size = segment_size_for(size);
+      throw_oom(bytes, over_limit(segment_size)
+                           ? fmt::format("a new {} segment would pass the limit",
+                                         format_bytes(segment_size))
+                           : fmt::format("the {} backend has no {} segment to give",
+                                         backend->name(), format_bytes(segment_size)));
+    }
+    split(block, size);
+    block->allocated = true;
+    block->requested = bytes;
+    increase(stats.allocated_bytes, block->size);
+    increase(stats.active_bytes, block->size);
+    increase(stats.requested_bytes, bytes);
+    increase(stats.allocation_count, 1);
+    record(EventKind::Alloc, block->size, block->ptr);
+    return block;
+  }
+
+  void free(Block* block) {
+    std::lock_guard<std::mutex> lock(mutex);
+    decrease(stats.allocated_bytes, block->size);
+    decrease(stats.active_bytes, block->size);
+    decrease(stats.requested_bytes, block->requested);
+    decrease(stats.allocation_count, 1);
+    block->allocated = false;
+    block->requested = 0;
+    record(EventKind::Free, block->size, block->ptr);
+    BlockPool& pool = *block->pool;
+    if (block->prev != nullptr && !block->prev->allocated) block = merge_into_prev(pool, block);
+    if (block->next != nullptr && !block->next->allocated) merge_into_prev(pool, block->next);
+    pool.free_blocks.insert(block);
+  }
+
+  // Best fit: the smallest free block that is large enough, lowest address first.
+  Block* take_best_fit(BlockPool& pool, int64_t size) {
+    Block key;
+    key.size = size;
+    auto it = pool.free_blocks.lower_bound(&key);
+    if (it == pool.free_blocks.end()) return nullptr;
+    Block* block = *it;
+    pool.free_blocks.erase(it);
+    return block;
+  }
+
+  bool over_limit(int64_t segment_size) const {
+    return stats.memory_limit > 0 &&
+           stats.reserved_bytes.current + segment_size > stats.memory_limit;
+  }
+
+  // A fresh segment as one block (not in the free set), or nullptr when the
+  // limit or the backend says no.
+  Block* new_segment(BlockPool& pool, int64_t size) {
+    int64_t segment_size = segment_size_for(size);
+    if (over_limit(segment_size)) return nullptr;
+    auto* base = static_cast<char*>(backend->raw_alloc(static_cast<size_t>(segment_size)));
+    if (base == nullptr) return nullptr;
+    ++stats.num_raw_allocs;
+    increase(stats.reserved_bytes, segment_size);
+    increase(stats.segment_count, 1);
+    auto* block = new Block{.owner = self, .pool = &pool, .ptr = base, .size = segment_size};
+    segments.emplace(base, Segment{.first = block, .size = segment_size});
+    record(EventKind::SegmentAlloc, segment_size, base);
+    return block;
+  }
+
+  // Cuts block down to size when the rest is worth keeping as a free block; in
+  // the large pool a remainder of 1 MiB or less stays with the block.
+  void split(Block* block, int64_t size) {
+    int64_t remaining = block->size - size;
+    bool worth_it = block->pool->is_small ? remaining >= kMinBlockSize : remaining > kSmallSize;
+    if (!worth_it) return;
+    auto* rest = new Block{.owner = self,
+                           .pool = block->pool,
+                           .ptr = block->ptr + size,
+                           .size = remaining,
+                           .prev = block,
+                           .next = block->next};
+    if (block->next != nullptr) block->next->prev = rest;
+    block->next = rest;
+    block->size = size;
+    block->pool->free_blocks.insert(rest);
+  }
+
+  // Folds free `block` into its free predecessor (taken out of the free set,
+  // since its size changes) and returns the predecessor.
+  Block* merge_into_prev(BlockPool& pool, Block* block) {
+    Block* prev = block->prev;
+    pool.free_blocks.erase(prev);
+    pool.free_blocks.erase(block);
+    prev->size += block->size;
+    prev->next = block->next;
+    if (block->next != nullptr) block->next->prev = prev;
+    delete block;
+    return prev;
+  }
+
+  void release_free_segments() {
+    for (auto it = segments.begin(); it != segments.end();) {
+      if (!wholly_free(it->second)) {
+        ++it;
+        continue;
+      }
+      auto [base, segment] = *it;
+      segment.first->pool->free_blocks.erase(segment.first);
+      delete segment.first;
+      backend->raw_free(base, static_cast<size_t>(segment.size));
+      ++stats.num_raw_frees;
+      decrease(stats.reserved_bytes, segment.size);
+      decrease(stats.segment_count, 1);
+      record(EventKind::SegmentFree, segment.size, base);
+      it = segments.erase(it);
+    }
+  }
+
+  int64_t largest_free_block() const {
+    int64_t largest = 0;
+    for (const BlockPool* pool : {&small_pool, &large_pool}) {
+      if (!pool->free_blocks.empty())
+        largest = std::max(largest, (*pool->free_blocks.rbegin())->size);
+    }
+    return largest;
+  }
+
+  [[noreturn]] void throw_oom(int64_t bytes, std::string_view cause) {
+    ++stats.num_ooms;
+    record(EventKind::Oom, bytes, nullptr);
+    std::string limit = stats.memory_limit > 0 ? format_bytes(stats.memory_limit) : "none";
+    throw OutOfMemoryError(fmt::format(
+        "out of memory on {}: tried to allocate {} ({} bytes); allocated {}, reserved {}, "
+        "limit {}, largest free block {} ({})",
+        device, format_bytes(bytes), bytes, format_bytes(stats.allocated_bytes.current),
+        format_bytes(stats.reserved_bytes.current), limit, format_bytes(largest_free_block()),
+        cause));
+  }
+
+  void record(EventKind kind, int64_t bytes, const void* address) {
+    if (!timeline_on) return;
+    auto elapsed = std::chrono::steady_clock::now() - timeline_start;
+    events.push_back(Event{
+        .kind = kind,
+        .bytes = bytes,
+        .address = reinterpret_cast<uintptr_t>(address),
+        .allocated_after = stats.allocated_bytes.current,
+        .reserved_after = stats.reserved_bytes.current,
+        .tag = current_tag(),
+        .time_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(elapsed).count(),
+    });
+  }
+
+  CachingAllocator* const self;
+  const std::unique_ptr<RawBackend> backend;
+  const Device device;
+  mutable std::mutex mutex;  // guards everything below
+  BlockPool small_pool{true};
+  BlockPool large_pool{false};
+  std::map<char*, Segment> segments;  // by base address, so snapshots come in address order
+  Stats stats;
+  bool timeline_on = false;
+  std::chrono::steady_clock::time_point timeline_start;
+  std::vector<Event> events;
+};
+
+CachingAllocator::CachingAllocator(std::unique_ptr<RawBackend> backend)
+    : impl_(std::make_unique<Impl>(this, std::move(backend))) {}
+
+CachingAllocator::~CachingAllocator() = default;
+
+Allocation CachingAllocator::allocate(int64_t bytes) {
+  REMAT_CHECK(bytes >= 0, "allocate: negative size {} on {}", bytes, impl_->device);
+  if (bytes == 0) return Allocation(nullptr, 0, impl_->device, nullptr);
+  Block* block = impl_->allocate(bytes);
+  return Allocation(block->ptr, bytes, impl_->device, block);
+}
+
+void CachingAllocator::free(void* block) { impl_->free(static_cast<Block*>(block)); }
+
+Stats CachingAllocator::stats() const {
+  std::lock_guard<std::mutex> lock(impl_->mutex);
+  return impl_->stats;
+}
+
+void CachingAllocator::reset_peak_stats() {
+  std::lock_guard<std::mutex> lock(impl_->mutex);
+  Stats& s = impl_->stats;
+  for (Stat* stat : {&s.allocated_bytes, &s.reserved_bytes, &s.active_bytes, &s.requested_bytes,
+                     &s.allocation_count, &s.segment_count}) {
+    stat->peak = stat->current;
+  }
+}
+
+void CachingAllocator::empty_cache() {
+  std::lock_guard<std::mutex> lock(impl_->mutex);
+  impl_->release_free_segments();
+}
+
+void CachingAllocator::set_memory_limit(int64_t bytes) {
+  REMAT_CHECK(bytes >= 0, "set_memory_limit: negative limit {} on {}", bytes, impl_->device);
+  std::lock_guard<std::mutex> lock(impl_->mutex);
+  impl_->stats.memory_limit = bytes;
+}
+
+std::vector<SegmentInfo> CachingAllocator::snapshot() const {
+  std::lock_guard<std::mutex> lock(impl_->mutex);
+  std::vector<SegmentInfo> out;
+  out.reserve(impl_->segments.size());
+  for (const auto& [base, segment] : impl_->segments) {
+    SegmentInfo info;
+    info.address = reinterpret_cast<uintptr_t>(base);
+    info.size = segment.size;
+    info.small_pool = segment.first->pool->is_small;
+    for (const Block* b = segment.first; b != nullptr; b = b->next) {
+      if (b->allocated) info.allocated_size += b->size;
+      info.blocks.push_back(BlockInfo{.offset = b->ptr - base,
+                                      .size = b->size,
+                                      .requested = b->requested,
+                                      .allocated = b->allocated});
+    }
+    out.push_back(std::move(info));
+  }
+  return out;
+}
+
+// Turning the timeline on starts a fresh one (events and clock); turning it
+// off keeps what was recorded readable.
+void CachingAllocator::enable_timeline(bool on) {
+  std::lock_guard<std::mutex> lock(impl_->mutex);
+  if (on && !impl_->timeline_on) {
+    impl_->events.clear();
+    impl_->timeline_start = std::chrono::steady_clock::now();
+  }
+  impl_->timeline_on = on;
+}
+
+std::vector<Event> CachingAllocator::timeline() const {
+  std::lock_guard<std::mutex> lock(impl_->mutex);
+  return impl_->events;
+}
+
+void CachingAllocator::clear_timeline() {
+  std::lock_guard<std::mutex> lock(impl_->mutex);
+  impl_->events.clear();
+  impl_->timeline_start = std::chrono::steady_clock::now();
+}
+
+Device CachingAllocator::device() const { return impl_->device; }
+
+// The block knows its allocator, so an Allocation from any CachingAllocator
+// (not only allocator_for's) goes back where it came from.
+Allocation::~Allocation() {
+  if (block_ == nullptr) return;
+  auto* block = static_cast<Block*>(block_);
+  if (block->owner != nullptr) {
+    block->owner->free(block);
+  } else {
+    delete block;  // its allocator is gone and leaked the segment
+  }
+}
+
+}  // namespace remat::memory

@@ -1,0 +1,89 @@
+// Activations and softmax. Their derivatives are written with gradient maps
+// (internal ops) or with other ops, from what each op saves.
+#include "kernels/cpu/softmax.h"
+#include "ops/dispatch.h"
+#include "ops/elementwise_defs.h"
+#include "remat/ops.h"
+
+namespace remat::ops {
+namespace {
+
+Tensor grad_map(const char* name, const Tensor& g, const Tensor& saved) {
+  return call1(op(name), {g, saved});
+}
+
+OpDef softmax_def(const char* name, bool log, BackwardFn backward) {
+  OpDef def;
+  def.name = name;
+  def.shape = [name](const std::vector<Tensor>& in, const Attrs& a) {
+    check_floating(name, in[0]);
+    wrap_dim(a.i("dim"), in[0].dim(), name);
+    return std::vector<TensorMeta>{TensorMeta::of(in[0])};
+  };
+  def.forward = [name, log](const std::vector<Tensor>& in, const Attrs& a, std::vector<Tensor>& out) {
+    int64_t dim = wrap_dim(a.i("dim"), in[0].dim(), name);
+    on_device(name, out[0].device(), [&] { kernels::cpu::softmax(in[0], dim, log, out[0]); });
+  };
+  def.backward = std::move(backward);
+  def.save_outputs = {0};
+  return def;
+}
+
+}  // namespace
+
+void register_activation_ops(Registry& r) {
+  r.add(binary_def("relu_backward", BinaryOp::ReluBackward, {}, nullptr));
+  r.add(binary_def("gelu_backward", BinaryOp::GeluBackward, {}, nullptr));
+  r.add(binary_def("gelu_tanh_backward", BinaryOp::GeluTanhBackward, {}, nullptr));
+  r.add(binary_def("tanh_backward", BinaryOp::TanhBackward, {}, nullptr));
+  r.add(binary_def("sigmoid_backward", BinaryOp::SigmoidBackward, {}, nullptr));
+
+  r.add(unary_def("relu", UnaryOp::Relu, Saves::Output, [](const BackwardArgs& a) {
+    return std::vector<Tensor>{grad_map("relu_backward", a.grad(), a.output(0))};
+  }));
+  r.add(unary_def("gelu", UnaryOp::Gelu, Saves::Input, [](const BackwardArgs& a) {
+    return std::vector<Tensor>{grad_map("gelu_backward", a.grad(), a.input(0))};
+  }));
+  r.add(unary_def("gelu_tanh", UnaryOp::GeluTanh, Saves::Input, [](const BackwardArgs& a) {
+    return std::vector<Tensor>{grad_map("gelu_tanh_backward", a.grad(), a.input(0))};
+  }));
+  r.add(unary_def("tanh", UnaryOp::Tanh, Saves::Output, [](const BackwardArgs& a) {
+    return std::vector<Tensor>{grad_map("tanh_backward", a.grad(), a.output(0))};
+  }));
+  r.add(unary_def("sigmoid", UnaryOp::Sigmoid, Saves::Output, [](const BackwardArgs& a) {
+    return std::vector<Tensor>{grad_map("sigmoid_backward", a.grad(), a.output(0))};
+  }));
+
+  // dx = y * (g - sum(g * y, dim))
+  r.add(softmax_def("softmax", false, [](const BackwardArgs& a) {
+    const Tensor& y = a.output(0);
+    Tensor gy = a.grad() * y;
+    return std::vector<Tensor>{gy - y * sum(gy, {a.attrs.i("dim")}, true)};
+  }));
+  // dx = g - exp(y) * sum(g, dim)
+  r.add(softmax_def("log_softmax", true, [](const BackwardArgs& a) {
+    const Tensor& y = a.output(0);
+    return std::vector<Tensor>{a.grad() - exp(y) * sum(a.grad(), {a.attrs.i("dim")}, true)};
+  }));
+}
+
+}  // namespace remat::ops
+
+namespace remat {
+
+Tensor relu(const Tensor& x) { return ops::call1(ops::op("relu"), {x}); }
+Tensor tanh(const Tensor& x) { return ops::call1(ops::op("tanh"), {x}); }
+Tensor sigmoid(const Tensor& x) { return ops::call1(ops::op("sigmoid"), {x}); }
+Tensor gelu(const Tensor& x, const std::string& approximate) {
+  REMAT_CHECK(approximate == "none" || approximate == "tanh",
+              "gelu: approximate must be \"none\" or \"tanh\", got \"{}\"", approximate);
+  return ops::call1(ops::op(approximate == "tanh" ? "gelu_tanh" : "gelu"), {x});
+}
+Tensor softmax(const Tensor& x, int64_t dim) {
+  return ops::call1(ops::op("softmax"), {x}, {{"dim", dim}});
+}
+Tensor log_softmax(const Tensor& x, int64_t dim) {
+  return ops::call1(ops::op("log_softmax"), {x}, {{"dim", dim}});
+}
+
+}  // namespace remat

@@ -1,0 +1,243 @@
+#include "ops/dispatch.h"
+
+#include <algorithm>
+#include <atomic>
+
+#include "kernels/cpu/elementwise.h"
+#include "remat/core/generator.h"
+#include "remat/core/grad_mode.h"
+
+namespace remat::ops {
+
+// ---- Attrs ----------------------------------------------------------------
+
+Attrs& Attrs::set(const std::string& key, AttrValue value) {
+  for (auto& [k, v] : items_) {
+    if (k == key) {
+      v = std::move(value);
+      return *this;
+    }
+  }
+  items_.emplace_back(key, std::move(value));
+  return *this;
+}
+
+bool Attrs::has(std::string_view key) const {
+  return std::any_of(items_.begin(), items_.end(), [&](const auto& kv) { return kv.first == key; });
+}
+
+const AttrValue& Attrs::find(std::string_view key) const {
+  for (const auto& [k, v] : items_) {
+    if (k == key) return v;
+  }
+  throw Error(fmt::format("missing attribute '{}'", key));
+}
+
+std::string Attrs::str() const {
+  std::vector<std::string> parts;
+  for (const auto& [k, v] : items_) {
+    std::string value = std::visit(
+        [](const auto& x) -> std::string {
+          using X = std::decay_t<decltype(x)>;
+          if constexpr (std::is_same_v<X, std::vector<int64_t>>) {
+            return fmt::format("[{}]", fmt::join(x, ", "));
+          } else {
+            return fmt::format("{}", x);
+          }
+        },
+        v);
+    parts.push_back(k + "=" + value);
+  }
+  return fmt::format("{}", fmt::join(parts, ", "));
+}
+
+// ---- Registry ---------------------------------------------------------------
+
+Registry::Registry() {
+  register_elementwise_ops(*this);
+  register_reduction_ops(*this);
+  register_shape_ops(*this);
+  register_linalg_ops(*this);
+  register_activation_ops(*this);
+  register_normalization_ops(*this);
+  register_random_ops(*this);
+  register_loss_ops(*this);
+  register_conv_ops(*this);
+  register_pool_ops(*this);
+  register_attention_ops(*this);
+  register_embedding_ops(*this);
+}
+
+Registry& Registry::instance() {
+  static Registry registry;
+  return registry;
+}
+
+const OpDef& Registry::add(OpDef def) {
+  for (const auto& existing : ops_) {
+    REMAT_CHECK(existing->name != def.name, "op '{}' registered twice", def.name);
+  }
+  REMAT_CHECK(def.shape && def.forward, "op '{}' needs a shape rule and a forward", def.name);
+  ops_.push_back(std::make_unique<OpDef>(std::move(def)));
+  return *ops_.back();
+}
+
+const OpDef& Registry::get(std::string_view name) const {
+  for (const auto& def : ops_) {
+    if (def->name == name) return *def;
+  }
+  throw Error(fmt::format("no op named '{}' in the registry", name));
+}
+
+std::vector<const OpDef*> Registry::all() const {
+  std::vector<const OpDef*> out;
+  for (const auto& def : ops_) out.push_back(def.get());
+  return out;
+}
+
+// ---- Backward arguments -------------------------------------------------------
+
+const Tensor& BackwardArgs::input(int i) const {
+  const Tensor& t = saved_inputs.at(static_cast<size_t>(i));
+  REMAT_CHECK(t.defined(), "op '{}' backward reads input {} but does not declare it saved",
+              op.name, i);
+  return t;
+}
+
+const Tensor& BackwardArgs::output(int i) const {
+  const Tensor& t = saved_outputs.at(static_cast<size_t>(i));
+  REMAT_CHECK(t.defined(), "op '{}' backward reads output {} but does not declare it saved",
+              op.name, i);
+  return t;
+}
+
+// ---- Checks ---------------------------------------------------------------------
+
+std::string describe(const std::vector<Tensor>& inputs) {
+  std::vector<std::string> parts;
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    parts.push_back(inputs[i].defined()
+                        ? fmt::format("#{}: {}", i, TensorMeta::of(inputs[i]).str())
+                        : fmt::format("#{}: (none)", i));
+  }
+  return fmt::format("{}", fmt::join(parts, "; "));
+}
+
+void check_same_dtype(const char* op, const Tensor& a, const Tensor& b) {
+  REMAT_CHECK(a.dtype() == b.dtype(), "{}: dtype mismatch: {} vs {} (operands {} and {})", op,
+              a.dtype(), b.dtype(), TensorMeta::of(a).str(), TensorMeta::of(b).str());
+}
+
+void check_floating(const char* op, const Tensor& x) {
+  REMAT_CHECK(is_floating(x.dtype()), "{}: expected a floating-point tensor, got {}", op,
+              TensorMeta::of(x).str());
+}
+
+void check_dtype(const char* op, const Tensor& x, DType want, const char* role) {
+  REMAT_CHECK(x.dtype() == want, "{}: {} must be {}, got {}", op, role, want,
+              TensorMeta::of(x).str());
+}
+
+std::vector<int64_t> normalize_dims(const char* op, const std::vector<int64_t>& dims,
+                                    int64_t ndim) {
+  std::vector<int64_t> out;
+  if (dims.empty()) {
+    for (int64_t d = 0; d < ndim; ++d) out.push_back(d);
+    return out;
+  }
+  for (int64_t d : dims) out.push_back(wrap_dim(d, ndim, op));
+  std::sort(out.begin(), out.end());
+  REMAT_CHECK_SHAPE(std::adjacent_find(out.begin(), out.end()) == out.end(),
+                    "{}: dim repeated in [{}]", op, fmt::join(dims, ", "));
+  if (ndim == 0) out.clear();
+  return out;
+}
+
+Shape reduced_shape(const Shape& shape, const std::vector<int64_t>& dims, bool keepdim) {
+  Shape out;
+  for (size_t d = 0; d < shape.size(); ++d) {
+    bool reduced = std::find(dims.begin(), dims.end(), static_cast<int64_t>(d)) != dims.end();
+    if (!reduced) {
+      out.push_back(shape[d]);
+    } else if (keepdim) {
+      out.push_back(1);
+    }
+  }
+  return out;
+}
+
+// ---- Running an op ------------------------------------------------------------
+
+namespace {
+std::atomic<RecordFn> recorder{nullptr};
+
+Tensor cast_for_compute(const Tensor& t, DType to) {
+  Tensor out = Tensor::empty(t.shape(), to, t.device());
+  kernels::cpu::copy(t, out);
+  return out;
+}
+}  // namespace
+
+void install_recorder(RecordFn fn) { recorder.store(fn); }
+
+std::vector<Tensor> run_forward(const OpDef& def, const std::vector<Tensor>& inputs,
+                                const Attrs& attrs) {
+  std::vector<TensorMeta> metas = def.shape(inputs, attrs);
+  const bool reduced = std::any_of(inputs.begin(), inputs.end(), [](const Tensor& t) {
+    return t.defined() && t.device().is_cpu() && is_reduced_float(t.dtype());
+  });
+  if (def.compute_reduced_in_float && reduced) {
+    // CPU kernels compute in float32: widen the operands, narrow the results.
+    std::vector<Tensor> widened;
+    for (const Tensor& t : inputs) {
+      widened.push_back(t.defined() && is_reduced_float(t.dtype()) ? cast_for_compute(t, kFloat32)
+                                                                    : t);
+    }
+    std::vector<Tensor> outs = run_forward(def, widened, attrs);
+    for (size_t i = 0; i < outs.size(); ++i) {
+      if (outs[i].dtype() != metas[i].dtype) outs[i] = cast_for_compute(outs[i], metas[i].dtype);
+    }
+    return outs;
+  }
+  std::vector<Tensor> outs;
+  if (!def.view) {
+    for (const TensorMeta& m : metas) outs.push_back(Tensor::empty(m.shape, m.dtype, m.device));
+  }
+  def.forward(inputs, attrs, outs);
+  REMAT_CHECK(outs.size() == metas.size(), "op '{}' forward made {} outputs, its shape rule {}",
+              def.name, outs.size(), metas.size());
+  return outs;
+}
+
+std::vector<Tensor> call(const OpDef& def, const std::vector<Tensor>& inputs, Attrs attrs) {
+  const Tensor* first = nullptr;
+  for (const Tensor& t : inputs) {
+    if (!t.defined()) continue;
+    if (!first) first = &t;
+    REMAT_CHECK(t.device() == first->device(), "{}: operands on different devices ({})", def.name,
+                describe(inputs));
+  }
+  if (def.random_count && !attrs.has("seed")) {
+    PhiloxState s = reserve_philox(def.random_count(inputs, attrs));
+    attrs.set("seed", static_cast<int64_t>(s.seed)).set("offset", static_cast<int64_t>(s.offset));
+  }
+  std::vector<Tensor> outs;
+  {
+    NoGradGuard forward_only;  // ops composed inside a forward are not recorded
+    outs = run_forward(def, inputs, attrs);
+  }
+  RecordFn record = recorder.load();
+  if (record && def.backward && GradMode::is_enabled() &&
+      std::any_of(inputs.begin(), inputs.end(),
+                  [](const Tensor& t) { return t.defined() && t.requires_grad(); })) {
+    record(def, inputs, attrs, outs);
+  }
+  if (def.visible_outputs >= 0) outs.resize(static_cast<size_t>(def.visible_outputs));
+  return outs;
+}
+
+Tensor call1(const OpDef& def, const std::vector<Tensor>& inputs, Attrs attrs) {
+  return call(def, inputs, std::move(attrs)).at(0);
+}
+
+}  // namespace remat::ops

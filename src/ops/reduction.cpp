@@ -1,0 +1,127 @@
+// Reductions: sum and mean over dims, max and argmax along a dim.
+#include "kernels/cpu/reduce.h"
+#include "ops/dispatch.h"
+#include "remat/ops.h"
+
+namespace remat::ops {
+namespace {
+
+// The gradient of a reduction, broadcast back over the reduced dims.
+Tensor expand_reduced(const Tensor& g, const TensorMeta& input, const std::vector<int64_t>& dims,
+                      bool keepdim) {
+  Tensor kept = keepdim ? g : reshape(g, reduced_shape(input.shape, dims, true));
+  return expand(kept, input.shape);
+}
+
+OpDef sum_def(const char* name, bool mean) {
+  OpDef def;
+  def.name = name;
+  def.shape = [name](const std::vector<Tensor>& in, const Attrs& a) {
+    auto dims = normalize_dims(name, a.ints("dims"), in[0].dim());
+    return std::vector<TensorMeta>{
+        {reduced_shape(in[0].shape(), dims, a.b("keepdim")), in[0].dtype(), in[0].device()}};
+  };
+  def.forward = [name, mean](const std::vector<Tensor>& in, const Attrs& a, std::vector<Tensor>& out) {
+    auto dims = normalize_dims(name, a.ints("dims"), in[0].dim());
+    int64_t count = 1;
+    for (int64_t d : dims) count *= in[0].shape()[static_cast<size_t>(d)];
+    double scale = mean ? 1.0 / static_cast<double>(std::max<int64_t>(count, 1)) : 1.0;
+    on_device(name, out[0].device(), [&] { kernels::cpu::sum(in[0], dims, scale, out[0]); });
+  };
+  def.backward = [name, mean](const BackwardArgs& a) {
+    const TensorMeta& x = a.input_meta[0];
+    auto dims = normalize_dims(name, a.attrs.ints("dims"), static_cast<int64_t>(x.shape.size()));
+    Tensor g = a.grad();
+    if (mean) {
+      int64_t count = 1;
+      for (int64_t d : dims) count *= x.shape[static_cast<size_t>(d)];
+      g = g * (1.0 / static_cast<double>(std::max<int64_t>(count, 1)));
+    }
+    return std::vector<Tensor>{expand_reduced(g, x, dims, a.attrs.b("keepdim"))};
+  };
+  return def;
+}
+
+}  // namespace
+
+Tensor sum_to(const Tensor& grad, const Shape& shape) {
+  if (grad.shape() == shape) return grad;
+  const size_t lead = grad.shape().size() - shape.size();
+  std::vector<int64_t> dims;
+  for (size_t d = 0; d < grad.shape().size(); ++d) {
+    if (d < lead || (shape[d - lead] == 1 && grad.shape()[d] != 1)) {
+      dims.push_back(static_cast<int64_t>(d));
+    }
+  }
+  if (dims.empty()) return reshape(grad, shape);
+  return reshape(sum(grad, dims, true), shape);
+}
+
+void register_reduction_ops(Registry& r) {
+  r.add(sum_def("sum", false));
+  r.add(sum_def("mean", true));
+
+  OpDef max_def;
+  max_def.name = "max";
+  max_def.visible_outputs = 2;
+  max_def.shape = [](const std::vector<Tensor>& in, const Attrs& a) {
+    REMAT_CHECK_SHAPE(in[0].numel() > 0, "max: empty tensor {}", TensorMeta::of(in[0]).str());
+    int64_t dim = wrap_dim(a.i("dim"), in[0].dim(), "max");
+    Shape s = reduced_shape(in[0].shape(), {dim}, a.b("keepdim"));
+    return std::vector<TensorMeta>{{s, in[0].dtype(), in[0].device()},
+                                   {s, kInt64, in[0].device()}};
+  };
+  max_def.forward = [](const std::vector<Tensor>& in, const Attrs& a, std::vector<Tensor>& out) {
+    int64_t dim = wrap_dim(a.i("dim"), in[0].dim(), "max");
+    on_device("max", in[0].device(),
+              [&] { kernels::cpu::max_along(in[0], dim, out[0], out[1]); });
+  };
+  max_def.save_outputs = {1};
+  max_def.backward = [](const BackwardArgs& a) {
+    return std::vector<Tensor>{call1(op("max_backward"), {a.grad(), a.output(1)},
+                                     {{"dim", a.attrs.i("dim")},
+                                      {"keepdim", a.attrs.b("keepdim")},
+                                      {"input_shape", a.input_meta[0].shape}})};
+  };
+  r.add(std::move(max_def));
+
+  // Scatters the gradient of max to where the maxima were.
+  OpDef max_backward;
+  max_backward.name = "max_backward";
+  max_backward.shape = [](const std::vector<Tensor>& in, const Attrs& a) {
+    return std::vector<TensorMeta>{{a.ints("input_shape"), in[0].dtype(), in[0].device()}};
+  };
+  max_backward.forward = [](const std::vector<Tensor>& in, const Attrs& a,
+                            std::vector<Tensor>& out) {
+    int64_t dim = wrap_dim(a.i("dim"), out[0].dim(), "max_backward");
+    Tensor g = in[0], idx = in[1];
+    if (a.b("keepdim")) {
+      Shape squeezed = reduced_shape(out[0].shape(), {dim}, false);
+      g = g.reshape(squeezed);
+      idx = idx.reshape(squeezed);
+    }
+    on_device("max_backward", out[0].device(),
+              [&] { kernels::cpu::scatter_along(g, idx, dim, out[0]); });
+  };
+  r.add(std::move(max_backward));
+}
+
+}  // namespace remat::ops
+
+namespace remat {
+
+Tensor sum(const Tensor& x, const std::vector<int64_t>& dims, bool keepdim) {
+  return ops::call1(ops::op("sum"), {x}, {{"dims", dims}, {"keepdim", keepdim}});
+}
+Tensor sum(const Tensor& x) { return sum(x, {}, false); }
+Tensor mean(const Tensor& x, const std::vector<int64_t>& dims, bool keepdim) {
+  return ops::call1(ops::op("mean"), {x}, {{"dims", dims}, {"keepdim", keepdim}});
+}
+Tensor mean(const Tensor& x) { return mean(x, {}, false); }
+MaxResult max(const Tensor& x, int64_t dim, bool keepdim) {
+  auto outs = ops::call(ops::op("max"), {x}, {{"dim", dim}, {"keepdim", keepdim}});
+  return {outs[0], outs[1]};
+}
+Tensor argmax(const Tensor& x, int64_t dim, bool keepdim) { return max(x, dim, keepdim).indices; }
+
+}  // namespace remat

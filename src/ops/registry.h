@@ -1,0 +1,148 @@
+// The op registry. An op is data: one OpDef holds its shape rule, its forward
+// (dispatching to a CPU or CUDA kernel), its backward (written with other
+// ops) and which of its inputs and outputs backward needs. Every entry on the
+// tape points at one, so the tape can replay a forward and run a backward.
+#pragma once
+
+#include <functional>
+#include <string>
+#include <string_view>
+#include <variant>
+#include <vector>
+
+#include "remat/core/tensor.h"
+
+namespace remat::ops {
+
+using AttrValue = std::variant<bool, int64_t, double, std::string, std::vector<int64_t>>;
+
+// Named attributes of one call (dims, eps, seed and offset of random ops...).
+class Attrs {
+ public:
+  Attrs() = default;
+  Attrs(std::initializer_list<std::pair<std::string, AttrValue>> items) : items_(items) {}
+  Attrs& set(const std::string& key, AttrValue value);
+  bool has(std::string_view key) const;
+  bool b(std::string_view key) const { return get<bool>(key); }
+  int64_t i(std::string_view key) const { return get<int64_t>(key); }
+  double f(std::string_view key) const { return get<double>(key); }
+  const std::string& s(std::string_view key) const { return get<std::string>(key); }
+  const std::vector<int64_t>& ints(std::string_view key) const {
+    return get<std::vector<int64_t>>(key);
+  }
+  std::string str() const;
+
+ private:
+  const AttrValue& find(std::string_view key) const;
+  template <typename T>
+  const T& get(std::string_view key) const {
+    const AttrValue& v = find(key);
+    REMAT_CHECK(std::holds_alternative<T>(v), "attribute '{}' has another type", key);
+    return std::get<T>(v);
+  }
+  std::vector<std::pair<std::string, AttrValue>> items_;
+};
+
+struct OpDef;
+
+// What a backward formula sees: the incoming gradients, the attributes, the
+// inputs' metadata, and the tensors the op declared it saves.
+struct BackwardArgs {
+  const OpDef& op;
+  const Attrs& attrs;
+  const std::vector<TensorMeta>& input_meta;
+  std::vector<Tensor> grad_outputs;  // undefined where no gradient flows
+  std::vector<bool> needs_input_grad;
+  std::vector<Tensor> saved_inputs;   // indexed like the op's inputs; set where saved
+  std::vector<Tensor> saved_outputs;  // indexed like the op's outputs; set where saved
+
+  const Tensor& grad(int i = 0) const { return grad_outputs.at(static_cast<size_t>(i)); }
+  const Tensor& input(int i) const;
+  const Tensor& output(int i) const;
+  bool needs(int i) const { return needs_input_grad.at(static_cast<size_t>(i)); }
+};
+
+using ShapeFn = std::function<std::vector<TensorMeta>(const std::vector<Tensor>&, const Attrs&)>;
+using ForwardFn =
+    std::function<void(const std::vector<Tensor>& in, const Attrs&, std::vector<Tensor>& out)>;
+using BackwardFn = std::function<std::vector<Tensor>(const BackwardArgs&)>;
+
+struct OpDef {
+  std::string name;
+  // Validates operands (throwing ShapeError/Error naming the op) and returns
+  // the outputs' metadata. Outputs past `visible_outputs` are auxiliary: kept
+  // for backward (layer_norm's mean and rstd), not returned to the caller.
+  ShapeFn shape;
+  // Writes the outputs, which the dispatcher allocated from `shape`. A view op
+  // instead receives an empty `out` and appends aliases of its input.
+  ForwardFn forward;
+  // Empty for ops that are not differentiable (integer results, and the
+  // internal backward kernels that backward formulas call).
+  BackwardFn backward;
+  std::vector<int> save_inputs;
+  std::vector<int> save_outputs;
+  int visible_outputs = 1;  // -1: every output is visible (split)
+  bool view = false;
+  // Random ops get "seed" and "offset" attributes (reserved from the default
+  // generator, recorded on the tape) consuming `random_count(in, attrs)` numbers.
+  std::function<int64_t(const std::vector<Tensor>&, const Attrs&)> random_count;
+  // On the CPU, bfloat16/float16 operands are computed in float32 and rounded
+  // back; ops that move bytes without arithmetic (views, copies) turn this off.
+  bool compute_reduced_in_float = true;
+
+  bool visible(size_t output) const {
+    return visible_outputs < 0 || static_cast<int>(output) < visible_outputs;
+  }
+};
+
+class Registry {
+ public:
+  static Registry& instance();
+  const OpDef& add(OpDef def);
+  const OpDef& get(std::string_view name) const;
+  std::vector<const OpDef*> all() const;
+
+ private:
+  Registry();
+  std::vector<std::unique_ptr<OpDef>> ops_;
+};
+
+inline const OpDef& op(std::string_view name) { return Registry::instance().get(name); }
+
+// Runs an op: checks that operands share a device, applies the shape rule,
+// allocates outputs, runs the forward, and records a tape entry when grad
+// mode is on and an operand requires grad. Returns the visible outputs.
+std::vector<Tensor> call(const OpDef& def, const std::vector<Tensor>& inputs, Attrs attrs = {});
+Tensor call1(const OpDef& def, const std::vector<Tensor>& inputs, Attrs attrs = {});
+
+// Runs only the forward (no recording): what call() and tape replay share.
+// Returns every output, auxiliary ones included.
+std::vector<Tensor> run_forward(const OpDef& def, const std::vector<Tensor>& inputs,
+                                const Attrs& attrs);
+
+// The tape's entry point: the autograd layer installs it when the first
+// tensor is marked requires_grad (no tensor needs recording before that).
+using RecordFn = void (*)(const OpDef& def, const std::vector<Tensor>& inputs, const Attrs& attrs,
+                          std::vector<Tensor>& outputs);
+void install_recorder(RecordFn fn);
+
+// Each op family registers its ops here (called once by Registry's constructor).
+void register_elementwise_ops(Registry& r);
+void register_reduction_ops(Registry& r);
+void register_shape_ops(Registry& r);
+void register_linalg_ops(Registry& r);
+void register_activation_ops(Registry& r);
+void register_normalization_ops(Registry& r);
+void register_random_ops(Registry& r);
+void register_loss_ops(Registry& r);
+void register_conv_ops(Registry& r);
+void register_pool_ops(Registry& r);
+void register_attention_ops(Registry& r);
+void register_embedding_ops(Registry& r);
+
+// Shared by shape rules: message fragments naming operands.
+std::string describe(const std::vector<Tensor>& inputs);
+// Reduces a broadcast gradient back to `shape` (sums the broadcast dims).
+Tensor sum_to(const Tensor& grad, const Shape& shape);
+
+}  // namespace remat::ops

@@ -1,0 +1,7 @@
+#include "support/gradcheck.h"
+
+namespace remat::testing {
+
+std::vector<OpSample> normalization_samples() { return {}; }
+
+}  // namespace remat::testing

@@ -1,0 +1,173 @@
+// The tape and the backward engine: accumulation, reuse, retain_graph, the
+// errors users hit, and saved tensors freed as backward goes.
+#include <gtest/gtest.h>
+
+#include "autograd/node.h"
+#include "remat/remat.h"
+
+using namespace remat;
+
+namespace {
+Tensor leaf(std::vector<double> v, Shape shape) {
+  Tensor t = from_vector(v, shape);
+  t.requires_grad_();
+  return t;
+}
+std::string message_of(const std::function<void()>& fn) {
+  try {
+    fn();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "(no exception)";
+}
+}  // namespace
+
+TEST(Autograd, AccumulatesAcrossBranches) {
+  Tensor x = leaf({1, 2}, {2});
+  // y = x*x + 3x: both branches reach x.
+  Tensor y = sum(x * x + x * 3.0);
+  y.backward();
+  EXPECT_EQ(x.grad().to_vector<double>(), (std::vector<double>{5, 7}));
+}
+
+TEST(Autograd, ReusedIntermediate) {
+  Tensor x = leaf({2}, {1});
+  Tensor h = x * x;           // 4
+  Tensor y = sum(h * h + h);  // x^4 + x^2 -> 4x^3 + 2x = 36
+  y.backward();
+  EXPECT_DOUBLE_EQ(x.grad().item<double>(), 36);
+}
+
+TEST(Autograd, GradientsAccumulateAcrossBackwardCalls) {
+  Tensor x = leaf({1, 1}, {2});
+  sum(x * 2.0).backward();
+  sum(x * 3.0).backward();
+  EXPECT_EQ(x.grad().to_vector<double>(), (std::vector<double>{5, 5}));
+  x.set_grad({});
+  EXPECT_FALSE(x.grad().defined());
+}
+
+TEST(Autograd, BroadcastGradientsSumBack) {
+  Tensor a = leaf({1, 2, 3}, {3, 1});
+  Tensor b = leaf({10, 20}, {2});
+  sum(a * b).backward();
+  EXPECT_EQ(a.grad().to_vector<double>(), (std::vector<double>{30, 30, 30}));
+  EXPECT_EQ(b.grad().to_vector<double>(), (std::vector<double>{6, 6}));
+}
+
+TEST(Autograd, RetainGraphAllowsASecondBackward) {
+  Tensor x = leaf({3}, {1});
+  Tensor y = sum(x * x);
+  y.backward({}, /*retain_graph=*/true);
+  y.backward();
+  EXPECT_DOUBLE_EQ(x.grad().item<double>(), 12);
+}
+
+TEST(Autograd, BackwardTwiceWithoutRetainGraphThrows) {
+  Tensor x = leaf({3}, {1});
+  Tensor y = sum(x * x);
+  y.backward();
+  std::string msg = message_of([&] { y.backward(); });
+  EXPECT_NE(msg.find("second time"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("retain_graph"), std::string::npos) << msg;
+}
+
+TEST(Autograd, NonScalarRootNeedsAGradient) {
+  Tensor x = leaf({1, 2}, {2});
+  Tensor y = x * 2.0;
+  std::string msg = message_of([&] { y.backward(); });
+  EXPECT_NE(msg.find("non-scalar"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("[2]"), std::string::npos) << msg;
+  y.backward(from_vector(std::vector<double>{1, 10}, {2}));
+  EXPECT_EQ(x.grad().to_vector<double>(), (std::vector<double>{2, 20}));
+  EXPECT_THROW(y.backward(ones({3}, kFloat64)), Error);
+}
+
+TEST(Autograd, SavedTensorModifiedInPlaceIsCaught) {
+  Tensor x = leaf({1, 2}, {2});
+  Tensor h = x * 2.0;
+  Tensor y = sum(exp(h));  // exp saves its output
+  Tensor e = exp(h);
+  Tensor z = sum(e);
+  {
+    NoGradGuard g;
+    e.detach().mul_(2.0);  // changes what exp saved
+  }
+  std::string msg = message_of([&] { z.backward(); });
+  EXPECT_NE(msg.find("'exp'"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("modified in place"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("version 0, now at version 1"), std::string::npos) << msg;
+  y.backward();  // the untouched branch still works
+}
+
+TEST(Autograd, ShapeDtypeDeviceMismatchMessages) {
+  Tensor a = leaf({1, 2, 3}, {3});
+  Tensor b = ones({2}, kFloat64);
+  std::string shape_msg = message_of([&] { (void)(a + b); });
+  EXPECT_NE(shape_msg.find("add"), std::string::npos) << shape_msg;
+  EXPECT_NE(shape_msg.find("[3]"), std::string::npos) << shape_msg;
+  EXPECT_NE(shape_msg.find("[2]"), std::string::npos) << shape_msg;
+  std::string dtype_msg = message_of([&] { (void)matmul(ones({2, 2}), ones({2, 2}, kFloat64)); });
+  EXPECT_NE(dtype_msg.find("matmul"), std::string::npos) << dtype_msg;
+  EXPECT_NE(dtype_msg.find("float32"), std::string::npos) << dtype_msg;
+  EXPECT_NE(dtype_msg.find("float64"), std::string::npos) << dtype_msg;
+}
+
+TEST(Autograd, NoGradGuardRecordsNothing) {
+  Tensor x = leaf({1}, {1});
+  Tensor y;
+  {
+    NoGradGuard g;
+    y = x * 2.0;
+  }
+  EXPECT_FALSE(y.requires_grad());
+  EXPECT_THROW(y.backward(), Error);
+  EXPECT_TRUE(GradMode::is_enabled());
+}
+
+TEST(Autograd, RequiresGradOnlyOnFloatingLeaves) {
+  Tensor x = leaf({1}, {1});
+  Tensor y = x * 2.0;
+  EXPECT_THROW(y.requires_grad_(), Error);
+  Tensor i = from_vector(std::vector<int64_t>{1}, {1});
+  EXPECT_THROW(i.requires_grad_(), Error);
+}
+
+TEST(Autograd, TapeEntriesDieWithTheirOutputs) {
+  Tensor x = leaf({1, 2}, {2});
+  size_t before = autograd::Tape::current().live_entries();
+  {
+    Tensor y = sum(exp(x * 2.0));
+    EXPECT_EQ(autograd::Tape::current().live_entries(), before + 3);
+  }
+  EXPECT_EQ(autograd::Tape::current().live_entries(), before);
+}
+
+TEST(Autograd, SavedTensorsAreFreedDuringBackward) {
+  // A chain of 8 exp ops on 1 MiB tensors: every intermediate is saved. After
+  // backward without retain_graph the saved tensors are gone, so memory
+  // returns to the level of the live tensors alone.
+  Tensor x = randn({256, 1024});
+  x.requires_grad_();
+  const int64_t base = memory::stats(kCPU).allocated_bytes.current;
+  Tensor loss;
+  {
+    Tensor h = x;
+    for (int i = 0; i < 8; ++i) h = exp(h * 0.1);
+    loss = sum(h);
+  }
+  const int64_t after_forward = memory::stats(kCPU).allocated_bytes.current;
+  EXPECT_GE(after_forward - base, 8 * 1024 * 1024);  // 8 saved exp outputs at least
+  loss.backward();
+  const int64_t after_backward = memory::stats(kCPU).allocated_bytes.current;
+  // Left: the loss and x.grad (1 MiB).
+  EXPECT_LE(after_backward - base, 1024 * 1024 + 4096);
+}
+
+TEST(Autograd, MultiOutputOpGetsZeroGradForUnusedOutput) {
+  Tensor x = leaf({1, 2, 3, 4}, {4});
+  std::vector<Tensor> parts = split(x, {1, 3}, 0);
+  sum(parts[1] * 2.0).backward();
+  EXPECT_EQ(x.grad().to_vector<double>(), (std::vector<double>{0, 2, 2, 2}));
+}
