@@ -73,14 +73,15 @@ Tensor init_weight(int64_t fan_in, int64_t fan_out) {
 // A fixed dataset: class c's points scatter around a random centre.
 struct Clusters {
   Tensor centres;  // [classes, features]
-  Tensor sample(int64_t batch, Tensor& onehot) const {
+  Tensor sample(int64_t batch, Tensor& labels) const {
     const int64_t classes = centres.shape()[0];
     std::vector<int64_t> y(static_cast<size_t>(batch));
     std::vector<float> u = rand({batch}).to_vector<float>();
     for (int64_t i = 0; i < batch; ++i) {
       y[static_cast<size_t>(i)] = std::min<int64_t>(classes - 1, static_cast<int64_t>(u[static_cast<size_t>(i)] * static_cast<float>(classes)));
     }
-    onehot = zeros({batch, classes});
+    labels = from_vector(y, {batch});
+    Tensor onehot = zeros({batch, classes});
     float* p = onehot.data<float>();
     for (int64_t i = 0; i < batch; ++i) p[i * classes + y[static_cast<size_t>(i)]] = 1.0f;
     return matmul(onehot, centres) + randn({batch, centres.shape()[1]}) * 1.5;
@@ -103,15 +104,14 @@ int main(int argc, char** argv) try {
   std::vector<double> step_ms;
   double loss_value = 0;
   for (int64_t step = 1; step <= o.steps; ++step) {
-    Tensor onehot;
+    Tensor labels;
     Tensor x;
     {
       NoGradGuard no_grad;
-      x = data.sample(o.batch, onehot);
+      x = data.sample(o.batch, labels);
     }
     auto t0 = std::chrono::steady_clock::now();
-    Tensor logits = matmul(relu(matmul(x, w1)), w2);
-    Tensor loss = -mean(sum(log_softmax(logits, 1) * onehot, {1}));
+    Tensor loss = cross_entropy(matmul(relu(matmul(x, w1)), w2), labels);
     loss.backward();
     {
       NoGradGuard no_grad;

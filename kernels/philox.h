@@ -24,11 +24,9 @@ REMAT_HOST_DEVICE inline uint32_t mulhilo32(uint32_t a, uint32_t b, uint32_t* hi
   return static_cast<uint32_t>(product);
 }
 
-// Ten rounds of Philox on counter `counter` with key `seed`.
-REMAT_HOST_DEVICE inline Philox4 philox(uint64_t seed, uint64_t counter) {
-  uint32_t c0 = static_cast<uint32_t>(counter), c1 = static_cast<uint32_t>(counter >> 32), c2 = 0,
-           c3 = 0;
-  uint32_t k0 = static_cast<uint32_t>(seed), k1 = static_cast<uint32_t>(seed >> 32);
+// Philox4x32 with ten rounds on a 128-bit counter and a 64-bit key.
+REMAT_HOST_DEVICE inline Philox4 philox4x32_10(Philox4 counter, uint32_t k0, uint32_t k1) {
+  uint32_t c0 = counter.v[0], c1 = counter.v[1], c2 = counter.v[2], c3 = counter.v[3];
   for (int round = 0; round < 10; ++round) {
     uint32_t hi0, hi1;
     uint32_t lo0 = mulhilo32(0xD2511F53u, c0, &hi0);
@@ -43,6 +41,12 @@ REMAT_HOST_DEVICE inline Philox4 philox(uint64_t seed, uint64_t counter) {
   return {{c0, c1, c2, c3}};
 }
 
+// The block at `counter` of the stream keyed by `seed`.
+REMAT_HOST_DEVICE inline Philox4 philox(uint64_t seed, uint64_t counter) {
+  Philox4 c{{static_cast<uint32_t>(counter), static_cast<uint32_t>(counter >> 32), 0u, 0u}};
+  return philox4x32_10(c, static_cast<uint32_t>(seed), static_cast<uint32_t>(seed >> 32));
+}
+
 // The index-th 32-bit number of the stream starting at offset: one Philox
 // block yields four numbers.
 REMAT_HOST_DEVICE inline uint32_t philox_u32(uint64_t seed, uint64_t offset, uint64_t index) {
@@ -50,9 +54,14 @@ REMAT_HOST_DEVICE inline uint32_t philox_u32(uint64_t seed, uint64_t offset, uin
   return philox(seed, n / 4).v[n % 4];
 }
 
-// Uniform in (0, 1]: never 0, so log() below is finite.
+// A 32-bit draw mapped to a float uniform in (0, 1]: never 0, so log() below
+// is finite. Kernels that take a whole Philox block at once map each lane.
+REMAT_HOST_DEVICE inline float uniform_from_bits(uint32_t bits) {
+  return (static_cast<float>(bits >> 8) + 1.0f) * (1.0f / 16777216.0f);
+}
+
 REMAT_HOST_DEVICE inline float philox_uniform(uint64_t seed, uint64_t offset, uint64_t index) {
-  return (static_cast<float>(philox_u32(seed, offset, index) >> 8) + 1.0f) * (1.0f / 16777216.0f);
+  return uniform_from_bits(philox_u32(seed, offset, index));
 }
 
 // Standard normal by Box-Muller over the pair of numbers (2i, 2i+1).

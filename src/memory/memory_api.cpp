@@ -20,7 +20,15 @@ struct Registry {
 };
 
 Registry& registry() {
-  static auto* instance = new Registry;
+  static auto* instance = [] {
+    auto* r = new Registry;
+#if defined(REMAT_WITH_CUDA)
+    // Registered here rather than by a static initialiser in the CUDA
+    // sources, which the linker may drop from a static library.
+    r->factories[static_cast<size_t>(DeviceType::CUDA)] = &make_cuda_backend;
+#endif
+    return r;
+  }();
   return *instance;
 }
 

@@ -24,4 +24,10 @@ class RawBackend {
 // Aligned host memory (64-byte alignment, for SIMD and cache lines).
 std::unique_ptr<RawBackend> make_cpu_backend();
 
+#if defined(REMAT_WITH_CUDA)
+// cudaMalloc on one device; pinned host memory (for offload). CUDA builds only.
+std::unique_ptr<RawBackend> make_cuda_backend(int device_index);
+std::unique_ptr<RawBackend> make_pinned_host_backend();
+#endif
+
 }  // namespace remat::memory

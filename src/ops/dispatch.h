@@ -20,6 +20,13 @@ inline void on_device(const char* op, Device d, const std::function<void()>& cpu
   }
 }
 
+// The CUDA kernel argument of on_device: a call in CUDA builds, absent otherwise.
+#if defined(REMAT_WITH_CUDA)
+#define REMAT_CUDA_KERNEL(...) [&] { __VA_ARGS__; }
+#else
+#define REMAT_CUDA_KERNEL(...) std::function<void()>()
+#endif
+
 // Operands a and b must have the same dtype (no implicit promotion).
 void check_same_dtype(const char* op, const Tensor& a, const Tensor& b);
 void check_floating(const char* op, const Tensor& x);

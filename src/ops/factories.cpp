@@ -4,6 +4,10 @@
 #include "ops/dispatch.h"
 #include "remat/core/generator.h"
 
+#if defined(REMAT_WITH_CUDA)
+#include "kernels/cuda/fill.cuh"
+#endif
+
 namespace remat {
 
 template <typename T>
@@ -36,7 +40,8 @@ Tensor from_vector(const std::vector<bool>& values, const Shape& shape, Device d
 
 Tensor full(const Shape& shape, double value, DType dtype, Device device) {
   Tensor out = Tensor::empty(shape, dtype, device);
-  ops::on_device("full", device, [&] { kernels::cpu::fill(out, value); });
+  ops::on_device("full", device, [&] { kernels::cpu::fill(out, value); },
+                 REMAT_CUDA_KERNEL(kernels::cuda::fill(out, value)));
   return out;
 }
 Tensor zeros(const Shape& shape, DType dtype, Device device) { return full(shape, 0.0, dtype, device); }
@@ -62,7 +67,9 @@ Tensor random_tensor(const char* name, const Shape& shape, DType dtype, Device d
   Tensor out = Tensor::empty(shape, dtype, device);
   // Normals use two uniforms each.
   PhiloxState s = reserve_philox(out.numel() * (dist == kernels::cpu::Distribution::Normal ? 2 : 1));
-  ops::on_device(name, device, [&] { kernels::cpu::fill_random(out, dist, s.seed, s.offset); });
+  const bool normal = dist == kernels::cpu::Distribution::Normal;
+  ops::on_device(name, device, [&] { kernels::cpu::fill_random(out, dist, s.seed, s.offset); },
+                 REMAT_CUDA_KERNEL(kernels::cuda::fill_random(out, normal, s.seed, s.offset)));
   return out;
 }
 }  // namespace

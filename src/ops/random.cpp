@@ -1,6 +1,64 @@
-// TODO(helper): dropout
+// Dropout: a counter-based Philox mask that is never stored. call() reserves
+// numel numbers of the default stream and records (seed, offset) as
+// attributes; backward regenerates the same mask from them, so dropout saves
+// no tensor and a replayed forward draws the same mask.
+#include "kernels/cpu/dropout.h"
 #include "ops/dispatch.h"
+#include "remat/ops.h"
 
 namespace remat::ops {
-void register_random_ops(Registry&) {}
+namespace {
+
+void check_probability(double p) {
+  REMAT_CHECK(p >= 0.0 && p <= 1.0, "dropout: p must be in [0, 1], got {}", p);
+}
+
+// Kept values are scaled by 1 / (1 - p) so the expectation is unchanged; with
+// p = 1 nothing is kept and a scale of 0 avoids an infinity.
+double keep_scale(double p) { return p < 1.0 ? 1.0 / (1.0 - p) : 0.0; }
+
+// The forward (on the input) and the backward (on the gradient) apply the
+// same mask and scale.
+OpDef mask_def(const char* name, BackwardFn backward) {
+  OpDef def;
+  def.name = name;
+  def.shape = [name](const std::vector<Tensor>& in, const Attrs& a) {
+    check_floating(name, in[0]);
+    check_probability(a.f("p"));
+    return std::vector<TensorMeta>{TensorMeta::of(in[0])};
+  };
+  def.forward = [name](const std::vector<Tensor>& in, const Attrs& a, std::vector<Tensor>& out) {
+    const double p = a.f("p");
+    const auto seed = static_cast<uint64_t>(a.i("seed"));
+    const auto offset = static_cast<uint64_t>(a.i("offset"));
+    on_device(name, out[0].device(),
+              [&] { kernels::cpu::dropout(in[0], p, keep_scale(p), seed, offset, out[0]); });
+  };
+  def.backward = std::move(backward);
+  return def;
+}
+
+}  // namespace
+
+void register_random_ops(Registry& r) {
+  OpDef dropout = mask_def("dropout", [](const BackwardArgs& a) {
+    return std::vector<Tensor>{call1(
+        op("dropout_backward"), {a.grad()},
+        {{"p", a.attrs.f("p")}, {"seed", a.attrs.i("seed")}, {"offset", a.attrs.i("offset")}})};
+  });
+  dropout.random_count = [](const std::vector<Tensor>& in, const Attrs&) { return in[0].numel(); };
+  r.add(std::move(dropout));
+  r.add(mask_def("dropout_backward", nullptr));
+}
+
 }  // namespace remat::ops
+
+namespace remat {
+
+Tensor dropout(const Tensor& x, double p, bool training) {
+  ops::check_probability(p);
+  if (!training || p == 0.0) return x;
+  return ops::call1(ops::op("dropout"), {x}, {{"p", p}});
+}
+
+}  // namespace remat

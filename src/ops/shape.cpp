@@ -6,6 +6,10 @@
 #include "ops/dispatch.h"
 #include "remat/ops.h"
 
+#if defined(REMAT_WITH_CUDA)
+#include "kernels/cuda/transfer.cuh"
+#endif
+
 namespace remat::ops {
 namespace {
 
@@ -348,10 +352,25 @@ void register_shape_ops(Registry& r) {
     return std::vector<TensorMeta>{{in[0].shape(), in[0].dtype(), d}};
   };
   to_device_def.forward = [](const std::vector<Tensor>& in, const Attrs&, std::vector<Tensor>& out) {
-    if (!in[0].device().is_cpu() || !out[0].device().is_cpu()) {
-      throw NotImplementedError(fmt::format("copy from {} to {}", in[0].device(), out[0].device()));
+    const Tensor& src = in[0];
+    if (src.device().is_cpu() && out[0].device().is_cpu()) {
+      kernels::cpu::copy(src, out[0]);
+      return;
     }
-    kernels::cpu::copy(in[0], out[0]);
+#if defined(REMAT_WITH_CUDA)
+    Tensor packed = src;
+    if (!src.is_contiguous()) {
+      if (!src.device().is_cpu()) {
+        throw NotImplementedError(fmt::format("strided copy from {}", src.device()));
+      }
+      packed = Tensor::empty(src.shape(), src.dtype(), kCPU);
+      kernels::cpu::copy(src, packed);
+    }
+    kernels::cuda::copy_between_devices(packed, out[0]);
+#else
+    throw NotImplementedError(fmt::format("copy from {} to {} (built without CUDA)", src.device(),
+                                          out[0].device()));
+#endif
   };
   to_device_def.backward = [](const BackwardArgs& a) {
     return std::vector<Tensor>{a.grad().to(a.input_meta[0].device)};

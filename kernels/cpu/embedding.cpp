@@ -1,0 +1,69 @@
+#include "kernels/cpu/embedding.h"
+
+#include <algorithm>
+#include <cstring>
+
+#include "kernels/cpu/elementwise.h"
+#include "kernels/cpu/loops.h"
+
+namespace remat::kernels::cpu {
+namespace {
+
+// Checked before any parallel loop: an exception must not leave an OpenMP region.
+void check_indices(const char* op, const int64_t* idx, int64_t n, int64_t num_weights) {
+  for (int64_t k = 0; k < n; ++k) {
+    REMAT_CHECK(idx[k] >= 0 && idx[k] < num_weights,
+                "{}: index {} (at position {}) is out of range for {} embeddings", op, idx[k], k,
+                num_weights);
+  }
+}
+
+}  // namespace
+
+void embedding(const Tensor& weight, const Tensor& indices, const Tensor& out) {
+  Tensor w = weight.contiguous(), idx_t = indices.contiguous();
+  const int64_t n = idx_t.numel(), num_weights = w.shape()[0], width = w.shape()[1];
+  const int64_t* idx = static_cast<const int64_t*>(idx_t.data_ptr());
+  check_indices("embedding", idx, n, num_weights);
+  const auto row_bytes = static_cast<size_t>(width) * w.element_size();
+  const char* src = static_cast<const char*>(w.data_ptr());
+  char* dst = static_cast<char*>(out.data_ptr());
+#pragma omp parallel for if (n * width >= 2 * kParallelGrain) schedule(static)
+  for (int64_t k = 0; k < n; ++k) {
+    std::memcpy(dst + static_cast<size_t>(k) * row_bytes,
+                src + static_cast<size_t>(idx[k]) * row_bytes, row_bytes);
+  }
+}
+
+void embedding_backward(const Tensor& grad, const Tensor& indices, const Tensor& out) {
+  Tensor g = grad.contiguous(), idx_t = indices.contiguous();
+  const int64_t n = idx_t.numel(), num_weights = out.shape()[0], width = out.shape()[1];
+  const int64_t* idx = static_cast<const int64_t*>(idx_t.data_ptr());
+  check_indices("embedding_backward", idx, n, num_weights);
+  fill(out, 0.0);
+  // Threads own disjoint column blocks and walk every index in order, so the
+  // sums are the same for any thread count.
+  constexpr int64_t kBlock = 64;
+  const int64_t blocks = (width + kBlock - 1) / kBlock;
+  auto run = [&]<typename T>() {
+    const T* pg = static_cast<const T*>(g.data_ptr());
+    T* o = static_cast<T*>(out.data_ptr());
+#pragma omp parallel for if (blocks > 1 && n * width >= 2 * kParallelGrain) schedule(static)
+    for (int64_t b = 0; b < blocks; ++b) {
+      const int64_t begin = b * kBlock, end = std::min(width, begin + kBlock);
+      for (int64_t k = 0; k < n; ++k) {
+        const T* row = pg + k * width;
+        T* target = o + idx[k] * width;
+        for (int64_t d = begin; d < end; ++d) target[d] += row[d];
+      }
+    }
+  };
+  switch (out.dtype()) {
+    case kFloat32: run.operator()<float>(); break;
+    case kFloat64: run.operator()<double>(); break;
+    default:
+      throw Error(fmt::format("embedding_backward: no CPU kernel for dtype {}", out.dtype()));
+  }
+}
+
+}  // namespace remat::kernels::cpu
