@@ -171,3 +171,22 @@ TEST(Autograd, MultiOutputOpGetsZeroGradForUnusedOutput) {
   sum(parts[1] * 2.0).backward();
   EXPECT_EQ(x.grad().to_vector<double>(), (std::vector<double>{0, 2, 2, 2}));
 }
+
+TEST(Autograd, OutOfMemoryMidBackwardLeavesTheLibraryWorking) {
+  // 10 MiB tensors get segments of their own, so backward's buffers need new ones.
+  Tensor x = randn({2048, 1280});
+  x.requires_grad_();
+  Tensor loss = sum(exp(x * 0.5));
+  memory::empty_cache(kCPU);
+  const int64_t ooms = memory::stats(kCPU).num_ooms;
+  memory::set_memory_limit(kCPU, memory::stats(kCPU).reserved_bytes.current);
+  EXPECT_THROW(loss.backward(), OutOfMemoryError);
+  memory::set_memory_limit(kCPU, 0);
+  EXPECT_EQ(memory::stats(kCPU).num_ooms, ooms + 1);
+  x.set_grad({});
+  Tensor again = sum(exp(x * 0.5));
+  again.backward();
+  std::vector<float> g = x.grad().slice(0, 0, 1).slice(1, 0, 2).to_vector<float>();
+  std::vector<float> v = x.slice(0, 0, 1).slice(1, 0, 2).to_vector<float>();
+  EXPECT_NEAR(g[0], 0.5f * std::exp(0.5f * v[0]), 1e-5f);
+}

@@ -9,6 +9,7 @@ Tensor Node::unpack(const std::optional<SavedTensor>& slot, const char* kind, si
   REMAT_CHECK(slot.has_value(),
               "op '{}' backward used {} {} which its definition does not save", op->name, kind,
               index);
+  if (!slot->value.defined()) return {};  // an absent optional operand
   uint32_t now = slot->value.version();
   REMAT_CHECK(now == slot->version,
               "a tensor saved for backward of op '{}' ({} {}, {}) was modified in place: saved "
@@ -52,7 +53,11 @@ void record(const ops::OpDef& def, const std::vector<Tensor>& inputs, const ops:
   node->saved_inputs.resize(inputs.size());
   for (size_t i = 0; i < inputs.size(); ++i) {
     const Tensor& x = inputs[i];
-    node->input_meta.push_back(x.defined() ? TensorMeta::of(x) : TensorMeta{});
+    if (!x.defined()) {  // an absent optional operand: no gradient, no metadata
+      node->input_meta.emplace_back();
+      continue;
+    }
+    node->input_meta.push_back(TensorMeta::of(x));
     Edge& e = node->inputs[i];
     e.requires_grad = x.requires_grad();
     if (x.impl().grad_fn) {
@@ -64,7 +69,8 @@ void record(const ops::OpDef& def, const std::vector<Tensor>& inputs, const ops:
   }
   for (int i : def.save_inputs) {
     const Tensor& x = inputs.at(static_cast<size_t>(i));
-    node->saved_inputs[static_cast<size_t>(i)] = SavedTensor{x.detach(), x.version()};
+    node->saved_inputs[static_cast<size_t>(i)] =
+        x.defined() ? SavedTensor{x.detach(), x.version()} : SavedTensor{};
   }
   node->saved_outputs.resize(outputs.size());
   for (int i : def.save_outputs) {

@@ -97,18 +97,18 @@ std::vector<const OpDef*> Registry::all() const {
 
 // ---- Backward arguments -------------------------------------------------------
 
+// Undefined when the op declared the input saved but the caller passed none
+// (an absent optional operand such as a bias).
 const Tensor& BackwardArgs::input(int i) const {
-  const Tensor& t = saved_inputs.at(static_cast<size_t>(i));
-  REMAT_CHECK(t.defined(), "op '{}' backward reads input {} but does not declare it saved",
-              op.name, i);
-  return t;
+  REMAT_CHECK(std::find(op.save_inputs.begin(), op.save_inputs.end(), i) != op.save_inputs.end(),
+              "op '{}' backward reads input {} but does not declare it saved", op.name, i);
+  return saved_inputs.at(static_cast<size_t>(i));
 }
 
 const Tensor& BackwardArgs::output(int i) const {
-  const Tensor& t = saved_outputs.at(static_cast<size_t>(i));
-  REMAT_CHECK(t.defined(), "op '{}' backward reads output {} but does not declare it saved",
-              op.name, i);
-  return t;
+  REMAT_CHECK(std::find(op.save_outputs.begin(), op.save_outputs.end(), i) != op.save_outputs.end(),
+              "op '{}' backward reads output {} but does not declare it saved", op.name, i);
+  return saved_outputs.at(static_cast<size_t>(i));
 }
 
 // ---- Checks ---------------------------------------------------------------------

@@ -67,9 +67,10 @@ Tensor random_tensor(const char* name, const Shape& shape, DType dtype, Device d
   Tensor out = Tensor::empty(shape, dtype, device);
   // Normals use two uniforms each.
   PhiloxState s = reserve_philox(out.numel() * (dist == kernels::cpu::Distribution::Normal ? 2 : 1));
-  const bool normal = dist == kernels::cpu::Distribution::Normal;
-  ops::on_device(name, device, [&] { kernels::cpu::fill_random(out, dist, s.seed, s.offset); },
-                 REMAT_CUDA_KERNEL(kernels::cuda::fill_random(out, normal, s.seed, s.offset)));
+  ops::on_device(
+      name, device, [&] { kernels::cpu::fill_random(out, dist, s.seed, s.offset); },
+      REMAT_CUDA_KERNEL(kernels::cuda::fill_random(
+          out, dist == kernels::cpu::Distribution::Normal, s.seed, s.offset)));
   return out;
 }
 }  // namespace

@@ -1,6 +1,177 @@
-// TODO(helper): pooling
+// 2-d pooling (NCHW): max (with an auxiliary indices output that backward
+// scatters through), average, and adaptive average.
+#include "kernels/cpu/pool.h"
 #include "ops/dispatch.h"
+#include "remat/ops.h"
 
 namespace remat::ops {
-void register_pool_ops(Registry&) {}
+namespace {
+
+void check_input(const char* op, const Tensor& x) {
+  check_floating(op, x);
+  REMAT_CHECK_SHAPE(x.dim() == 4, "{}: expected a 4-d input [N, C, H, W], got {}", op,
+                    TensorMeta::of(x).str());
+}
+
+kernels::cpu::Pool2dParams params_of(const Attrs& a) {
+  const std::vector<int64_t>&kernel = a.ints("kernel"), &stride = a.ints("stride"),
+        &padding = a.ints("padding");
+  return {kernel[0], kernel[1], stride[0], stride[1], padding[0], padding[1]};
+}
+
+// Validates kernel/stride/padding against x and returns them.
+kernels::cpu::Pool2dParams pool_params(const char* op, const Tensor& x, const Attrs& a) {
+  const std::vector<int64_t>&kernel = a.ints("kernel"), &stride = a.ints("stride"),
+        &padding = a.ints("padding");
+  REMAT_CHECK(kernel.size() == 2 && kernel[0] > 0 && kernel[1] > 0,
+              "{}: kernel must be 2 positive values, got [{}]", op, fmt::join(kernel, ", "));
+  REMAT_CHECK(stride.size() == 2 && stride[0] > 0 && stride[1] > 0,
+              "{}: stride must be 2 positive values, got [{}]", op, fmt::join(stride, ", "));
+  // Padding past half the kernel would make windows of padding alone.
+  REMAT_CHECK(padding.size() == 2 && padding[0] >= 0 && padding[1] >= 0 &&
+                  2 * padding[0] <= kernel[0] && 2 * padding[1] <= kernel[1],
+              "{}: padding must be 2 values in [0, kernel/2] for kernel [{}], got [{}]", op,
+              fmt::join(kernel, ", "), fmt::join(padding, ", "));
+  check_input(op, x);
+  REMAT_CHECK_SHAPE(
+      x.shape()[2] + 2 * padding[0] >= kernel[0] && x.shape()[3] + 2 * padding[1] >= kernel[1],
+      "{}: kernel [{}] does not fit input {} padded by [{}]", op, fmt::join(kernel, ", "),
+      shape_str(x.shape()), fmt::join(padding, ", "));
+  return params_of(a);
+}
+
+Shape pooled_shape(const Tensor& x, const kernels::cpu::Pool2dParams& p) {
+  const Shape& s = x.shape();
+  return {s[0], s[1], (s[2] + 2 * p.pad_h - p.kernel_h) / p.stride_h + 1,
+          (s[3] + 2 * p.pad_w - p.kernel_w) / p.stride_w + 1};
+}
+
+Attrs with_input_shape(Attrs attrs, const Shape& shape) {
+  attrs.set("input_shape", shape);
+  return attrs;
+}
+
+// An internal backward op: the gradient of the pooled input, shaped by the
+// "input_shape" attribute, from the operands `in` (gradient first).
+OpDef backward_def(
+    const char* name,
+    std::function<void(const std::vector<Tensor>&, const Attrs&, const Tensor&)> kernel) {
+  OpDef def;
+  def.name = name;
+  def.shape = [](const std::vector<Tensor>& in, const Attrs& a) {
+    return std::vector<TensorMeta>{{a.ints("input_shape"), in[0].dtype(), in[0].device()}};
+  };
+  def.forward = [name, kernel](const std::vector<Tensor>& in, const Attrs& a,
+                               std::vector<Tensor>& out) {
+    on_device(name, out[0].device(), [&] { kernel(in, a, out[0]); });
+  };
+  return def;
+}
+
+}  // namespace
+
+void register_pool_ops(Registry& r) {
+  OpDef max_def;
+  max_def.name = "max_pool2d";
+  max_def.visible_outputs = 1;  // output 1, the int64 argmax positions, is kept for backward
+  max_def.shape = [](const std::vector<Tensor>& in, const Attrs& a) {
+    Shape s = pooled_shape(in[0], pool_params("max_pool2d", in[0], a));
+    return std::vector<TensorMeta>{{s, in[0].dtype(), in[0].device()}, {s, kInt64, in[0].device()}};
+  };
+  max_def.forward = [](const std::vector<Tensor>& in, const Attrs& a, std::vector<Tensor>& out) {
+    on_device("max_pool2d", out[0].device(), [&] {
+      kernels::cpu::max_pool2d(in[0], pool_params("max_pool2d", in[0], a), out[0], out[1]);
+    });
+  };
+  max_def.save_outputs = {1};
+  max_def.backward = [](const BackwardArgs& a) {
+    return std::vector<Tensor>{call1(op("max_pool2d_backward"), {a.grad(), a.output(1)},
+                                     with_input_shape(a.attrs, a.input_meta[0].shape))};
+  };
+  r.add(std::move(max_def));
+  // Scatters (grad_out, indices) to the recorded maxima.
+  r.add(backward_def("max_pool2d_backward",
+                     [](const std::vector<Tensor>& in, const Attrs&, const Tensor& out) {
+                       kernels::cpu::max_pool2d_backward(in[0], in[1], out);
+                     }));
+
+  OpDef avg_def;
+  avg_def.name = "avg_pool2d";
+  avg_def.shape = [](const std::vector<Tensor>& in, const Attrs& a) {
+    return std::vector<TensorMeta>{
+        {pooled_shape(in[0], pool_params("avg_pool2d", in[0], a)), in[0].dtype(), in[0].device()}};
+  };
+  avg_def.forward = [](const std::vector<Tensor>& in, const Attrs& a, std::vector<Tensor>& out) {
+    on_device("avg_pool2d", out[0].device(), [&] {
+      kernels::cpu::avg_pool2d(in[0], pool_params("avg_pool2d", in[0], a), out[0]);
+    });
+  };
+  avg_def.backward = [](const BackwardArgs& a) {
+    return std::vector<Tensor>{call1(op("avg_pool2d_backward"), {a.grad()},
+                                     with_input_shape(a.attrs, a.input_meta[0].shape))};
+  };
+  r.add(std::move(avg_def));
+  // Spreads grad_out evenly over each window.
+  r.add(backward_def("avg_pool2d_backward",
+                     [](const std::vector<Tensor>& in, const Attrs& a, const Tensor& out) {
+                       kernels::cpu::avg_pool2d_backward(in[0], params_of(a), out);
+                     }));
+
+  OpDef adaptive_def;
+  adaptive_def.name = "adaptive_avg_pool2d";
+  adaptive_def.shape = [](const std::vector<Tensor>& in, const Attrs& a) {
+    const Tensor& x = in[0];
+    check_input("adaptive_avg_pool2d", x);
+    const std::vector<int64_t>& size = a.ints("output_size");
+    REMAT_CHECK(size.size() == 2 && size[0] > 0 && size[1] > 0,
+                "adaptive_avg_pool2d: output_size must be 2 positive values, got [{}]",
+                fmt::join(size, ", "));
+    REMAT_CHECK_SHAPE(x.shape()[2] > 0 && x.shape()[3] > 0,
+                      "adaptive_avg_pool2d: input {} has an empty spatial dim",
+                      TensorMeta::of(x).str());
+    return std::vector<TensorMeta>{
+        {{x.shape()[0], x.shape()[1], size[0], size[1]}, x.dtype(), x.device()}};
+  };
+  adaptive_def.forward = [](const std::vector<Tensor>& in, const Attrs&, std::vector<Tensor>& out) {
+    on_device("adaptive_avg_pool2d", out[0].device(),
+              [&] { kernels::cpu::adaptive_avg_pool2d(in[0], out[0]); });
+  };
+  adaptive_def.backward = [](const BackwardArgs& a) {
+    return std::vector<Tensor>{call1(op("adaptive_avg_pool2d_backward"), {a.grad()},
+                                     with_input_shape(a.attrs, a.input_meta[0].shape))};
+  };
+  r.add(std::move(adaptive_def));
+  // Spreads grad_out evenly over each bin.
+  r.add(backward_def("adaptive_avg_pool2d_backward",
+                     [](const std::vector<Tensor>& in, const Attrs&, const Tensor& out) {
+                       kernels::cpu::adaptive_avg_pool2d_backward(in[0], out);
+                     }));
+}
+
 }  // namespace remat::ops
+
+namespace remat {
+
+Tensor max_pool2d(const Tensor& x, std::vector<int64_t> kernel, std::vector<int64_t> stride,
+                  std::vector<int64_t> padding) {
+  if (stride.empty()) stride = kernel;
+  return ops::call1(ops::op("max_pool2d"), {x},
+                    {{"kernel", std::move(kernel)},
+                     {"stride", std::move(stride)},
+                     {"padding", std::move(padding)}});
+}
+
+Tensor avg_pool2d(const Tensor& x, std::vector<int64_t> kernel, std::vector<int64_t> stride,
+                  std::vector<int64_t> padding) {
+  if (stride.empty()) stride = kernel;
+  return ops::call1(ops::op("avg_pool2d"), {x},
+                    {{"kernel", std::move(kernel)},
+                     {"stride", std::move(stride)},
+                     {"padding", std::move(padding)}});
+}
+
+Tensor adaptive_avg_pool2d(const Tensor& x, std::vector<int64_t> output_size) {
+  return ops::call1(ops::op("adaptive_avg_pool2d"), {x}, {{"output_size", std::move(output_size)}});
+}
+
+}  // namespace remat

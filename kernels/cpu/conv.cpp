@@ -1,0 +1,274 @@
+#include "kernels/cpu/conv.h"
+
+#include <algorithm>
+
+#include "kernels/cpu/elementwise.h"
+#include "kernels/cpu/gemm.h"
+#include "kernels/cpu/loops.h"
+
+namespace remat::kernels::cpu {
+namespace {
+
+// Column buffers are capped at this size; larger batches go through in chunks.
+constexpr int64_t kColumnBudgetBytes = int64_t{32} << 20;
+
+// The sizes of one convolution, read from its operands' shapes.
+struct ConvDims {
+  int64_t n, c, h, w;  // input
+  int64_t o, kh, kw;   // weight
+  int64_t oh, ow;      // output
+  int64_t groups;
+
+  int64_t group_in() const { return c / groups; }
+  int64_t group_out() const { return o / groups; }
+  int64_t rows() const { return c * kh * kw; }                 // column rows, every group
+  int64_t group_rows() const { return group_in() * kh * kw; }  // GEMM inner dim per group
+  int64_t out_area() const { return oh * ow; }
+  int64_t in_area() const { return h * w; }
+};
+
+ConvDims dims_of(const Shape& input, const Shape& weight, const Shape& output, int64_t groups) {
+  return {input[0],  input[1],  input[2],  input[3],  weight[0],
+          weight[2], weight[3], output[2], output[3], groups};
+}
+
+// A view of t's storage, starting `offset` elements past t's first element.
+Tensor alias(const Tensor& t, Shape shape, Strides strides, int64_t offset) {
+  auto impl = std::make_shared<TensorImpl>();
+  impl->storage = t.impl().storage;
+  impl->offset = t.offset() + offset;
+  impl->shape = std::move(shape);
+  impl->strides = std::move(strides);
+  impl->dtype = t.dtype();
+  impl->device = t.device();
+  return Tensor(std::move(impl));
+}
+
+// A contiguous view (t contiguous) with another shape.
+Tensor alias(const Tensor& t, const Shape& shape, int64_t offset = 0) {
+  return alias(t, shape, contiguous_strides(shape), offset);
+}
+
+// t with its last two dims swapped (no copy; BLAS reads it transposed).
+Tensor transposed(const Tensor& t) {
+  Shape shape = t.shape();
+  Strides strides = t.strides();
+  std::swap(shape[shape.size() - 1], shape[shape.size() - 2]);
+  std::swap(strides[strides.size() - 1], strides[strides.size() - 2]);
+  return alias(t, shape, strides, 0);
+}
+
+template <typename Fn>
+void for_floating(const char* op, DType dtype, Fn&& fn) {
+  switch (dtype) {
+    case kFloat32: fn(float{}); break;
+    case kFloat64: fn(double{}); break;
+    default: throw Error(fmt::format("{}: no CPU kernel for dtype {}", op, dtype));
+  }
+}
+
+// Samples per chunk: as many as keep the column buffer within its budget.
+int64_t chunk_size(const ConvDims& d, size_t element_size) {
+  const int64_t per_sample =
+      std::max<int64_t>(1, d.rows() * d.out_area() * static_cast<int64_t>(element_size));
+  return std::clamp<int64_t>(kColumnBudgetBytes / per_sample, 1, std::max<int64_t>(d.n, 1));
+}
+
+// A 1x1 kernel with unit stride and no padding reads the input as it is.
+bool is_pointwise(const ConvDims& d, const Conv2dParams& p) {
+  return d.kh == 1 && d.kw == 1 && p.stride_h == 1 && p.stride_w == 1 && p.pad_h == 0 &&
+         p.pad_w == 0;
+}
+
+// The outputs o in [0, count) that read input o*stride + shift inside [0, size).
+struct Span {
+  int64_t begin, end;
+};
+Span inside(int64_t count, int64_t size, int64_t stride, int64_t shift) {
+  const int64_t begin = shift >= 0 ? 0 : (stride - 1 - shift) / stride;
+  const int64_t end = size - shift <= 0 ? 0 : (size - shift + stride - 1) / stride;
+  const int64_t b = std::min(begin, count);
+  return {b, std::clamp(end, b, count)};
+}
+
+// Column entry (n, r, l), r = (c*kH + i)*kW + j and l = oy*oW + ox, lives at
+// cols[n*sample_stride + r*row_stride + l] and holds
+// x[n, c, oy*sh - ph + i*dh, ox*sw - pw + j*dw] (zero outside the input).
+template <typename T>
+void im2col(const T* x, int64_t samples, const ConvDims& d, const Conv2dParams& p, T* cols,
+            int64_t sample_stride, int64_t row_stride) {
+  const int64_t work = samples * d.rows() * d.out_area();
+#pragma omp parallel for collapse(2) if (work >= 2 * kParallelGrain) schedule(static)
+  for (int64_t n = 0; n < samples; ++n) {
+    for (int64_t c = 0; c < d.c; ++c) {
+      const T* plane = x + (n * d.c + c) * d.in_area();
+      for (int64_t i = 0; i < d.kh; ++i) {
+        const int64_t shift_y = i * p.dilation_h - p.pad_h;
+        const Span ys = inside(d.oh, d.h, p.stride_h, shift_y);
+        for (int64_t j = 0; j < d.kw; ++j) {
+          const int64_t shift_x = j * p.dilation_w - p.pad_w;
+          const Span xs = inside(d.ow, d.w, p.stride_w, shift_x);
+          T* row = cols + n * sample_stride + ((c * d.kh + i) * d.kw + j) * row_stride;
+          std::fill(row, row + ys.begin * d.ow, T(0));
+          std::fill(row + ys.end * d.ow, row + d.oh * d.ow, T(0));
+          for (int64_t oy = ys.begin; oy < ys.end; ++oy) {
+            const T* src = plane + (oy * p.stride_h + shift_y) * d.w;
+            T* dst = row + oy * d.ow;
+            std::fill(dst, dst + xs.begin, T(0));
+            std::fill(dst + xs.end, dst + d.ow, T(0));
+            if (p.stride_w == 1) {
+              std::copy(src + xs.begin + shift_x, src + xs.end + shift_x, dst + xs.begin);
+            } else {
+              for (int64_t ox = xs.begin; ox < xs.end; ++ox) {
+                dst[ox] = src[ox * p.stride_w + shift_x];
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+// The adjoint of im2col (columns laid out [n][r][l]): each input element
+// (zeroed first) sums the column entries that were read from it. One thread
+// owns one (n, c) plane, so the accumulation needs no atomics.
+template <typename T>
+void col2im(const T* cols, int64_t samples, const ConvDims& d, const Conv2dParams& p, T* x) {
+  const int64_t row_stride = d.out_area(), sample_stride = d.rows() * row_stride;
+  const int64_t work = samples * d.rows() * d.out_area();
+#pragma omp parallel for collapse(2) if (work >= 2 * kParallelGrain) schedule(static)
+  for (int64_t n = 0; n < samples; ++n) {
+    for (int64_t c = 0; c < d.c; ++c) {
+      T* plane = x + (n * d.c + c) * d.in_area();
+      std::fill(plane, plane + d.in_area(), T(0));
+      for (int64_t i = 0; i < d.kh; ++i) {
+        const int64_t shift_y = i * p.dilation_h - p.pad_h;
+        const Span ys = inside(d.oh, d.h, p.stride_h, shift_y);
+        for (int64_t j = 0; j < d.kw; ++j) {
+          const int64_t shift_x = j * p.dilation_w - p.pad_w;
+          const Span xs = inside(d.ow, d.w, p.stride_w, shift_x);
+          const T* row = cols + n * sample_stride + ((c * d.kh + i) * d.kw + j) * row_stride;
+          for (int64_t oy = ys.begin; oy < ys.end; ++oy) {
+            const T* src = row + oy * d.ow;
+            T* dst = plane + (oy * p.stride_h + shift_y) * d.w;
+            for (int64_t ox = xs.begin; ox < xs.end; ++ox) {
+              dst[ox * p.stride_w + shift_x] += src[ox];
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+template <typename T>
+void add_bias(const T* bias, const ConvDims& d, T* out) {
+  const int64_t planes = d.n * d.o, area = d.out_area();
+#pragma omp parallel for if (planes * area >= 2 * kParallelGrain) schedule(static)
+  for (int64_t r = 0; r < planes; ++r) {
+    const T b = bias[r % d.o];
+    T* row = out + r * area;
+    for (int64_t l = 0; l < area; ++l) row[l] += b;
+  }
+}
+
+}  // namespace
+
+void conv2d(const Tensor& x_in, const Tensor& weight, const Tensor& bias, const Conv2dParams& p,
+            const Tensor& out) {
+  const Tensor x = x_in.contiguous(), w = weight.contiguous();
+  const ConvDims d = dims_of(x.shape(), w.shape(), out.shape(), p.groups);
+  const int64_t groups = p.groups, og = d.group_out(), k = d.group_rows(), l = d.out_area();
+  const Tensor w_mat = alias(w, {groups, og, k});
+  // Output rows per group: out[n] viewed as [groups, O/groups, oH*oW].
+  auto out_rows = [&](int64_t n0, int64_t samples) {
+    return alias(out, {samples, groups, og, l}, n0 * d.o * l);
+  };
+  if (is_pointwise(d, p)) {
+    matmul(w_mat, alias(x, {d.n, groups, k, l}), out_rows(0, d.n));
+  } else if (d.n > 0) {
+    const int64_t chunk = chunk_size(d, x.element_size());
+    const Tensor cols = Tensor::empty({chunk, groups, k, l}, x.dtype(), x.device());
+    for (int64_t n0 = 0; n0 < d.n; n0 += chunk) {
+      const int64_t samples = std::min(chunk, d.n - n0);
+      for_floating("conv2d", x.dtype(), [&](auto zero) {
+        using T = decltype(zero);
+        im2col(static_cast<const T*>(x.data_ptr()) + n0 * d.c * d.in_area(), samples, d, p,
+               static_cast<T*>(cols.data_ptr()), d.rows() * l, l);
+      });
+      matmul(w_mat, alias(cols, {samples, groups, k, l}), out_rows(n0, samples));
+    }
+  }
+  if (bias.defined()) {
+    const Tensor b = bias.contiguous();
+    for_floating("conv2d", out.dtype(), [&](auto zero) {
+      using T = decltype(zero);
+      add_bias(static_cast<const T*>(b.data_ptr()), d, static_cast<T*>(out.data_ptr()));
+    });
+  }
+}
+
+void conv2d_backward_input(const Tensor& grad_out, const Tensor& weight, const Conv2dParams& p,
+                           const Tensor& grad_input) {
+  const Tensor gy = grad_out.contiguous(), w = weight.contiguous();
+  const ConvDims d = dims_of(grad_input.shape(), w.shape(), gy.shape(), p.groups);
+  const int64_t groups = p.groups, og = d.group_out(), k = d.group_rows(), l = d.out_area();
+  const Tensor w_t = transposed(alias(w, {groups, og, k}));  // [groups, K, O/groups]
+  auto gy_rows = [&](int64_t n0, int64_t samples) {
+    return alias(gy, {samples, groups, og, l}, n0 * d.o * l);
+  };
+  if (is_pointwise(d, p)) {
+    matmul(w_t, gy_rows(0, d.n), alias(grad_input, {d.n, groups, k, l}));
+    return;
+  }
+  if (d.n == 0) return;
+  const int64_t chunk = chunk_size(d, gy.element_size());
+  const Tensor cols = Tensor::empty({chunk, groups, k, l}, gy.dtype(), gy.device());
+  for (int64_t n0 = 0; n0 < d.n; n0 += chunk) {
+    const int64_t samples = std::min(chunk, d.n - n0);
+    matmul(w_t, gy_rows(n0, samples), alias(cols, {samples, groups, k, l}));
+    for_floating("conv2d_backward_input", gy.dtype(), [&](auto zero) {
+      using T = decltype(zero);
+      col2im(static_cast<const T*>(cols.data_ptr()), samples, d, p,
+             static_cast<T*>(grad_input.data_ptr()) + n0 * d.c * d.in_area());
+    });
+  }
+}
+
+void conv2d_backward_weight(const Tensor& grad_out, const Tensor& x_in, const Conv2dParams& p,
+                            const Tensor& grad_weight) {
+  const Tensor gy = grad_out.contiguous(), x = x_in.contiguous();
+  const ConvDims d = dims_of(x.shape(), grad_weight.shape(), gy.shape(), p.groups);
+  const int64_t groups = p.groups, og = d.group_out(), k = d.group_rows(), l = d.out_area();
+  const Tensor gw = alias(grad_weight, {groups, og, k});
+  if (d.n == 0) {
+    fill(grad_weight, 0.0);
+    return;
+  }
+  // Columns laid out [r][n][l] and grad_out regrouped as [o][n][l] make the
+  // sum over the samples of a chunk the inner dim of a single GEMM per group.
+  const int64_t chunk = chunk_size(d, x.element_size());
+  const Tensor cols = Tensor::empty({d.rows() * chunk * l}, x.dtype(), x.device());
+  const Tensor gy_by_channel = Tensor::empty({d.o * chunk * l}, gy.dtype(), gy.device());
+  Tensor partial;  // a later chunk's contribution, added to the first's
+  for (int64_t n0 = 0; n0 < d.n; n0 += chunk) {
+    const int64_t samples = std::min(chunk, d.n - n0), m = samples * l;
+    for_floating("conv2d_backward_weight", x.dtype(), [&](auto zero) {
+      using T = decltype(zero);
+      im2col(static_cast<const T*>(x.data_ptr()) + n0 * d.c * d.in_area(), samples, d, p,
+             static_cast<T*>(cols.data_ptr()), l, m);
+    });
+    copy(alias(gy, {d.o, samples, l}, {l, d.o * l, 1}, n0 * d.o * l),
+         alias(gy_by_channel, {d.o, samples, l}));
+    Tensor target = gw;
+    if (n0 > 0) {
+      if (!partial.defined()) partial = Tensor::empty(gw.shape(), gw.dtype(), gw.device());
+      target = partial;
+    }
+    matmul(alias(gy_by_channel, {groups, og, m}), transposed(alias(cols, {groups, k, m})), target);
+    if (n0 > 0) binary(BinaryOp::Add, gw, partial, gw);
+  }
+}
+
+}  // namespace remat::kernels::cpu

@@ -1,0 +1,316 @@
+#include "kernels/cpu/normalization.h"
+
+#include <algorithm>
+#include <array>
+#include <cmath>
+
+#include "kernels/cpu/loops.h"
+
+namespace remat::kernels::cpu {
+namespace {
+
+// Sum and sum of squares of (value - shift) in float64: one pass, and stable
+// because the shift (a value of the same data) is close to the mean.
+class ShiftedMoments {
+ public:
+  explicit ShiftedMoments(double shift) : shift_(shift) {}
+  template <typename T>
+  void add(const T* p, int64_t n) {
+    double s = 0, ss = 0;
+#pragma omp simd reduction(+ : s, ss)
+    for (int64_t i = 0; i < n; ++i) {
+      const double d = static_cast<double>(p[i]) - shift_;
+      s += d;
+      ss += d * d;
+    }
+    sum_ += s;
+    sum_sq_ += ss;
+    count_ += n;
+  }
+  int64_t count() const { return count_; }
+  double mean() const { return shift_ + sum_ / static_cast<double>(count_); }
+  double biased_var() const {
+    const double m = sum_ / static_cast<double>(count_);
+    return std::max(0.0, sum_sq_ / static_cast<double>(count_) - m * m);
+  }
+
+ private:
+  double shift_, sum_ = 0, sum_sq_ = 0;
+  int64_t count_ = 0;
+};
+
+// Columns per task of the weight/bias gradient of layer_norm: each task owns
+// its columns and walks every row, so the sums need no cross-thread merge.
+constexpr int64_t kColumnChunk = 32;
+
+template <typename T>
+void layer_norm_kernel(const T* x, const T* w, const T* b, double eps, int64_t rows, int64_t cols,
+                       T* y, T* mean, T* rstd) {
+#pragma omp parallel for if (rows * cols >= 2 * kParallelGrain) schedule(static)
+  for (int64_t r = 0; r < rows; ++r) {
+    const T* xr = x + r * cols;
+    ShiftedMoments m(static_cast<double>(xr[0]));
+    m.add(xr, cols);
+    const T mu = static_cast<T>(m.mean());
+    const T rs = static_cast<T>(1.0 / std::sqrt(m.biased_var() + eps));
+    mean[r] = mu;
+    rstd[r] = rs;
+    T* yr = y + r * cols;
+    if (b) {
+#pragma omp simd
+      for (int64_t j = 0; j < cols; ++j) yr[j] = (xr[j] - mu) * rs * w[j] + b[j];
+    } else {
+#pragma omp simd
+      for (int64_t j = 0; j < cols; ++j) yr[j] = (xr[j] - mu) * rs * w[j];
+    }
+  }
+}
+
+// dx = rstd * (g w - mean(g w) - xhat * mean(g w xhat)) per row;
+// dweight = sum over rows of g xhat, dbias = sum over rows of g.
+template <typename T>
+void layer_norm_backward_kernel(const T* g, const T* x, const T* w, const T* mean, const T* rstd,
+                                int64_t rows, int64_t cols, T* dx, T* dw, T* db) {
+  const bool parallel = rows * cols >= 2 * kParallelGrain;
+  if (dx) {
+#pragma omp parallel for if (parallel) schedule(static)
+    for (int64_t r = 0; r < rows; ++r) {
+      const T* gr = g + r * cols;
+      const T* xr = x + r * cols;
+      const double mu = static_cast<double>(mean[r]), rs = static_cast<double>(rstd[r]);
+      double sum_gw = 0, sum_gw_xhat = 0;
+#pragma omp simd reduction(+ : sum_gw, sum_gw_xhat)
+      for (int64_t j = 0; j < cols; ++j) {
+        const double gw = static_cast<double>(gr[j]) * static_cast<double>(w[j]);
+        sum_gw += gw;
+        sum_gw_xhat += gw * (static_cast<double>(xr[j]) - mu) * rs;
+      }
+      const double mean_gw = sum_gw / static_cast<double>(cols);
+      const double mean_gw_xhat = sum_gw_xhat / static_cast<double>(cols);
+      T* dxr = dx + r * cols;
+#pragma omp simd
+      for (int64_t j = 0; j < cols; ++j) {
+        const double gw = static_cast<double>(gr[j]) * static_cast<double>(w[j]);
+        const double xhat = (static_cast<double>(xr[j]) - mu) * rs;
+        dxr[j] = static_cast<T>(rs * (gw - mean_gw - xhat * mean_gw_xhat));
+      }
+    }
+  }
+  if (dw || db) {
+    const int64_t chunks = (cols + kColumnChunk - 1) / kColumnChunk;
+#pragma omp parallel for if (parallel && chunks > 1) schedule(static)
+    for (int64_t c = 0; c < chunks; ++c) {
+      const int64_t begin = c * kColumnChunk, len = std::min(kColumnChunk, cols - begin);
+      std::array<double, kColumnChunk> sum_g_xhat{}, sum_g{};
+      for (int64_t r = 0; r < rows; ++r) {
+        const T* gr = g + r * cols + begin;
+        const T* xr = x + r * cols + begin;
+        const double mu = static_cast<double>(mean[r]), rs = static_cast<double>(rstd[r]);
+        for (int64_t j = 0; j < len; ++j) {
+          const double gj = static_cast<double>(gr[j]);
+          sum_g[static_cast<size_t>(j)] += gj;
+          sum_g_xhat[static_cast<size_t>(j)] += gj * (static_cast<double>(xr[j]) - mu) * rs;
+        }
+      }
+      for (int64_t j = 0; j < len; ++j) {
+        if (dw) dw[begin + j] = static_cast<T>(sum_g_xhat[static_cast<size_t>(j)]);
+        if (db) db[begin + j] = static_cast<T>(sum_g[static_cast<size_t>(j)]);
+      }
+    }
+  }
+}
+
+// x as [N, C, S] (S: the product of the spatial dims).
+struct ChannelLayout {
+  int64_t batch, channels, spatial;
+  explicit ChannelLayout(const Tensor& x)
+      : batch(x.shape()[0]),
+        channels(x.shape()[1]),
+        spatial(numel_of(Shape(x.shape().begin() + 2, x.shape().end()))) {}
+  int64_t count() const { return batch * spatial; }
+  int64_t offset(int64_t n, int64_t c) const { return (n * channels + c) * spatial; }
+  bool parallel() const { return batch * channels * spatial >= 2 * kParallelGrain; }
+};
+
+template <typename T>
+void batch_norm_stats_kernel(const T* x, const ChannelLayout& l, double eps, T* mean, T* invstd,
+                             T* running_mean, int64_t running_mean_stride, T* running_var,
+                             int64_t running_var_stride, double momentum) {
+#pragma omp parallel for if (l.parallel() && l.channels > 1) schedule(static)
+  for (int64_t c = 0; c < l.channels; ++c) {
+    ShiftedMoments m(static_cast<double>(x[l.offset(0, c)]));
+    for (int64_t n = 0; n < l.batch; ++n) m.add(x + l.offset(n, c), l.spatial);
+    const double var = m.biased_var();
+    mean[c] = static_cast<T>(m.mean());
+    invstd[c] = static_cast<T>(1.0 / std::sqrt(var + eps));
+    if (running_mean) {
+      const double n = static_cast<double>(m.count());
+      T& rm = running_mean[c * running_mean_stride];
+      T& rv = running_var[c * running_var_stride];
+      rm = static_cast<T>((1 - momentum) * static_cast<double>(rm) + momentum * m.mean());
+      rv = static_cast<T>((1 - momentum) * static_cast<double>(rv) + momentum * var * n / (n - 1));
+    }
+  }
+}
+
+template <typename T>
+void batch_norm_apply_kernel(const T* x, const ChannelLayout& l, const T* mean, const T* invstd,
+                             const T* w, const T* b, T* y) {
+  const int64_t rows = l.batch * l.channels;
+#pragma omp parallel for if (l.parallel()) schedule(static)
+  for (int64_t r = 0; r < rows; ++r) {
+    const int64_t c = r % l.channels;
+    const T mu = mean[c], scale = invstd[c] * w[c], shift = b ? b[c] : T(0);
+    const T* xr = x + r * l.spatial;
+    T* yr = y + r * l.spatial;
+#pragma omp simd
+    for (int64_t s = 0; s < l.spatial; ++s) yr[s] = (xr[s] - mu) * scale + shift;
+  }
+}
+
+// With M = N * S values per channel and xhat = (x - mean) * invstd:
+// dbias = sum g, dweight = sum g xhat, and in training
+// dx = weight * invstd * (g - dbias / M - xhat * dweight / M).
+template <typename T>
+void batch_norm_backward_kernel(const T* g, const T* x, const ChannelLayout& l, const T* w,
+                                const T* mean, const T* invstd, bool training, T* dx, T* dw,
+                                T* db) {
+  const bool need_sums = dw || db || (dx && training);
+#pragma omp parallel for if (l.parallel() && l.channels > 1) schedule(static)
+  for (int64_t c = 0; c < l.channels; ++c) {
+    const double mu = static_cast<double>(mean[c]), is = static_cast<double>(invstd[c]);
+    double sum_g = 0, sum_g_centered = 0;
+    if (need_sums) {
+      for (int64_t n = 0; n < l.batch; ++n) {
+        const T* gr = g + l.offset(n, c);
+        const T* xr = x + l.offset(n, c);
+#pragma omp simd reduction(+ : sum_g, sum_g_centered)
+        for (int64_t s = 0; s < l.spatial; ++s) {
+          const double gs = static_cast<double>(gr[s]);
+          sum_g += gs;
+          sum_g_centered += gs * (static_cast<double>(xr[s]) - mu);
+        }
+      }
+    }
+    if (dw) dw[c] = static_cast<T>(sum_g_centered * is);
+    if (db) db[c] = static_cast<T>(sum_g);
+    if (!dx) continue;
+    const double scale = is * static_cast<double>(w[c]);
+    const double count = static_cast<double>(l.count());
+    // Centred and scaled in training; zero in eval, where the statistics are constants.
+    const double mean_g = training ? sum_g / count : 0.0;
+    const double centered_coef = training ? is * is * sum_g_centered / count : 0.0;
+    for (int64_t n = 0; n < l.batch; ++n) {
+      const T* gr = g + l.offset(n, c);
+      const T* xr = x + l.offset(n, c);
+      T* dxr = dx + l.offset(n, c);
+#pragma omp simd
+      for (int64_t s = 0; s < l.spatial; ++s) {
+        const double centered = static_cast<double>(xr[s]) - mu;
+        dxr[s] = static_cast<T>((static_cast<double>(gr[s]) - mean_g - centered * centered_coef) *
+                                scale);
+      }
+    }
+  }
+}
+
+template <typename Fn>
+void dispatch_float(const char* name, DType dtype, Fn&& fn) {
+  switch (dtype) {
+    case kFloat32: fn.template operator()<float>(); break;
+    case kFloat64: fn.template operator()<double>(); break;
+    default: throw Error(fmt::format("{}: no CPU kernel for dtype {}", name, dtype));
+  }
+}
+
+template <typename T>
+const T* in_ptr(const Tensor& t) {
+  return t.defined() ? static_cast<const T*>(t.data_ptr()) : nullptr;
+}
+template <typename T>
+T* out_ptr(const Tensor& t) {
+  return t.defined() ? static_cast<T*>(t.data_ptr()) : nullptr;
+}
+Tensor contiguous_or_none(const Tensor& t) { return t.defined() ? t.contiguous() : t; }
+
+}  // namespace
+
+void layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, double eps,
+                const Tensor& y, const Tensor& mean, const Tensor& rstd) {
+  const Tensor xc = x.contiguous(), wc = weight.contiguous(), bc = contiguous_or_none(bias);
+  const int64_t cols = weight.numel();
+  const int64_t rows = cols == 0 ? 0 : x.numel() / cols;
+  dispatch_float("layer_norm", x.dtype(), [&]<typename T>() {
+    layer_norm_kernel<T>(in_ptr<T>(xc), in_ptr<T>(wc), in_ptr<T>(bc), eps, rows, cols,
+                         out_ptr<T>(y), out_ptr<T>(mean), out_ptr<T>(rstd));
+  });
+}
+
+void layer_norm_backward(const Tensor& grad, const Tensor& x, const Tensor& weight,
+                         const Tensor& mean, const Tensor& rstd, const Tensor& dx,
+                         const Tensor& dweight, const Tensor& dbias) {
+  const Tensor gc = grad.contiguous(), xc = x.contiguous(), wc = weight.contiguous();
+  const Tensor mc = mean.contiguous(), rc = rstd.contiguous();
+  const int64_t cols = weight.numel();
+  const int64_t rows = cols == 0 ? 0 : x.numel() / cols;
+  dispatch_float("layer_norm_backward", x.dtype(), [&]<typename T>() {
+    layer_norm_backward_kernel<T>(in_ptr<T>(gc), in_ptr<T>(xc), in_ptr<T>(wc), in_ptr<T>(mc),
+                                  in_ptr<T>(rc), rows, cols, out_ptr<T>(dx), out_ptr<T>(dweight),
+                                  out_ptr<T>(dbias));
+  });
+}
+
+void batch_norm_stats(const Tensor& x, double eps, const Tensor& mean, const Tensor& invstd,
+                      const Tensor& running_mean, const Tensor& running_var, double momentum) {
+  const Tensor xc = x.contiguous();
+  const ChannelLayout l(xc);
+  REMAT_CHECK(l.count() > 0, "batch_norm: no values per channel in {}", TensorMeta::of(x).str());
+  // Written through their strides: the update must land in the caller's tensors.
+  const int64_t rm_stride = running_mean.defined() ? running_mean.strides()[0] : 0;
+  const int64_t rv_stride = running_var.defined() ? running_var.strides()[0] : 0;
+  dispatch_float("batch_norm", x.dtype(), [&]<typename T>() {
+    batch_norm_stats_kernel<T>(in_ptr<T>(xc), l, eps, out_ptr<T>(mean), out_ptr<T>(invstd),
+                               out_ptr<T>(running_mean), rm_stride, out_ptr<T>(running_var),
+                               rv_stride, momentum);
+  });
+}
+
+void batch_norm_running_stats(const Tensor& running_mean, const Tensor& running_var, double eps,
+                              const Tensor& mean, const Tensor& invstd) {
+  const Tensor rm = running_mean.contiguous(), rv = running_var.contiguous();
+  dispatch_float("batch_norm", mean.dtype(), [&]<typename T>() {
+    const T* prm = in_ptr<T>(rm);
+    const T* prv = in_ptr<T>(rv);
+    T* pm = out_ptr<T>(mean);
+    T* pi = out_ptr<T>(invstd);
+    for (int64_t c = 0; c < mean.numel(); ++c) {
+      pm[c] = prm[c];
+      pi[c] = static_cast<T>(1.0 / std::sqrt(static_cast<double>(prv[c]) + eps));
+    }
+  });
+}
+
+void batch_norm_apply(const Tensor& x, const Tensor& mean, const Tensor& invstd,
+                      const Tensor& weight, const Tensor& bias, const Tensor& y) {
+  const Tensor xc = x.contiguous(), wc = weight.contiguous(), bc = contiguous_or_none(bias);
+  const ChannelLayout l(xc);
+  dispatch_float("batch_norm", x.dtype(), [&]<typename T>() {
+    batch_norm_apply_kernel<T>(in_ptr<T>(xc), l, in_ptr<T>(mean), in_ptr<T>(invstd), in_ptr<T>(wc),
+                               in_ptr<T>(bc), out_ptr<T>(y));
+  });
+}
+
+void batch_norm_backward(const Tensor& grad, const Tensor& x, const Tensor& weight,
+                         const Tensor& mean, const Tensor& invstd, bool training, const Tensor& dx,
+                         const Tensor& dweight, const Tensor& dbias) {
+  const Tensor gc = grad.contiguous(), xc = x.contiguous(), wc = weight.contiguous();
+  const Tensor mc = mean.contiguous(), ic = invstd.contiguous();
+  const ChannelLayout l(xc);
+  dispatch_float("batch_norm_backward", x.dtype(), [&]<typename T>() {
+    batch_norm_backward_kernel<T>(in_ptr<T>(gc), in_ptr<T>(xc), l, in_ptr<T>(wc), in_ptr<T>(mc),
+                                  in_ptr<T>(ic), training, out_ptr<T>(dx), out_ptr<T>(dweight),
+                                  out_ptr<T>(dbias));
+  });
+}
+
+}  // namespace remat::kernels::cpu
