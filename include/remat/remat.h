@@ -2,6 +2,7 @@
 #pragma once
 
 #include "remat/autograd.h"
+#include "remat/checkpoint.h"
 #include "remat/core/device.h"
 #include "remat/core/dtype.h"
 #include "remat/core/error.h"

@@ -45,6 +45,7 @@ void run_backward(const std::vector<Tensor>& roots, const std::vector<Tensor>& s
   memory::TagScope tag("backward");
   // Pending gradients by tape position, latest first.
   std::map<uint64_t, PendingGrads, std::greater<>> pending;
+  std::unordered_set<std::shared_ptr<Segment>> replayed;
   auto add_to_node = [&](const std::shared_ptr<Node>& node, int output_nr, const Tensor& g) {
     auto [it, inserted] = pending.try_emplace(node->sequence);
     if (inserted) {
@@ -78,6 +79,10 @@ void run_backward(const std::vector<Tensor>& roots, const std::vector<Tensor>& s
                 "backward through op '{}' (tape entry {}) a second time: its saved tensors were "
                 "freed by the first backward; pass retain_graph=true to that one",
                 op.name, node->sequence);
+    if (node->segment) {  // a checkpointed entry: regenerate what it dropped
+      node->segment->materialize(*node);
+      replayed.insert(node->segment);
+    }
 
     // Multi-output ops: an output nobody used still needs a zero gradient.
     for (size_t i = 0; i < grads.size() && op.visible(i); ++i) {
@@ -119,6 +124,7 @@ void run_backward(const std::vector<Tensor>& roots, const std::vector<Tensor>& s
       }
     }
   }
+  for (const auto& segment : replayed) segment->after_backward(retain_graph);
 }
 
 }  // namespace autograd

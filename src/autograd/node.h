@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <unordered_set>
 #include <optional>
 #include <vector>
 
@@ -29,6 +30,35 @@ struct Edge {
   bool requires_grad = false;
 };
 
+// A stretch of the tape that drops tensors during the forward and
+// regenerates them before backward needs them. src/checkpoint implements it;
+// the tape and the engine only call these hooks.
+class Segment : public std::enable_shared_from_this<Segment> {
+ public:
+  virtual ~Segment() = default;
+  // After record() has filled an entry made while this segment is the
+  // thread's innermost active one: the segment decides what to drop.
+  virtual void on_record(const std::shared_ptr<Node>& node, const std::vector<Tensor>& inputs,
+                         const std::vector<Tensor>& outputs) = 0;
+  // Before the engine unpacks the saved tensors of an entry of the segment.
+  virtual void materialize(Node& node) = 0;
+  // Once per backward pass, for every segment that materialised something.
+  virtual void after_backward(bool retain_graph) = 0;
+};
+
+// The thread's innermost active segment (null outside checkpoint()).
+Segment* active_segment();
+class ActiveSegmentScope {
+ public:
+  explicit ActiveSegmentScope(Segment* segment);
+  ~ActiveSegmentScope();
+  ActiveSegmentScope(const ActiveSegmentScope&) = delete;
+  ActiveSegmentScope& operator=(const ActiveSegmentScope&) = delete;
+
+ private:
+  Segment* previous_;
+};
+
 struct Node {
   uint64_t sequence = 0;  // position on the tape; inputs always come earlier
   const ops::OpDef* op = nullptr;
@@ -40,6 +70,10 @@ struct Node {
   std::vector<std::optional<SavedTensor>> saved_inputs;   // indexed like inputs
   std::vector<std::optional<SavedTensor>> saved_outputs;  // indexed like outputs
   bool released = false;  // saved tensors freed by a backward without retain_graph
+  // Entries made inside checkpoint(): the segment, and the values of the
+  // inputs the segment keeps for replay (those from outside it).
+  std::shared_ptr<Segment> segment;
+  std::vector<std::optional<SavedTensor>> input_values;  // indexed like inputs
 
   // The saved tensor, checked against in-place modification since it was saved.
   Tensor unpack(const std::optional<SavedTensor>& slot, const char* kind, size_t index) const;

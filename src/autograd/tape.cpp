@@ -21,8 +21,21 @@ Tensor Node::unpack(const std::optional<SavedTensor>& slot, const char* kind, si
 void Node::release() {
   for (auto& s : saved_inputs) s.reset();
   for (auto& s : saved_outputs) s.reset();
+  for (auto& s : input_values) s.reset();
   released = true;
 }
+
+namespace {
+thread_local Segment* innermost_segment = nullptr;
+}
+
+Segment* active_segment() { return innermost_segment; }
+
+ActiveSegmentScope::ActiveSegmentScope(Segment* segment) : previous_(innermost_segment) {
+  innermost_segment = segment;
+}
+
+ActiveSegmentScope::~ActiveSegmentScope() { innermost_segment = previous_; }
 
 Tape& Tape::current() {
   thread_local Tape tape;
@@ -86,6 +99,10 @@ void record(const ops::OpDef& def, const std::vector<Tensor>& inputs, const ops:
       y.grad_fn = node;
       y.output_nr = static_cast<int>(i);
     }
+  }
+  if (Segment* segment = active_segment()) {
+    node->segment = segment->shared_from_this();
+    segment->on_record(node, inputs, outputs);
   }
   tape.append(node);
 }

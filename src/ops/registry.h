@@ -89,6 +89,9 @@ struct OpDef {
   // On the CPU, bfloat16/float16 operands are computed in float32 and rounded
   // back; ops that move bytes without arithmetic (views, copies) turn this off.
   bool compute_reduced_in_float = true;
+  // Attributes a checkpoint replay sets, to switch off side effects of the
+  // forward that must happen once (batch_norm's running-statistics update).
+  std::vector<std::pair<std::string, AttrValue>> replay_attrs;
 
   bool visible(size_t output) const {
     return visible_outputs < 0 || static_cast<int>(output) < visible_outputs;

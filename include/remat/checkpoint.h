@@ -1,0 +1,78 @@
+// checkpoint(): run a stretch of the model as one segment of the tape. The
+// segment keeps its inputs and what it read from outside (weights); every
+// tensor it produced is dropped as soon as the forward no longer needs it.
+// When backward reaches the segment, its entries are replayed from the tape
+// (fn is not called again) to regenerate what backward needs. Gradients are
+// bitwise identical to the same program without checkpoint; random ops replay
+// the same numbers; side effects (BatchNorm running statistics) are not
+// repeated. See docs/checkpointing.md.
+#pragma once
+
+#include <functional>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "remat/core/tensor.h"
+
+namespace remat {
+
+// What a segment keeps of its own results.
+class Policy {
+ public:
+  enum class Kind { RecomputeAll, SaveOps, Offload };
+  // Keep nothing; replay regenerates every dropped tensor (the default).
+  static Policy recompute_all() { return Policy(Kind::RecomputeAll, {}); }
+  // Keep the outputs of the named ops (e.g. {"matmul"}) and recompute the
+  // rest: replay runs only what the dropped tensors depend on.
+  static Policy save_ops(std::set<std::string> op_names) {
+    return Policy(Kind::SaveOps, std::move(op_names));
+  }
+  // Move saved tensors to pinned host memory: not implemented yet (throws).
+  static Policy offload() { return Policy(Kind::Offload, {}); }
+
+  Kind kind() const { return kind_; }
+  const std::set<std::string>& saved_ops() const { return ops_; }
+  bool keeps(const std::string& op_name) const { return ops_.count(op_name) > 0; }
+
+ private:
+  Policy(Kind kind, std::set<std::string> ops) : kind_(kind), ops_(std::move(ops)) {}
+  Kind kind_;
+  std::set<std::string> ops_;
+};
+
+struct CheckpointOptions {
+  Policy policy = Policy::recompute_all();
+  // On replay, check every regenerated tensor's shape, dtype and device and
+  // its bytes against a hash taken in the original forward; a mismatch throws
+  // naming the op and its position in the segment. Costs a hash per dropped
+  // tensor in the forward.
+  bool debug = false;
+  // Labels the segment's replay in the allocator timeline ("replay:<tag>").
+  std::string tag = "checkpoint";
+};
+
+Tensor checkpoint(const std::function<Tensor(const Tensor&)>& fn, const Tensor& x,
+                  CheckpointOptions opts = {});
+std::vector<Tensor> checkpoint(
+    const std::function<std::vector<Tensor>(const std::vector<Tensor>&)>& fn,
+    const std::vector<Tensor>& inputs, CheckpointOptions opts = {});
+
+// Splits fns into `segments` consecutive groups (default: round(sqrt(L))) and
+// checkpoints each; with checkpoint_last = false the last group runs plainly
+// (its activations are needed at once by backward anyway).
+Tensor checkpoint_sequential(const std::vector<std::function<Tensor(const Tensor&)>>& fns,
+                             int segments, const Tensor& x, CheckpointOptions opts = {},
+                             bool checkpoint_last = true);
+Tensor checkpoint_sequential(const std::vector<std::function<Tensor(const Tensor&)>>& fns,
+                             const Tensor& x);
+
+// Counters of this thread's replays since the last reset.
+struct CheckpointStats {
+  int64_t segments_replayed = 0;
+  int64_t ops_replayed = 0;  // forward re-runs of tape entries
+};
+CheckpointStats checkpoint_stats();
+void reset_checkpoint_stats();
+
+}  // namespace remat

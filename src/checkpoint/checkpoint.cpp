@@ -1,0 +1,68 @@
+// The public checkpoint API: opens a segment on the tape around fn.
+#include <cmath>
+
+#include "checkpoint/segment.h"
+#include "remat/core/grad_mode.h"
+
+namespace remat {
+
+std::vector<Tensor> checkpoint(
+    const std::function<std::vector<Tensor>(const std::vector<Tensor>&)>& fn,
+    const std::vector<Tensor>& inputs, CheckpointOptions opts) {
+  if (opts.policy.kind() == Policy::Kind::Offload) {
+    throw NotImplementedError("checkpoint Policy::offload (saved tensors to pinned host memory)");
+  }
+  if (!GradMode::is_enabled()) return fn(inputs);  // nothing is recorded, nothing to drop
+  auto segment = std::make_shared<replay::CheckpointSegment>(
+      replay::CheckpointSegment::active(), std::move(opts));
+  std::vector<Tensor> outputs;
+  {
+    autograd::ActiveSegmentScope scope(segment.get());
+    outputs = fn(inputs);
+  }
+  segment->close();
+  return outputs;
+}
+
+Tensor checkpoint(const std::function<Tensor(const Tensor&)>& fn, const Tensor& x,
+                  CheckpointOptions opts) {
+  return checkpoint(
+             [&fn](const std::vector<Tensor>& in) { return std::vector<Tensor>{fn(in[0])}; },
+             std::vector<Tensor>{x}, std::move(opts))
+      .at(0);
+}
+
+Tensor checkpoint_sequential(const std::vector<std::function<Tensor(const Tensor&)>>& fns,
+                             int segments, const Tensor& x, CheckpointOptions opts,
+                             bool checkpoint_last) {
+  const auto count = static_cast<int64_t>(fns.size());
+  REMAT_CHECK(segments >= 1, "checkpoint_sequential: segments must be >= 1, got {}", segments);
+  if (count == 0) return x;
+  const int64_t groups = std::min<int64_t>(segments, count);
+  Tensor h = x;
+  int64_t begin = 0;
+  for (int64_t g = 0; g < groups; ++g) {
+    // Spread the remainder over the first groups: sizes differ by at most one.
+    const int64_t end = begin + count / groups + (g < count % groups ? 1 : 0);
+    auto run_group = [&fns, begin, end](const Tensor& in) {
+      Tensor out = in;
+      for (int64_t i = begin; i < end; ++i) out = fns[static_cast<size_t>(i)](out);
+      return out;
+    };
+    const bool last = g + 1 == groups;
+    h = last && !checkpoint_last ? run_group(h) : checkpoint(run_group, h, opts);
+    begin = end;
+  }
+  return h;
+}
+
+Tensor checkpoint_sequential(const std::vector<std::function<Tensor(const Tensor&)>>& fns,
+                             const Tensor& x) {
+  const int segments = std::max(1, static_cast<int>(std::lround(std::sqrt(fns.size()))));
+  return checkpoint_sequential(fns, segments, x);
+}
+
+CheckpointStats checkpoint_stats() { return replay::current_stats(); }
+void reset_checkpoint_stats() { replay::reset_stats(); }
+
+}  // namespace remat

@@ -1,0 +1,297 @@
+#include "checkpoint/segment.h"
+
+#include <cstring>
+#include <functional>
+#include <set>
+
+#include "remat/core/grad_mode.h"
+
+namespace remat::replay {
+namespace {
+
+using autograd::Node;
+using autograd::SavedTensor;
+
+thread_local CheckpointStats thread_stats;
+
+CheckpointSegment* segment_of(const Node& node) {
+  // Only checkpoint() creates segments.
+  return static_cast<CheckpointSegment*>(node.segment.get());
+}
+
+Source source_of(const Node& producer, int output) { return {producer.sequence, output}; }
+
+const char* slot_name(bool output) { return output ? "output" : "input"; }
+
+}  // namespace
+
+CheckpointStats current_stats() { return thread_stats; }
+void reset_stats() { thread_stats = {}; }
+
+Fingerprint Fingerprint::of(const Tensor& t) {
+  Tensor host = t.to(kCPU).contiguous();
+  // FNV-1a over the bytes.
+  uint64_t hash = 1469598103934665603ull;
+  const auto* bytes = static_cast<const unsigned char*>(host.data_ptr());
+  for (int64_t i = 0; i < host.nbytes(); ++i) {
+    hash = (hash ^ bytes[i]) * 1099511628211ull;
+  }
+  return {TensorMeta::of(t), hash};
+}
+
+CheckpointSegment::CheckpointSegment(std::shared_ptr<CheckpointSegment> parent,
+                                     CheckpointOptions options)
+    : parent_(std::move(parent)),
+      root_(parent_ ? parent_->root_ : this),
+      depth_(parent_ ? parent_->depth_ + 1 : 0),
+      options_(std::move(options)) {}
+
+std::shared_ptr<CheckpointSegment> CheckpointSegment::active() {
+  autograd::Segment* s = autograd::active_segment();
+  if (s == nullptr) return nullptr;
+  return std::static_pointer_cast<CheckpointSegment>(s->shared_from_this());
+}
+
+bool CheckpointSegment::contains(const CheckpointSegment* other) const {
+  for (; other != nullptr; other = other->parent_.get()) {
+    if (other == this) return true;
+  }
+  return false;
+}
+
+// Which segment regenerates a value made by `producer` for an entry of this
+// segment: the innermost segment holding both (null when the value comes from
+// outside the root segment and is simply kept).
+CheckpointSegment* CheckpointSegment::restoring_segment(const Node& producer) {
+  CheckpointSegment* a = this;
+  CheckpointSegment* b = segment_of(producer);
+  if (b == nullptr || !root_->contains(b)) return nullptr;
+  while (a->depth_ > b->depth_) a = a->parent_.get();
+  while (b->depth_ > a->depth_) b = b->parent_.get();
+  while (a != b) {
+    a = a->parent_.get();
+    b = b->parent_.get();
+  }
+  return a;
+}
+
+void CheckpointSegment::on_record(const std::shared_ptr<Node>& node,
+                                  const std::vector<Tensor>& inputs,
+                                  const std::vector<Tensor>& outputs) {
+  if (!recorded_any_) {
+    first_sequence_ = node->sequence;
+    recorded_any_ = true;
+  }
+  node->input_values.resize(inputs.size());
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    const Tensor& x = inputs[i];
+    if (!x.defined()) continue;
+    const autograd::Edge& edge = node->inputs[i];
+    CheckpointSegment* owner = edge.producer ? restoring_segment(*edge.producer) : nullptr;
+    const Source source = edge.producer ? source_of(*edge.producer, edge.output_nr) : Source{};
+    if (owner == nullptr || root_->kept_.count(source)) {
+      // From outside the segment (an input, a weight, a constant) or kept by
+      // policy: hold it for replay.
+      node->input_values[i] = SavedTensor{x.detach(), x.version()};
+      continue;
+    }
+    // Made inside: never held. A saved copy is dropped; an entry of an outer
+    // segment regenerates it for this one's replay.
+    if (node->saved_inputs[i].has_value()) {
+      drop(node, SlotKind::SavedInput, i, edge.producer, source, x, this);
+    }
+    if (owner != this) drop(node, SlotKind::InputValue, i, edge.producer, source, x, owner);
+  }
+  const bool keep = options_.policy.keeps(node->op->name);
+  for (size_t j = 0; j < outputs.size(); ++j) {
+    const Source source = source_of(*node, static_cast<int>(j));
+    if (keep) {
+      root_->kept_[source] = outputs[j].detach();
+    } else if (node->saved_outputs[j].has_value()) {
+      drop(node, SlotKind::SavedOutput, j, node, source, outputs[j], this);
+    }
+  }
+}
+
+void CheckpointSegment::drop(const std::shared_ptr<Node>& node, SlotKind kind, size_t index,
+                             const std::shared_ptr<Node>& producer, Source source,
+                             const Tensor& value, CheckpointSegment* owner) {
+  DroppedSlot slot{node,
+                   kind,
+                   index,
+                   source,
+                   producer,
+                   value.impl().storage,
+                   value.version(),
+                   options_.debug ? Fingerprint::of(value) : Fingerprint{}};
+  owner->dropped_.push_back(std::move(slot));
+  if (kind == SlotKind::SavedInput) node->saved_inputs[index].reset();
+  if (kind == SlotKind::SavedOutput) node->saved_outputs[index].reset();
+}
+
+std::string CheckpointSegment::where(const Node& node) const {
+  const CheckpointSegment* s = segment_of(node);
+  return fmt::format("op '{}' (entry {} of checkpoint segment '{}')", node.op->name,
+                     node.sequence - s->first_sequence_, s->options_.tag);
+}
+
+// A value dropped in the forward must not have been changed in place while it
+// lived: the replay would silently compute with the original.
+void CheckpointSegment::check_unchanged(const DroppedSlot& slot, const char* when) const {
+  std::shared_ptr<Storage> storage = slot.storage.lock();
+  if (!storage) return;
+  const uint32_t now = storage->version.load();
+  auto node = slot.node.lock();
+  REMAT_CHECK(now == slot.version,
+              "{}: a tensor {} of {} was modified in place {}: it was at version {}, now at "
+              "version {}",
+              options_.tag, slot.kind == SlotKind::SavedOutput ? "made" : "read",
+              node ? where(*node) : std::string("a tape entry"), when, slot.version, now);
+}
+
+void CheckpointSegment::close() {
+  for (const DroppedSlot& slot : dropped_) check_unchanged(slot, "inside the segment");
+}
+
+void CheckpointSegment::materialize(Node& node) {
+  // Outer segments first: they regenerate what inner ones read from them.
+  std::vector<CheckpointSegment*> chain;
+  for (CheckpointSegment* s = segment_of(node); s != nullptr; s = s->parent_.get()) {
+    chain.push_back(s);
+  }
+  for (auto it = chain.rbegin(); it != chain.rend(); ++it) {
+    if (!(*it)->materialized_) (*it)->replay();
+  }
+}
+
+Tensor CheckpointSegment::input_for_replay(const Node& node, size_t index,
+                                           const std::map<Source, Tensor>& values) const {
+  const autograd::Edge& edge = node.inputs[index];
+  if (const auto& held = node.input_values[index]) {
+    const uint32_t now = held->value.version();
+    REMAT_CHECK(now == held->version,
+                "checkpoint segment '{}': input {} of {}, a tensor from outside the segment "
+                "(made by {}), was modified in place after the forward: it was at version {}, "
+                "now at version {}",
+                options_.tag, index, where(node),
+                edge.producer ? fmt::format("op '{}'", edge.producer->op->name)
+                              : std::string("no op: a leaf or constant"),
+                held->version, now);
+    return held->value;
+  }
+  if (!edge.producer) return {};  // an absent optional operand
+  const Source source = source_of(*edge.producer, edge.output_nr);
+  if (auto kept = root_->kept_.find(source); kept != root_->kept_.end()) return kept->second;
+  auto it = values.find(source);
+  REMAT_CHECK(it != values.end(), "checkpoint replay: input {} of {} was not regenerated", index,
+              where(node));
+  return it->second;
+}
+
+void CheckpointSegment::replay() {
+  NoGradGuard no_grad;
+  memory::TagScope tag("replay:" + options_.tag);
+
+  // The entries to run: the producers of every dropped value this segment
+  // restores, and what those need, down to values that are held.
+  std::map<uint64_t, std::shared_ptr<Node>> to_run;
+  std::function<void(const std::shared_ptr<Node>&)> need = [&](const std::shared_ptr<Node>& p) {
+    if (!to_run.emplace(p->sequence, p).second) return;
+    for (size_t k = 0; k < p->inputs.size(); ++k) {
+      const autograd::Edge& edge = p->inputs[k];
+      if (p->input_values[k].has_value() || !edge.producer) continue;
+      if (root_->kept_.count(source_of(*edge.producer, edge.output_nr))) continue;
+      REMAT_CHECK(contains(segment_of(*edge.producer)),
+                  "checkpoint replay: {} needs a value from outside the segment that is gone",
+                  where(*p));
+      need(edge.producer);
+    }
+  };
+  std::set<Source> restored;  // values that end in a slot
+  for (const DroppedSlot& slot : dropped_) {
+    auto node = slot.node.lock();
+    if (!node || node->released) continue;
+    if (slot.kind == SlotKind::SavedInput && node->input_values[slot.index].has_value()) continue;
+    restored.insert(slot.source);
+    if (auto producer = slot.producer.lock()) need(producer);
+  }
+
+  // Run them in tape order. A value that no slot takes is freed as soon as
+  // its last reader has run, so a replay peaks at what backward needs plus
+  // the working set of one entry.
+  std::map<Source, int> readers;
+  for (const auto& [sequence, entry] : to_run) {
+    for (size_t k = 0; k < entry->inputs.size(); ++k) {
+      const autograd::Edge& edge = entry->inputs[k];
+      if (!entry->input_values[k] && edge.producer) {
+        ++readers[source_of(*edge.producer, edge.output_nr)];
+      }
+    }
+  }
+  std::map<Source, Tensor> values;
+  for (const auto& [sequence, entry] : to_run) {
+    std::vector<Tensor> inputs(entry->inputs.size());
+    for (size_t k = 0; k < inputs.size(); ++k) inputs[k] = input_for_replay(*entry, k, values);
+    ops::Attrs attrs = entry->attrs;
+    for (const auto& [key, value] : entry->op->replay_attrs) attrs.set(key, value);
+    std::vector<Tensor> outputs = ops::run_forward(*entry->op, inputs, attrs);
+    ++thread_stats.ops_replayed;
+    inputs.clear();
+    for (size_t k = 0; k < entry->inputs.size(); ++k) {
+      const autograd::Edge& edge = entry->inputs[k];
+      if (entry->input_values[k] || !edge.producer) continue;
+      const Source source = source_of(*edge.producer, edge.output_nr);
+      if (--readers[source] == 0 && !restored.count(source)) values.erase(source);
+    }
+    for (size_t j = 0; j < outputs.size(); ++j) {
+      const Source source = source_of(*entry, static_cast<int>(j));
+      if (readers.count(source) || restored.count(source)) values[source] = std::move(outputs[j]);
+    }
+  }
+
+  for (const DroppedSlot& slot : dropped_) {
+    auto node = slot.node.lock();
+    if (!node || node->released) continue;
+    check_unchanged(slot, "after the forward");
+    Tensor value = slot.kind == SlotKind::SavedInput && node->input_values[slot.index]
+                       ? input_for_replay(*node, slot.index, values)
+                       : values.at(slot.source);
+    if (options_.debug) {
+      Fingerprint now = Fingerprint::of(value);
+      const Fingerprint& then = slot.fingerprint;
+      REMAT_CHECK(now.meta.shape == then.meta.shape && now.meta.dtype == then.meta.dtype &&
+                      now.meta.device == then.meta.device && now.hash == then.hash,
+                  "checkpoint replay diverged from the record at {} ({} {}): recorded {} (hash "
+                  "{:016x}), replayed {} (hash {:016x})",
+                  where(*node), slot_name(slot.kind == SlotKind::SavedOutput), slot.index,
+                  then.meta.str(), then.hash, now.meta.str(), now.hash);
+    }
+    SavedTensor saved{value, value.version()};
+    switch (slot.kind) {
+      case SlotKind::SavedInput: node->saved_inputs[slot.index] = saved; break;
+      case SlotKind::SavedOutput: node->saved_outputs[slot.index] = saved; break;
+      case SlotKind::InputValue: node->input_values[slot.index] = saved; break;
+    }
+  }
+  materialized_ = true;
+  ++thread_stats.segments_replayed;
+}
+
+void CheckpointSegment::after_backward(bool retain_graph) {
+  if (retain_graph) {
+    // Keep memory bounded for the next backward: drop again what replay made.
+    for (const DroppedSlot& slot : dropped_) {
+      auto node = slot.node.lock();
+      if (!node) continue;
+      switch (slot.kind) {
+        case SlotKind::SavedInput: node->saved_inputs[slot.index].reset(); break;
+        case SlotKind::SavedOutput: node->saved_outputs[slot.index].reset(); break;
+        case SlotKind::InputValue: node->input_values[slot.index].reset(); break;
+      }
+    }
+    materialized_ = false;
+  }
+  if (parent_) parent_->after_backward(retain_graph);
+}
+
+}  // namespace remat::replay
