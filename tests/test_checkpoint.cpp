@@ -178,3 +178,185 @@ TEST(Checkpoint, ProvesTheMemorySavingsOfTheIssue) {
   EXPECT_EQ(seq.grads, none.grads);
   EXPECT_EQ(nested.grads, none.grads);
 }
+
+namespace {
+
+// A pre-norm transformer block: x + attn(ln1(x)), then x + mlp(ln2(x)).
+struct TransformerStack {
+  int64_t d, heads;
+  std::vector<std::vector<Tensor>> params;  // per block: ln1 w,b, wq, wk, wv, wo, ln2 w,b, w1, w2
+  TransformerStack(int blocks, int64_t d_model, int64_t n_heads, uint64_t seed)
+      : d(d_model), heads(n_heads) {
+    manual_seed(seed);
+    const double s = 1.0 / std::sqrt(static_cast<double>(d));
+    for (int i = 0; i < blocks; ++i) {
+      std::vector<Tensor> p{ones({d}),         zeros({d}),         randn({d, d}) * s,
+                            randn({d, d}) * s, randn({d, d}) * s,  randn({d, d}) * s,
+                            ones({d}),         zeros({d}),         randn({d, 4 * d}) * s,
+                            randn({4 * d, d}) * (s / 2)};
+      for (Tensor& t : p) t.requires_grad_();
+      params.push_back(p);
+    }
+  }
+  Tensor block(size_t i, const Tensor& x) const {
+    const auto& p = params[i];
+    const int64_t b = x.size(0), t = x.size(1), hd = d / heads;
+    auto split_heads = [&](const Tensor& h) {
+      return h.reshape({b, t, heads, hd}).transpose(1, 2);
+    };
+    Tensor h = layer_norm(x, p[0], p[1]);
+    Tensor attn = scaled_dot_product_attention(split_heads(matmul(h, p[2])),
+                                               split_heads(matmul(h, p[3])),
+                                               split_heads(matmul(h, p[4])), true);
+    Tensor y = x + matmul(attn.transpose(1, 2).reshape({b, t, d}), p[5]);
+    return y + matmul(gelu(matmul(layer_norm(y, p[6], p[7]), p[8])), p[9]);
+  }
+};
+
+struct TransformerRun {
+  int64_t activation_peak = 0;
+  int64_t ops_replayed = 0;
+  std::vector<float> grad;
+};
+
+TransformerRun transformer_step(const TransformerStack& m, const Tensor& x,
+                                std::optional<CheckpointOptions> opts) {
+  for (auto& p : m.params) {
+    for (const Tensor& t : p) t.set_grad({});
+  }
+  reset_checkpoint_stats();
+  const int64_t before = memory::stats(kCPU).allocated_bytes.current;
+  memory::reset_peak_stats(kCPU);
+  Tensor h = x;
+  for (size_t i = 0; i < m.params.size(); ++i) {
+    auto f = [&m, i](const Tensor& in) { return m.block(i, in); };
+    h = opts ? checkpoint(f, h, *opts) : f(h);
+  }
+  mean(h).backward();
+  return {memory::stats(kCPU).allocated_bytes.peak - before, checkpoint_stats().ops_replayed,
+          m.params[0][2].grad().to_vector<float>()};
+}
+
+}  // namespace
+
+TEST(Checkpoint, SelectivePolicyKeepsMatmulsAndRecomputesLess) {
+  TransformerStack m(4, 64, 4, 11);
+  Tensor x = randn({4, 64, 64});
+  transformer_step(m, x, std::nullopt);  // warm-up
+  TransformerRun none = transformer_step(m, x, std::nullopt);
+  TransformerRun all = transformer_step(m, x, CheckpointOptions{});
+  CheckpointOptions selective;
+  selective.policy = Policy::save_ops({"matmul"});
+  TransformerRun sel = transformer_step(m, x, selective);
+  std::printf("transformer activation peak KiB: none %lld, recompute_all %lld, save matmul %lld; "
+              "replayed ops: all %lld, selective %lld\n",
+              static_cast<long long>(none.activation_peak >> 10),
+              static_cast<long long>(all.activation_peak >> 10),
+              static_cast<long long>(sel.activation_peak >> 10),
+              static_cast<long long>(all.ops_replayed), static_cast<long long>(sel.ops_replayed));
+  EXPECT_LT(all.activation_peak, sel.activation_peak);
+  EXPECT_LT(sel.activation_peak, none.activation_peak);
+  EXPECT_LT(sel.ops_replayed, all.ops_replayed);
+  EXPECT_GT(sel.ops_replayed, 0);
+  EXPECT_EQ(sel.grad, none.grad);
+  EXPECT_EQ(all.grad, none.grad);
+}
+
+TEST(Checkpoint, NestedInnerSegmentsReplayOnlyWhenBackwardReachesThem) {
+  MlpStack m(8, 8, 4);
+  Tensor x = randn({4, 8});
+  reset_checkpoint_stats();
+  Tensor y = forward(m, x, Plan::Nested);  // 2 outer segments of 4 inner ones
+  EXPECT_EQ(checkpoint_stats().segments_replayed, 0);
+  mean(y).backward();
+  // Each outer segment replays once, each inner one once: 2 + 8.
+  EXPECT_EQ(checkpoint_stats().segments_replayed, 10);
+}
+
+TEST(Checkpoint, RetainGraphReplaysAgainAndGivesTheSameGradients) {
+  MlpStack m(3, 8, 6);
+  Tensor x = randn({4, 8});
+  reset_checkpoint_stats();
+  Tensor loss = mean(forward(m, x, Plan::EveryBlock));
+  loss.backward({}, true);
+  auto first = m.grads();
+  const int64_t replays = checkpoint_stats().segments_replayed;
+  m.zero_grad();
+  loss.backward();
+  EXPECT_EQ(m.grads(), first);
+  EXPECT_EQ(checkpoint_stats().segments_replayed, 2 * replays);
+}
+
+TEST(Checkpoint, BackwardTwiceWithoutRetainGraphThrows) {
+  MlpStack m(2, 8, 6);
+  Tensor loss = mean(forward(m, randn({4, 8}), Plan::EveryBlock));
+  loss.backward();
+  try {
+    loss.backward();
+    FAIL() << "expected Error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("second time"), std::string::npos) << e.what();
+  }
+}
+
+TEST(Checkpoint, SegmentInputModifiedInPlaceAfterTheSegmentIsCaught) {
+  MlpStack m(1, 8, 7);
+  Tensor x = randn({4, 8});
+  x.requires_grad_();
+  Tensor h = x * 2.0;  // made by op 'mul_scalar', read by the segment
+  Tensor loss = mean(checkpoint(m.block(0), h));
+  {
+    NoGradGuard g;
+    h.detach().add_(1.0);
+  }
+  try {
+    loss.backward();
+    FAIL() << "expected Error";
+  } catch (const Error& e) {
+    std::string msg = e.what();
+    EXPECT_NE(msg.find("modified in place"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("mul_scalar"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("version 0, now at version 1"), std::string::npos) << msg;
+  }
+}
+
+TEST(Checkpoint, DebugModeCatchesAReplayThatDiverges) {
+  // Bytes changed behind the version counter's back (a raw pointer write)
+  // make the replay differ from the record; debug mode names the op.
+  Tensor w = randn({8, 8});
+  w.requires_grad_();
+  CheckpointOptions opts;
+  opts.debug = true;
+  opts.tag = "probe";
+  Tensor loss = mean(checkpoint([&w](const Tensor& in) { return relu(tanh(matmul(in, w))); },
+                                randn({4, 8}), opts));
+  w.data<float>()[0] += 1.0f;
+  try {
+    loss.backward();
+    FAIL() << "expected Error";
+  } catch (const Error& e) {
+    std::string msg = e.what();
+    EXPECT_NE(msg.find("diverged"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("'tanh'"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("entry 1 of checkpoint segment 'probe'"), std::string::npos) << msg;
+  }
+}
+
+TEST(Checkpoint, NoGradInsideFnBehavesAsWithoutCheckpoint) {
+  Tensor w = randn({4, 4}, kFloat64);
+  w.requires_grad_();
+  Tensor x = randn({2, 4}, kFloat64);
+  auto f = [&w](const Tensor& in) {
+    Tensor scale;
+    {
+      NoGradGuard g;
+      scale = exp(matmul(in, w.detach()));  // a constant for autograd
+    }
+    return matmul(in, w) * scale;
+  };
+  sum(f(x)).backward();
+  auto plain = w.grad().to_vector<double>();
+  w.set_grad({});
+  sum(checkpoint(f, x)).backward();
+  EXPECT_EQ(w.grad().to_vector<double>(), plain);
+}

@@ -106,7 +106,7 @@ void CheckpointSegment::on_record(const std::shared_ptr<Node>& node,
   for (size_t j = 0; j < outputs.size(); ++j) {
     const Source source = source_of(*node, static_cast<int>(j));
     if (keep) {
-      root_->kept_[source] = outputs[j].detach();
+      root_->kept_.insert(source);
     } else if (node->saved_outputs[j].has_value()) {
       drop(node, SlotKind::SavedOutput, j, node, source, outputs[j], this);
     }
@@ -181,7 +181,6 @@ Tensor CheckpointSegment::input_for_replay(const Node& node, size_t index,
   }
   if (!edge.producer) return {};  // an absent optional operand
   const Source source = source_of(*edge.producer, edge.output_nr);
-  if (auto kept = root_->kept_.find(source); kept != root_->kept_.end()) return kept->second;
   auto it = values.find(source);
   REMAT_CHECK(it != values.end(), "checkpoint replay: input {} of {} was not regenerated", index,
               where(node));
@@ -200,7 +199,6 @@ void CheckpointSegment::replay() {
     for (size_t k = 0; k < p->inputs.size(); ++k) {
       const autograd::Edge& edge = p->inputs[k];
       if (p->input_values[k].has_value() || !edge.producer) continue;
-      if (root_->kept_.count(source_of(*edge.producer, edge.output_nr))) continue;
       REMAT_CHECK(contains(segment_of(*edge.producer)),
                   "checkpoint replay: {} needs a value from outside the segment that is gone",
                   where(*p));

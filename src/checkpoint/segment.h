@@ -6,6 +6,7 @@
 #pragma once
 
 #include <map>
+#include <set>
 #include <memory>
 #include <string>
 #include <vector>
@@ -78,8 +79,9 @@ class CheckpointSegment final : public autograd::Segment {
   bool recorded_any_ = false;
   bool materialized_ = false;
   std::vector<DroppedSlot> dropped_;
-  // Root only: outputs kept by policy, available to every replay below it.
-  std::map<Source, Tensor> kept_;
+  // Root only: outputs kept by policy. The values themselves are held by the
+  // entries that read them (input_values), so they go when those are done.
+  std::set<Source> kept_;
 };
 
 // This thread's replay counters.
