@@ -360,3 +360,34 @@ TEST(Checkpoint, NoGradInsideFnBehavesAsWithoutCheckpoint) {
   sum(checkpoint(f, x)).backward();
   EXPECT_EQ(w.grad().to_vector<double>(), plain);
 }
+
+TEST(Checkpoint, BatchNormRunningStatsMoveOncePerRealForward) {
+  // The running statistics are a side effect outside the tape: a replay must
+  // not move them again, and the gradients must match the plain program.
+  auto run = [](bool checkpointed, std::vector<double>& grad) {
+    manual_seed(11);
+    Tensor x = randn({4, 3, 5, 5}, kFloat64);
+    Tensor w = randn({3}, kFloat64);
+    w.requires_grad_();
+    Tensor running_mean = zeros({3}, kFloat64), running_var = ones({3}, kFloat64);
+    auto fn = [&](const Tensor& in) {
+      return relu(batch_norm(in, running_mean, running_var, w, Tensor(), true, 0.1, 1e-5));
+    };
+    Tensor y = checkpointed ? checkpoint(fn, x) : fn(x);
+    const auto mean_after_forward = running_mean.to_vector<double>();
+    const auto var_after_forward = running_var.to_vector<double>();
+    sum(y * y).backward();
+    EXPECT_EQ(running_mean.to_vector<double>(), mean_after_forward);
+    EXPECT_EQ(running_var.to_vector<double>(), var_after_forward);
+    grad = w.grad().to_vector<double>();
+    return std::pair{mean_after_forward, var_after_forward};
+  };
+  std::vector<double> plain_grad, checkpoint_grad;
+  const auto plain = run(false, plain_grad);
+  reset_checkpoint_stats();
+  const auto checkpointed = run(true, checkpoint_grad);
+  EXPECT_EQ(checkpoint_stats().segments_replayed, 1);  // the replay did run
+  EXPECT_EQ(checkpointed, plain);
+  EXPECT_EQ(checkpoint_grad, plain_grad);
+  EXPECT_NE(plain.first, std::vector<double>(3, 0.0));  // the forward did move them
+}

@@ -6,6 +6,7 @@
 #include <cmath>
 #include <limits>
 
+#include "ops/registry.h"
 #include "remat/remat.h"
 #include "support/gradcheck.h"
 
@@ -140,6 +141,22 @@ TEST(Conv2d, NoBiasGivesGradientsToInputAndWeight) {
   sum(conv2d(x, w, {}, {1, 1}, {1, 1})).backward();
   EXPECT_EQ(x.grad().shape(), x.shape());
   EXPECT_EQ(w.grad().shape(), w.shape());
+}
+
+// The op always takes (x, weight, bias): an absent bias is an undefined third
+// operand, whose gradient stays undefined while x and weight get theirs.
+TEST(Conv2d, OpTakesAnUndefinedBiasAsItsThirdOperand) {
+  Tensor x = uniform({1, 2, 4, 4}, -1, 1, 730), w = uniform({3, 2, 2, 2}, -1, 1, 731);
+  const ops::Attrs attrs{{"stride", std::vector<int64_t>{1, 1}},
+                         {"padding", std::vector<int64_t>{0, 0}},
+                         {"dilation", std::vector<int64_t>{1, 1}},
+                         {"groups", int64_t{1}}};
+  Tensor y = ops::call1(ops::op("conv2d"), {x, w, Tensor()}, attrs);
+  EXPECT_EQ(y.to_vector<double>(), conv2d(x, w).to_vector<double>());
+  sum(y).backward();
+  EXPECT_EQ(x.grad().shape(), x.shape());
+  EXPECT_EQ(w.grad().shape(), w.shape());
+  EXPECT_THROW(ops::call1(ops::op("conv2d"), {x, w}, attrs), Error);
 }
 
 TEST(Conv2d, EmptyBatch) {

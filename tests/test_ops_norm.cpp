@@ -145,11 +145,49 @@ TEST(LayerNorm, WithoutWeightNormalisesLastDimOrBiasShape) {
               1e-12);
 }
 
+TEST(LayerNorm, OpTakesWeightAndBiasInFixedSlotsEitherUndefined) {
+  Tensor x = uniform({2, 3, 4}, -1, 1, 60, false);
+  Tensor w = uniform({3, 4}, 0.5, 1.5, 61, false);
+  Tensor b = uniform({3, 4}, -0.5, 0.5, 62, false);
+  const std::vector<double> xv = x.to_vector<double>();
+  const std::vector<double> unit(12, 1.0), zero(12, 0.0);
+  const ops::OpDef& op = ops::op("layer_norm");
+  expect_near(ops::call1(op, {x, w, Tensor()}, {{"eps", 1e-5}}).to_vector<double>(),
+              naive_layer_norm(xv, 12, w.to_vector<double>(), zero, 1e-5), 1e-12);
+  expect_near(ops::call1(op, {x, Tensor(), b}, {{"eps", 1e-5}}).to_vector<double>(),
+              naive_layer_norm(xv, 12, unit, b.to_vector<double>(), 1e-5), 1e-12);
+  // Without either, the attribute says how many trailing dims to normalise.
+  expect_near(
+      ops::call1(op, {x, Tensor(), Tensor()}, {{"eps", 1e-5}, {"normalized_ndim", int64_t{2}}})
+          .to_vector<double>(),
+      naive_layer_norm(xv, 12, unit, zero, 1e-5), 1e-12);
+  EXPECT_THROW(ops::call1(op, {x, Tensor(), Tensor()}, {{"eps", 1e-5}}), Error);
+  expect_shape_error(
+      [&] {
+        ops::call1(op, {x, w, Tensor()}, {{"eps", 1e-5}, {"normalized_ndim", int64_t{1}}});
+      },
+      {"layer_norm", "normalized_ndim=1", "weight", "[3, 4]"});
+  EXPECT_THROW(ops::call1(op, {x, w}, {{"eps", 1e-5}}), Error);
+}
+
+// No ones weight stands in for an absent one: the op allocates its three
+// outputs (y, mean, rstd) and nothing else.
+TEST(LayerNorm, WithoutWeightAllocatesOnlyItsOutputs) {
+  Tensor x = uniform({4, 64}, -1, 1, 63);
+  Tensor b = uniform({64}, -0.5, 0.5, 64);
+  for (const Tensor& bias : {Tensor(), b}) {
+    const int64_t before = memory::stats(kCPU).allocation_count.allocated;
+    Tensor y = layer_norm(x, {}, bias);
+    EXPECT_EQ(memory::stats(kCPU).allocation_count.allocated - before, 3)
+        << (bias.defined() ? "with bias" : "without bias");
+  }
+}
+
 TEST(LayerNorm, BFloat16KeepsFloat32Statistics) {
   Tensor x = uniform({3, 16}, -1, 1, 9, false);
   Tensor w = uniform({16}, 0.5, 1.5, 10, false);
-  std::vector<Tensor> outs =
-      ops::run_forward(ops::op("layer_norm"), {x.to(kBFloat16), w.to(kBFloat16)}, {{"eps", 1e-5}});
+  std::vector<Tensor> outs = ops::run_forward(
+      ops::op("layer_norm"), {x.to(kBFloat16), w.to(kBFloat16), Tensor()}, {{"eps", 1e-5}});
   EXPECT_EQ(outs[0].dtype(), kBFloat16);
   EXPECT_EQ(outs[1].dtype(), kFloat32);
   EXPECT_EQ(outs[2].dtype(), kFloat32);
@@ -224,8 +262,9 @@ TEST(BatchNorm, TrainingForwardAndStatisticsMatchNaiveLoop) {
                                b.to_vector<double>(), 1e-5),
               1e-12);
 
-  std::vector<Tensor> outs = ops::run_forward(
-      ops::op("batch_norm"), {x, w, b}, {{"training", true}, {"momentum", 0.1}, {"eps", 1e-5}});
+  std::vector<Tensor> outs =
+      ops::run_forward(ops::op("batch_norm"), {x, Tensor(), Tensor(), w, b},
+                       {{"training", true}, {"momentum", 0.1}, {"eps", 1e-5}});
   expect_near(outs[1].to_vector<double>(), s.mean, 1e-12);
   std::vector<double> invstd;
   for (double v : s.var) invstd.push_back(1 / std::sqrt(v + 1e-5));
@@ -238,6 +277,37 @@ TEST(BatchNorm, TwoDimInputWithoutAffine) {
   Stats s = channel_stats(xv, 5, 3, 1);
   expect_near(batch_norm(x, {}, {}, {}, {}, true).to_vector<double>(),
               naive_batch_norm(xv, 5, 3, 1, s.mean, s.var, {1, 1, 1}, {0, 0, 0}, 1e-5), 1e-12);
+}
+
+TEST(BatchNorm, WeightOnlyAndBiasOnlyMatchNaiveLoop) {
+  Tensor x = uniform({3, 2, 4}, -1, 1, 67, false);
+  Tensor w = uniform({2}, 0.5, 1.5, 68, false);
+  Tensor b = uniform({2}, -0.5, 0.5, 69, false);
+  const std::vector<double> xv = x.to_vector<double>();
+  Stats s = channel_stats(xv, 3, 2, 4);
+  expect_near(batch_norm(x, {}, {}, w, {}, true).to_vector<double>(),
+              naive_batch_norm(xv, 3, 2, 4, s.mean, s.var, w.to_vector<double>(), {0, 0}, 1e-5),
+              1e-12);
+  expect_near(batch_norm(x, {}, {}, {}, b, true).to_vector<double>(),
+              naive_batch_norm(xv, 3, 2, 4, s.mean, s.var, {1, 1}, b.to_vector<double>(), 1e-5),
+              1e-12);
+  EXPECT_THROW(ops::call1(ops::op("batch_norm"), {x, w, b},
+                          {{"training", true}, {"momentum", 0.1}, {"eps", 1e-5}}),
+               Error);
+}
+
+TEST(BatchNorm, WithoutWeightAllocatesOnlyItsOutputs) {
+  Tensor x = uniform({4, 16, 3}, -1, 1, 65);
+  Tensor b = uniform({16}, -0.5, 0.5, 66);
+  Tensor running_mean = zeros({16}, kFloat64), running_var = ones({16}, kFloat64);
+  for (bool training : {true, false}) {
+    for (const Tensor& bias : {Tensor(), b}) {
+      const int64_t before = memory::stats(kCPU).allocation_count.allocated;
+      Tensor y = batch_norm(x, running_mean, running_var, {}, bias, training);
+      EXPECT_EQ(memory::stats(kCPU).allocation_count.allocated - before, 3)
+          << (training ? "training" : "eval") << (bias.defined() ? ", with bias" : "");
+    }
+  }
 }
 
 TEST(BatchNorm, RunningStatisticsFollowMomentumWithUnbiasedVariance) {
@@ -286,7 +356,7 @@ TEST(BatchNorm, ReplayWithoutUpdateLeavesRunningStatisticsAlone) {
   Tensor w = ones({3}, kFloat64);
   Tensor updated = batch_norm(x, zeros({3}, kFloat64), ones({3}, kFloat64), w, {}, true);
   Tensor y = ops::call1(
-      ops::op("batch_norm"), {x, w, running_mean, running_var},
+      ops::op("batch_norm"), {x, running_mean, running_var, w, Tensor()},
       {{"training", true}, {"momentum", 0.1}, {"eps", 1e-5}, {"update_running_stats", false}});
   EXPECT_EQ(y.to_vector<double>(), updated.to_vector<double>());
   EXPECT_EQ(running_mean.to_vector<double>(), (std::vector<double>{0, 0, 0}));

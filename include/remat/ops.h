@@ -71,7 +71,7 @@ Tensor matmul(const Tensor& a, const Tensor& b);
 // Activations and normalisation.
 Tensor softmax(const Tensor& x, int64_t dim);
 Tensor log_softmax(const Tensor& x, int64_t dim);
-// Normalises over the trailing dims of weight's shape.
+// Normalises over the trailing dims of weight's shape, else of bias's, else over the last dim.
 Tensor layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, double eps = 1e-5);
 // Training: batch statistics, and running_mean/var (if defined) updated in
 // place with momentum. Eval: the running statistics normalise.

@@ -56,18 +56,25 @@ void layer_norm_kernel(const T* x, const T* w, const T* b, double eps, int64_t r
     mean[r] = mu;
     rstd[r] = rs;
     T* yr = y + r * cols;
-    if (b) {
+    // One loop per affine case keeps the inner loops free of branches.
+    if (w && b) {
 #pragma omp simd
       for (int64_t j = 0; j < cols; ++j) yr[j] = (xr[j] - mu) * rs * w[j] + b[j];
-    } else {
+    } else if (w) {
 #pragma omp simd
       for (int64_t j = 0; j < cols; ++j) yr[j] = (xr[j] - mu) * rs * w[j];
+    } else if (b) {
+#pragma omp simd
+      for (int64_t j = 0; j < cols; ++j) yr[j] = (xr[j] - mu) * rs + b[j];
+    } else {
+#pragma omp simd
+      for (int64_t j = 0; j < cols; ++j) yr[j] = (xr[j] - mu) * rs;
     }
   }
 }
 
-// dx = rstd * (g w - mean(g w) - xhat * mean(g w xhat)) per row;
-// dweight = sum over rows of g xhat, dbias = sum over rows of g.
+// dx = rstd * (g w - mean(g w) - xhat * mean(g w xhat)) per row, w = 1 when
+// null; dweight = sum over rows of g xhat, dbias = sum over rows of g.
 template <typename T>
 void layer_norm_backward_kernel(const T* g, const T* x, const T* w, const T* mean, const T* rstd,
                                 int64_t rows, int64_t cols, T* dx, T* dw, T* db) {
@@ -81,7 +88,7 @@ void layer_norm_backward_kernel(const T* g, const T* x, const T* w, const T* mea
       double sum_gw = 0, sum_gw_xhat = 0;
 #pragma omp simd reduction(+ : sum_gw, sum_gw_xhat)
       for (int64_t j = 0; j < cols; ++j) {
-        const double gw = static_cast<double>(gr[j]) * static_cast<double>(w[j]);
+        const double gw = static_cast<double>(gr[j]) * (w ? static_cast<double>(w[j]) : 1.0);
         sum_gw += gw;
         sum_gw_xhat += gw * (static_cast<double>(xr[j]) - mu) * rs;
       }
@@ -90,7 +97,7 @@ void layer_norm_backward_kernel(const T* g, const T* x, const T* w, const T* mea
       T* dxr = dx + r * cols;
 #pragma omp simd
       for (int64_t j = 0; j < cols; ++j) {
-        const double gw = static_cast<double>(gr[j]) * static_cast<double>(w[j]);
+        const double gw = static_cast<double>(gr[j]) * (w ? static_cast<double>(w[j]) : 1.0);
         const double xhat = (static_cast<double>(xr[j]) - mu) * rs;
         dxr[j] = static_cast<T>(rs * (gw - mean_gw - xhat * mean_gw_xhat));
       }
@@ -160,7 +167,7 @@ void batch_norm_apply_kernel(const T* x, const ChannelLayout& l, const T* mean, 
 #pragma omp parallel for if (l.parallel()) schedule(static)
   for (int64_t r = 0; r < rows; ++r) {
     const int64_t c = r % l.channels;
-    const T mu = mean[c], scale = invstd[c] * w[c], shift = b ? b[c] : T(0);
+    const T mu = mean[c], scale = w ? invstd[c] * w[c] : invstd[c], shift = b ? b[c] : T(0);
     const T* xr = x + r * l.spatial;
     T* yr = y + r * l.spatial;
 #pragma omp simd
@@ -170,7 +177,7 @@ void batch_norm_apply_kernel(const T* x, const ChannelLayout& l, const T* mean, 
 
 // With M = N * S values per channel and xhat = (x - mean) * invstd:
 // dbias = sum g, dweight = sum g xhat, and in training
-// dx = weight * invstd * (g - dbias / M - xhat * dweight / M).
+// dx = weight * invstd * (g - dbias / M - xhat * dweight / M), weight = 1 when null.
 template <typename T>
 void batch_norm_backward_kernel(const T* g, const T* x, const ChannelLayout& l, const T* w,
                                 const T* mean, const T* invstd, bool training, T* dx, T* dw,
@@ -195,7 +202,7 @@ void batch_norm_backward_kernel(const T* g, const T* x, const ChannelLayout& l, 
     if (dw) dw[c] = static_cast<T>(sum_g_centered * is);
     if (db) db[c] = static_cast<T>(sum_g);
     if (!dx) continue;
-    const double scale = is * static_cast<double>(w[c]);
+    const double scale = w ? is * static_cast<double>(w[c]) : is;
     const double count = static_cast<double>(l.count());
     // Centred and scaled in training; zero in eval, where the statistics are constants.
     const double mean_g = training ? sum_g / count : 0.0;
@@ -233,12 +240,17 @@ T* out_ptr(const Tensor& t) {
 }
 Tensor contiguous_or_none(const Tensor& t) { return t.defined() ? t.contiguous() : t; }
 
+// The values per row of layer_norm: the product of x's last normalized_ndim dims.
+int64_t normalized_numel(const Tensor& x, int64_t normalized_ndim) {
+  return numel_of(Shape(x.shape().end() - normalized_ndim, x.shape().end()));
+}
+
 }  // namespace
 
-void layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, double eps,
-                const Tensor& y, const Tensor& mean, const Tensor& rstd) {
-  const Tensor xc = x.contiguous(), wc = weight.contiguous(), bc = contiguous_or_none(bias);
-  const int64_t cols = weight.numel();
+void layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, int64_t normalized_ndim,
+                double eps, const Tensor& y, const Tensor& mean, const Tensor& rstd) {
+  const Tensor xc = x.contiguous(), wc = contiguous_or_none(weight), bc = contiguous_or_none(bias);
+  const int64_t cols = normalized_numel(x, normalized_ndim);
   const int64_t rows = cols == 0 ? 0 : x.numel() / cols;
   dispatch_float("layer_norm", x.dtype(), [&]<typename T>() {
     layer_norm_kernel<T>(in_ptr<T>(xc), in_ptr<T>(wc), in_ptr<T>(bc), eps, rows, cols,
@@ -247,11 +259,11 @@ void layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, doubl
 }
 
 void layer_norm_backward(const Tensor& grad, const Tensor& x, const Tensor& weight,
-                         const Tensor& mean, const Tensor& rstd, const Tensor& dx,
-                         const Tensor& dweight, const Tensor& dbias) {
-  const Tensor gc = grad.contiguous(), xc = x.contiguous(), wc = weight.contiguous();
+                         const Tensor& mean, const Tensor& rstd, int64_t normalized_ndim,
+                         const Tensor& dx, const Tensor& dweight, const Tensor& dbias) {
+  const Tensor gc = grad.contiguous(), xc = x.contiguous(), wc = contiguous_or_none(weight);
   const Tensor mc = mean.contiguous(), rc = rstd.contiguous();
-  const int64_t cols = weight.numel();
+  const int64_t cols = normalized_numel(x, normalized_ndim);
   const int64_t rows = cols == 0 ? 0 : x.numel() / cols;
   dispatch_float("layer_norm_backward", x.dtype(), [&]<typename T>() {
     layer_norm_backward_kernel<T>(in_ptr<T>(gc), in_ptr<T>(xc), in_ptr<T>(wc), in_ptr<T>(mc),
@@ -292,7 +304,7 @@ void batch_norm_running_stats(const Tensor& running_mean, const Tensor& running_
 
 void batch_norm_apply(const Tensor& x, const Tensor& mean, const Tensor& invstd,
                       const Tensor& weight, const Tensor& bias, const Tensor& y) {
-  const Tensor xc = x.contiguous(), wc = weight.contiguous(), bc = contiguous_or_none(bias);
+  const Tensor xc = x.contiguous(), wc = contiguous_or_none(weight), bc = contiguous_or_none(bias);
   const ChannelLayout l(xc);
   dispatch_float("batch_norm", x.dtype(), [&]<typename T>() {
     batch_norm_apply_kernel<T>(in_ptr<T>(xc), l, in_ptr<T>(mean), in_ptr<T>(invstd), in_ptr<T>(wc),
@@ -303,7 +315,7 @@ void batch_norm_apply(const Tensor& x, const Tensor& mean, const Tensor& invstd,
 void batch_norm_backward(const Tensor& grad, const Tensor& x, const Tensor& weight,
                          const Tensor& mean, const Tensor& invstd, bool training, const Tensor& dx,
                          const Tensor& dweight, const Tensor& dbias) {
-  const Tensor gc = grad.contiguous(), xc = x.contiguous(), wc = weight.contiguous();
+  const Tensor gc = grad.contiguous(), xc = x.contiguous(), wc = contiguous_or_none(weight);
   const Tensor mc = mean.contiguous(), ic = invstd.contiguous();
   const ChannelLayout l(xc);
   dispatch_float("batch_norm_backward", x.dtype(), [&]<typename T>() {

@@ -1,5 +1,5 @@
-// 2-d convolution (NCHW). The bias is optional: conv2d takes it as a third
-// input only when it is given, so the tape never holds an undefined operand.
+// 2-d convolution (NCHW). conv2d's operands are (x, weight, bias), the bias
+// possibly undefined.
 #include "kernels/cpu/conv.h"
 #include "ops/dispatch.h"
 #include "remat/ops.h"
@@ -30,13 +30,14 @@ int64_t out_size(int64_t in, int64_t kernel, int64_t stride, int64_t pad, int64_
   return room < 0 ? 0 : room / stride + 1;
 }
 
-// Validates conv2d's operands (x, weight and the optional bias) and returns
-// the output shape.
+// Validates conv2d's operands (x, weight and the possibly undefined bias) and
+// returns the output shape.
 Shape conv2d_shape(const std::vector<Tensor>& in, const kernels::cpu::Conv2dParams& p) {
-  REMAT_CHECK(in.size() == 2 || in.size() == 3,
-              "conv2d: expected (input, weight[, bias]), got {} operands", in.size());
+  REMAT_CHECK(in.size() == 3,
+              "conv2d: expected (input, weight, bias), bias possibly undefined, got {} operands",
+              in.size());
   const Tensor &x = in[0], &w = in[1];
-  const bool has_bias = in.size() == 3 && in[2].defined();
+  const bool has_bias = in[2].defined();
   check_floating("conv2d", x);
   check_same_dtype("conv2d", x, w);
   if (has_bias) check_same_dtype("conv2d", x, in[2]);
@@ -96,14 +97,13 @@ void register_conv_ops(Registry& r) {
         {conv2d_shape(in, conv_params(a)), in[0].dtype(), in[0].device()}};
   };
   def.forward = [](const std::vector<Tensor>& in, const Attrs& a, std::vector<Tensor>& out) {
-    const Tensor bias = in.size() == 3 ? in[2] : Tensor();
     on_device("conv2d", out[0].device(),
-              [&] { kernels::cpu::conv2d(in[0], in[1], bias, conv_params(a), out[0]); });
+              [&] { kernels::cpu::conv2d(in[0], in[1], in[2], conv_params(a), out[0]); });
   };
   def.save_inputs = {0, 1};
   def.backward = [](const BackwardArgs& a) {
     const Tensor& g = a.grad();
-    std::vector<Tensor> grads(a.input_meta.size());
+    std::vector<Tensor> grads(3);
     if (a.needs(0)) {
       grads[0] = call1(op("conv2d_backward_input"), {g, a.input(1)},
                        with_shape(a.attrs, "input_shape", a.input_meta[0].shape));
@@ -112,7 +112,7 @@ void register_conv_ops(Registry& r) {
       grads[1] = call1(op("conv2d_backward_weight"), {g, a.input(0)},
                        with_shape(a.attrs, "weight_shape", a.input_meta[1].shape));
     }
-    if (grads.size() == 3 && a.needs(2)) grads[2] = sum(g, {0, 2, 3});
+    if (a.needs(2)) grads[2] = sum(g, {0, 2, 3});
     return grads;
   };
   r.add(std::move(def));
@@ -131,9 +131,7 @@ namespace remat {
 Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias,
               std::vector<int64_t> stride, std::vector<int64_t> padding,
               std::vector<int64_t> dilation, int64_t groups) {
-  std::vector<Tensor> inputs{x, weight};
-  if (bias.defined()) inputs.push_back(bias);
-  return ops::call1(ops::op("conv2d"), inputs,
+  return ops::call1(ops::op("conv2d"), {x, weight, bias},
                     {{"stride", std::move(stride)},
                      {"padding", std::move(padding)},
                      {"dilation", std::move(dilation)},

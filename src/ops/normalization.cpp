@@ -3,11 +3,10 @@
 // mean and invstd) are kept for its backward, an internal *_backward op that
 // returns dx, dweight and dbias.
 //
-// Optional operands are left out of the inputs rather than passed undefined,
-// so the tape never holds an undefined operand (the conv2d convention). The
-// weight is not optional: the op saves it for backward, so the public
-// functions stand in a ones weight (which needs no gradient) when the caller
-// gives none.
+// The operands sit in fixed slots mirroring the public signatures, and the
+// optional ones (weight, bias, running statistics) may be undefined: the
+// kernels then skip the scale or the shift, and backward returns no gradient
+// for them.
 #include <algorithm>
 
 #include "kernels/cpu/normalization.h"
@@ -36,55 +35,39 @@ std::vector<int64_t> output_mask(const char* op, const Attrs& a) {
   return mask;
 }
 
-void check_affine(const char* op, const Tensor& x, const Tensor& weight, const Tensor& bias) {
-  REMAT_CHECK(weight.defined(),
-              "{}: the op needs a weight (the public {} stands in ones when none is given)", op,
-              op);
-  check_same_dtype(op, x, weight);
-  if (bias.defined()) {
-    check_same_dtype(op, weight, bias);
-    REMAT_CHECK_SHAPE(bias.shape() == weight.shape(), "{}: bias {} must have weight's shape {}", op,
-                      shape_str(bias.shape()), shape_str(weight.shape()));
-  }
+// A defined affine operand (weight or bias) must have x's dtype and `shape`.
+void check_affine(const char* op, const Tensor& x, const Tensor& t, const char* role,
+                  const Shape& shape) {
+  if (!t.defined()) return;
+  check_same_dtype(op, x, t);
+  REMAT_CHECK_SHAPE(t.shape() == shape, "{}: {} {} must be {} for input {}", op, role,
+                    shape_str(t.shape()), shape_str(shape), shape_str(x.shape()));
 }
 
-// layer_norm's operands: x, weight[, bias].
-struct LayerNormOperands {
-  Tensor x, weight, bias;
-  explicit LayerNormOperands(const std::vector<Tensor>& in) {
-    REMAT_CHECK(in.size() == 2 || in.size() == 3,
-                "layer_norm: expected (input, weight[, bias]), got {} operands", in.size());
-    x = in[0];
-    weight = in[1];
-    if (in.size() == 3) bias = in[2];
-  }
-};
+// The trailing dims layer_norm normalises: weight's rank, else bias's, else
+// the "normalized_ndim" attribute, which must agree with them when given too.
+int64_t layer_norm_ndim(const Tensor& x, const Tensor& w, const Tensor& b, const Attrs& a) {
+  const Tensor& affine = w.defined() ? w : b;
+  const char* role = w.defined() ? "weight" : "bias";
+  const bool has_attr = a.has("normalized_ndim");
+  REMAT_CHECK(affine.defined() || has_attr,
+              "layer_norm: without weight and bias the normalized_ndim attribute must say how "
+              "many trailing dims to normalise (input {})",
+              TensorMeta::of(x).str());
+  const int64_t ndim = affine.defined() ? affine.dim() : a.i("normalized_ndim");
+  REMAT_CHECK_SHAPE(!affine.defined() || !has_attr || a.i("normalized_ndim") == ndim,
+                    "layer_norm: normalized_ndim={} disagrees with {} {}", a.i("normalized_ndim"),
+                    role, shape_str(affine.shape()));
+  REMAT_CHECK_SHAPE(
+      ndim >= 1 && ndim <= x.dim(), "layer_norm: cannot normalise the last {} dims{} of input {}",
+      ndim,
+      affine.defined() ? fmt::format(" ({} {})", role, shape_str(affine.shape())) : std::string(),
+      shape_str(x.shape()));
+  return ndim;
+}
 
-// batch_norm's operands: x, weight[, running_mean, running_var][, bias]. The
-// count tells which are there: the running statistics come as a pair, so an
-// odd count means a bias, which is last.
-struct BatchNormOperands {
-  Tensor x, weight, running_mean, running_var, bias;
-  explicit BatchNormOperands(const std::vector<Tensor>& in) {
-    REMAT_CHECK(in.size() >= 2 && in.size() <= 5,
-                "batch_norm: expected (input, weight[, running_mean, running_var][, bias]), got "
-                "{} operands",
-                in.size());
-    x = in[0];
-    weight = in[1];
-    if (in.size() >= 4) {
-      running_mean = in[2];
-      running_var = in[3];
-    }
-    if (has_bias(in.size())) bias = in.back();
-  }
-  static bool has_bias(size_t operands) { return operands % 2 == 1; }
-};
-
-void check_batch_norm_input(const Tensor& x) {
-  check_floating("batch_norm", x);
-  REMAT_CHECK_SHAPE(x.dim() >= 2, "batch_norm: input must be [N, C, ...], got {}",
-                    TensorMeta::of(x).str());
+Shape trailing_dims(const Tensor& x, int64_t ndim) {
+  return Shape(x.shape().end() - ndim, x.shape().end());
 }
 
 // Values per channel: every dim but the channel dim.
@@ -94,70 +77,77 @@ int64_t values_per_channel(const Tensor& x) {
   return numel_of(others);
 }
 
-// inputs: x, weight[, bias]; attrs: eps. Normalises over the trailing dims of
-// weight's shape (PyTorch's normalized_shape = weight.shape).
+// inputs: x, weight, bias (either may be undefined); attrs: eps, and
+// normalized_ndim (needed only without weight and bias). Normalises over the
+// trailing dims of weight's shape (PyTorch's normalized_shape = weight.shape),
+// else of bias's, else the last normalized_ndim dims.
 OpDef layer_norm_def() {
   OpDef def;
   def.name = "layer_norm";
   def.visible_outputs = 1;
-  def.shape = [](const std::vector<Tensor>& in, const Attrs&) {
-    const LayerNormOperands operands(in);
-    const Tensor &x = operands.x, &w = operands.weight, &b = operands.bias;
+  def.shape = [](const std::vector<Tensor>& in, const Attrs& a) {
+    REMAT_CHECK(in.size() == 3,
+                "layer_norm: expected (input, weight, bias), weight and bias possibly undefined, "
+                "got {} operands",
+                in.size());
+    const Tensor &x = in[0], &w = in[1], &b = in[2];
     check_floating("layer_norm", x);
-    check_affine("layer_norm", x, w, b);
-    const int64_t axis = x.dim() - w.dim();
-    REMAT_CHECK_SHAPE(w.dim() >= 1 && axis >= 0 &&
-                          std::equal(w.shape().begin(), w.shape().end(), x.shape().begin() + axis),
-                      "layer_norm: weight's shape {} must equal the trailing dims of the input {}",
-                      shape_str(w.shape()), shape_str(x.shape()));
-    REMAT_CHECK_SHAPE(w.numel() > 0, "layer_norm: empty normalized shape {} (input {})",
-                      shape_str(w.shape()), shape_str(x.shape()));
+    const int64_t ndim = layer_norm_ndim(x, w, b, a);
+    const Shape normalized = trailing_dims(x, ndim);
+    check_affine("layer_norm", x, w, "weight", normalized);
+    check_affine("layer_norm", x, b, "bias", normalized);
+    REMAT_CHECK_SHAPE(numel_of(normalized) > 0, "layer_norm: empty normalized shape {} (input {})",
+                      shape_str(normalized), shape_str(x.shape()));
     Shape stats = x.shape();
-    std::fill(stats.begin() + axis, stats.end(), 1);
+    std::fill(stats.end() - ndim, stats.end(), 1);
     const TensorMeta stat{stats, stat_dtype(x.dtype()), x.device()};
     return std::vector<TensorMeta>{TensorMeta::of(x), stat, stat};
   };
   def.forward = [](const std::vector<Tensor>& in, const Attrs& a, std::vector<Tensor>& out) {
-    const LayerNormOperands operands(in);
-    on_device("layer_norm", operands.x.device(), [&] {
-      kernels::cpu::layer_norm(operands.x, operands.weight, operands.bias, a.f("eps"), out[0],
-                               out[1], out[2]);
+    const int64_t ndim = layer_norm_ndim(in[0], in[1], in[2], a);
+    on_device("layer_norm", in[0].device(), [&] {
+      kernels::cpu::layer_norm(in[0], in[1], in[2], ndim, a.f("eps"), out[0], out[1], out[2]);
     });
   };
   def.save_inputs = {0, 1};
   def.save_outputs = {1, 2};
   def.backward = [](const BackwardArgs& a) {
-    const bool has_bias = a.input_meta.size() == 3;
-    const std::vector<int64_t> mask{a.needs(0), a.needs(1), has_bias && a.needs(2)};
+    // The rank of weight, else of bias (not saved: its metadata has it), else
+    // the attribute; the shape rule made those given agree and let no call
+    // through without one of them.
+    const Tensor& w = a.input(1);
+    int64_t ndim = w.defined() ? w.dim() : static_cast<int64_t>(a.input_meta[2].shape.size());
+    if (a.attrs.has("normalized_ndim")) ndim = a.attrs.i("normalized_ndim");
+    const std::vector<int64_t> mask{a.needs(0), a.needs(1), a.needs(2)};
     std::vector<Tensor> g =
-        call(op("layer_norm_backward"),
-             {a.grad(), a.input(0), a.input(1), a.output(1), a.output(2)}, {{"output_mask", mask}});
-    std::vector<Tensor> grads{if_asked(mask[0], g[0]), if_asked(mask[1], g[1])};
-    if (has_bias) grads.push_back(if_asked(mask[2], g[2]));
-    return grads;
+        call(op("layer_norm_backward"), {a.grad(), a.input(0), w, a.output(1), a.output(2)},
+             {{"normalized_ndim", ndim}, {"output_mask", mask}});
+    return std::vector<Tensor>{if_asked(mask[0], g[0]), if_asked(mask[1], g[1]),
+                               if_asked(mask[2], g[2])};
   };
   return def;
 }
 
-// inputs: grad, x, weight, mean, rstd; attrs: output_mask. Outputs dx,
-// dweight, dbias.
+// inputs: grad, x, weight (possibly undefined), mean, rstd; attrs:
+// normalized_ndim, output_mask. Outputs dx, dweight, dbias.
 OpDef layer_norm_backward_def() {
   OpDef def;
   def.name = "layer_norm_backward";
   def.visible_outputs = -1;
   def.shape = [](const std::vector<Tensor>& in, const Attrs& a) {
-    REMAT_CHECK_SHAPE(in[0].shape() == in[1].shape(),
+    const Tensor &g = in[0], &x = in[1];
+    REMAT_CHECK_SHAPE(g.shape() == x.shape(),
                       "layer_norm_backward: gradient {} does not match the input {}",
-                      shape_str(in[0].shape()), shape_str(in[1].shape()));
+                      shape_str(g.shape()), shape_str(x.shape()));
     const std::vector<int64_t> mask = output_mask("layer_norm_backward", a);
-    return std::vector<TensorMeta>{if_asked(mask[0], TensorMeta::of(in[1])),
-                                   if_asked(mask[1], TensorMeta::of(in[2])),
-                                   if_asked(mask[2], TensorMeta::of(in[2]))};
+    const TensorMeta affine{trailing_dims(x, a.i("normalized_ndim")), x.dtype(), x.device()};
+    return std::vector<TensorMeta>{if_asked(mask[0], TensorMeta::of(x)), if_asked(mask[1], affine),
+                                   if_asked(mask[2], affine)};
   };
   def.forward = [](const std::vector<Tensor>& in, const Attrs& a, std::vector<Tensor>& out) {
     const std::vector<int64_t> mask = output_mask("layer_norm_backward", a);
     on_device("layer_norm_backward", in[1].device(), [&] {
-      kernels::cpu::layer_norm_backward(in[0], in[1], in[2], in[3], in[4],
+      kernels::cpu::layer_norm_backward(in[0], in[1], in[2], in[3], in[4], a.i("normalized_ndim"),
                                         if_asked(mask[0], out[0]), if_asked(mask[1], out[1]),
                                         if_asked(mask[2], out[2]));
     });
@@ -165,7 +155,8 @@ OpDef layer_norm_backward_def() {
   return def;
 }
 
-// inputs: x [N, C, ...], weight[, running_mean, running_var][, bias]; attrs:
+// inputs: x [N, C, ...], running_mean, running_var, weight, bias (the last
+// four possibly undefined, the running statistics both or neither); attrs:
 // training, momentum, eps, update_running_stats.
 //
 // Training normalises with the batch statistics (biased variance) and, when
@@ -183,15 +174,17 @@ OpDef batch_norm_def() {
   def.name = "batch_norm";
   def.visible_outputs = 1;
   def.shape = [](const std::vector<Tensor>& in, const Attrs& a) {
-    const BatchNormOperands operands(in);
-    const Tensor &x = operands.x, &w = operands.weight, &b = operands.bias;
-    const Tensor &running_mean = operands.running_mean, &running_var = operands.running_var;
-    check_batch_norm_input(x);
-    check_affine("batch_norm", x, w, b);
+    REMAT_CHECK(in.size() == 5,
+                "batch_norm: expected (input, running_mean, running_var, weight, bias), all but "
+                "the input possibly undefined, got {} operands",
+                in.size());
+    const Tensor &x = in[0], &running_mean = in[1], &running_var = in[2];
+    check_floating("batch_norm", x);
+    REMAT_CHECK_SHAPE(x.dim() >= 2, "batch_norm: input must be [N, C, ...], got {}",
+                      TensorMeta::of(x).str());
     const int64_t channels = x.shape()[1];
-    REMAT_CHECK_SHAPE(w.shape() == Shape{channels},
-                      "batch_norm: weight {} must be [{}] for the channels of input {}",
-                      shape_str(w.shape()), channels, shape_str(x.shape()));
+    check_affine("batch_norm", x, in[3], "weight", {channels});
+    check_affine("batch_norm", x, in[4], "bias", {channels});
     REMAT_CHECK(running_mean.defined() == running_var.defined(),
                 "batch_norm: running_mean and running_var must be given together ({})",
                 describe(in));
@@ -220,9 +213,7 @@ OpDef batch_norm_def() {
     return std::vector<TensorMeta>{TensorMeta::of(x), stat, stat};
   };
   def.forward = [](const std::vector<Tensor>& in, const Attrs& a, std::vector<Tensor>& out) {
-    const BatchNormOperands operands(in);
-    const Tensor &x = operands.x, &running_mean = operands.running_mean,
-                 &running_var = operands.running_var;
+    const Tensor &x = in[0], &running_mean = in[1], &running_var = in[2];
     const bool training = a.b("training");
     const bool update = training && running_mean.defined() &&
                         (!a.has("update_running_stats") || a.b("update_running_stats"));
@@ -235,48 +226,44 @@ OpDef batch_norm_def() {
         kernels::cpu::batch_norm_running_stats(running_mean, running_var, a.f("eps"), out[1],
                                                out[2]);
       }
-      kernels::cpu::batch_norm_apply(x, out[1], out[2], operands.weight, operands.bias, out[0]);
+      kernels::cpu::batch_norm_apply(x, out[1], out[2], in[3], in[4], out[0]);
     });
     if (update) {
       running_mean.bump_version();
       running_var.bump_version();
     }
   };
-  def.save_inputs = {0, 1};
+  def.save_inputs = {0, 3};
   def.save_outputs = {1, 2};
+  def.replay_attrs = {{"update_running_stats", false}};
   def.backward = [](const BackwardArgs& a) {
-    const size_t operands = a.input_meta.size();
-    const bool has_bias = BatchNormOperands::has_bias(operands);
-    const std::vector<int64_t> mask{a.needs(0), a.needs(1),
-                                    has_bias && a.needs(static_cast<int>(operands) - 1)};
+    const std::vector<int64_t> mask{a.needs(0), a.needs(3), a.needs(4)};
     std::vector<Tensor> g = call(op("batch_norm_backward"),
-                                 {a.grad(), a.input(0), a.input(1), a.output(1), a.output(2)},
+                                 {a.grad(), a.input(0), a.input(3), a.output(1), a.output(2)},
                                  {{"training", a.attrs.b("training")}, {"output_mask", mask}});
     // The running statistics (never requiring grad) get none.
-    std::vector<Tensor> grads(operands);
-    grads[0] = if_asked(mask[0], g[0]);
-    grads[1] = if_asked(mask[1], g[1]);
-    if (has_bias) grads.back() = if_asked(mask[2], g[2]);
-    return grads;
+    return std::vector<Tensor>{if_asked(mask[0], g[0]), Tensor(), Tensor(), if_asked(mask[1], g[1]),
+                               if_asked(mask[2], g[2])};
   };
   return def;
 }
 
-// inputs: grad, x, weight, mean, invstd (the statistics batch_norm used);
-// attrs: training (whether they were batch statistics, through which dx
-// flows too), output_mask. Outputs dx, dweight, dbias.
+// inputs: grad, x, weight (possibly undefined), mean, invstd (the statistics
+// batch_norm used); attrs: training (whether they were batch statistics,
+// through which dx flows too), output_mask. Outputs dx, dweight, dbias.
 OpDef batch_norm_backward_def() {
   OpDef def;
   def.name = "batch_norm_backward";
   def.visible_outputs = -1;
   def.shape = [](const std::vector<Tensor>& in, const Attrs& a) {
-    REMAT_CHECK_SHAPE(in[0].shape() == in[1].shape(),
+    const Tensor &g = in[0], &x = in[1];
+    REMAT_CHECK_SHAPE(g.shape() == x.shape(),
                       "batch_norm_backward: gradient {} does not match the input {}",
-                      shape_str(in[0].shape()), shape_str(in[1].shape()));
+                      shape_str(g.shape()), shape_str(x.shape()));
     const std::vector<int64_t> mask = output_mask("batch_norm_backward", a);
-    return std::vector<TensorMeta>{if_asked(mask[0], TensorMeta::of(in[1])),
-                                   if_asked(mask[1], TensorMeta::of(in[2])),
-                                   if_asked(mask[2], TensorMeta::of(in[2]))};
+    const TensorMeta affine{{x.shape()[1]}, x.dtype(), x.device()};
+    return std::vector<TensorMeta>{if_asked(mask[0], TensorMeta::of(x)), if_asked(mask[1], affine),
+                                   if_asked(mask[2], affine)};
   };
   def.forward = [](const std::vector<Tensor>& in, const Attrs& a, std::vector<Tensor>& out) {
     const std::vector<int64_t> mask = output_mask("batch_norm_backward", a);
@@ -302,35 +289,18 @@ void register_normalization_ops(Registry& r) {
 
 namespace remat {
 
-// Without weight, the normalised dims are those of bias's shape, or the last
-// dim when bias is undefined too.
+// Without weight and bias, the last dim is normalised (PyTorch has no such
+// default: its layer_norm always takes normalized_shape).
 Tensor layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, double eps) {
-  Tensor w = weight;
-  if (!w.defined()) {
-    REMAT_CHECK_SHAPE(x.dim() >= 1, "layer_norm: input must have at least one dim, got {}",
-                      TensorMeta::of(x).str());
-    w = ones(bias.defined() ? bias.shape() : Shape{x.shape().back()}, x.dtype(), x.device());
-  }
-  std::vector<Tensor> inputs{x, w};
-  if (bias.defined()) inputs.push_back(bias);
-  return ops::call1(ops::op("layer_norm"), inputs, {{"eps", eps}});
+  ops::Attrs attrs{{"eps", eps}};
+  if (!weight.defined() && !bias.defined()) attrs.set("normalized_ndim", int64_t{1});
+  return ops::call1(ops::op("layer_norm"), {x, weight, bias}, std::move(attrs));
 }
 
 Tensor batch_norm(const Tensor& x, const Tensor& running_mean, const Tensor& running_var,
                   const Tensor& weight, const Tensor& bias, bool training, double momentum,
                   double eps) {
-  Tensor w = weight;
-  if (!w.defined()) {
-    ops::check_batch_norm_input(x);
-    w = ones({x.shape()[1]}, x.dtype(), x.device());
-  }
-  REMAT_CHECK(running_mean.defined() == running_var.defined(),
-              "batch_norm: running_mean and running_var must be given together (got {})",
-              ops::describe({running_mean, running_var}));
-  std::vector<Tensor> inputs{x, w};
-  if (running_mean.defined()) inputs.insert(inputs.end(), {running_mean, running_var});
-  if (bias.defined()) inputs.push_back(bias);
-  return ops::call1(ops::op("batch_norm"), inputs,
+  return ops::call1(ops::op("batch_norm"), {x, running_mean, running_var, weight, bias},
                     {{"training", training},
                      {"momentum", momentum},
                      {"eps", eps},

@@ -34,6 +34,9 @@ std::vector<OpSample> normalization_samples() {
       {"layer_norm", "strided",
        [](const std::vector<Tensor>& x) { return layer_norm(x[0].transpose(0, 1), x[1], {}); },
        {uniform({5, 3}, -1, 1, 30), uniform({5}, 0.5, 1.5, 31)}},
+      {"layer_norm", "bias_only_two_dims",
+       [](const std::vector<Tensor>& x) { return layer_norm(x[0], {}, x[1]); },
+       {uniform({2, 3, 4}, -1, 1, 50), uniform({3, 4}, -0.5, 0.5, 51)}},
       {"layer_norm", "no_affine_2d", ln_plain, {uniform({3, 5}, -1, 1, 32)}},
       {"layer_norm", "no_affine_3d", ln_plain, {uniform({2, 3, 4}, -1, 1, 33)}},
       {"batch_norm", "train_2d", bn_train,
@@ -42,6 +45,12 @@ std::vector<OpSample> normalization_samples() {
        {uniform({2, 3, 2, 3}, -1, 1, 37), uniform({3}, 0.5, 1.5, 38),
         uniform({3}, -0.5, 0.5, 39)}},
       {"batch_norm", "train_4d_no_affine", bn_train_plain, {uniform({2, 3, 3, 2}, -1, 1, 42)}},
+      {"batch_norm", "train_weight_only",
+       [](const std::vector<Tensor>& x) { return batch_norm(x[0], {}, {}, x[1], {}, true); },
+       {uniform({4, 3, 2}, -1, 1, 52), uniform({3}, 0.5, 1.5, 53)}},
+      {"batch_norm", "train_bias_only",
+       [](const std::vector<Tensor>& x) { return batch_norm(x[0], {}, {}, {}, x[1], true); },
+       {uniform({4, 3, 2}, -1, 1, 54), uniform({3}, -0.5, 0.5, 55)}},
       {"batch_norm", "train_running_stats", bn_train_running,
        {uniform({4, 3, 2}, -1, 1, 43), uniform({3}, 0.5, 1.5, 44), uniform({3}, -0.5, 0.5, 45)}},
       {"batch_norm", "eval_4d", bn_eval,
@@ -52,6 +61,11 @@ std::vector<OpSample> normalization_samples() {
          return batch_norm(x[0], running_mean, running_var, {}, {}, false);
        },
        {uniform({4, 3}, -1, 1, 49)}},
+      {"batch_norm", "eval_bias_only",
+       [running_mean, running_var](const std::vector<Tensor>& x) {
+         return batch_norm(x[0], running_mean, running_var, {}, x[1], false);
+       },
+       {uniform({4, 3, 2}, -1, 1, 56), uniform({3}, -0.5, 0.5, 57)}},
   };
 }
 

@@ -1,0 +1,119 @@
+// bench_ops: how close remat's CPU ops come to the hardware's own limits.
+//
+//   GEMM   float32 2048 x 2048 x 2048 through remat::matmul (under NoGradGuard,
+//          inputs and nothing else preallocated) against cblas_sgemm called
+//          directly on the same sizes. Counter `GFLOPS` = 2*M*N*K per second.
+//   add    two 16M-float (64 MiB) tensors through remat::add (out of place, as
+//          users call it: the 64 MiB result comes from the caching allocator
+//          each time) and through Tensor::add_ (in place), against std::memcpy
+//          of 64 MiB. Counter `bytes_per_second` is the memory traffic the op
+//          must do at least: add moves 3 x 64 MiB (read a, read b, write out;
+//          add_ reads a and b and writes a), memcpy 2 x 64 MiB (read, write).
+//
+// Reading the ratios: remat GEMM GFLOPS / OpenBLAS GFLOPS is the overhead of
+// remat's dispatch, checks and allocation around the same BLAS call (target
+// >= 0.90). remat add bytes/s / memcpy bytes/s measures how well the
+// elementwise loop streams memory compared with the C library's copy (target
+// >= 0.70); memcpy is the practical bandwidth ceiling for a streaming kernel.
+// All runs use real (wall) time, since the kernels are multithreaded. Run with
+//   bench_ops --benchmark_repetitions=5 --benchmark_report_aggregates_only=true
+// on a noisy machine and compare medians. docs/benchmarks.md records results.
+#include <benchmark/benchmark.h>
+#include <cblas.h>
+
+#include <cstring>
+#include <vector>
+
+#include <remat/remat.h>
+
+namespace {
+
+constexpr int64_t kGemmN = 2048;
+constexpr int64_t kAddN = int64_t{16} << 20;  // 16M floats = 64 MiB
+
+double gemm_flops() { return 2.0 * static_cast<double>(kGemmN * kGemmN * kGemmN); }
+
+void set_gemm_counters(benchmark::State& state) {
+  state.counters["GFLOPS"] = benchmark::Counter(
+      gemm_flops() * 1e-9 * static_cast<double>(state.iterations()), benchmark::Counter::kIsRate);
+}
+
+void BM_GemmRemat(benchmark::State& state) {
+  remat::NoGradGuard no_grad;
+  remat::manual_seed(0);
+  remat::Tensor a = remat::randn({kGemmN, kGemmN}, remat::kFloat32);
+  remat::Tensor b = remat::randn({kGemmN, kGemmN}, remat::kFloat32);
+  for (auto _ : state) {
+    remat::Tensor c = remat::matmul(a, b);
+    benchmark::DoNotOptimize(c.data_ptr());
+    benchmark::ClobberMemory();
+  }
+  set_gemm_counters(state);
+}
+
+void BM_GemmOpenBLAS(benchmark::State& state) {
+  const auto n = static_cast<size_t>(kGemmN);
+  std::vector<float> a(n * n), b(n * n), c(n * n);
+  for (size_t i = 0; i < n * n; ++i) {
+    a[i] = static_cast<float>(i % 17) * 0.01f;
+    b[i] = static_cast<float>(i % 13) * 0.01f;
+  }
+  const auto N = static_cast<blasint>(kGemmN);
+  for (auto _ : state) {
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, N, N, 1.0f, a.data(), N, b.data(), N,
+                0.0f, c.data(), N);
+    benchmark::DoNotOptimize(c.data());
+    benchmark::ClobberMemory();
+  }
+  set_gemm_counters(state);
+}
+
+void set_bytes(benchmark::State& state, int64_t passes) {
+  const int64_t bytes = passes * kAddN * static_cast<int64_t>(sizeof(float));
+  state.SetBytesProcessed(state.iterations() * bytes);
+}
+
+void BM_AddRemat(benchmark::State& state) {
+  remat::NoGradGuard no_grad;
+  remat::Tensor a = remat::full({kAddN}, 1.0);
+  remat::Tensor b = remat::full({kAddN}, 2.0);
+  for (auto _ : state) {
+    remat::Tensor c = remat::add(a, b);
+    benchmark::DoNotOptimize(c.data_ptr());
+    benchmark::ClobberMemory();
+  }
+  set_bytes(state, 3);
+}
+
+void BM_AddInPlaceRemat(benchmark::State& state) {
+  remat::NoGradGuard no_grad;
+  remat::Tensor a = remat::full({kAddN}, 1.0);
+  remat::Tensor b = remat::full({kAddN}, 0.0);  // a stays 1.0: no denormals or overflow
+  for (auto _ : state) {
+    a.add_(b);
+    benchmark::DoNotOptimize(a.data_ptr());
+    benchmark::ClobberMemory();
+  }
+  set_bytes(state, 3);
+}
+
+void BM_Memcpy(benchmark::State& state) {
+  const auto n = static_cast<size_t>(kAddN);
+  std::vector<float> src(n, 1.0f), dst(n, 0.0f);
+  for (auto _ : state) {
+    std::memcpy(dst.data(), src.data(), n * sizeof(float));
+    benchmark::DoNotOptimize(dst.data());
+    benchmark::ClobberMemory();
+  }
+  set_bytes(state, 2);
+}
+
+}  // namespace
+
+BENCHMARK(BM_GemmRemat)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_GemmOpenBLAS)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_AddRemat)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_AddInPlaceRemat)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_Memcpy)->Unit(benchmark::kMillisecond)->UseRealTime();
+
+BENCHMARK_MAIN();
