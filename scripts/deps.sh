@@ -4,7 +4,7 @@
 set -euo pipefail
 
 REMAT_PACKAGES=(g++ make cmake ninja-build pkg-config libfmt-dev libgtest-dev libgmock-dev
-  libbenchmark-dev libopenblas-openmp-dev nlohmann-json3-dev libcli11-dev ${REMAT_EXTRA_PACKAGES:-})
+  libbenchmark-dev libopenblas-openmp-dev nlohmann-json3-dev libcli11-dev zlib1g-dev ${REMAT_EXTRA_PACKAGES:-})
 
 missing=()
 for p in "${REMAT_PACKAGES[@]}"; do
