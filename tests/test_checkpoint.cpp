@@ -464,3 +464,40 @@ TEST(Checkpoint, BatchNormRunningStatsMoveOncePerRealForward) {
   EXPECT_EQ(checkpoint_grad, plain_grad);
   EXPECT_NE(plain.first, std::vector<double>(3, 0.0));  // the forward did move them
 }
+
+TEST(Checkpoint, NamedPlansParseRoundTripAndRejectUnknownNames) {
+  for (const char* name :
+       {"none", "block", "every-2", "every-3", "alternate", "sqrt", "selective", "nested"}) {
+    EXPECT_EQ(CheckpointPlan::parse(name).name(), name);
+  }
+  for (const char* bad : {"", "every-0", "every-", "every-2x", "blocks"}) {
+    try {
+      CheckpointPlan::parse(bad);
+      FAIL() << "expected Error for '" << bad << "'";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("expected one of"), std::string::npos) << e.what();
+    }
+  }
+}
+
+TEST(Checkpoint, EveryNamedPlanGivesTheSameGradientsAndReplaysWhatItDrops) {
+  MlpStack m(7, 16, 12);
+  Tensor x = randn({8, 16});
+  auto step = [&](const CheckpointPlan& plan) {
+    m.zero_grad();
+    manual_seed(21);
+    reset_checkpoint_stats();
+    mean(checkpoint_blocks(m.blocks(), x, plan)).backward();
+    return std::pair{m.grads(), checkpoint_stats().segments_replayed};
+  };
+  const auto [plain, plain_replays] = step(CheckpointPlan::parse("none"));
+  EXPECT_EQ(plain_replays, 0);
+  // Segments replayed per plan for 7 blocks: round(sqrt(7)) = 3 groups.
+  const std::pair<const char*, int64_t> plans[] = {{"block", 7}, {"every-2", 4}, {"alternate", 4},
+                                                   {"sqrt", 3},  {"selective", 7}, {"nested", 3 + 7}};
+  for (const auto& [name, segments] : plans) {
+    const auto [grads, replays] = step(CheckpointPlan::parse(name));
+    EXPECT_EQ(grads, plain) << name;
+    EXPECT_EQ(replays, segments) << name;
+  }
+}

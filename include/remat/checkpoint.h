@@ -67,6 +67,31 @@ Tensor checkpoint_sequential(const std::vector<std::function<Tensor(const Tensor
 Tensor checkpoint_sequential(const std::vector<std::function<Tensor(const Tensor&)>>& fns,
                              const Tensor& x);
 
+// A named way to checkpoint a stack of blocks, as the examples' and
+// benchmarks' --checkpoint flag spells it (docs/checkpointing.md):
+//   none       no checkpoint
+//   block      every block its own segment
+//   every-N    consecutive groups of N blocks, each group one segment
+//   alternate  every other block its own segment (blocks 0, 2, 4, ...), the rest plain
+//   sqrt       round(sqrt(L)) equal groups (checkpoint_sequential)
+//   selective  every block its own segment, keeping matmul outputs (Policy::save_ops)
+//   nested     round(sqrt(L)) groups, each block inside them an inner segment
+struct CheckpointPlan {
+  enum class Kind { None, Block, EveryN, Alternate, Sqrt, Selective, Nested };
+  Kind kind = Kind::None;
+  int group = 1;  // blocks per segment for every-N
+
+  // Throws remat::Error listing the accepted names for anything else.
+  static CheckpointPlan parse(const std::string& name);
+  std::string name() const;
+};
+
+// Runs x through the blocks in order, checkpointed as the plan says.
+// opts.policy is overridden by the selective plan; the tag and debug flag
+// apply to every segment.
+Tensor checkpoint_blocks(const std::vector<std::function<Tensor(const Tensor&)>>& blocks,
+                         const Tensor& x, const CheckpointPlan& plan, CheckpointOptions opts = {});
+
 // Counters of this thread's replays since the last reset.
 struct CheckpointStats {
   int64_t segments_replayed = 0;
