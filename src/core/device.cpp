@@ -1,7 +1,7 @@
 #include "remat/core/device.h"
 
 #if defined(REMAT_WITH_CUDA)
-#include <cuda_runtime_api.h>
+#include "core/cuda_check.h"
 #endif
 
 namespace remat {
@@ -24,5 +24,15 @@ int cuda_device_count() {
 }
 
 bool cuda_is_available() { return cuda_device_count() > 0; }
+
+void synchronize(Device device) {
+  if (device.is_cpu()) return;
+#if defined(REMAT_WITH_CUDA)
+  REMAT_CUDA_CHECK(cudaSetDevice(device.index));
+  REMAT_CUDA_CHECK(cudaDeviceSynchronize());
+#else
+  throw Error(fmt::format("synchronize({}): remat was built without CUDA", device));
+#endif
+}
 
 }  // namespace remat

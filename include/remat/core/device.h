@@ -28,6 +28,9 @@ inline constexpr Device kCPU = Device::cpu();
 // True when the library was built with CUDA and a device is present.
 bool cuda_is_available();
 int cuda_device_count();
+// Waits until all work queued on the device has finished (no-op on the CPU):
+// what a wall-clock timing of GPU work must call before reading the clock.
+void synchronize(Device device);
 
 }  // namespace remat
 

@@ -1,0 +1,50 @@
+#include "run_options.h"
+
+namespace examples {
+
+remat::Device RunOptions::parsed_device() const {
+  if (device == "cpu") return remat::kCPU;
+  if (device == "cuda") {
+    if (!remat::cuda_is_available()) {
+      throw remat::Error("--device cuda: no CUDA device is available on this machine");
+    }
+    return remat::Device::cuda(0);
+  }
+  throw remat::Error(fmt::format("--device: expected cpu or cuda, got '{}'", device));
+}
+
+void add_run_options(CLI::App& app, RunOptions& options, const std::string& name) {
+  options.metrics_path = name + "_metrics.json";
+  app.add_option("--device", options.device, "cpu or cuda")
+      ->check(CLI::IsMember({"cpu", "cuda"}))
+      ->capture_default_str();
+  app.add_option("--batch", options.batch, "examples per step")->capture_default_str();
+  app.add_option("--seed", options.seed, "seed for initialisation, data order and dropout")
+      ->capture_default_str();
+  app.add_option("--checkpoint", options.checkpoint,
+                 "checkpoint plan: none, block, every-N, alternate, sqrt, selective, nested "
+                 "(docs/checkpointing.md)")
+      ->check([](const std::string& plan) {
+        try {
+          remat::CheckpointPlan::parse(plan);
+          return std::string();
+        } catch (const remat::Error& e) {
+          return std::string(e.what());
+        }
+      })
+      ->capture_default_str();
+  app.add_option("--metrics", options.metrics_path, "where to write the metrics JSON")
+      ->capture_default_str();
+  app.add_flag("--quiet", options.quiet, "no progress bar");
+}
+
+int parse_or_exit_code(CLI::App& app, int argc, char** argv) {
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  }
+  return -1;
+}
+
+}  // namespace examples

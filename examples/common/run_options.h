@@ -1,0 +1,33 @@
+// Flags every example shares (--device, --steps/--epochs, --batch, --seed,
+// --checkpoint, --metrics), parsed with CLI11.
+#pragma once
+
+#include <CLI/CLI.hpp>
+#include <cstdint>
+#include <string>
+
+#include "remat/remat.h"
+
+namespace examples {
+
+struct RunOptions {
+  std::string device = "cpu";
+  int64_t batch = 0;
+  uint64_t seed = 0;
+  std::string checkpoint = "none";
+  std::string metrics_path;
+  bool quiet = false;  // no progress bar
+
+  remat::Device parsed_device() const;
+  remat::CheckpointPlan parsed_plan() const { return remat::CheckpointPlan::parse(checkpoint); }
+};
+
+// Adds the shared flags to app. `name` picks the default metrics file
+// (<name>_metrics.json).
+void add_run_options(CLI::App& app, RunOptions& options, const std::string& name);
+
+// Parses argv; on --help or a bad flag prints and returns the exit code to
+// use, otherwise returns -1.
+int parse_or_exit_code(CLI::App& app, int argc, char** argv);
+
+}  // namespace examples
