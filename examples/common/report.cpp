@@ -79,7 +79,8 @@ void Summary::add_json(const std::string& key, nlohmann::json value) {
   json_[key] = std::move(value);
 }
 
-void Summary::add_steps_and_memory(const StepLog& log, remat::Device device) {
+void Summary::add_steps_and_memory(const StepLog& log, remat::Device device,
+                                   int64_t baseline_bytes) {
   const double step_ms = log.median_step_seconds() * 1e3;
   add("median_step_ms", "median step time", step_ms, fmt::format("{:.2f} ms", step_ms));
   const double rate = log.items_per_second();
@@ -87,6 +88,9 @@ void Summary::add_steps_and_memory(const StepLog& log, remat::Device device) {
   const remat::memory::Stats stats = remat::memory::stats(device);
   add("peak_allocated_bytes", "peak allocated", static_cast<double>(stats.allocated_bytes.peak),
       format_bytes(stats.allocated_bytes.peak));
+  const int64_t above = stats.allocated_bytes.peak - baseline_bytes;
+  add("peak_above_model_bytes", "peak above data and model", static_cast<double>(above),
+      format_bytes(above));
   add("peak_reserved_bytes", "peak reserved", static_cast<double>(stats.reserved_bytes.peak),
       format_bytes(stats.reserved_bytes.peak));
   add_json("losses", log.losses());

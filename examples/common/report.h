@@ -63,8 +63,10 @@ class Summary {
   // Extra JSON only (e.g. the loss history), not shown in the table.
   void add_json(const std::string& key, nlohmann::json value);
 
-  // Median step time, throughput, and the device's peak allocated/reserved bytes.
-  void add_steps_and_memory(const StepLog& log, remat::Device device);
+  // Median step time, throughput, and the device's peak allocated/reserved
+  // bytes, with the peak above `baseline_bytes` (what was allocated before
+  // training: data and model), i.e. activations, gradients and optimizer state.
+  void add_steps_and_memory(const StepLog& log, remat::Device device, int64_t baseline_bytes);
 
   void print() const;
   void write_json(const std::string& path) const;

@@ -10,5 +10,8 @@
 #include "remat/core/grad_mode.h"
 #include "remat/core/shape.h"
 #include "remat/core/tensor.h"
+#include "remat/data/data.h"
 #include "remat/memory/memory.h"
+#include "remat/nn/nn.h"
 #include "remat/ops.h"
+#include "remat/optim/optim.h"

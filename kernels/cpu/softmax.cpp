@@ -5,6 +5,32 @@
 #include "kernels/cpu/loops.h"
 
 namespace remat::kernels::cpu {
+namespace {
+
+// One row of softmax or log_softmax; kUnitStride > 0 fixes the strides at 1 at
+// compile time so the compiler vectorises the loops.
+template <typename T, int kUnitStride>
+void softmax_row(const T* p, T* q, int64_t len, int64_t xs, int64_t os, bool log) {
+  if constexpr (kUnitStride > 0) xs = os = 1;
+  T m = -std::numeric_limits<T>::infinity();
+  for (int64_t k = 0; k < len; ++k) m = std::max(m, p[k * xs]);
+  if (std::isinf(m) && m < 0) m = 0;  // a fully masked row: keep exp finite
+  T total = 0;
+  for (int64_t k = 0; k < len; ++k) {
+    T e = std::exp(p[k * xs] - m);
+    total += e;
+    if (!log) q[k * os] = e;
+  }
+  if (log) {
+    T lse = m + std::log(total);
+    for (int64_t k = 0; k < len; ++k) q[k * os] = p[k * xs] - lse;
+  } else {
+    T inv = T(1) / total;
+    for (int64_t k = 0; k < len; ++k) q[k * os] *= inv;
+  }
+}
+
+}  // namespace
 
 void softmax(const Tensor& x, int64_t dim, bool log, const Tensor& out) {
   const int64_t len = x.shape()[static_cast<size_t>(dim)];
@@ -26,23 +52,10 @@ void softmax(const Tensor& x, int64_t dim, bool log, const Tensor& out) {
         xo += idx * x.strides()[d];
         oo += idx * out.strides()[d];
       }
-      const T* p = in + xo;
-      T* q = o + oo;
-      T m = -std::numeric_limits<T>::infinity();
-      for (int64_t k = 0; k < len; ++k) m = std::max(m, p[k * xs]);
-      if (std::isinf(m) && m < 0) m = 0;  // a fully masked row: keep exp finite
-      T total = 0;
-      for (int64_t k = 0; k < len; ++k) {
-        T e = std::exp(p[k * xs] - m);
-        total += e;
-        if (!log) q[k * os] = e;
-      }
-      if (log) {
-        T lse = m + std::log(total);
-        for (int64_t k = 0; k < len; ++k) q[k * os] = p[k * xs] - lse;
+      if (xs == 1 && os == 1) {
+        softmax_row<T, 1>(in + xo, o + oo, len, 1, 1, log);  // unit strides: loops vectorise
       } else {
-        T inv = T(1) / total;
-        for (int64_t k = 0; k < len; ++k) q[k * os] *= inv;
+        softmax_row<T, 0>(in + xo, o + oo, len, xs, os, log);
       }
     }
   };

@@ -1,4 +1,5 @@
 #include "remat/core/device.h"
+#include "remat/core/error.h"
 
 #if defined(REMAT_WITH_CUDA)
 #include "core/cuda_check.h"

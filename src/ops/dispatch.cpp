@@ -66,6 +66,7 @@ Registry::Registry() {
   register_pool_ops(*this);
   register_attention_ops(*this);
   register_embedding_ops(*this);
+  register_optimizer_ops(*this);
 }
 
 Registry& Registry::instance() {

@@ -142,6 +142,7 @@ void register_conv_ops(Registry& r);
 void register_pool_ops(Registry& r);
 void register_attention_ops(Registry& r);
 void register_embedding_ops(Registry& r);
+void register_optimizer_ops(Registry& r);
 
 // Shared by shape rules: message fragments naming operands.
 std::string describe(const std::vector<Tensor>& inputs);

@@ -1,0 +1,68 @@
+// optim::Optimizer: the base of SGD, Adam and AdamW. An optimizer holds handles
+// to the parameters it updates (the tensors a module owns: nn::Module::to()
+// moves them in place, and the optimizer sees the move) and, for each, the
+// state its update rule keeps. One learning rate covers every parameter
+// (there are no parameter groups); schedulers set it between steps.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "remat/core/tensor.h"
+
+namespace remat::optim {
+
+// What an optimizer keeps for one parameter. Tensors are allocated on the
+// first step the parameter takes, on its device and in its dtype, from the
+// caching allocator (so they show in memory::stats); a parameter that never
+// gets a gradient costs nothing. Fields an optimizer does not use stay
+// undefined. The names are torch.optim's state keys.
+struct ParamState {
+  int64_t step = 0;        // updates this parameter has taken
+  Tensor momentum_buffer;  // SGD with momentum
+  Tensor exp_avg;          // Adam, AdamW: first moment
+  Tensor exp_avg_sq;       // Adam, AdamW: second moment
+};
+
+class Optimizer {
+ public:
+  virtual ~Optimizer() = default;
+  // The state belongs to these parameters: a copy would update them twice.
+  Optimizer(const Optimizer&) = delete;
+  Optimizer& operator=(const Optimizer&) = delete;
+
+  // Updates, in place and without recording on the tape, every parameter that
+  // has a gradient. Parameters without one are skipped: neither they nor their
+  // state (step count included) change. Each update bumps the parameter's
+  // version, so a backward that saved it before the step refuses to run.
+  void step();
+  // Zeroes existing gradients in place and keeps them allocated, so a training
+  // step's memory peak does not depend on whether it is the first.
+  void zero_grad();
+
+  double lr() const { return lr_; }
+  // The rate later steps use; finite and >= 0. Schedulers call it.
+  void set_lr(double lr);
+
+  const std::vector<Tensor>& parameters() const { return params_; }
+  // The state of parameters()[i].
+  const ParamState& state(size_t i) const;
+  // "SGD", "Adam", "AdamW": the prefix of this optimizer's error messages.
+  const std::string& name() const { return name_; }
+
+ protected:
+  // Throws unless params is non-empty and holds distinct floating-point leaf
+  // tensors, and lr is valid.
+  Optimizer(std::string name, std::vector<Tensor> params, double lr);
+  // One parameter's update; state.step already counts it (the first is 1).
+  virtual void update(Tensor& param, const Tensor& grad, ParamState& state) = 0;
+
+ private:
+  std::string name_;
+  std::vector<Tensor> params_;
+  std::vector<ParamState> states_;
+  double lr_ = 0;
+};
+
+}  // namespace remat::optim

@@ -1,0 +1,57 @@
+// Optimizer updates as registry ops, so each device's kernel is reached through
+// one definition. They are not differentiable and have no outputs: they write
+// their operands in place and bump those operands' versions, like
+// batch_norm's running statistics.
+#include "kernels/cpu/optimizer.h"
+#include "ops/dispatch.h"
+
+namespace remat::ops {
+namespace {
+
+// inputs: param, grad, exp_avg, exp_avg_sq (one shape, dtype and device);
+// attrs: lr, beta1, beta2, eps, weight_decay, decoupled_weight_decay, step.
+// Updates param, exp_avg and exp_avg_sq in place (kernels/cpu/optimizer.h has
+// the formulas).
+OpDef adam_update_def() {
+  OpDef def;
+  def.name = "adam_update";
+  def.visible_outputs = 0;
+  // A widened copy of a bfloat16 parameter would take the update and be dropped.
+  def.compute_reduced_in_float = false;
+  def.shape = [](const std::vector<Tensor>& in, const Attrs& a) {
+    REMAT_CHECK(in.size() == 4, "adam_update: expected (param, grad, exp_avg, exp_avg_sq), got {}",
+                describe(in));
+    const Tensor& param = in[0];
+    REMAT_CHECK(param.dtype() == kFloat32 || param.dtype() == kFloat64,
+                "adam_update: parameters must be float32 or float64 (keep float32 master weights "
+                "for lower-precision models), got {}",
+                TensorMeta::of(param).str());
+    for (size_t i = 1; i < in.size(); ++i) {
+      REMAT_CHECK_SHAPE(in[i].defined() && in[i].shape() == param.shape(),
+                        "adam_update: operands must share the parameter's shape ({})",
+                        describe(in));
+      check_same_dtype("adam_update", param, in[i]);
+    }
+    REMAT_CHECK(a.i("step") >= 1, "adam_update: step counts from 1, got {}", a.i("step"));
+    return std::vector<TensorMeta>{};
+  };
+  def.forward = [](const std::vector<Tensor>& in, const Attrs& a, std::vector<Tensor>&) {
+    const kernels::cpu::AdamStep step{.lr = a.f("lr"),
+                                      .beta1 = a.f("beta1"),
+                                      .beta2 = a.f("beta2"),
+                                      .eps = a.f("eps"),
+                                      .weight_decay = a.f("weight_decay"),
+                                      .decoupled_weight_decay = a.b("decoupled_weight_decay"),
+                                      .step = a.i("step")};
+    on_device("adam_update", in[0].device(),
+              [&] { kernels::cpu::adam_update(in[0], in[1], in[2], in[3], step); });
+    for (size_t updated : {0, 2, 3}) in[updated].bump_version();
+  };
+  return def;
+}
+
+}  // namespace
+
+void register_optimizer_ops(Registry& r) { r.add(adam_update_def()); }
+
+}  // namespace remat::ops

@@ -1,0 +1,58 @@
+#include "remat/optim/optimizer.h"
+
+#include <cmath>
+#include <set>
+#include <utility>
+
+#include "remat/core/grad_mode.h"
+
+namespace remat::optim {
+
+Optimizer::Optimizer(std::string name, std::vector<Tensor> params, double lr)
+    : name_(std::move(name)), params_(std::move(params)), states_(params_.size()) {
+  REMAT_CHECK(!params_.empty(), "{}: got an empty parameter list", name_);
+  std::set<const TensorImpl*> seen;
+  for (size_t i = 0; i < params_.size(); ++i) {
+    const Tensor& p = params_[i];
+    REMAT_CHECK(p.defined(), "{}: parameter {} is undefined", name_, i);
+    REMAT_CHECK(is_floating(p.dtype()), "{}: parameter {} must be floating-point, got {}", name_, i,
+                TensorMeta::of(p).str());
+    REMAT_CHECK(p.is_leaf(),
+                "{}: parameter {} ({}) is the result of an op; only leaf tensors can be optimized",
+                name_, i, TensorMeta::of(p).str());
+    REMAT_CHECK(seen.insert(p.impl_ptr().get()).second,
+                "{}: parameter {} ({}) appears twice in the list; it would be updated twice", name_,
+                i, TensorMeta::of(p).str());
+  }
+  set_lr(lr);
+}
+
+void Optimizer::step() {
+  NoGradGuard no_grad;  // an update is not part of any graph
+  for (size_t i = 0; i < params_.size(); ++i) {
+    const Tensor grad = params_[i].grad();
+    if (!grad.defined()) continue;
+    ParamState& state = states_[i];
+    ++state.step;
+    update(params_[i], grad, state);
+  }
+}
+
+void Optimizer::zero_grad() {
+  for (const Tensor& p : params_) {
+    if (Tensor grad = p.grad(); grad.defined()) grad.zero_();
+  }
+}
+
+void Optimizer::set_lr(double lr) {
+  REMAT_CHECK(std::isfinite(lr) && lr >= 0, "{}: learning rate must be finite and >= 0, got {}",
+              name_, lr);
+  lr_ = lr;
+}
+
+const ParamState& Optimizer::state(size_t i) const {
+  REMAT_CHECK(i < states_.size(), "{}: no parameter {} (it has {})", name_, i, states_.size());
+  return states_[i];
+}
+
+}  // namespace remat::optim
