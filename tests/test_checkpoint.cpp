@@ -177,8 +177,8 @@ namespace {
 // a block output and of one weight, alive together at the second matmul's
 // backward.
 struct PlanNode {
-  int blocks = 0;                 // a run of blocks recorded plainly
-  std::vector<PlanNode> children; // or a checkpointed segment of these
+  int blocks = 0;                  // a run of blocks recorded plainly
+  std::vector<PlanNode> children;  // or a checkpointed segment of these
 };
 
 struct MlpSizes {
@@ -263,9 +263,15 @@ struct TransformerStack {
     manual_seed(seed);
     const double s = 1.0 / std::sqrt(static_cast<double>(d));
     for (int i = 0; i < blocks; ++i) {
-      std::vector<Tensor> p{ones({d}),         zeros({d}),         randn({d, d}) * s,
-                            randn({d, d}) * s, randn({d, d}) * s,  randn({d, d}) * s,
-                            ones({d}),         zeros({d}),         randn({d, 4 * d}) * s,
+      std::vector<Tensor> p{ones({d}),
+                            zeros({d}),
+                            randn({d, d}) * s,
+                            randn({d, d}) * s,
+                            randn({d, d}) * s,
+                            randn({d, d}) * s,
+                            ones({d}),
+                            zeros({d}),
+                            randn({d, 4 * d}) * s,
                             randn({4 * d, d}) * (s / 2)};
       for (Tensor& t : p) t.requires_grad_();
       params.push_back(p);
@@ -278,9 +284,9 @@ struct TransformerStack {
       return h.reshape({b, t, heads, hd}).transpose(1, 2);
     };
     Tensor h = layer_norm(x, p[0], p[1]);
-    Tensor attn = scaled_dot_product_attention(split_heads(matmul(h, p[2])),
-                                               split_heads(matmul(h, p[3])),
-                                               split_heads(matmul(h, p[4])), true);
+    Tensor attn =
+        scaled_dot_product_attention(split_heads(matmul(h, p[2])), split_heads(matmul(h, p[3])),
+                                     split_heads(matmul(h, p[4])), true);
     Tensor y = x + matmul(attn.transpose(1, 2).reshape({b, t, d}), p[5]);
     return y + matmul(gelu(matmul(layer_norm(y, p[6], p[7]), p[8])), p[9]);
   }
@@ -321,12 +327,13 @@ TEST(Checkpoint, SelectivePolicyKeepsMatmulsAndRecomputesLess) {
   CheckpointOptions selective;
   selective.policy = Policy::save_ops({"matmul"});
   TransformerRun sel = transformer_step(m, x, selective);
-  std::printf("transformer activation peak KiB: none %lld, recompute_all %lld, save matmul %lld; "
-              "replayed ops: all %lld, selective %lld\n",
-              static_cast<long long>(none.activation_peak >> 10),
-              static_cast<long long>(all.activation_peak >> 10),
-              static_cast<long long>(sel.activation_peak >> 10),
-              static_cast<long long>(all.ops_replayed), static_cast<long long>(sel.ops_replayed));
+  std::printf(
+      "transformer activation peak KiB: none %lld, recompute_all %lld, save matmul %lld; "
+      "replayed ops: all %lld, selective %lld\n",
+      static_cast<long long>(none.activation_peak >> 10),
+      static_cast<long long>(all.activation_peak >> 10),
+      static_cast<long long>(sel.activation_peak >> 10), static_cast<long long>(all.ops_replayed),
+      static_cast<long long>(sel.ops_replayed));
   EXPECT_LT(all.activation_peak, sel.activation_peak);
   EXPECT_LT(sel.activation_peak, none.activation_peak);
   EXPECT_LT(sel.ops_replayed, all.ops_replayed);
@@ -493,8 +500,9 @@ TEST(Checkpoint, EveryNamedPlanGivesTheSameGradientsAndReplaysWhatItDrops) {
   const auto [plain, plain_replays] = step(CheckpointPlan::parse("none"));
   EXPECT_EQ(plain_replays, 0);
   // Segments replayed per plan for 7 blocks: round(sqrt(7)) = 3 groups.
-  const std::pair<const char*, int64_t> plans[] = {{"block", 7}, {"every-2", 4}, {"alternate", 4},
-                                                   {"sqrt", 3},  {"selective", 7}, {"nested", 3 + 7}};
+  const std::pair<const char*, int64_t> plans[] = {{"block", 7},     {"every-2", 4},
+                                                   {"alternate", 4}, {"sqrt", 3},
+                                                   {"selective", 7}, {"nested", 3 + 7}};
   for (const auto& [name, segments] : plans) {
     const auto [grads, replays] = step(CheckpointPlan::parse(name));
     EXPECT_EQ(grads, plain) << name;

@@ -17,8 +17,8 @@ struct Trace {
 
 // Steps of AdamW on the same batch (memorising it must lower the loss).
 template <typename Model>
-Trace train(Model& model, const Tensor& inputs, const Tensor& targets,
-            const CheckpointPlan& plan, int steps) {
+Trace train(Model& model, const Tensor& inputs, const Tensor& targets, const CheckpointPlan& plan,
+            int steps) {
   optim::AdamW optimizer(model.parameters(), {.lr = 3e-3});
   Trace trace;
   for (int s = 0; s < steps; ++s) {
@@ -64,8 +64,10 @@ TEST(ExampleModels, MlpTrainsAndCheckpointingChangesNothing) {
   const Tensor images = rand({32, 1, 28, 28});
   const Tensor labels = random_labels(32, 10);
   check_plans(
-      [] { return std::make_shared<examples::MlpClassifier>(784, std::vector<int64_t>{64, 32}, 10,
-                                                            0.1); },
+      [] {
+        return std::make_shared<examples::MlpClassifier>(784, std::vector<int64_t>{64, 32}, 10,
+                                                         0.1);
+      },
       images, labels, 15, {"block", "sqrt"});
 }
 

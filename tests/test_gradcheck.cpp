@@ -27,7 +27,8 @@ TEST(Gradcheck, EveryDifferentiableOpHasASample) {
   for (const ops::OpDef* def : ops::Registry::instance().all()) {
     if (def->backward && !covered.count(def->name)) missing.push_back(def->name);
   }
-  EXPECT_TRUE(missing.empty()) << "ops without a gradcheck sample: " << fmt::format("{}", fmt::join(missing, ", "));
+  EXPECT_TRUE(missing.empty()) << "ops without a gradcheck sample: "
+                               << fmt::format("{}", fmt::join(missing, ", "));
 }
 
 class GradcheckOp : public ::testing::TestWithParam<size_t> {};

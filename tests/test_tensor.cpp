@@ -194,8 +194,9 @@ TEST(Tensor, ReductionsForward) {
   MaxResult m = max(from_vector(std::vector<float>{3, 9, 1, 7, 2, 8}, {2, 3}), 1);
   EXPECT_EQ(m.values.to_vector<float>(), (std::vector<float>{9, 8}));
   EXPECT_EQ(m.indices.to_vector<int64_t>(), (std::vector<int64_t>{1, 2}));
-  EXPECT_EQ(argmax(from_vector(std::vector<float>{3, 9, 1, 7, 2, 8}, {2, 3}), 0).to_vector<int64_t>(),
-            (std::vector<int64_t>{1, 0, 1}));
+  EXPECT_EQ(
+      argmax(from_vector(std::vector<float>{3, 9, 1, 7, 2, 8}, {2, 3}), 0).to_vector<int64_t>(),
+      (std::vector<int64_t>{1, 0, 1}));
 }
 
 TEST(Tensor, MatmulForward) {
@@ -236,7 +237,8 @@ TEST(Tensor, ActivationsForward) {
   std::vector<double> s = softmax(x, 0).to_vector<double>();
   EXPECT_NEAR(s[0], 0.04201006613406606, 1e-12);
   EXPECT_NEAR(s[0] + s[1] + s[2], 1.0, 1e-12);
-  std::vector<double> ls = log_softmax(from_vector(std::vector<double>{1000, 0}, {2}), 0).to_vector<double>();
+  std::vector<double> ls =
+      log_softmax(from_vector(std::vector<double>{1000, 0}, {2}), 0).to_vector<double>();
   EXPECT_NEAR(ls[0], 0.0, 1e-12);
   EXPECT_NEAR(ls[1], -1000.0, 1e-9);
 }

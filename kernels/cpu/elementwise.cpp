@@ -64,8 +64,7 @@ T apply_binary_int(BinaryOp op, T a, T b) {
     case BinaryOp::Sub: return a - b;
     case BinaryOp::Mul: return a * b;
     case BinaryOp::Maximum: return a > b ? a : b;
-    default:
-      throw Error(fmt::format("elementwise op {} on integer tensors", static_cast<int>(op)));
+    default: throw Error(fmt::format("elementwise op {} on integer tensors", static_cast<int>(op)));
   }
 }
 
@@ -93,14 +92,14 @@ void unary(UnaryOp op, const Tensor& x, const Tensor& out) {
   visit_arith(x.dtype(), "unary", [&]<typename T>() {
     if constexpr (std::is_floating_point_v<T>) {
       specialise<T>(op, std::make_index_sequence<10>{}, [&](auto k) {
-        map_elements<T>(out, [](T& o, T v) { o = apply_unary<T>(decltype(k)::value, v); },
-                        operand<T>(x));
+        map_elements<T>(
+            out, [](T& o, T v) { o = apply_unary<T>(decltype(k)::value, v); }, operand<T>(x));
       });
     } else {
       REMAT_CHECK(op == UnaryOp::Neg || op == UnaryOp::Abs, "unary op {} on {} tensor",
                   static_cast<int>(op), x.dtype());
-      map_elements<T>(out, [op](T& o, T v) { o = op == UnaryOp::Neg ? -v : (v < 0 ? -v : v); },
-                      operand<T>(x));
+      map_elements<T>(
+          out, [op](T& o, T v) { o = op == UnaryOp::Neg ? -v : (v < 0 ? -v : v); }, operand<T>(x));
     }
   });
 }

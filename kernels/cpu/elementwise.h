@@ -10,7 +10,12 @@ namespace remat::kernels::cpu {
 
 enum class UnaryOp { Neg, Exp, Log, Sqrt, Tanh, Sigmoid, Relu, Gelu, GeluTanh, Abs };
 enum class BinaryOp {
-  Add, Sub, Mul, Div, Pow, Maximum,
+  Add,
+  Sub,
+  Mul,
+  Div,
+  Pow,
+  Maximum,
   // Gradient maps: (incoming gradient, saved value) -> gradient of the input.
   ReluBackward,      // g * (y > 0)
   GeluBackward,      // g * d/dx gelu_erf(x)

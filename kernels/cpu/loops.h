@@ -18,8 +18,8 @@ inline constexpr int64_t kParallelGrain = 32768;  // elements per thread, at lea
 
 template <size_t N>
 struct StridedLayout {
-  Shape shape;                       // merged dims
-  std::array<Strides, N> strides;    // per operand, in elements
+  Shape shape;                     // merged dims
+  std::array<Strides, N> strides;  // per operand, in elements
 };
 
 // Strides of t viewed with `shape` (t's shape broadcast to it: stride 0 on new
@@ -103,22 +103,23 @@ void map_elements(const Tensor& out, Fn&& fn, const std::pair<const Tensor*, con
   std::array<Strides, N> strides{out.strides(), broadcast_strides(*ins.first, out.shape())...};
   Out* o = static_cast<Out*>(out.data_ptr());
   std::tuple<const In*...> bases{ins.second...};
-  for_each_row<N>(out.shape(), strides,
-                  [&](const std::array<int64_t, N>& off, int64_t len,
-                      const std::array<int64_t, N>& st) {
-                    [&]<size_t... I>(std::index_sequence<I...>) {
-                      Out* op = o + off[0];
-                      std::tuple<const In*...> p{(std::get<I>(bases) + off[I + 1])...};
-                      if (((st[I + 1] == 1) && ...) && st[0] == 1) {
+  for_each_row<N>(
+      out.shape(), strides,
+      [&](const std::array<int64_t, N>& off, int64_t len, const std::array<int64_t, N>& st) {
+        [&]<size_t... I>(std::index_sequence<I...>) {
+          Out* op = o + off[0];
+          std::tuple<const In*...> p{(std::get<I>(bases) + off[I + 1])...};
+          if (((st[I + 1] == 1) && ...) && st[0] == 1) {
 #pragma omp simd
-                        for (int64_t i = 0; i < len; ++i) fn(op[i], std::get<I>(p)[i]...);
-                      } else {
-                        for (int64_t i = 0; i < len; ++i) {
-                          fn(op[i * st[0]], std::get<I>(p)[i * st[I + 1]]...);
-                        }
-                      }
-                    }(std::index_sequence_for<In...>{});
-                  });
+            for (int64_t i = 0; i < len; ++i) fn(op[i], std::get<I>(p)[i]...);
+          } else {
+            for (int64_t i = 0; i < len; ++i) {
+              fn(op[i * st[0]], std::get<I>(p)[i * st[I + 1]]...);
+            }
+          }
+        }
+        (std::index_sequence_for<In...>{});
+      });
 }
 
 template <typename T>

@@ -11,9 +11,18 @@ namespace {
 constexpr int kThreads = 256;
 
 // Device-side storage type of each dtype.
-template <typename T> struct DeviceType { using type = T; };
-template <> struct DeviceType<BFloat16> { using type = __nv_bfloat16; };
-template <> struct DeviceType<Float16> { using type = __half; };
+template <typename T>
+struct DeviceType {
+  using type = T;
+};
+template <>
+struct DeviceType<BFloat16> {
+  using type = __nv_bfloat16;
+};
+template <>
+struct DeviceType<Float16> {
+  using type = __half;
+};
 
 template <typename T>
 __device__ T from_float(float v) {
@@ -35,8 +44,7 @@ __global__ void fill_kernel(T* out, int64_t n, T value) {
 }
 
 template <typename T>
-__global__ void fill_random_kernel(T* out, int64_t n, bool normal, uint64_t seed,
-                                   uint64_t offset) {
+__global__ void fill_random_kernel(T* out, int64_t n, bool normal, uint64_t seed, uint64_t offset) {
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     auto u = static_cast<uint64_t>(i);
@@ -80,8 +88,8 @@ void fill_random(const Tensor& out, bool normal, uint64_t seed, uint64_t offset)
       throw Error(fmt::format("fill_random: dtype {} is not floating point", out.dtype()));
     } else {
       using D = typename DeviceType<T>::type;
-      fill_random_kernel<D><<<blocks_for(n), kThreads>>>(static_cast<D*>(out.data_ptr()), n,
-                                                         normal, seed, offset);
+      fill_random_kernel<D>
+          <<<blocks_for(n), kThreads>>>(static_cast<D*>(out.data_ptr()), n, normal, seed, offset);
     }
   });
   REMAT_CUDA_CHECK(cudaGetLastError());

@@ -98,8 +98,8 @@ void run_backward(const std::vector<Tensor>& roots, const std::vector<Tensor>& s
       }
       args.saved_inputs.resize(node->inputs.size());
       for (int i : op.save_inputs) {
-        args.saved_inputs[static_cast<size_t>(i)] =
-            node->unpack(node->saved_inputs[static_cast<size_t>(i)], "input", static_cast<size_t>(i));
+        args.saved_inputs[static_cast<size_t>(i)] = node->unpack(
+            node->saved_inputs[static_cast<size_t>(i)], "input", static_cast<size_t>(i));
       }
       args.saved_outputs.resize(node->outputs.size());
       for (int i : op.save_outputs) {
@@ -167,8 +167,10 @@ Tensor& Tensor::requires_grad_(bool on) {
               "requires_grad_ on a tensor produced by op '{}': only leaves can be marked (detach() "
               "it first)",
               impl().grad_fn->op->name);
-  REMAT_CHECK(!on || is_floating(dtype()), "requires_grad_ on a {} tensor: only floating-point "
-              "tensors can require grad", dtype());
+  REMAT_CHECK(!on || is_floating(dtype()),
+              "requires_grad_ on a {} tensor: only floating-point "
+              "tensors can require grad",
+              dtype());
   if (on) ops::install_recorder(&autograd::record);
   impl().requires_grad = on;
   return *this;
@@ -177,10 +179,10 @@ Tensor& Tensor::requires_grad_(bool on) {
 Tensor Tensor::grad() const { return Tensor(impl().grad); }
 
 void Tensor::set_grad(const Tensor& g) const {
-  REMAT_CHECK(!g.defined() || (g.shape() == shape() && g.dtype() == dtype() &&
-                               g.device() == device()),
-              "set_grad: gradient {} does not match tensor {}", TensorMeta::of(g).str(),
-              TensorMeta::of(*this).str());
+  REMAT_CHECK(
+      !g.defined() || (g.shape() == shape() && g.dtype() == dtype() && g.device() == device()),
+      "set_grad: gradient {} does not match tensor {}", TensorMeta::of(g).str(),
+      TensorMeta::of(*this).str());
   impl().grad = g.impl_ptr();
 }
 

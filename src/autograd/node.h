@@ -4,8 +4,8 @@
 
 #include <cstdint>
 #include <memory>
-#include <unordered_set>
 #include <optional>
+#include <unordered_set>
 #include <vector>
 
 #include "ops/registry.h"

@@ -6,9 +6,8 @@
 namespace remat::autograd {
 
 Tensor Node::unpack(const std::optional<SavedTensor>& slot, const char* kind, size_t index) const {
-  REMAT_CHECK(slot.has_value(),
-              "op '{}' backward used {} {} which its definition does not save", op->name, kind,
-              index);
+  REMAT_CHECK(slot.has_value(), "op '{}' backward used {} {} which its definition does not save",
+              op->name, kind, index);
   if (!slot->value.defined()) return {};  // an absent optional operand
   uint32_t now = slot->value.version();
   REMAT_CHECK(now == slot->version,
@@ -51,8 +50,8 @@ void Tape::append(const std::shared_ptr<Node>& node) {
 }
 
 size_t Tape::live_entries() const {
-  return static_cast<size_t>(std::count_if(entries_.begin(), entries_.end(),
-                                           [](const std::weak_ptr<Node>& w) { return !w.expired(); }));
+  return static_cast<size_t>(std::count_if(
+      entries_.begin(), entries_.end(), [](const std::weak_ptr<Node>& w) { return !w.expired(); }));
 }
 
 void record(const ops::OpDef& def, const std::vector<Tensor>& inputs, const ops::Attrs& attrs,

@@ -13,8 +13,8 @@ std::vector<Tensor> checkpoint(
     throw NotImplementedError("checkpoint Policy::offload (saved tensors to pinned host memory)");
   }
   if (!GradMode::is_enabled()) return fn(inputs);  // nothing is recorded, nothing to drop
-  auto segment = std::make_shared<replay::CheckpointSegment>(
-      replay::CheckpointSegment::active(), std::move(opts));
+  auto segment = std::make_shared<replay::CheckpointSegment>(replay::CheckpointSegment::active(),
+                                                             std::move(opts));
   std::vector<Tensor> outputs;
   {
     autograd::ActiveSegmentScope scope(segment.get());
@@ -26,9 +26,8 @@ std::vector<Tensor> checkpoint(
 
 Tensor checkpoint(const std::function<Tensor(const Tensor&)>& fn, const Tensor& x,
                   CheckpointOptions opts) {
-  return checkpoint(
-             [&fn](const std::vector<Tensor>& in) { return std::vector<Tensor>{fn(in[0])}; },
-             std::vector<Tensor>{x}, std::move(opts))
+  return checkpoint([&fn](const std::vector<Tensor>& in) { return std::vector<Tensor>{fn(in[0])}; },
+                    std::vector<Tensor>{x}, std::move(opts))
       .at(0);
 }
 

@@ -17,10 +17,10 @@ namespace remat::detail {
 
 }  // namespace remat::detail
 
-#define REMAT_CUDA_CHECK(call)                                                      \
-  do {                                                                              \
-    cudaError_t remat_cuda_err_ = (call);                                           \
-    if (remat_cuda_err_ != cudaSuccess) {                                           \
+#define REMAT_CUDA_CHECK(call)                                                       \
+  do {                                                                               \
+    cudaError_t remat_cuda_err_ = (call);                                            \
+    if (remat_cuda_err_ != cudaSuccess) {                                            \
       ::remat::detail::throw_cuda_error(remat_cuda_err_, #call, __FILE__, __LINE__); \
-    }                                                                               \
+    }                                                                                \
   } while (0)

@@ -75,16 +75,11 @@ Allocation allocate(Device d, int64_t bytes) { return allocator_for(d).allocate(
 
 const char* event_kind_name(EventKind k) {
   switch (k) {
-    case EventKind::Alloc:
-      return "alloc";
-    case EventKind::Free:
-      return "free";
-    case EventKind::SegmentAlloc:
-      return "segment_alloc";
-    case EventKind::SegmentFree:
-      return "segment_free";
-    case EventKind::Oom:
-      return "oom";
+    case EventKind::Alloc: return "alloc";
+    case EventKind::Free: return "free";
+    case EventKind::SegmentAlloc: return "segment_alloc";
+    case EventKind::SegmentFree: return "segment_free";
+    case EventKind::Oom: return "oom";
   }
   return "unknown";
 }

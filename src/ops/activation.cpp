@@ -20,7 +20,8 @@ OpDef softmax_def(const char* name, bool log, BackwardFn backward) {
     wrap_dim(a.i("dim"), in[0].dim(), name);
     return std::vector<TensorMeta>{TensorMeta::of(in[0])};
   };
-  def.forward = [name, log](const std::vector<Tensor>& in, const Attrs& a, std::vector<Tensor>& out) {
+  def.forward = [name, log](const std::vector<Tensor>& in, const Attrs& a,
+                            std::vector<Tensor>& out) {
     int64_t dim = wrap_dim(a.i("dim"), in[0].dim(), name);
     on_device(name, out[0].device(), [&] { kernels::cpu::softmax(in[0], dim, log, out[0]); });
   };

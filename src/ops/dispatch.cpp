@@ -117,9 +117,8 @@ const Tensor& BackwardArgs::output(int i) const {
 std::string describe(const std::vector<Tensor>& inputs) {
   std::vector<std::string> parts;
   for (size_t i = 0; i < inputs.size(); ++i) {
-    parts.push_back(inputs[i].defined()
-                        ? fmt::format("#{}: {}", i, TensorMeta::of(inputs[i]).str())
-                        : fmt::format("#{}: (none)", i));
+    parts.push_back(inputs[i].defined() ? fmt::format("#{}: {}", i, TensorMeta::of(inputs[i]).str())
+                                        : fmt::format("#{}: (none)", i));
   }
   return fmt::format("{}", fmt::join(parts, "; "));
 }
@@ -192,7 +191,7 @@ std::vector<Tensor> run_forward(const OpDef& def, const std::vector<Tensor>& inp
     std::vector<Tensor> widened;
     for (const Tensor& t : inputs) {
       widened.push_back(t.defined() && is_reduced_float(t.dtype()) ? cast_for_compute(t, kFloat32)
-                                                                    : t);
+                                                                   : t);
     }
     std::vector<Tensor> outs = run_forward(def, widened, attrs);
     for (size_t i = 0; i < outs.size(); ++i) {

@@ -26,8 +26,11 @@ Tensor scalar_call(const char* name, const Tensor& x, double s) {
 OpDef binary_def(const char* name, BinaryOp kind, std::vector<int> save, BackwardFn backward) {
   OpDef def;
   def.name = name;
-  def.shape = [name](const std::vector<Tensor>& in, const Attrs&) { return broadcast_rule(name, in); };
-  def.forward = [name, kind](const std::vector<Tensor>& in, const Attrs&, std::vector<Tensor>& out) {
+  def.shape = [name](const std::vector<Tensor>& in, const Attrs&) {
+    return broadcast_rule(name, in);
+  };
+  def.forward = [name, kind](const std::vector<Tensor>& in, const Attrs&,
+                             std::vector<Tensor>& out) {
     on_device(name, out[0].device(), [&] { kernels::cpu::binary(kind, in[0], in[1], out[0]); });
   };
   def.backward = std::move(backward);
@@ -39,7 +42,8 @@ OpDef scalar_def(const char* name, BinaryOp kind, std::vector<int> save, Backwar
   OpDef def;
   def.name = name;
   def.shape = same_as_input;
-  def.forward = [name, kind](const std::vector<Tensor>& in, const Attrs& a, std::vector<Tensor>& out) {
+  def.forward = [name, kind](const std::vector<Tensor>& in, const Attrs& a,
+                             std::vector<Tensor>& out) {
     on_device(name, out[0].device(),
               [&] { kernels::cpu::binary_scalar(kind, in[0], a.f("scalar"), out[0]); });
   };
@@ -55,7 +59,8 @@ OpDef unary_def(const char* name, UnaryOp kind, Saves saves, BackwardFn backward
     check_floating(name, in[0]);
     return std::vector<TensorMeta>{TensorMeta::of(in[0])};
   };
-  def.forward = [name, kind](const std::vector<Tensor>& in, const Attrs&, std::vector<Tensor>& out) {
+  def.forward = [name, kind](const std::vector<Tensor>& in, const Attrs&,
+                             std::vector<Tensor>& out) {
     on_device(name, out[0].device(), [&] { kernels::cpu::unary(kind, in[0], out[0]); });
   };
   def.backward = std::move(backward);
@@ -93,9 +98,8 @@ void register_elementwise_ops(Registry& r) {
     double e = a.attrs.f("scalar");
     return std::vector<Tensor>{a.grad() * pow(a.input(0), e - 1.0) * e};
   }));
-  r.add(unary_def("neg", UnaryOp::Neg, Saves::Nothing, [](const BackwardArgs& a) {
-    return std::vector<Tensor>{-a.grad()};
-  }));
+  r.add(unary_def("neg", UnaryOp::Neg, Saves::Nothing,
+                  [](const BackwardArgs& a) { return std::vector<Tensor>{-a.grad()}; }));
   r.add(unary_def("exp", UnaryOp::Exp, Saves::Output, [](const BackwardArgs& a) {
     return std::vector<Tensor>{a.grad() * a.output(0)};
   }));

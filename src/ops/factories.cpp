@@ -40,12 +40,17 @@ Tensor from_vector(const std::vector<bool>& values, const Shape& shape, Device d
 
 Tensor full(const Shape& shape, double value, DType dtype, Device device) {
   Tensor out = Tensor::empty(shape, dtype, device);
-  ops::on_device("full", device, [&] { kernels::cpu::fill(out, value); },
-                 REMAT_CUDA_KERNEL(kernels::cuda::fill(out, value)));
+  ops::on_device(
+      "full", device, [&] { kernels::cpu::fill(out, value); },
+      REMAT_CUDA_KERNEL(kernels::cuda::fill(out, value)));
   return out;
 }
-Tensor zeros(const Shape& shape, DType dtype, Device device) { return full(shape, 0.0, dtype, device); }
-Tensor ones(const Shape& shape, DType dtype, Device device) { return full(shape, 1.0, dtype, device); }
+Tensor zeros(const Shape& shape, DType dtype, Device device) {
+  return full(shape, 0.0, dtype, device);
+}
+Tensor ones(const Shape& shape, DType dtype, Device device) {
+  return full(shape, 1.0, dtype, device);
+}
 Tensor zeros_like(const Tensor& t) { return zeros(t.shape(), t.dtype(), t.device()); }
 Tensor ones_like(const Tensor& t) { return ones(t.shape(), t.dtype(), t.device()); }
 
@@ -53,7 +58,8 @@ Tensor arange(double start, double end, double step, DType dtype, Device device)
   REMAT_CHECK(step != 0, "arange: step is zero");
   auto n = static_cast<int64_t>(std::max(0.0, std::ceil((end - start) / step)));
   std::vector<double> values(static_cast<size_t>(n));
-  for (int64_t i = 0; i < n; ++i) values[static_cast<size_t>(i)] = start + static_cast<double>(i) * step;
+  for (int64_t i = 0; i < n; ++i)
+    values[static_cast<size_t>(i)] = start + static_cast<double>(i) * step;
   return from_vector(values, {n}).to(dtype).to(device);
 }
 Tensor arange(int64_t end, DType dtype, Device device) {
@@ -66,11 +72,12 @@ Tensor random_tensor(const char* name, const Shape& shape, DType dtype, Device d
   REMAT_CHECK(is_floating(dtype), "{}: dtype must be floating point, got {}", name, dtype);
   Tensor out = Tensor::empty(shape, dtype, device);
   // Normals use two uniforms each.
-  PhiloxState s = reserve_philox(out.numel() * (dist == kernels::cpu::Distribution::Normal ? 2 : 1));
+  PhiloxState s =
+      reserve_philox(out.numel() * (dist == kernels::cpu::Distribution::Normal ? 2 : 1));
   ops::on_device(
       name, device, [&] { kernels::cpu::fill_random(out, dist, s.seed, s.offset); },
-      REMAT_CUDA_KERNEL(kernels::cuda::fill_random(
-          out, dist == kernels::cpu::Distribution::Normal, s.seed, s.offset)));
+      REMAT_CUDA_KERNEL(kernels::cuda::fill_random(out, dist == kernels::cpu::Distribution::Normal,
+                                                   s.seed, s.offset)));
   return out;
 }
 }  // namespace

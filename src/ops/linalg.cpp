@@ -12,8 +12,8 @@ void register_linalg_ops(Registry& r) {
     const Tensor &a = in[0], &b = in[1];
     check_same_dtype("matmul", a, b);
     REMAT_CHECK_SHAPE(a.dim() >= 2 && b.dim() >= 2,
-                      "matmul: operands must be at least 2-d, got {} and {}",
-                      shape_str(a.shape()), shape_str(b.shape()));
+                      "matmul: operands must be at least 2-d, got {} and {}", shape_str(a.shape()),
+                      shape_str(b.shape()));
     REMAT_CHECK_SHAPE(a.shape().back() == b.shape()[static_cast<size_t>(b.dim() - 2)],
                       "matmul: inner dims differ: {} @ {}", shape_str(a.shape()),
                       shape_str(b.shape()));

@@ -21,7 +21,8 @@ OpDef sum_def(const char* name, bool mean) {
     return std::vector<TensorMeta>{
         {reduced_shape(in[0].shape(), dims, a.b("keepdim")), in[0].dtype(), in[0].device()}};
   };
-  def.forward = [name, mean](const std::vector<Tensor>& in, const Attrs& a, std::vector<Tensor>& out) {
+  def.forward = [name, mean](const std::vector<Tensor>& in, const Attrs& a,
+                             std::vector<Tensor>& out) {
     auto dims = normalize_dims(name, a.ints("dims"), in[0].dim());
     int64_t count = 1;
     for (int64_t d : dims) count *= in[0].shape()[static_cast<size_t>(d)];
@@ -68,13 +69,11 @@ void register_reduction_ops(Registry& r) {
     REMAT_CHECK_SHAPE(in[0].numel() > 0, "max: empty tensor {}", TensorMeta::of(in[0]).str());
     int64_t dim = wrap_dim(a.i("dim"), in[0].dim(), "max");
     Shape s = reduced_shape(in[0].shape(), {dim}, a.b("keepdim"));
-    return std::vector<TensorMeta>{{s, in[0].dtype(), in[0].device()},
-                                   {s, kInt64, in[0].device()}};
+    return std::vector<TensorMeta>{{s, in[0].dtype(), in[0].device()}, {s, kInt64, in[0].device()}};
   };
   max_def.forward = [](const std::vector<Tensor>& in, const Attrs& a, std::vector<Tensor>& out) {
     int64_t dim = wrap_dim(a.i("dim"), in[0].dim(), "max");
-    on_device("max", in[0].device(),
-              [&] { kernels::cpu::max_along(in[0], dim, out[0], out[1]); });
+    on_device("max", in[0].device(), [&] { kernels::cpu::max_along(in[0], dim, out[0], out[1]); });
   };
   max_def.save_outputs = {1};
   max_def.backward = [](const BackwardArgs& a) {

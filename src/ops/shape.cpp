@@ -60,11 +60,12 @@ std::optional<Strides> view_strides(const Tensor& x, const Shape& shape) {
   int64_t tensor_numel = 1, view_numel = 1;
   for (int64_t d = static_cast<int64_t>(old_shape.size()) - 1; d >= 0; --d) {
     tensor_numel *= old_shape[static_cast<size_t>(d)];
-    bool chunk_ends = d == 0 || (old_shape[static_cast<size_t>(d - 1)] != 1 &&
-                                 old_strides[static_cast<size_t>(d - 1)] !=
-                                     tensor_numel * chunk_base_stride);
+    bool chunk_ends =
+        d == 0 || (old_shape[static_cast<size_t>(d - 1)] != 1 &&
+                   old_strides[static_cast<size_t>(d - 1)] != tensor_numel * chunk_base_stride);
     if (chunk_ends) {
-      while (view_d >= 0 && (view_numel < tensor_numel || shape[static_cast<size_t>(view_d)] == 1)) {
+      while (view_d >= 0 &&
+             (view_numel < tensor_numel || shape[static_cast<size_t>(view_d)] == 1)) {
         out[static_cast<size_t>(view_d)] = view_numel * chunk_base_stride;
         view_numel *= shape[static_cast<size_t>(view_d)];
         --view_d;
@@ -91,7 +92,8 @@ OpDef view_def(const char* name) {
 
 std::vector<int64_t> inverse_permutation(const std::vector<int64_t>& dims) {
   std::vector<int64_t> inv(dims.size());
-  for (size_t i = 0; i < dims.size(); ++i) inv[static_cast<size_t>(dims[i])] = static_cast<int64_t>(i);
+  for (size_t i = 0; i < dims.size(); ++i)
+    inv[static_cast<size_t>(dims[i])] = static_cast<int64_t>(i);
   return inv;
 }
 
@@ -140,7 +142,8 @@ void register_shape_ops(Registry& r) {
     return std::vector<TensorMeta>{
         {infer_shape("reshape", in[0].shape(), a.ints("shape")), in[0].dtype(), in[0].device()}};
   };
-  reshape_def.forward = [](const std::vector<Tensor>& in, const Attrs& a, std::vector<Tensor>& out) {
+  reshape_def.forward = [](const std::vector<Tensor>& in, const Attrs& a,
+                           std::vector<Tensor>& out) {
     Shape shape = infer_shape("reshape", in[0].shape(), a.ints("shape"));
     Tensor x = in[0];
     std::optional<Strides> strides = view_strides(x, shape);
@@ -163,7 +166,8 @@ void register_shape_ops(Registry& r) {
     for (int64_t d : dims) s.push_back(in[0].shape()[static_cast<size_t>(d)]);
     return std::vector<TensorMeta>{{s, in[0].dtype(), in[0].device()}};
   };
-  permute_def.forward = [](const std::vector<Tensor>& in, const Attrs& a, std::vector<Tensor>& out) {
+  permute_def.forward = [](const std::vector<Tensor>& in, const Attrs& a,
+                           std::vector<Tensor>& out) {
     auto dims = checked_permutation(in[0], a.ints("dims"));
     Shape s;
     Strides st;
@@ -294,7 +298,8 @@ void register_shape_ops(Registry& r) {
       check_same_dtype("concat", in[0], t);
       bool fits = t.dim() == in[0].dim();
       for (int64_t d = 0; fits && d < t.dim(); ++d) {
-        fits = d == dim || t.shape()[static_cast<size_t>(d)] == in[0].shape()[static_cast<size_t>(d)];
+        fits =
+            d == dim || t.shape()[static_cast<size_t>(d)] == in[0].shape()[static_cast<size_t>(d)];
       }
       REMAT_CHECK_SHAPE(fits, "concat: shapes differ outside dim {} ({})", dim, describe(in));
       shape[static_cast<size_t>(dim)] += t.shape()[static_cast<size_t>(dim)];
@@ -311,7 +316,8 @@ void register_shape_ops(Registry& r) {
   };
   concat_def.backward = [](const BackwardArgs& a) {
     std::vector<int64_t> sizes;
-    int64_t dim = wrap_dim(a.attrs.i("dim"), static_cast<int64_t>(a.input_meta[0].shape.size()), "concat");
+    int64_t dim =
+        wrap_dim(a.attrs.i("dim"), static_cast<int64_t>(a.input_meta[0].shape.size()), "concat");
     for (const TensorMeta& m : a.input_meta) sizes.push_back(m.shape[static_cast<size_t>(dim)]);
     return split(a.grad(), sizes, dim);
   };
@@ -351,7 +357,8 @@ void register_shape_ops(Registry& r) {
     Device d{static_cast<DeviceType>(a.i("device_type")), static_cast<int>(a.i("device_index"))};
     return std::vector<TensorMeta>{{in[0].shape(), in[0].dtype(), d}};
   };
-  to_device_def.forward = [](const std::vector<Tensor>& in, const Attrs&, std::vector<Tensor>& out) {
+  to_device_def.forward = [](const std::vector<Tensor>& in, const Attrs&,
+                             std::vector<Tensor>& out) {
     const Tensor& src = in[0];
     if (src.device().is_cpu() && out[0].device().is_cpu()) {
       kernels::cpu::copy(src, out[0]);
@@ -368,8 +375,8 @@ void register_shape_ops(Registry& r) {
     }
     kernels::cuda::copy_between_devices(packed, out[0]);
 #else
-    throw NotImplementedError(fmt::format("copy from {} to {} (built without CUDA)", src.device(),
-                                          out[0].device()));
+    throw NotImplementedError(
+        fmt::format("copy from {} to {} (built without CUDA)", src.device(), out[0].device()));
 #endif
   };
   to_device_def.backward = [](const BackwardArgs& a) {
@@ -406,8 +413,7 @@ Tensor transpose(const Tensor& x, int64_t d0, int64_t d1) {
   return permute(x, dims);
 }
 Tensor slice(const Tensor& x, int64_t dim, int64_t start, int64_t end, int64_t step) {
-  return call1(op("slice"), {x},
-               {{"dim", dim}, {"start", start}, {"end", end}, {"step", step}});
+  return call1(op("slice"), {x}, {{"dim", dim}, {"start", start}, {"end", end}, {"step", step}});
 }
 Tensor expand(const Tensor& x, const Shape& shape) {
   return call1(op("expand"), {x}, {{"shape", shape}});
@@ -435,7 +441,9 @@ Tensor Tensor::clone() const { return call1(op("clone"), {*this}); }
 Tensor Tensor::reshape(const Shape& shape) const { return remat::reshape(*this, shape); }
 Tensor Tensor::view(const Shape& shape) const { return remat::view(*this, shape); }
 Tensor Tensor::transpose(int64_t d0, int64_t d1) const { return remat::transpose(*this, d0, d1); }
-Tensor Tensor::permute(const std::vector<int64_t>& dims) const { return remat::permute(*this, dims); }
+Tensor Tensor::permute(const std::vector<int64_t>& dims) const {
+  return remat::permute(*this, dims);
+}
 Tensor Tensor::slice(int64_t dim, int64_t start, int64_t end, int64_t step) const {
   return remat::slice(*this, dim, start, end, step);
 }

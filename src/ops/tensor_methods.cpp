@@ -19,12 +19,12 @@ void check_in_place(const Tensor& self, const char* op) {
 }
 
 void check_operand(const Tensor& self, const Tensor& other, const char* op) {
-  REMAT_CHECK(self.device() == other.device(), "{}: operands on different devices ({} and {})",
-              op, TensorMeta::of(self).str(), TensorMeta::of(other).str());
+  REMAT_CHECK(self.device() == other.device(), "{}: operands on different devices ({} and {})", op,
+              TensorMeta::of(self).str(), TensorMeta::of(other).str());
   broadcast_shapes(self.shape(), other.shape(), op);
   REMAT_CHECK_SHAPE(broadcast_shapes(self.shape(), other.shape(), op) == self.shape(),
-                    "{}: {} does not broadcast to the destination {}", op,
-                    shape_str(other.shape()), shape_str(self.shape()));
+                    "{}: {} does not broadcast to the destination {}", op, shape_str(other.shape()),
+                    shape_str(self.shape()));
 }
 
 // Runs an in-place update in float32 when self is bfloat16/float16 (the CPU

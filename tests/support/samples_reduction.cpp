@@ -5,7 +5,9 @@ namespace remat::testing {
 std::vector<OpSample> reduction_samples() {
   std::vector<OpSample> all;
   auto add = [&](const char* op, const char* label, auto fn, Shape shape) {
-    all.push_back({op, label, [fn](const std::vector<Tensor>& x) { return fn(x[0]); },
+    all.push_back({op,
+                   label,
+                   [fn](const std::vector<Tensor>& x) { return fn(x[0]); },
                    {uniform(shape, -1, 1, 21)}});
   };
   add("sum", "all", [](const Tensor& x) { return sum(x); }, {2, 3, 4});

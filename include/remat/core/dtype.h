@@ -52,19 +52,40 @@ struct BFloat16 {
 struct Float16 {
   uint16_t bits = 0;
   Float16() = default;
-  Float16(float f);           // NOLINT(google-explicit-constructor)
-  operator float() const;     // NOLINT(google-explicit-constructor)
+  Float16(float f);        // NOLINT(google-explicit-constructor)
+  operator float() const;  // NOLINT(google-explicit-constructor)
 };
 
 template <typename T>
 struct dtype_of;
-template <> struct dtype_of<float> { static constexpr DType value = kFloat32; };
-template <> struct dtype_of<double> { static constexpr DType value = kFloat64; };
-template <> struct dtype_of<BFloat16> { static constexpr DType value = kBFloat16; };
-template <> struct dtype_of<Float16> { static constexpr DType value = kFloat16; };
-template <> struct dtype_of<int64_t> { static constexpr DType value = kInt64; };
-template <> struct dtype_of<int32_t> { static constexpr DType value = kInt32; };
-template <> struct dtype_of<bool> { static constexpr DType value = kBool; };
+template <>
+struct dtype_of<float> {
+  static constexpr DType value = kFloat32;
+};
+template <>
+struct dtype_of<double> {
+  static constexpr DType value = kFloat64;
+};
+template <>
+struct dtype_of<BFloat16> {
+  static constexpr DType value = kBFloat16;
+};
+template <>
+struct dtype_of<Float16> {
+  static constexpr DType value = kFloat16;
+};
+template <>
+struct dtype_of<int64_t> {
+  static constexpr DType value = kInt64;
+};
+template <>
+struct dtype_of<int32_t> {
+  static constexpr DType value = kInt32;
+};
+template <>
+struct dtype_of<bool> {
+  static constexpr DType value = kBool;
+};
 template <typename T>
 inline constexpr DType dtype_of_v = dtype_of<T>::value;
 

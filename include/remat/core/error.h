@@ -35,8 +35,8 @@ class NotImplementedError : public Error {
 }  // namespace remat
 
 // Throws ErrorType with a fmt-formatted message when cond is false.
-#define REMAT_CHECK_AS(ErrorType, cond, ...)        \
-  do {                                              \
+#define REMAT_CHECK_AS(ErrorType, cond, ...)                \
+  do {                                                      \
     if (!(cond)) throw ErrorType(fmt::format(__VA_ARGS__)); \
   } while (0)
 #define REMAT_CHECK(cond, ...) REMAT_CHECK_AS(::remat::Error, cond, __VA_ARGS__)

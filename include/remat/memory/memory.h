@@ -21,12 +21,12 @@ struct Stat {
 };
 
 struct Stats {
-  Stat allocated_bytes;   // bytes in blocks handed to tensors (rounded sizes)
-  Stat reserved_bytes;    // bytes obtained from the raw backend (segments)
-  Stat active_bytes;      // allocated plus blocks freed but still in use by a stream
-  Stat requested_bytes;   // bytes tensors asked for (before rounding)
-  Stat allocation_count;  // live blocks handed out
-  Stat segment_count;     // live segments obtained from the raw backend
+  Stat allocated_bytes;           // bytes in blocks handed to tensors (rounded sizes)
+  Stat reserved_bytes;            // bytes obtained from the raw backend (segments)
+  Stat active_bytes;              // allocated plus blocks freed but still in use by a stream
+  Stat requested_bytes;           // bytes tensors asked for (before rounding)
+  Stat allocation_count;          // live blocks handed out
+  Stat segment_count;             // live segments obtained from the raw backend
   int64_t num_raw_allocs = 0;     // raw backend allocations (malloc / cudaMalloc)
   int64_t num_raw_frees = 0;      // raw backend frees
   int64_t num_alloc_retries = 0;  // requests that had to free the cache and retry
