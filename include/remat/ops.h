@@ -67,6 +67,8 @@ std::vector<Tensor> split(const Tensor& x, const std::vector<int64_t>& sizes, in
 
 // Linear algebra: a[..., M, K] @ b[..., K, N], batch dims broadcast (>= 2-d operands).
 Tensor matmul(const Tensor& a, const Tensor& b);
+// a @ b + bias[N] in one op (BLAS adds the bias): a linear layer.
+Tensor matmul(const Tensor& a, const Tensor& b, const Tensor& bias);
 
 // Activations and normalisation.
 Tensor softmax(const Tensor& x, int64_t dim);

@@ -32,22 +32,32 @@ BlasMatrix blas_view(const Tensor& t) {
   return {c, CblasNoTrans, std::max<int64_t>(cols, 1)};
 }
 
+// c = a @ b + beta * c
 template <typename T>
 void gemm(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int64_t m, int64_t n, int64_t k, const T* a,
-          int64_t lda, const T* b, int64_t ldb, T* c, int64_t ldc) {
+          int64_t lda, const T* b, int64_t ldb, T beta, T* c, int64_t ldc) {
   const auto M = static_cast<blasint>(m), N = static_cast<blasint>(n), K = static_cast<blasint>(k);
   if constexpr (std::is_same_v<T, float>) {
     cblas_sgemm(CblasRowMajor, ta, tb, M, N, K, 1.0f, a, static_cast<blasint>(lda), b,
-                static_cast<blasint>(ldb), 0.0f, c, static_cast<blasint>(ldc));
+                static_cast<blasint>(ldb), beta, c, static_cast<blasint>(ldc));
   } else {
     cblas_dgemm(CblasRowMajor, ta, tb, M, N, K, 1.0, a, static_cast<blasint>(lda), b,
-                static_cast<blasint>(ldb), 0.0, c, static_cast<blasint>(ldc));
+                static_cast<blasint>(ldb), beta, c, static_cast<blasint>(ldc));
   }
+}
+
+// Every row of the contiguous out [rows, n] set to bias [n].
+template <typename T>
+void fill_rows(const Tensor& bias, T* out, int64_t rows, int64_t n) {
+  const Tensor b = bias.contiguous();
+  const T* pb = static_cast<const T*>(b.data_ptr());
+#pragma omp parallel for if (rows * n >= 2 * kParallelGrain) schedule(static)
+  for (int64_t r = 0; r < rows; ++r) std::copy(pb, pb + n, out + r * n);
 }
 
 }  // namespace
 
-void matmul(const Tensor& a, const Tensor& b, const Tensor& out) {
+void matmul(const Tensor& a, const Tensor& b, const Tensor& bias, const Tensor& out) {
   const size_t nd = out.shape().size();
   const int64_t m = out.shape()[nd - 2], n = out.shape()[nd - 1];
   const int64_t k = a.shape().back();
@@ -62,10 +72,14 @@ void matmul(const Tensor& a, const Tensor& b, const Tensor& out) {
     const T* pa = static_cast<const T*>(A.storage.data_ptr());
     const T* pb = static_cast<const T*>(B.storage.data_ptr());
     T* pc = static_cast<T*>(out.data_ptr());
-    if (k == 0) {
+    // With a bias, out starts as the bias and BLAS accumulates onto it.
+    const T beta = bias.defined() ? T(1) : T(0);
+    if (bias.defined()) {
+      fill_rows(bias, pc, batches * m, n);
+    } else if (k == 0) {
       std::fill(pc, pc + out.numel(), T(0));
-      return;
     }
+    if (k == 0) return;
     for (int64_t i = 0; i < batches; ++i) {
       int64_t oa = 0, ob = 0, rem = i;
       for (size_t d = batch_shape.size(); d-- > 0;) {
@@ -74,7 +88,7 @@ void matmul(const Tensor& a, const Tensor& b, const Tensor& out) {
         oa += idx * a_batch[d];
         ob += idx * b_batch[d];
       }
-      gemm<T>(A.trans, B.trans, m, n, k, pa + oa, A.ld, pb + ob, B.ld, pc + i * m * n,
+      gemm<T>(A.trans, B.trans, m, n, k, pa + oa, A.ld, pb + ob, B.ld, beta, pc + i * m * n,
               std::max<int64_t>(n, 1));
     }
   };

@@ -22,9 +22,10 @@ Tensor Linear::forward(const Tensor& x) {
   // weight would make backward materialise one weight gradient per batch entry.
   Shape out_shape = x.shape();
   out_shape.back() = out_features();
-  Tensor y = matmul(reshape(x, {-1, in_features()}), weight_.transpose(0, 1));
-  if (bias_.defined()) y = y + bias_;
-  return reshape(y, out_shape);
+  // The bias rides in the matmul op: one op, one pass, and Policy::save_ops({"matmul"})
+  // keeps the layer's output.
+  return reshape(matmul(reshape(x, {-1, in_features()}), weight_.transpose(0, 1), bias_),
+                 out_shape);
 }
 
 Conv2d::Conv2d(int64_t in_channels, int64_t out_channels, int64_t kernel_size, int64_t stride,

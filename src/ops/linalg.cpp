@@ -1,4 +1,6 @@
-// Matrix products.
+// Matrix products: matmul's operands are (a, b, bias), the bias possibly
+// undefined; with one, the op is a linear layer's whole affine map, so a
+// checkpoint policy that keeps matmul outputs keeps the biased result.
 #include "kernels/cpu/gemm.h"
 #include "ops/dispatch.h"
 #include "remat/ops.h"
@@ -9,7 +11,10 @@ void register_linalg_ops(Registry& r) {
   OpDef def;
   def.name = "matmul";
   def.shape = [](const std::vector<Tensor>& in, const Attrs&) {
-    const Tensor &a = in[0], &b = in[1];
+    REMAT_CHECK(in.size() == 3,
+                "matmul: expected (a, b, bias), bias possibly undefined, got {} operands",
+                in.size());
+    const Tensor &a = in[0], &b = in[1], &bias = in[2];
     check_same_dtype("matmul", a, b);
     REMAT_CHECK_SHAPE(a.dim() >= 2 && b.dim() >= 2,
                       "matmul: operands must be at least 2-d, got {} and {}", shape_str(a.shape()),
@@ -21,19 +26,28 @@ void register_linalg_ops(Registry& r) {
                                    Shape(b.shape().begin(), b.shape().end() - 2), "matmul");
     batch.push_back(a.shape()[static_cast<size_t>(a.dim() - 2)]);
     batch.push_back(b.shape().back());
+    if (bias.defined()) {
+      check_same_dtype("matmul", a, bias);
+      REMAT_CHECK_SHAPE(bias.shape() == Shape{b.shape().back()},
+                        "matmul: bias must be [{}] for {} @ {}, got {}", b.shape().back(),
+                        shape_str(a.shape()), shape_str(b.shape()), shape_str(bias.shape()));
+    }
     return std::vector<TensorMeta>{{batch, a.dtype(), a.device()}};
   };
   def.forward = [](const std::vector<Tensor>& in, const Attrs&, std::vector<Tensor>& out) {
-    on_device("matmul", out[0].device(), [&] { kernels::cpu::matmul(in[0], in[1], out[0]); });
+    on_device("matmul", out[0].device(),
+              [&] { kernels::cpu::matmul(in[0], in[1], in[2], out[0]); });
   };
   def.save_inputs = {0, 1};
-  // dA = dC B^T, dB = A^T dC, each summed over broadcast batch dims.
+  // dA = dC B^T, dB = A^T dC, each summed over broadcast batch dims; dbias
+  // sums dC over every dim but the last.
   def.backward = [](const BackwardArgs& a) {
     return std::vector<Tensor>{
         a.needs(0) ? sum_to(matmul(a.grad(), a.input(1).transpose(-1, -2)), a.input_meta[0].shape)
                    : Tensor(),
         a.needs(1) ? sum_to(matmul(a.input(0).transpose(-1, -2), a.grad()), a.input_meta[1].shape)
-                   : Tensor()};
+                   : Tensor(),
+        a.needs(2) ? sum_to(a.grad(), a.input_meta[2].shape) : Tensor()};
   };
   r.add(std::move(def));
 }
@@ -41,5 +55,10 @@ void register_linalg_ops(Registry& r) {
 }  // namespace remat::ops
 
 namespace remat {
-Tensor matmul(const Tensor& a, const Tensor& b) { return ops::call1(ops::op("matmul"), {a, b}); }
+Tensor matmul(const Tensor& a, const Tensor& b) {
+  return ops::call1(ops::op("matmul"), {a, b, Tensor()});
+}
+Tensor matmul(const Tensor& a, const Tensor& b, const Tensor& bias) {
+  return ops::call1(ops::op("matmul"), {a, b, bias});
+}
 }  // namespace remat

@@ -14,6 +14,10 @@ std::vector<OpSample> linalg_samples() {
        "transposed_operand",
        [](const std::vector<Tensor>& x) { return matmul(x[0], x[1].transpose(0, 1)); },
        {uniform({3, 4}, -1, 1, 45), uniform({2, 4}, -1, 1, 46)}},
+      {"matmul",
+       "bias",
+       [](const std::vector<Tensor>& x) { return matmul(x[0], x[1], x[2]); },
+       {uniform({2, 3, 4}, -1, 1, 47), uniform({4, 5}, -1, 1, 48), uniform({5}, -1, 1, 49)}},
   };
 }
 
