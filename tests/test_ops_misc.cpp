@@ -290,11 +290,21 @@ TEST(MseLoss, ValueByHandAndShapeCheck) {
 
 // ---- attention --------------------------------------------------------------------------
 
-TEST(CausalMask, FillsKeysAfterTheQuery) {
+TEST(CausalSoftmax, GivesKeysAfterTheQueryProbabilityZero) {
   Tensor x = from_vector(std::vector<double>{1, 2, 3, 4, 5, 6}, {2, 3});
-  Tensor y = ops::call1(ops::op("causal_mask"), {x}, {{"fill", -9.0}});
+  Tensor y = ops::call1(ops::op("softmax"), {x}, {{"dim", int64_t{-1}}, {"causal", true}});
   // Lq = 2, Lk = 3: query i sees keys j <= i + 1.
-  EXPECT_EQ(y.to_vector<double>(), (std::vector<double>{1, 2, -9, 4, 5, 6}));
+  const double e = std::exp(1.0);
+  const std::vector<double> want{1 / (1 + e),         e / (1 + e),         0,
+                                 1 / (1 + e + e * e), e / (1 + e + e * e), e * e / (1 + e + e * e)};
+  const auto got = y.to_vector<double>();
+  for (size_t i = 0; i < want.size(); ++i) EXPECT_NEAR(got[i], want[i], 1e-15) << i;
+  // More queries than keys: the first query sees nothing and is NaN.
+  Tensor z = ops::call1(ops::op("softmax"), {zeros({3, 2}, kFloat64)},
+                        {{"dim", int64_t{-1}}, {"causal", true}});
+  EXPECT_TRUE(std::isnan(z.to_vector<double>()[0]));
+  EXPECT_THROW(ops::call1(ops::op("softmax"), {x}, {{"dim", int64_t{0}}, {"causal", true}}),
+               ShapeError);
 }
 
 // softmax(q k^T / sqrt(E) + mask) v, one batch at a time.

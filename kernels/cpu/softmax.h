@@ -6,6 +6,9 @@
 
 namespace remat::kernels::cpu {
 
-void softmax(const Tensor& x, int64_t dim, bool log, const Tensor& out);
+// causal (dim must be the last): in each trailing [Lq, Lk] matrix, query i
+// attends to keys j <= i + (Lk - Lq); the others get probability 0 (log: -inf)
+// without being computed, and a query with no visible key gets NaN.
+void softmax(const Tensor& x, int64_t dim, bool log, bool causal, const Tensor& out);
 
 }  // namespace remat::kernels::cpu

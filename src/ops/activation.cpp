@@ -12,18 +12,30 @@ Tensor grad_map(const char* name, const Tensor& g, const Tensor& saved) {
   return call1(op(name), {g, saved});
 }
 
+// attrs: dim; softmax also takes "causal" (the attention mask, fused: masked
+// keys are never exponentiated). Backward reads the output only, and masked
+// outputs are 0, so their gradient is 0 without a mask of its own.
+bool is_causal(const Attrs& a) { return a.has("causal") && a.b("causal"); }
+
 OpDef softmax_def(const char* name, bool log, BackwardFn backward) {
   OpDef def;
   def.name = name;
-  def.shape = [name](const std::vector<Tensor>& in, const Attrs& a) {
+  def.shape = [name, log](const std::vector<Tensor>& in, const Attrs& a) {
     check_floating(name, in[0]);
-    wrap_dim(a.i("dim"), in[0].dim(), name);
+    const int64_t dim = wrap_dim(a.i("dim"), in[0].dim(), name);
+    if (is_causal(a)) {
+      REMAT_CHECK(!log, "{}: causal is a softmax option only", name);
+      REMAT_CHECK_SHAPE(in[0].dim() >= 2 && dim == in[0].dim() - 1,
+                        "{}: causal needs scores [..., Lq, Lk] and the last dim, got {} and dim {}",
+                        name, describe(in), a.i("dim"));
+    }
     return std::vector<TensorMeta>{TensorMeta::of(in[0])};
   };
   def.forward = [name, log](const std::vector<Tensor>& in, const Attrs& a,
                             std::vector<Tensor>& out) {
-    int64_t dim = wrap_dim(a.i("dim"), in[0].dim(), name);
-    on_device(name, out[0].device(), [&] { kernels::cpu::softmax(in[0], dim, log, out[0]); });
+    const int64_t dim = wrap_dim(a.i("dim"), in[0].dim(), name);
+    on_device(name, out[0].device(),
+              [&] { kernels::cpu::softmax(in[0], dim, log, is_causal(a), out[0]); });
   };
   def.backward = std::move(backward);
   def.save_outputs = {0};

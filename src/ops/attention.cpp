@@ -1,37 +1,10 @@
-// Scaled dot-product attention, composed of matmul, mul, softmax and the
-// causal_mask op, so a checkpoint policy can keep the matmul outputs and
-// recompute the rest.
+// Scaled dot-product attention, composed of matmul, mul_scalar and softmax
+// (with its fused causal mask), so a checkpoint policy can keep the matmul
+// outputs and recompute the rest.
 #include <cmath>
-#include <limits>
 
-#include "kernels/cpu/attention.h"
 #include "ops/dispatch.h"
 #include "remat/ops.h"
-
-namespace remat::ops {
-
-void register_attention_ops(Registry& r) {
-  // Scores [..., Lq, Lk]: keys after the query (j > i + Lk - Lq) set to the
-  // attribute "fill". With fill 0 the op is linear and its own derivative.
-  OpDef def;
-  def.name = "causal_mask";
-  def.shape = [](const std::vector<Tensor>& in, const Attrs&) {
-    check_floating("causal_mask", in[0]);
-    REMAT_CHECK_SHAPE(in[0].dim() >= 2, "causal_mask: scores must be at least 2-d, got {}",
-                      describe(in));
-    return std::vector<TensorMeta>{TensorMeta::of(in[0])};
-  };
-  def.forward = [](const std::vector<Tensor>& in, const Attrs& a, std::vector<Tensor>& out) {
-    on_device("causal_mask", out[0].device(),
-              [&] { kernels::cpu::causal_mask(in[0], a.f("fill"), out[0]); });
-  };
-  def.backward = [](const BackwardArgs& a) {
-    return std::vector<Tensor>{call1(op("causal_mask"), {a.grad()}, {{"fill", 0.0}})};
-  };
-  r.add(std::move(def));
-}
-
-}  // namespace remat::ops
 
 namespace remat {
 
@@ -52,13 +25,11 @@ Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tens
   Shape batch_v(v.shape().begin(), v.shape().end() - 2);
   broadcast_shapes(broadcast_shapes(batch_q, batch_k, name), batch_v, name);
 
-  Tensor scores = matmul(q, k.transpose(-1, -2)) * (1.0 / std::sqrt(static_cast<double>(e)));
-  if (causal) {
-    // A query row with no visible key (Lq > Lk) becomes NaN, as in PyTorch.
-    scores = ops::call1(ops::op("causal_mask"), {scores},
-                        {{"fill", -std::numeric_limits<double>::infinity()}});
-  }
-  return matmul(softmax(scores, -1), v);
+  const Tensor scores = matmul(q, k.transpose(-1, -2)) * (1.0 / std::sqrt(static_cast<double>(e)));
+  // A query row with no visible key (Lq > Lk) becomes NaN, as in PyTorch.
+  const Tensor weights =
+      ops::call1(ops::op("softmax"), {scores}, {{"dim", int64_t{-1}}, {"causal", causal}});
+  return matmul(weights, v);
 }
 
 }  // namespace remat

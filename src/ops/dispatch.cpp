@@ -64,7 +64,6 @@ Registry::Registry() {
   register_loss_ops(*this);
   register_conv_ops(*this);
   register_pool_ops(*this);
-  register_attention_ops(*this);
   register_embedding_ops(*this);
   register_optimizer_ops(*this);
 }

@@ -140,7 +140,6 @@ void register_random_ops(Registry& r);
 void register_loss_ops(Registry& r);
 void register_conv_ops(Registry& r);
 void register_pool_ops(Registry& r);
-void register_attention_ops(Registry& r);
 void register_embedding_ops(Registry& r);
 void register_optimizer_ops(Registry& r);
 

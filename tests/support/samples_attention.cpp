@@ -4,9 +4,8 @@
 namespace remat::testing {
 
 std::vector<OpSample> attention_samples() {
-  // A finite fill keeps the output finite for the finite differences.
-  auto mask = [](const std::vector<Tensor>& x) {
-    return ops::call1(ops::op("causal_mask"), {x[0]}, {{"fill", -2.0}});
+  auto causal_softmax = [](const std::vector<Tensor>& x) {
+    return ops::call1(ops::op("softmax"), {x[0]}, {{"dim", int64_t{-1}}, {"causal", true}});
   };
   auto sdpa = [](bool causal) {
     return [causal](const std::vector<Tensor>& x) {
@@ -14,16 +13,16 @@ std::vector<OpSample> attention_samples() {
     };
   };
   return {
-      {"causal_mask", "square", mask, {uniform({2, 3, 3}, -1, 1, 41)}},
-      {"causal_mask", "more_keys", mask, {uniform({2, 4}, -1, 1, 42)}},
-      // scaled_dot_product_attention is composed of matmul, mul_scalar,
-      // causal_mask and softmax.
-      {"causal_mask",
+      {"softmax", "causal_square", causal_softmax, {uniform({2, 3, 3}, -1, 1, 41)}},
+      {"softmax", "causal_more_keys", causal_softmax, {uniform({2, 4}, -1, 1, 42)}},
+      // scaled_dot_product_attention is composed of matmul, mul_scalar and
+      // softmax (causal or not).
+      {"softmax",
        "sdpa_causal",
        sdpa(true),
        {uniform({2, 3, 4}, -1, 1, 43), uniform({2, 3, 4}, -1, 1, 44),
         uniform({2, 3, 2}, -1, 1, 45)}},
-      {"causal_mask",
+      {"softmax",
        "sdpa_causal_more_keys",
        sdpa(true),
        {uniform({1, 2, 3}, -1, 1, 46), uniform({1, 4, 3}, -1, 1, 47),
