@@ -122,6 +122,25 @@ void map_elements(const Tensor& out, Fn&& fn, const std::pair<const Tensor*, con
       });
 }
 
+// Runs row(out, in..., n) over parallel chunks of operands that are all
+// contiguous and of out's shape; returns false, doing nothing, for any other
+// layout. For kernels written as whole rows (see REMAT_CPU_CLONES).
+template <typename Out, typename... In, typename RowFn>
+bool map_contiguous(const Tensor& out, RowFn&& row,
+                    const std::pair<const Tensor*, const In*>&... ins) {
+  if (!out.is_contiguous() ||
+      ((!ins.first->is_contiguous() || ins.first->shape() != out.shape()) || ...)) {
+    return false;
+  }
+  Out* o = static_cast<Out*>(out.data_ptr());
+  for_each_row<1>(
+      Shape{out.numel()}, {Strides{1}},
+      [&](const std::array<int64_t, 1>& off, int64_t len, const std::array<int64_t, 1>&) {
+        row(o + off[0], (ins.second + off[0])..., len);
+      });
+  return true;
+}
+
 template <typename T>
 std::pair<const Tensor*, const T*> operand(const Tensor& t) {
   return {&t, static_cast<const T*>(t.data_ptr())};
