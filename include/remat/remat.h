@@ -9,6 +9,7 @@
 #include "remat/core/generator.h"
 #include "remat/core/grad_mode.h"
 #include "remat/core/shape.h"
+#include "remat/core/stream.h"
 #include "remat/core/tensor.h"
 #include "remat/data/data.h"
 #include "remat/memory/memory.h"

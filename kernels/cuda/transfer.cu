@@ -1,4 +1,4 @@
-#include "core/cuda_check.h"
+#include "kernels/cuda/common.cuh"
 #include "kernels/cuda/transfer.cuh"
 
 namespace remat::kernels::cuda {
@@ -9,9 +9,16 @@ void copy_between_devices(const Tensor& src, const Tensor& dst) {
               "copy from {} to {}: needs contiguous tensors of one shape and dtype ({} and {})",
               src.device(), dst.device(), TensorMeta::of(src).str(), TensorMeta::of(dst).str());
   if (src.nbytes() == 0) return;
-  // cudaMemcpyDefault: unified addressing tells the direction from the pointers.
-  REMAT_CUDA_CHECK(cudaMemcpy(dst.data_ptr(), src.data_ptr(), static_cast<size_t>(src.nbytes()),
-                              cudaMemcpyDefault));
+  // Queued on the device's current stream, behind the kernels that produce
+  // src, then waited for: the host side may be pageable memory that is freed
+  // or read as soon as this returns. cudaMemcpyDefault: unified addressing
+  // tells the direction from the pointers.
+  const Tensor& on_device = src.device().is_cuda() ? src : dst;
+  DeviceScope scope(on_device);
+  const cudaStream_t stream = stream_of(on_device);
+  REMAT_CUDA_CHECK(cudaMemcpyAsync(dst.data_ptr(), src.data_ptr(),
+                                   static_cast<size_t>(src.nbytes()), cudaMemcpyDefault, stream));
+  REMAT_CUDA_CHECK(cudaStreamSynchronize(stream));
 }
 
 }  // namespace remat::kernels::cuda

@@ -15,6 +15,25 @@ namespace remat::detail {
                           cudaGetErrorName(err), cudaGetErrorString(err)));
 }
 
+// Makes `device` current for its scope, restoring the previous one after.
+class CudaDeviceGuard {
+ public:
+  explicit CudaDeviceGuard(int device) {
+    cudaError_t err = cudaGetDevice(&previous_);
+    if (err != cudaSuccess) throw_cuda_error(err, "cudaGetDevice", __FILE__, __LINE__);
+    if (previous_ != device) {
+      err = cudaSetDevice(device);
+      if (err != cudaSuccess) throw_cuda_error(err, "cudaSetDevice", __FILE__, __LINE__);
+    }
+  }
+  ~CudaDeviceGuard() { cudaSetDevice(previous_); }
+  CudaDeviceGuard(const CudaDeviceGuard&) = delete;
+  CudaDeviceGuard& operator=(const CudaDeviceGuard&) = delete;
+
+ private:
+  int previous_ = 0;
+};
+
 }  // namespace remat::detail
 
 #define REMAT_CUDA_CHECK(call)                                                       \

@@ -8,26 +8,11 @@
 namespace remat::memory {
 namespace {
 
-// Makes `device` current for its scope, restoring the previous one after.
-class DeviceGuard {
- public:
-  explicit DeviceGuard(int device) {
-    REMAT_CUDA_CHECK(cudaGetDevice(&previous_));
-    if (previous_ != device) REMAT_CUDA_CHECK(cudaSetDevice(device));
-  }
-  ~DeviceGuard() { cudaSetDevice(previous_); }
-  DeviceGuard(const DeviceGuard&) = delete;
-  DeviceGuard& operator=(const DeviceGuard&) = delete;
-
- private:
-  int previous_ = 0;
-};
-
 class CudaDeviceBackend final : public RawBackend {
  public:
   explicit CudaDeviceBackend(int index) : index_(index) {}
   void* raw_alloc(size_t bytes) override {
-    DeviceGuard guard(index_);
+    detail::CudaDeviceGuard guard(index_);
     void* ptr = nullptr;
     cudaError_t err = cudaMalloc(&ptr, bytes);
     if (err == cudaErrorMemoryAllocation) {
@@ -38,7 +23,7 @@ class CudaDeviceBackend final : public RawBackend {
     return ptr;
   }
   void raw_free(void* ptr, size_t) override {
-    DeviceGuard guard(index_);
+    detail::CudaDeviceGuard guard(index_);
     REMAT_CUDA_CHECK(cudaFree(ptr));
   }
   Device device() const override { return Device::cuda(index_); }

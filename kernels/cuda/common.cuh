@@ -1,0 +1,173 @@
+// What every CUDA kernel file shares: the device-side scalar type of each
+// dtype and its float accumulator, launch geometry, the current stream and
+// device of a tensor, launch checks, and a strided indexer for up to 8 merged
+// dims. Include from .cu files only.
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime_api.h>
+
+#include <algorithm>
+#include <array>
+#include <cstdint>
+#include <type_traits>
+
+#include "core/cuda_check.h"
+#include "kernels/strided.h"
+#include "remat/core/stream.h"
+#include "remat/core/tensor.h"
+
+namespace remat::kernels::cuda {
+
+// ---- dtypes -------------------------------------------------------------------
+
+// Device-side scalar of each host storage type (same bits).
+template <typename T>
+struct DeviceScalar {
+  using type = T;
+};
+template <>
+struct DeviceScalar<BFloat16> {
+  using type = __nv_bfloat16;
+};
+template <>
+struct DeviceScalar<Float16> {
+  using type = __half;
+};
+template <typename T>
+using device_t = typename DeviceScalar<T>::type;
+
+// The type arithmetic on T accumulates in: float for the 16-bit floats and
+// float32, double for float64, T itself for integers.
+template <typename T>
+struct Accumulate {
+  using type = T;
+};
+template <>
+struct Accumulate<__nv_bfloat16> {
+  using type = float;
+};
+template <>
+struct Accumulate<__half> {
+  using type = float;
+};
+template <typename T>
+using acc_t = typename Accumulate<T>::type;
+
+template <typename T>
+__host__ __device__ inline acc_t<T> to_acc(T v) {
+  if constexpr (std::is_same_v<T, __nv_bfloat16>) {
+    return __bfloat162float(v);
+  } else if constexpr (std::is_same_v<T, __half>) {
+    return __half2float(v);
+  } else {
+    return v;
+  }
+}
+
+template <typename T, typename A>
+__host__ __device__ inline T from_acc(A v) {
+  if constexpr (std::is_same_v<T, __nv_bfloat16>) {
+    return __float2bfloat16(static_cast<float>(v));
+  } else if constexpr (std::is_same_v<T, __half>) {
+    return __float2half(static_cast<float>(v));
+  } else {
+    return static_cast<T>(v);
+  }
+}
+
+// Calls fn.template operator()<D>() with D the device scalar of a floating
+// dtype (float, double, __nv_bfloat16, __half); other dtypes throw naming `what`.
+template <typename Fn>
+void visit_floating(DType t, const char* what, Fn&& fn) {
+  switch (t) {
+    case kFloat32: fn.template operator()<float>(); return;
+    case kFloat64: fn.template operator()<double>(); return;
+    case kBFloat16: fn.template operator()<__nv_bfloat16>(); return;
+    case kFloat16: fn.template operator()<__half>(); return;
+    default: throw Error(fmt::format("{}: no CUDA kernel for dtype {}", what, t));
+  }
+}
+
+// ---- launch -------------------------------------------------------------------
+
+inline constexpr int kThreads = 256;
+
+// Blocks for a grid-stride loop over n elements.
+inline unsigned blocks_for(int64_t n, int threads = kThreads) {
+  return static_cast<unsigned>(std::clamp<int64_t>((n + threads - 1) / threads, 1, 65535));
+}
+
+// for (i = this thread's first index; i < n; i += all threads in the grid)
+#define REMAT_GRID_STRIDE_LOOP(i, n)                                                     \
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < (n); \
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x)
+
+// The stream kernels on t's device are queued on (the thread's current one).
+inline cudaStream_t stream_of(const Tensor& t) {
+  return static_cast<cudaStream_t>(current_stream(t.device()).handle());
+}
+
+// Makes t's device current for the scope (kernels launch on the current one).
+class DeviceScope {
+ public:
+  explicit DeviceScope(const Tensor& t) : guard_(t.device().index) {}
+
+ private:
+  detail::CudaDeviceGuard guard_;
+};
+
+// After a launch: a bad configuration or missing kernel image is reported
+// here, naming the kernel; faults inside the kernel surface at the next
+// synchronising call.
+#define REMAT_CUDA_LAUNCH_CHECK(kernel_name)                                                   \
+  do {                                                                                         \
+    cudaError_t remat_launch_err_ = cudaGetLastError();                                        \
+    if (remat_launch_err_ != cudaSuccess) {                                                    \
+      ::remat::detail::throw_cuda_error(remat_launch_err_, "launch of " kernel_name, __FILE__, \
+                                        __LINE__);                                             \
+    }                                                                                          \
+  } while (0)
+
+// ---- strided indexing ---------------------------------------------------------
+
+inline constexpr int kMaxDims = 8;
+
+// Element offsets of N operands at a linear index of the (merged) iteration
+// shape, innermost dim fastest. Passed to kernels by value.
+template <int N>
+struct StridedIndexer {
+  int ndim = 1;
+  int64_t sizes[kMaxDims] = {};
+  int64_t strides[N][kMaxDims] = {};
+
+  __device__ void offsets(int64_t linear, int64_t (&out)[N]) const {
+    for (int k = 0; k < N; ++k) out[k] = 0;
+    for (int d = ndim - 1; d >= 0; --d) {
+      const int64_t idx = linear % sizes[d];
+      linear /= sizes[d];
+      for (int k = 0; k < N; ++k) out[k] += idx * strides[k][d];
+    }
+  }
+};
+
+// The indexer of operands over `shape` (operand 0 is usually the output);
+// throws when more than kMaxDims dims remain after merging.
+template <int N>
+StridedIndexer<N> make_indexer(const Shape& shape, const std::array<Strides, N>& strides) {
+  const StridedLayout<N> l = merge_dims<N>(shape, strides);
+  REMAT_CHECK(l.shape.size() <= static_cast<size_t>(kMaxDims),
+              "CUDA kernels index at most {} non-mergeable dims, got shape {}", kMaxDims,
+              fmt::join(shape, "x"));
+  StridedIndexer<N> ix;
+  ix.ndim = static_cast<int>(l.shape.size());
+  for (int d = 0; d < ix.ndim; ++d) {
+    ix.sizes[d] = l.shape[static_cast<size_t>(d)];
+    for (int k = 0; k < N; ++k)
+      ix.strides[k][d] = l.strides[static_cast<size_t>(k)][static_cast<size_t>(d)];
+  }
+  return ix;
+}
+
+}  // namespace remat::kernels::cuda

@@ -1,0 +1,55 @@
+// N operands viewed over one shape, each with its own strides (0 where
+// broadcast), with adjacent dims that are contiguous in every operand merged:
+// the host-side layout that both the CPU loops and the CUDA indexers consume.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <vector>
+
+#include "remat/core/tensor.h"
+
+namespace remat::kernels {
+
+template <size_t N>
+struct StridedLayout {
+  Shape shape;                     // merged dims
+  std::array<Strides, N> strides;  // per operand, in elements
+};
+
+// Strides of t viewed with `shape` (t's shape broadcast to it: stride 0 on new
+// or size-1 dims).
+inline Strides broadcast_strides(const Tensor& t, const Shape& shape) {
+  Strides out(shape.size(), 0);
+  size_t lead = shape.size() - t.shape().size();
+  for (size_t i = 0; i < t.shape().size(); ++i) {
+    out[lead + i] = t.shape()[i] == 1 ? 0 : t.strides()[i];
+  }
+  return out;
+}
+
+template <size_t N>
+StridedLayout<N> merge_dims(const Shape& shape, const std::array<Strides, N>& strides) {
+  StridedLayout<N> out;
+  for (size_t d = 0; d < shape.size(); ++d) {
+    if (shape[d] == 1) continue;
+    bool mergeable = !out.shape.empty();
+    for (size_t k = 0; k < N && mergeable; ++k) {
+      mergeable = out.strides[k].back() == strides[k][d] * shape[d];
+    }
+    if (mergeable) {
+      out.shape.back() *= shape[d];
+      for (size_t k = 0; k < N; ++k) out.strides[k].back() = strides[k][d];
+    } else {
+      out.shape.push_back(shape[d]);
+      for (size_t k = 0; k < N; ++k) out.strides[k].push_back(strides[k][d]);
+    }
+  }
+  if (out.shape.empty()) {  // a scalar
+    out.shape.push_back(1);
+    for (size_t k = 0; k < N; ++k) out.strides[k].push_back(0);
+  }
+  return out;
+}
+
+}  // namespace remat::kernels
