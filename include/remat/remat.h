@@ -8,6 +8,7 @@
 #include "remat/core/error.h"
 #include "remat/core/generator.h"
 #include "remat/core/grad_mode.h"
+#include "remat/core/math_mode.h"
 #include "remat/core/shape.h"
 #include "remat/core/stream.h"
 #include "remat/core/tensor.h"

@@ -3,16 +3,10 @@
 // stays capped whatever the batch.
 #pragma once
 
+#include "kernels/conv.h"
 #include "remat/core/tensor.h"
 
 namespace remat::kernels::cpu {
-
-struct Conv2dParams {
-  int64_t stride_h = 1, stride_w = 1;
-  int64_t pad_h = 0, pad_w = 0;
-  int64_t dilation_h = 1, dilation_w = 1;
-  int64_t groups = 1;
-};
 
 // out [N, O, oH, oW] (contiguous) = x [N, C, H, W] convolved with
 // weight [O, C/groups, kH, kW], plus bias [O] when bias is defined.

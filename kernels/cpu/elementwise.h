@@ -4,25 +4,13 @@
 // bfloat16/float16 in float32); copy and fill take every dtype.
 #pragma once
 
+#include "kernels/elementwise.h"
 #include "remat/core/tensor.h"
 
 namespace remat::kernels::cpu {
 
-enum class UnaryOp { Neg, Exp, Log, Sqrt, Tanh, Sigmoid, Relu, Gelu, GeluTanh, Abs };
-enum class BinaryOp {
-  Add,
-  Sub,
-  Mul,
-  Div,
-  Pow,
-  Maximum,
-  // Gradient maps: (incoming gradient, saved value) -> gradient of the input.
-  ReluBackward,      // g * (y > 0)
-  GeluBackward,      // g * d/dx gelu_erf(x)
-  GeluTanhBackward,  // g * d/dx gelu_tanh(x)
-  TanhBackward,      // g * (1 - y^2)
-  SigmoidBackward,   // g * y * (1 - y)
-};
+using kernels::BinaryOp;
+using kernels::UnaryOp;
 
 void unary(UnaryOp op, const Tensor& x, const Tensor& out);
 // out = a op b, with a and b broadcast to out's shape.

@@ -6,19 +6,10 @@
 
 #include <cstdint>
 
+#include "kernels/optimizer.h"
 #include "remat/core/tensor.h"
 
 namespace remat::kernels::cpu {
-
-struct AdamStep {
-  double lr = 0;
-  double beta1 = 0;
-  double beta2 = 0;
-  double eps = 0;
-  double weight_decay = 0;
-  bool decoupled_weight_decay = false;  // AdamW: p *= 1 - lr * wd; Adam: g += wd * p
-  int64_t step = 1;                     // this update's count, from 1 (bias correction)
-};
 
 // One Adam/AdamW step on one parameter, in place on param, exp_avg and
 // exp_avg_sq (same shape and dtype as param, any strides), in one pass:

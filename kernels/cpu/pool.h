@@ -2,15 +2,10 @@
 // kernels run planes in parallel and backward accumulates without atomics.
 #pragma once
 
+#include "kernels/pool.h"
 #include "remat/core/tensor.h"
 
 namespace remat::kernels::cpu {
-
-struct Pool2dParams {
-  int64_t kernel_h = 1, kernel_w = 1;
-  int64_t stride_h = 1, stride_w = 1;
-  int64_t pad_h = 0, pad_w = 0;
-};
 
 // values and indices [N, C, oH, oW] (contiguous): each window's maximum
 // (padding counts as -inf; NaN wins) and its flat position in the H*W plane.

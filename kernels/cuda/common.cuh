@@ -130,6 +130,37 @@ class DeviceScope {
     }                                                                                          \
   } while (0)
 
+// ---- reductions -----------------------------------------------------------------
+
+inline constexpr int kWarp = 32;
+inline constexpr unsigned kFullMask = 0xffffffffu;
+
+// Reduces v over groups of L adjacent lanes of a warp (L a power of two up to
+// 32) with combine; every lane of the group gets the result.
+template <int L = kWarp, typename T, typename Combine>
+__device__ T warp_reduce(T v, Combine combine) {
+  for (int o = L / 2; o > 0; o /= 2) v = combine(v, __shfl_xor_sync(kFullMask, v, o));
+  return v;
+}
+
+// Reduces v over the blockDim.x threads of a row group with combine (whose
+// identity is `identity`): one warp (blockDim.x == 32) or the whole block
+// (then blockDim.y == 1, blockDim.x <= kThreads). Every thread gets the
+// result, in an order fixed by the launch geometry alone, so results repeat
+// bit for bit.
+template <typename A, typename Combine>
+__device__ A group_reduce(A v, Combine combine, A identity) {
+  v = warp_reduce(v, combine);
+  if (blockDim.x == kWarp) return v;
+  __shared__ A partial[kThreads / kWarp];
+  const unsigned warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp;
+  __syncthreads();  // earlier reads of partial are done
+  if (lane == 0) partial[warp] = v;
+  __syncthreads();
+  v = lane < blockDim.x / kWarp ? partial[lane] : identity;
+  return warp_reduce(v, combine);
+}
+
 // ---- strided indexing ---------------------------------------------------------
 
 inline constexpr int kMaxDims = 8;

@@ -1,11 +1,14 @@
 // The caching allocator (see caching_allocator.h for the policy). Blocks are
 // records of a piece of a segment; the free ones sit in their pool's set,
-// ordered by (size, address) so a lower_bound is a best fit. Every block keeps
-// its neighbours in the segment, so a freed block merges with them in O(1).
+// ordered by (stream, size, address) so a lower_bound is a best fit on the
+// stream. Every block keeps its neighbours in the segment, so a freed block
+// merges with them in O(1).
 #include "caching_allocator.h"
 
 #include <algorithm>
 #include <chrono>
+#include <deque>
+#include <functional>
 #include <map>
 #include <string_view>
 #include <utility>
@@ -69,22 +72,30 @@ struct Block {
   BlockPool* pool = nullptr;
   char* ptr = nullptr;
   int64_t size = 0;
-  int64_t requested = 0;  // bytes asked for; 0 while free
+  int64_t requested = 0;  // bytes asked for; 0 once back in the pool
   bool allocated = false;
-  int stream = 0;         // seam for CUDA stream-aware reuse; every block is on stream 0 for now
-  Block* prev = nullptr;  // neighbours within the same segment, in address order
+  // The stream of the block's segment (nullptr: the default stream, and every
+  // block of a host backend). Split blocks inherit it, so neighbours share it.
+  void* stream = nullptr;
+  std::vector<void*> stream_uses;  // other streams it was recorded on (record_stream)
+  int event_count = 0;             // events pending since it was freed
+  Block* prev = nullptr;           // neighbours within the same segment, in address order
   Block* next = nullptr;
 };
 
-struct BySizeThenAddress {
+// In the pool: freed, and no other stream may still be using it.
+bool is_free(const Block* b) { return !b->allocated && b->event_count == 0; }
+
+struct ByStreamSizeAddress {
   bool operator()(const Block* a, const Block* b) const {
-    return a->size != b->size ? a->size < b->size : a->ptr < b->ptr;
+    if (a->stream != b->stream) return std::less<void*>()(a->stream, b->stream);
+    return a->size != b->size ? a->size < b->size : std::less<char*>()(a->ptr, b->ptr);
   }
 };
 
 struct BlockPool {
   explicit BlockPool(bool small) : is_small(small) {}
-  std::set<Block*, BySizeThenAddress> free_blocks;
+  std::set<Block*, ByStreamSizeAddress> free_blocks;
   const bool is_small;
 };
 
@@ -96,19 +107,28 @@ struct Segment {
 };
 
 bool wholly_free(const Segment& segment) {
-  return !segment.first->allocated && segment.first->next == nullptr;
+  return is_free(segment.first) && segment.first->next == nullptr;
 }
 
 }  // namespace
 
 struct CachingAllocator::Impl {
   Impl(CachingAllocator* self_, std::unique_ptr<RawBackend> backend_)
-      : self(self_), backend(std::move(backend_)), device(backend->device()) {}
+      : self(self_),
+        backend(std::move(backend_)),
+        stream_events(dynamic_cast<StreamEvents*>(backend.get())),
+        device(backend->device()) {}
 
   ~Impl() {
+    try {
+      synchronize_and_free_events();
+    } catch (const Error&) {
+      // The device failed: its segments are leaked below rather than freed
+      // under work that may still read them.
+    }
     for (auto& [base, segment] : segments) {
       bool in_use = false;
-      for (Block* b = segment.first; b != nullptr; b = b->next) in_use = in_use || b->allocated;
+      for (Block* b = segment.first; b != nullptr; b = b->next) in_use = in_use || !is_free(b);
       // A segment with live blocks is leaked: something still points into it,
       // and at process exit the static destruction order is not ours to pick.
       if (!in_use) backend->raw_free(base, static_cast<size_t>(segment.size));
@@ -125,17 +145,24 @@ struct CachingAllocator::Impl {
   }
 
   Block* allocate(int64_t bytes) {
+    void* stream = stream_events != nullptr ? stream_events->current_stream() : nullptr;
     std::lock_guard<std::mutex> lock(mutex);
     if (bytes > kMaxRequest) throw_oom(bytes, "the request is larger than any segment");
+    process_events();
     int64_t size = round_size(bytes);
     BlockPool& pool = size <= kSmallSize ? small_pool : large_pool;
-    Block* block = take_best_fit(pool, size);
-    if (block == nullptr) block = new_segment(pool, size);
+    Block* block = take_best_fit(pool, size, stream);
+    if (block == nullptr) block = new_segment(pool, size, stream);
     if (block == nullptr) {
-      // Memory pressure: give the cache back and try once more.
+      // Memory pressure: wait for the blocks other streams still hold, give
+      // the cache back and try once more.
       ++stats.num_alloc_retries;
-      release_free_segments();
-      block = new_segment(pool, size);
+      synchronize_and_free_events();
+      block = take_best_fit(pool, size, stream);
+      if (block == nullptr) {
+        release_free_segments();
+        block = new_segment(pool, size, stream);
+      }
     }
     if (block == nullptr) {
       int64_t segment_size = segment_size_for(size);
@@ -156,27 +183,103 @@ struct CachingAllocator::Impl {
     return block;
   }
 
+  // Allocated bytes and count drop at once; a block other streams may still
+  // use stays active (and out of the pool) until their events complete.
   void free(Block* block) {
     std::lock_guard<std::mutex> lock(mutex);
     decrease(stats.allocated_bytes, block->size);
-    decrease(stats.active_bytes, block->size);
-    decrease(stats.requested_bytes, block->requested);
     decrease(stats.allocation_count, 1);
     block->allocated = false;
-    block->requested = 0;
     record(EventKind::Free, block->size, block->ptr);
+    if (block->stream_uses.empty()) {
+      return_to_pool(block);
+      return;
+    }
+    try {
+      insert_events(block);
+    } catch (const Error&) {
+      // Called from ~Allocation, which must not throw. A device that cannot
+      // record an event is broken: keeping the block out of the pool for good
+      // (an event count nothing releases) is safe, reusing it is not.
+      ++block->event_count;
+    }
+  }
+
+  void record_stream(Block* block, const Stream& stream) {
+    std::lock_guard<std::mutex> lock(mutex);
+    REMAT_CHECK(block->allocated, "record_stream on {}: the block was freed", device);
+    REMAT_CHECK(stream_events != nullptr && stream.device() == device,
+                "record_stream: the memory is on {} ({}), the stream on {}", device,
+                backend->name(), stream.device());
+    void* handle = stream.handle();
+    if (handle == block->stream) return;  // its own stream orders its uses already
+    auto& uses = block->stream_uses;
+    if (std::find(uses.begin(), uses.end(), handle) == uses.end()) uses.push_back(handle);
+  }
+
+  void return_to_pool(Block* block) {
+    decrease(stats.active_bytes, block->size);
+    decrease(stats.requested_bytes, block->requested);
+    block->requested = 0;
     BlockPool& pool = *block->pool;
-    if (block->prev != nullptr && !block->prev->allocated) block = merge_into_prev(pool, block);
-    if (block->next != nullptr && !block->next->allocated) merge_into_prev(pool, block->next);
+    if (block->prev != nullptr && is_free(block->prev)) block = merge_into_prev(pool, block);
+    if (block->next != nullptr && is_free(block->next)) merge_into_prev(pool, block->next);
     pool.free_blocks.insert(block);
   }
 
-  // Best fit: the smallest free block that is large enough, lowest address first.
-  Block* take_best_fit(BlockPool& pool, int64_t size) {
+  // One event per stream the freed block was recorded on.
+  void insert_events(Block* block) {
+    std::vector<void*> uses = std::move(block->stream_uses);
+    block->stream_uses.clear();
+    for (void* stream : uses) {
+      void* event = stream_events->record_event(stream);
+      pending[stream].emplace_back(event, block);
+      ++block->event_count;
+    }
+  }
+
+  // Returns the blocks whose events have all completed to the pool. Events of
+  // one stream complete in the order they were recorded, so each stream's
+  // queue is read from the front until the first one still pending.
+  void process_events() {
+    for (auto it = pending.begin(); it != pending.end();) {
+      auto& queue = it->second;
+      while (!queue.empty() && stream_events->event_done(queue.front().first)) {
+        auto [event, block] = queue.front();
+        queue.pop_front();
+        release(event, block);
+      }
+      it = queue.empty() ? pending.erase(it) : std::next(it);
+    }
+  }
+
+  // empty_cache and the out-of-memory retry: wait for every pending event.
+  void synchronize_and_free_events() {
+    while (!pending.empty()) {
+      auto& queue = pending.begin()->second;
+      while (!queue.empty()) {
+        auto [event, block] = queue.front();
+        stream_events->synchronize_event(event);
+        queue.pop_front();
+        release(event, block);
+      }
+      pending.erase(pending.begin());
+    }
+  }
+
+  void release(void* event, Block* block) {
+    stream_events->release_event(event);
+    if (--block->event_count == 0) return_to_pool(block);
+  }
+
+  // Best fit on the stream: its smallest free block that is large enough,
+  // lowest address first.
+  Block* take_best_fit(BlockPool& pool, int64_t size, void* stream) {
     Block key;
     key.size = size;
+    key.stream = stream;
     auto it = pool.free_blocks.lower_bound(&key);
-    if (it == pool.free_blocks.end()) return nullptr;
+    if (it == pool.free_blocks.end() || (*it)->stream != stream) return nullptr;
     Block* block = *it;
     pool.free_blocks.erase(it);
     return block;
@@ -189,7 +292,7 @@ struct CachingAllocator::Impl {
 
   // A fresh segment as one block (not in the free set), or nullptr when the
   // limit or the backend says no.
-  Block* new_segment(BlockPool& pool, int64_t size) {
+  Block* new_segment(BlockPool& pool, int64_t size, void* stream) {
     int64_t segment_size = segment_size_for(size);
     if (over_limit(segment_size)) return nullptr;
     auto* base = static_cast<char*>(backend->raw_alloc(static_cast<size_t>(segment_size)));
@@ -197,7 +300,8 @@ struct CachingAllocator::Impl {
     ++stats.num_raw_allocs;
     increase(stats.reserved_bytes, segment_size);
     increase(stats.segment_count, 1);
-    auto* block = new Block{.owner = self, .pool = &pool, .ptr = base, .size = segment_size};
+    auto* block = new Block{
+        .owner = self, .pool = &pool, .ptr = base, .size = segment_size, .stream = stream};
     segments.emplace(base, Segment{.first = block, .size = segment_size});
     record(EventKind::SegmentAlloc, segment_size, base);
     return block;
@@ -213,6 +317,7 @@ struct CachingAllocator::Impl {
                            .pool = block->pool,
                            .ptr = block->ptr + size,
                            .size = remaining,
+                           .stream = block->stream,
                            .prev = block,
                            .next = block->next};
     if (block->next != nullptr) block->next->prev = rest;
@@ -252,11 +357,12 @@ struct CachingAllocator::Impl {
     }
   }
 
+  // Over every stream (the sets are ordered by stream first); only read when
+  // reporting out of memory.
   int64_t largest_free_block() const {
     int64_t largest = 0;
     for (const BlockPool* pool : {&small_pool, &large_pool}) {
-      if (!pool->free_blocks.empty())
-        largest = std::max(largest, (*pool->free_blocks.rbegin())->size);
+      for (const Block* b : pool->free_blocks) largest = std::max(largest, b->size);
     }
     return largest;
   }
@@ -289,11 +395,14 @@ struct CachingAllocator::Impl {
 
   CachingAllocator* const self;
   const std::unique_ptr<RawBackend> backend;
+  StreamEvents* const stream_events;  // the backend's, or nullptr (host memory)
   const Device device;
   mutable std::mutex mutex;  // guards everything below
   BlockPool small_pool{true};
   BlockPool large_pool{false};
   std::map<char*, Segment> segments;  // by base address, so snapshots come in address order
+  // Per stream, in recording order: the events of freed blocks still in use there.
+  std::map<void*, std::deque<std::pair<void*, Block*>>> pending;
   Stats stats;
   bool timeline_on = false;
   std::chrono::steady_clock::time_point timeline_start;
@@ -314,6 +423,10 @@ Allocation CachingAllocator::allocate(int64_t bytes) {
 
 void CachingAllocator::free(void* block) { impl_->free(static_cast<Block*>(block)); }
 
+void CachingAllocator::record_stream(void* block, const Stream& stream) {
+  impl_->record_stream(static_cast<Block*>(block), stream);
+}
+
 Stats CachingAllocator::stats() const {
   std::lock_guard<std::mutex> lock(impl_->mutex);
   return impl_->stats;
@@ -330,6 +443,7 @@ void CachingAllocator::reset_peak_stats() {
 
 void CachingAllocator::empty_cache() {
   std::lock_guard<std::mutex> lock(impl_->mutex);
+  impl_->synchronize_and_free_events();
   impl_->release_free_segments();
 }
 
@@ -383,6 +497,14 @@ void CachingAllocator::clear_timeline() {
 }
 
 Device CachingAllocator::device() const { return impl_->device; }
+
+void record_stream(const Allocation& allocation, const Stream& stream) {
+  if (allocation.block_ == nullptr) return;  // zero bytes: nothing to protect
+  auto* block = static_cast<Block*>(allocation.block_);
+  REMAT_CHECK(block->owner != nullptr, "record_stream: the allocator of {} is gone",
+              allocation.device());
+  block->owner->record_stream(block, stream);
+}
 
 // The block knows its allocator, so an Allocation from any CachingAllocator
 // (not only allocator_for's) goes back where it came from.

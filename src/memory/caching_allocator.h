@@ -4,7 +4,11 @@
 // and a large pool (requests < 10 MiB from 20 MiB segments, larger ones from
 // segments rounded to 2 MiB); best-fit reuse; blocks split on allocation and
 // coalesced with free neighbours on free; a free segment stays cached until
-// empty_cache or memory pressure.
+// empty_cache or memory pressure. On a stream-ordered backend (CUDA) a segment
+// belongs to the stream that was current when it was obtained, and its blocks
+// serve only allocations on that stream; a block recorded on other streams
+// (record_stream) returns to the pool only once events on those streams show
+// their queued work is done.
 #pragma once
 
 #include <cstdint>
@@ -14,9 +18,28 @@
 #include <vector>
 
 #include "raw_backend.h"
+#include "remat/core/stream.h"
 #include "remat/memory/memory.h"
 
 namespace remat::memory {
+
+// What a stream-ordered raw backend (cudaMalloc) implements beside RawBackend;
+// the allocator finds it by dynamic_cast, host backends lack it. Handles are
+// opaque: a stream is a cudaStream_t (nullptr: the default stream), an event a
+// cudaEvent_t. The allocator calls these under its mutex.
+class StreamEvents {
+ public:
+  virtual ~StreamEvents() = default;
+  // The calling thread's current stream on the backend's device.
+  virtual void* current_stream() const = 0;
+  // An event from the backend's pool, recorded on `stream` now.
+  virtual void* record_event(void* stream) = 0;
+  // True once the work queued before the event has finished.
+  virtual bool event_done(void* event) = 0;
+  virtual void synchronize_event(void* event) = 0;
+  // Returns the event to the pool.
+  virtual void release_event(void* event) = 0;
+};
 
 class CachingAllocator {
  public:
@@ -26,10 +49,15 @@ class CachingAllocator {
   CachingAllocator& operator=(const CachingAllocator&) = delete;
 
   // Throws OutOfMemoryError (message: request, allocated, reserved, limit,
-  // largest free block) after freeing the cache and retrying once.
+  // largest free block) after waiting for blocks other streams still use,
+  // freeing the cache and retrying once.
   Allocation allocate(int64_t bytes);
   // Called by ~Allocation.
   void free(void* block);
+  // Marks a live block as used on `stream` (a stream of this allocator's
+  // device other than the block's own): when freed, it is reused only after
+  // the work queued on `stream` until then has finished.
+  void record_stream(void* block, const Stream& stream);
 
   Stats stats() const;
   void reset_peak_stats();

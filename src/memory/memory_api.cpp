@@ -7,6 +7,7 @@
 
 #include "caching_allocator.h"
 #include "remat/core/error.h"
+#include "remat/core/tensor.h"
 
 namespace remat::memory {
 namespace {
@@ -72,6 +73,11 @@ void enable_timeline(Device d, bool on) { allocator_for(d).enable_timeline(on); 
 std::vector<Event> timeline(Device d) { return allocator_for(d).timeline(); }
 void clear_timeline(Device d) { allocator_for(d).clear_timeline(); }
 Allocation allocate(Device d, int64_t bytes) { return allocator_for(d).allocate(bytes); }
+
+void record_stream(const Tensor& tensor, const Stream& stream) {
+  REMAT_CHECK(tensor.defined(), "record_stream: undefined tensor");
+  record_stream(tensor.impl().storage->data, stream);
+}
 
 const char* event_kind_name(EventKind k) {
   switch (k) {

@@ -5,6 +5,10 @@
 #include "ops/elementwise_defs.h"
 #include "remat/ops.h"
 
+#if defined(REMAT_WITH_CUDA)
+#include "kernels/cuda/softmax.cuh"
+#endif
+
 namespace remat::ops {
 namespace {
 
@@ -34,8 +38,10 @@ OpDef softmax_def(const char* name, bool log, BackwardFn backward) {
   def.forward = [name, log](const std::vector<Tensor>& in, const Attrs& a,
                             std::vector<Tensor>& out) {
     const int64_t dim = wrap_dim(a.i("dim"), in[0].dim(), name);
-    on_device(name, out[0].device(),
-              [&] { kernels::cpu::softmax(in[0], dim, log, is_causal(a), out[0]); });
+    on_device(
+        name, out[0].device(),
+        [&] { kernels::cpu::softmax(in[0], dim, log, is_causal(a), out[0]); },
+        REMAT_CUDA_KERNEL(kernels::cuda::softmax(in[0], dim, log, is_causal(a), out[0])));
   };
   def.backward = std::move(backward);
   def.save_outputs = {0};

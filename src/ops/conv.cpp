@@ -4,6 +4,10 @@
 #include "ops/dispatch.h"
 #include "remat/ops.h"
 
+#if defined(REMAT_WITH_CUDA)
+#include "kernels/cuda/conv.cuh"
+#endif
+
 namespace remat::ops {
 namespace {
 
@@ -15,7 +19,7 @@ std::vector<int64_t> pair_attr(const Attrs& a, const char* key, int64_t min) {
   return v;
 }
 
-kernels::cpu::Conv2dParams conv_params(const Attrs& a) {
+kernels::Conv2dParams conv_params(const Attrs& a) {
   const auto stride = pair_attr(a, "stride", 1), padding = pair_attr(a, "padding", 0),
              dilation = pair_attr(a, "dilation", 1);
   const int64_t groups = a.i("groups");
@@ -32,7 +36,7 @@ int64_t out_size(int64_t in, int64_t kernel, int64_t stride, int64_t pad, int64_
 
 // Validates conv2d's operands (x, weight and the possibly undefined bias) and
 // returns the output shape.
-Shape conv2d_shape(const std::vector<Tensor>& in, const kernels::cpu::Conv2dParams& p) {
+Shape conv2d_shape(const std::vector<Tensor>& in, const kernels::Conv2dParams& p) {
   REMAT_CHECK(in.size() == 3,
               "conv2d: expected (input, weight, bias), bias possibly undefined, got {} operands",
               in.size());
@@ -72,18 +76,13 @@ Attrs with_shape(Attrs attrs, const char* key, const Shape& shape) {
 }
 
 // An internal backward op of conv2d: one output of the shape in attribute `shape_key`.
-OpDef backward_def(const char* name, const char* shape_key,
-                   void (*kernel)(const Tensor&, const Tensor&, const kernels::cpu::Conv2dParams&,
-                                  const Tensor&)) {
+OpDef backward_def(const char* name, const char* shape_key, ForwardFn forward) {
   OpDef def;
   def.name = name;
   def.shape = [shape_key](const std::vector<Tensor>& in, const Attrs& a) {
     return std::vector<TensorMeta>{{a.ints(shape_key), in[0].dtype(), in[0].device()}};
   };
-  def.forward = [name, kernel](const std::vector<Tensor>& in, const Attrs& a,
-                               std::vector<Tensor>& out) {
-    on_device(name, out[0].device(), [&] { kernel(in[0], in[1], conv_params(a), out[0]); });
-  };
+  def.forward = std::move(forward);
   return def;
 }
 
@@ -97,8 +96,10 @@ void register_conv_ops(Registry& r) {
         {conv2d_shape(in, conv_params(a)), in[0].dtype(), in[0].device()}};
   };
   def.forward = [](const std::vector<Tensor>& in, const Attrs& a, std::vector<Tensor>& out) {
-    on_device("conv2d", out[0].device(),
-              [&] { kernels::cpu::conv2d(in[0], in[1], in[2], conv_params(a), out[0]); });
+    const kernels::Conv2dParams p = conv_params(a);
+    on_device(
+        "conv2d", out[0].device(), [&] { kernels::cpu::conv2d(in[0], in[1], in[2], p, out[0]); },
+        REMAT_CUDA_KERNEL(kernels::cuda::conv2d(in[0], in[1], in[2], p, out[0])));
   };
   def.save_inputs = {0, 1};
   def.backward = [](const BackwardArgs& a) {
@@ -118,10 +119,25 @@ void register_conv_ops(Registry& r) {
   r.add(std::move(def));
 
   // dx = col2im(W^T dY), from (grad_out, weight).
-  r.add(backward_def("conv2d_backward_input", "input_shape", &kernels::cpu::conv2d_backward_input));
+  r.add(backward_def(
+      "conv2d_backward_input", "input_shape",
+      [](const std::vector<Tensor>& in, const Attrs& a, std::vector<Tensor>& out) {
+        const kernels::Conv2dParams p = conv_params(a);
+        on_device(
+            "conv2d_backward_input", out[0].device(),
+            [&] { kernels::cpu::conv2d_backward_input(in[0], in[1], p, out[0]); },
+            REMAT_CUDA_KERNEL(kernels::cuda::conv2d_backward_input(in[0], in[1], p, out[0])));
+      }));
   // dW = dY im2col(x)^T summed over the batch, from (grad_out, input).
-  r.add(backward_def("conv2d_backward_weight", "weight_shape",
-                     &kernels::cpu::conv2d_backward_weight));
+  r.add(backward_def(
+      "conv2d_backward_weight", "weight_shape",
+      [](const std::vector<Tensor>& in, const Attrs& a, std::vector<Tensor>& out) {
+        const kernels::Conv2dParams p = conv_params(a);
+        on_device(
+            "conv2d_backward_weight", out[0].device(),
+            [&] { kernels::cpu::conv2d_backward_weight(in[0], in[1], p, out[0]); },
+            REMAT_CUDA_KERNEL(kernels::cuda::conv2d_backward_weight(in[0], in[1], p, out[0])));
+      }));
 }
 
 }  // namespace remat::ops

@@ -2,15 +2,15 @@
 // activation families (defined in elementwise.cpp).
 #pragma once
 
-#include "kernels/cpu/elementwise.h"
+#include "kernels/elementwise.h"
 #include "ops/registry.h"
 
 namespace remat::ops {
 
-using kernels::cpu::BinaryOp;
-using kernels::cpu::UnaryOp;
+using kernels::BinaryOp;
+using kernels::UnaryOp;
 
-// A binary op with broadcasting over kernels::cpu::binary(kind); `save` lists
+// A binary op with broadcasting over kernels::{cpu,cuda}::binary(kind); `save` lists
 // the inputs backward reads. A null backward makes a gradient map: the
 // internal ops (relu_backward, ...) that backward formulas call.
 OpDef binary_def(const char* name, BinaryOp kind, std::vector<int> save, BackwardFn backward);

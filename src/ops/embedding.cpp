@@ -4,6 +4,10 @@
 #include "ops/dispatch.h"
 #include "remat/ops.h"
 
+#if defined(REMAT_WITH_CUDA)
+#include "kernels/cuda/embedding.cuh"
+#endif
+
 namespace remat::ops {
 
 void register_embedding_ops(Registry& r) {
@@ -20,7 +24,9 @@ void register_embedding_ops(Registry& r) {
     return std::vector<TensorMeta>{{out, weight.dtype(), weight.device()}};
   };
   def.forward = [](const std::vector<Tensor>& in, const Attrs&, std::vector<Tensor>& out) {
-    on_device("embedding", out[0].device(), [&] { kernels::cpu::embedding(in[0], in[1], out[0]); });
+    on_device(
+        "embedding", out[0].device(), [&] { kernels::cpu::embedding(in[0], in[1], out[0]); },
+        REMAT_CUDA_KERNEL(kernels::cuda::embedding(in[0], in[1], out[0])));
   };
   def.compute_reduced_in_float = false;  // rows are copied as bytes
   def.save_inputs = {1};
@@ -48,8 +54,10 @@ void register_embedding_ops(Registry& r) {
         {{a.i("num_weights"), grad.shape().back()}, grad.dtype(), grad.device()}};
   };
   backward.forward = [](const std::vector<Tensor>& in, const Attrs&, std::vector<Tensor>& out) {
-    on_device("embedding_backward", out[0].device(),
-              [&] { kernels::cpu::embedding_backward(in[0], in[1], out[0]); });
+    on_device(
+        "embedding_backward", out[0].device(),
+        [&] { kernels::cpu::embedding_backward(in[0], in[1], out[0]); },
+        REMAT_CUDA_KERNEL(kernels::cuda::embedding_backward(in[0], in[1], out[0])));
   };
   r.add(std::move(backward));
 }

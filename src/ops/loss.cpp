@@ -6,6 +6,10 @@
 #include "ops/dispatch.h"
 #include "remat/ops.h"
 
+#if defined(REMAT_WITH_CUDA)
+#include "kernels/cuda/loss.cuh"
+#endif
+
 namespace remat::ops {
 namespace {
 
@@ -34,9 +38,11 @@ void register_loss_ops(Registry& r) {
                                    {in[1].shape(), in[0].dtype(), in[0].device()}};
   };
   def.forward = [](const std::vector<Tensor>& in, const Attrs& a, std::vector<Tensor>& out) {
-    on_device("cross_entropy", out[0].device(), [&] {
-      kernels::cpu::cross_entropy(in[0], in[1], a.i("ignore_index"), out[0], out[1]);
-    });
+    on_device(
+        "cross_entropy", out[0].device(),
+        [&] { kernels::cpu::cross_entropy(in[0], in[1], a.i("ignore_index"), out[0], out[1]); },
+        REMAT_CUDA_KERNEL(
+            kernels::cuda::cross_entropy(in[0], in[1], a.i("ignore_index"), out[0], out[1])));
   };
   def.visible_outputs = 1;  // output 1: per-row logsumexp, kept for backward
   def.save_inputs = {0, 1};
@@ -63,9 +69,14 @@ void register_loss_ops(Registry& r) {
     return std::vector<TensorMeta>{TensorMeta::of(in[1])};
   };
   backward.forward = [](const std::vector<Tensor>& in, const Attrs& a, std::vector<Tensor>& out) {
-    on_device("cross_entropy_backward", out[0].device(), [&] {
-      kernels::cpu::cross_entropy_backward(in[0], in[1], in[2], in[3], a.i("ignore_index"), out[0]);
-    });
+    on_device(
+        "cross_entropy_backward", out[0].device(),
+        [&] {
+          kernels::cpu::cross_entropy_backward(in[0], in[1], in[2], in[3], a.i("ignore_index"),
+                                               out[0]);
+        },
+        REMAT_CUDA_KERNEL(kernels::cuda::cross_entropy_backward(in[0], in[1], in[2], in[3],
+                                                                a.i("ignore_index"), out[0])));
   };
   r.add(std::move(backward));
 }

@@ -13,6 +13,10 @@
 #include "ops/dispatch.h"
 #include "remat/ops.h"
 
+#if defined(REMAT_WITH_CUDA)
+#include "kernels/cuda/normalization.cuh"
+#endif
+
 namespace remat::ops {
 namespace {
 
@@ -105,9 +109,13 @@ OpDef layer_norm_def() {
   };
   def.forward = [](const std::vector<Tensor>& in, const Attrs& a, std::vector<Tensor>& out) {
     const int64_t ndim = layer_norm_ndim(in[0], in[1], in[2], a);
-    on_device("layer_norm", in[0].device(), [&] {
-      kernels::cpu::layer_norm(in[0], in[1], in[2], ndim, a.f("eps"), out[0], out[1], out[2]);
-    });
+    on_device(
+        "layer_norm", in[0].device(),
+        [&] {
+          kernels::cpu::layer_norm(in[0], in[1], in[2], ndim, a.f("eps"), out[0], out[1], out[2]);
+        },
+        REMAT_CUDA_KERNEL(kernels::cuda::layer_norm(in[0], in[1], in[2], ndim, a.f("eps"), out[0],
+                                                    out[1], out[2])));
   };
   def.save_inputs = {0, 1};
   def.save_outputs = {1, 2};
@@ -146,11 +154,14 @@ OpDef layer_norm_backward_def() {
   };
   def.forward = [](const std::vector<Tensor>& in, const Attrs& a, std::vector<Tensor>& out) {
     const std::vector<int64_t> mask = output_mask("layer_norm_backward", a);
-    on_device("layer_norm_backward", in[1].device(), [&] {
-      kernels::cpu::layer_norm_backward(in[0], in[1], in[2], in[3], in[4], a.i("normalized_ndim"),
-                                        if_asked(mask[0], out[0]), if_asked(mask[1], out[1]),
-                                        if_asked(mask[2], out[2]));
-    });
+    // The same call on either backend.
+    auto run = [&](auto* kernel) {
+      kernel(in[0], in[1], in[2], in[3], in[4], a.i("normalized_ndim"), if_asked(mask[0], out[0]),
+             if_asked(mask[1], out[1]), if_asked(mask[2], out[2]));
+    };
+    on_device(
+        "layer_norm_backward", in[1].device(), [&] { run(&kernels::cpu::layer_norm_backward); },
+        REMAT_CUDA_KERNEL(run(&kernels::cuda::layer_norm_backward)));
   };
   return def;
 }
@@ -217,17 +228,25 @@ OpDef batch_norm_def() {
     const bool training = a.b("training");
     const bool update = training && running_mean.defined() &&
                         (!a.has("update_running_stats") || a.b("update_running_stats"));
-    on_device("batch_norm", x.device(), [&] {
+    // The same steps on either backend, given its three kernels.
+    auto run = [&](auto* stats, auto* running_stats, auto* apply) {
       if (training) {
-        kernels::cpu::batch_norm_stats(x, a.f("eps"), out[1], out[2],
-                                       update ? running_mean : Tensor(),
-                                       update ? running_var : Tensor(), a.f("momentum"));
+        stats(x, a.f("eps"), out[1], out[2], update ? running_mean : Tensor(),
+              update ? running_var : Tensor(), a.f("momentum"));
       } else {
-        kernels::cpu::batch_norm_running_stats(running_mean, running_var, a.f("eps"), out[1],
-                                               out[2]);
+        running_stats(running_mean, running_var, a.f("eps"), out[1], out[2]);
       }
-      kernels::cpu::batch_norm_apply(x, out[1], out[2], in[3], in[4], out[0]);
-    });
+      apply(x, out[1], out[2], in[3], in[4], out[0]);
+    };
+    on_device(
+        "batch_norm", x.device(),
+        [&] {
+          run(&kernels::cpu::batch_norm_stats, &kernels::cpu::batch_norm_running_stats,
+              &kernels::cpu::batch_norm_apply);
+        },
+        REMAT_CUDA_KERNEL(run(&kernels::cuda::batch_norm_stats,
+                              &kernels::cuda::batch_norm_running_stats,
+                              &kernels::cuda::batch_norm_apply)));
     if (update) {
       running_mean.bump_version();
       running_var.bump_version();
@@ -267,11 +286,14 @@ OpDef batch_norm_backward_def() {
   };
   def.forward = [](const std::vector<Tensor>& in, const Attrs& a, std::vector<Tensor>& out) {
     const std::vector<int64_t> mask = output_mask("batch_norm_backward", a);
-    on_device("batch_norm_backward", in[1].device(), [&] {
-      kernels::cpu::batch_norm_backward(in[0], in[1], in[2], in[3], in[4], a.b("training"),
-                                        if_asked(mask[0], out[0]), if_asked(mask[1], out[1]),
-                                        if_asked(mask[2], out[2]));
-    });
+    // The same call on either backend.
+    auto run = [&](auto* kernel) {
+      kernel(in[0], in[1], in[2], in[3], in[4], a.b("training"), if_asked(mask[0], out[0]),
+             if_asked(mask[1], out[1]), if_asked(mask[2], out[2]));
+    };
+    on_device(
+        "batch_norm_backward", in[1].device(), [&] { run(&kernels::cpu::batch_norm_backward); },
+        REMAT_CUDA_KERNEL(run(&kernels::cuda::batch_norm_backward)));
   };
   return def;
 }

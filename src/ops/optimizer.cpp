@@ -5,6 +5,10 @@
 #include "kernels/cpu/optimizer.h"
 #include "ops/dispatch.h"
 
+#if defined(REMAT_WITH_CUDA)
+#include "kernels/cuda/optimizer.cuh"
+#endif
+
 namespace remat::ops {
 namespace {
 
@@ -36,15 +40,17 @@ OpDef adam_update_def() {
     return std::vector<TensorMeta>{};
   };
   def.forward = [](const std::vector<Tensor>& in, const Attrs& a, std::vector<Tensor>&) {
-    const kernels::cpu::AdamStep step{.lr = a.f("lr"),
-                                      .beta1 = a.f("beta1"),
-                                      .beta2 = a.f("beta2"),
-                                      .eps = a.f("eps"),
-                                      .weight_decay = a.f("weight_decay"),
-                                      .decoupled_weight_decay = a.b("decoupled_weight_decay"),
-                                      .step = a.i("step")};
-    on_device("adam_update", in[0].device(),
-              [&] { kernels::cpu::adam_update(in[0], in[1], in[2], in[3], step); });
+    const kernels::AdamStep step{.lr = a.f("lr"),
+                                 .beta1 = a.f("beta1"),
+                                 .beta2 = a.f("beta2"),
+                                 .eps = a.f("eps"),
+                                 .weight_decay = a.f("weight_decay"),
+                                 .decoupled_weight_decay = a.b("decoupled_weight_decay"),
+                                 .step = a.i("step")};
+    on_device(
+        "adam_update", in[0].device(),
+        [&] { kernels::cpu::adam_update(in[0], in[1], in[2], in[3], step); },
+        REMAT_CUDA_KERNEL(kernels::cuda::adam_update(in[0], in[1], in[2], in[3], step)));
     for (size_t updated : {0, 2, 3}) in[updated].bump_version();
   };
   return def;

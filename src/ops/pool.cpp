@@ -4,6 +4,10 @@
 #include "ops/dispatch.h"
 #include "remat/ops.h"
 
+#if defined(REMAT_WITH_CUDA)
+#include "kernels/cuda/pool.cuh"
+#endif
+
 namespace remat::ops {
 namespace {
 
@@ -13,14 +17,14 @@ void check_input(const char* op, const Tensor& x) {
                     TensorMeta::of(x).str());
 }
 
-kernels::cpu::Pool2dParams params_of(const Attrs& a) {
+kernels::Pool2dParams params_of(const Attrs& a) {
   const std::vector<int64_t>&kernel = a.ints("kernel"), &stride = a.ints("stride"),
         &padding = a.ints("padding");
   return {kernel[0], kernel[1], stride[0], stride[1], padding[0], padding[1]};
 }
 
 // Validates kernel/stride/padding against x and returns them.
-kernels::cpu::Pool2dParams pool_params(const char* op, const Tensor& x, const Attrs& a) {
+kernels::Pool2dParams pool_params(const char* op, const Tensor& x, const Attrs& a) {
   const std::vector<int64_t>&kernel = a.ints("kernel"), &stride = a.ints("stride"),
         &padding = a.ints("padding");
   REMAT_CHECK(kernel.size() == 2 && kernel[0] > 0 && kernel[1] > 0,
@@ -40,7 +44,7 @@ kernels::cpu::Pool2dParams pool_params(const char* op, const Tensor& x, const At
   return params_of(a);
 }
 
-Shape pooled_shape(const Tensor& x, const kernels::cpu::Pool2dParams& p) {
+Shape pooled_shape(const Tensor& x, const kernels::Pool2dParams& p) {
   const Shape& s = x.shape();
   return {s[0], s[1], (s[2] + 2 * p.pad_h - p.kernel_h) / p.stride_h + 1,
           (s[3] + 2 * p.pad_w - p.kernel_w) / p.stride_w + 1};
@@ -53,18 +57,13 @@ Attrs with_input_shape(Attrs attrs, const Shape& shape) {
 
 // An internal backward op: the gradient of the pooled input, shaped by the
 // "input_shape" attribute, from the operands `in` (gradient first).
-OpDef backward_def(
-    const char* name,
-    std::function<void(const std::vector<Tensor>&, const Attrs&, const Tensor&)> kernel) {
+OpDef backward_def(const char* name, ForwardFn forward) {
   OpDef def;
   def.name = name;
   def.shape = [](const std::vector<Tensor>& in, const Attrs& a) {
     return std::vector<TensorMeta>{{a.ints("input_shape"), in[0].dtype(), in[0].device()}};
   };
-  def.forward = [name, kernel](const std::vector<Tensor>& in, const Attrs& a,
-                               std::vector<Tensor>& out) {
-    on_device(name, out[0].device(), [&] { kernel(in, a, out[0]); });
-  };
+  def.forward = std::move(forward);
   return def;
 }
 
@@ -79,9 +78,10 @@ void register_pool_ops(Registry& r) {
     return std::vector<TensorMeta>{{s, in[0].dtype(), in[0].device()}, {s, kInt64, in[0].device()}};
   };
   max_def.forward = [](const std::vector<Tensor>& in, const Attrs& a, std::vector<Tensor>& out) {
-    on_device("max_pool2d", out[0].device(), [&] {
-      kernels::cpu::max_pool2d(in[0], pool_params("max_pool2d", in[0], a), out[0], out[1]);
-    });
+    const kernels::Pool2dParams p = pool_params("max_pool2d", in[0], a);
+    on_device(
+        "max_pool2d", out[0].device(), [&] { kernels::cpu::max_pool2d(in[0], p, out[0], out[1]); },
+        REMAT_CUDA_KERNEL(kernels::cuda::max_pool2d(in[0], p, out[0], out[1])));
   };
   max_def.save_outputs = {1};
   max_def.backward = [](const BackwardArgs& a) {
@@ -90,10 +90,13 @@ void register_pool_ops(Registry& r) {
   };
   r.add(std::move(max_def));
   // Scatters (grad_out, indices) to the recorded maxima.
-  r.add(backward_def("max_pool2d_backward",
-                     [](const std::vector<Tensor>& in, const Attrs&, const Tensor& out) {
-                       kernels::cpu::max_pool2d_backward(in[0], in[1], out);
-                     }));
+  r.add(backward_def("max_pool2d_backward", [](const std::vector<Tensor>& in, const Attrs&,
+                                               std::vector<Tensor>& out) {
+    on_device(
+        "max_pool2d_backward", out[0].device(),
+        [&] { kernels::cpu::max_pool2d_backward(in[0], in[1], out[0]); },
+        REMAT_CUDA_KERNEL(kernels::cuda::max_pool2d_backward(in[0], in[1], out[0])));
+  }));
 
   OpDef avg_def;
   avg_def.name = "avg_pool2d";
@@ -102,9 +105,10 @@ void register_pool_ops(Registry& r) {
         {pooled_shape(in[0], pool_params("avg_pool2d", in[0], a)), in[0].dtype(), in[0].device()}};
   };
   avg_def.forward = [](const std::vector<Tensor>& in, const Attrs& a, std::vector<Tensor>& out) {
-    on_device("avg_pool2d", out[0].device(), [&] {
-      kernels::cpu::avg_pool2d(in[0], pool_params("avg_pool2d", in[0], a), out[0]);
-    });
+    const kernels::Pool2dParams p = pool_params("avg_pool2d", in[0], a);
+    on_device(
+        "avg_pool2d", out[0].device(), [&] { kernels::cpu::avg_pool2d(in[0], p, out[0]); },
+        REMAT_CUDA_KERNEL(kernels::cuda::avg_pool2d(in[0], p, out[0])));
   };
   avg_def.backward = [](const BackwardArgs& a) {
     return std::vector<Tensor>{call1(op("avg_pool2d_backward"), {a.grad()},
@@ -113,8 +117,12 @@ void register_pool_ops(Registry& r) {
   r.add(std::move(avg_def));
   // Spreads grad_out evenly over each window.
   r.add(backward_def("avg_pool2d_backward",
-                     [](const std::vector<Tensor>& in, const Attrs& a, const Tensor& out) {
-                       kernels::cpu::avg_pool2d_backward(in[0], params_of(a), out);
+                     [](const std::vector<Tensor>& in, const Attrs& a, std::vector<Tensor>& out) {
+                       const kernels::Pool2dParams p = params_of(a);
+                       on_device(
+                           "avg_pool2d_backward", out[0].device(),
+                           [&] { kernels::cpu::avg_pool2d_backward(in[0], p, out[0]); },
+                           REMAT_CUDA_KERNEL(kernels::cuda::avg_pool2d_backward(in[0], p, out[0])));
                      }));
 
   OpDef adaptive_def;
@@ -133,8 +141,10 @@ void register_pool_ops(Registry& r) {
         {{x.shape()[0], x.shape()[1], size[0], size[1]}, x.dtype(), x.device()}};
   };
   adaptive_def.forward = [](const std::vector<Tensor>& in, const Attrs&, std::vector<Tensor>& out) {
-    on_device("adaptive_avg_pool2d", out[0].device(),
-              [&] { kernels::cpu::adaptive_avg_pool2d(in[0], out[0]); });
+    on_device(
+        "adaptive_avg_pool2d", out[0].device(),
+        [&] { kernels::cpu::adaptive_avg_pool2d(in[0], out[0]); },
+        REMAT_CUDA_KERNEL(kernels::cuda::adaptive_avg_pool2d(in[0], out[0])));
   };
   adaptive_def.backward = [](const BackwardArgs& a) {
     return std::vector<Tensor>{call1(op("adaptive_avg_pool2d_backward"), {a.grad()},
@@ -142,10 +152,13 @@ void register_pool_ops(Registry& r) {
   };
   r.add(std::move(adaptive_def));
   // Spreads grad_out evenly over each bin.
-  r.add(backward_def("adaptive_avg_pool2d_backward",
-                     [](const std::vector<Tensor>& in, const Attrs&, const Tensor& out) {
-                       kernels::cpu::adaptive_avg_pool2d_backward(in[0], out);
-                     }));
+  r.add(backward_def("adaptive_avg_pool2d_backward", [](const std::vector<Tensor>& in, const Attrs&,
+                                                        std::vector<Tensor>& out) {
+    on_device(
+        "adaptive_avg_pool2d_backward", out[0].device(),
+        [&] { kernels::cpu::adaptive_avg_pool2d_backward(in[0], out[0]); },
+        REMAT_CUDA_KERNEL(kernels::cuda::adaptive_avg_pool2d_backward(in[0], out[0])));
+  }));
 }
 
 }  // namespace remat::ops

@@ -6,6 +6,10 @@
 #include "ops/dispatch.h"
 #include "remat/ops.h"
 
+#if defined(REMAT_WITH_CUDA)
+#include "kernels/cuda/dropout.cuh"
+#endif
+
 namespace remat::ops {
 namespace {
 
@@ -31,8 +35,10 @@ OpDef mask_def(const char* name, BackwardFn backward) {
     const double p = a.f("p");
     const auto seed = static_cast<uint64_t>(a.i("seed"));
     const auto offset = static_cast<uint64_t>(a.i("offset"));
-    on_device(name, out[0].device(),
-              [&] { kernels::cpu::dropout(in[0], p, keep_scale(p), seed, offset, out[0]); });
+    on_device(
+        name, out[0].device(),
+        [&] { kernels::cpu::dropout(in[0], p, keep_scale(p), seed, offset, out[0]); },
+        REMAT_CUDA_KERNEL(kernels::cuda::dropout(in[0], p, keep_scale(p), seed, offset, out[0])));
   };
   def.backward = std::move(backward);
   return def;

@@ -3,6 +3,10 @@
 #include "ops/dispatch.h"
 #include "remat/ops.h"
 
+#if defined(REMAT_WITH_CUDA)
+#include "kernels/cuda/reduce.cuh"
+#endif
+
 namespace remat::ops {
 namespace {
 
@@ -27,7 +31,9 @@ OpDef sum_def(const char* name, bool mean) {
     int64_t count = 1;
     for (int64_t d : dims) count *= in[0].shape()[static_cast<size_t>(d)];
     double scale = mean ? 1.0 / static_cast<double>(std::max<int64_t>(count, 1)) : 1.0;
-    on_device(name, out[0].device(), [&] { kernels::cpu::sum(in[0], dims, scale, out[0]); });
+    on_device(
+        name, out[0].device(), [&] { kernels::cpu::sum(in[0], dims, scale, out[0]); },
+        REMAT_CUDA_KERNEL(kernels::cuda::sum(in[0], dims, scale, out[0])));
   };
   def.backward = [name, mean](const BackwardArgs& a) {
     const TensorMeta& x = a.input_meta[0];
@@ -73,7 +79,9 @@ void register_reduction_ops(Registry& r) {
   };
   max_def.forward = [](const std::vector<Tensor>& in, const Attrs& a, std::vector<Tensor>& out) {
     int64_t dim = wrap_dim(a.i("dim"), in[0].dim(), "max");
-    on_device("max", in[0].device(), [&] { kernels::cpu::max_along(in[0], dim, out[0], out[1]); });
+    on_device(
+        "max", in[0].device(), [&] { kernels::cpu::max_along(in[0], dim, out[0], out[1]); },
+        REMAT_CUDA_KERNEL(kernels::cuda::max_along(in[0], dim, out[0], out[1])));
   };
   max_def.save_outputs = {1};
   max_def.backward = [](const BackwardArgs& a) {
@@ -99,8 +107,9 @@ void register_reduction_ops(Registry& r) {
       g = g.reshape(squeezed);
       idx = idx.reshape(squeezed);
     }
-    on_device("max_backward", out[0].device(),
-              [&] { kernels::cpu::scatter_along(g, idx, dim, out[0]); });
+    on_device(
+        "max_backward", out[0].device(), [&] { kernels::cpu::scatter_along(g, idx, dim, out[0]); },
+        REMAT_CUDA_KERNEL(kernels::cuda::scatter_along(g, idx, dim, out[0])));
   };
   r.add(std::move(max_backward));
 }

@@ -7,6 +7,8 @@
 #include "remat/ops.h"
 
 #if defined(REMAT_WITH_CUDA)
+#include "kernels/cuda/elementwise.cuh"
+#include "kernels/cuda/fill.cuh"
 #include "kernels/cuda/transfer.cuh"
 #endif
 
@@ -126,7 +128,9 @@ SliceSpec slice_spec(const Shape& shape, const Attrs& a) {
 }
 
 void copy_on_device(const char* name, const Tensor& src, const Tensor& dst) {
-  on_device(name, dst.device(), [&] { kernels::cpu::copy(src, dst); });
+  on_device(
+      name, dst.device(), [&] { kernels::cpu::copy(src, dst); },
+      REMAT_CUDA_KERNEL(kernels::cuda::copy(src, dst)));
 }
 
 int64_t concat_dim(const std::vector<Tensor>& xs, const Attrs& a) {
@@ -215,12 +219,15 @@ void register_shape_ops(Registry& r) {
   };
   slice_backward.forward = [](const std::vector<Tensor>& in, const Attrs& a,
                               std::vector<Tensor>& out) {
-    on_device("slice_backward", out[0].device(), [&] {
-      kernels::cpu::fill(out[0], 0.0);
-      SliceSpec s = slice_spec(out[0].shape(), a);
-      Tensor region = out[0].slice(s.dim, s.start, s.end, s.step);
-      kernels::cpu::copy(in[0], region);
-    });
+    SliceSpec s = slice_spec(out[0].shape(), a);
+    Tensor region = out[0].slice(s.dim, s.start, s.end, s.step);
+    on_device(
+        "slice_backward", out[0].device(),
+        [&] {
+          kernels::cpu::fill(out[0], 0.0);
+          kernels::cpu::copy(in[0], region);
+        },
+        REMAT_CUDA_KERNEL(kernels::cuda::fill(out[0], 0.0); kernels::cuda::copy(in[0], region)));
   };
   r.add(std::move(slice_backward));
 
@@ -366,12 +373,9 @@ void register_shape_ops(Registry& r) {
     }
 #if defined(REMAT_WITH_CUDA)
     Tensor packed = src;
-    if (!src.is_contiguous()) {
-      if (!src.device().is_cpu()) {
-        throw NotImplementedError(fmt::format("strided copy from {}", src.device()));
-      }
-      packed = Tensor::empty(src.shape(), src.dtype(), kCPU);
-      kernels::cpu::copy(src, packed);
+    if (!src.is_contiguous()) {  // packed first on its own device
+      packed = Tensor::empty(src.shape(), src.dtype(), src.device());
+      copy_on_device("to_device", src, packed);
     }
     kernels::cuda::copy_between_devices(packed, out[0]);
 #else

@@ -6,8 +6,33 @@
 #include "remat/core/grad_mode.h"
 #include "remat/ops.h"
 
+#if defined(REMAT_WITH_CUDA)
+#include "kernels/cuda/elementwise.cuh"
+#endif
+
 namespace remat {
 namespace {
+
+using kernels::BinaryOp;
+
+// The elementwise kernels of the output's device.
+void binary(const char* op, BinaryOp kind, const Tensor& a, const Tensor& b, const Tensor& out) {
+  ops::on_device(
+      op, out.device(), [&] { kernels::cpu::binary(kind, a, b, out); },
+      REMAT_CUDA_KERNEL(kernels::cuda::binary(kind, a, b, out)));
+}
+
+void binary_scalar(const char* op, BinaryOp kind, const Tensor& a, double s, const Tensor& out) {
+  ops::on_device(
+      op, out.device(), [&] { kernels::cpu::binary_scalar(kind, a, s, out); },
+      REMAT_CUDA_KERNEL(kernels::cuda::binary_scalar(kind, a, s, out)));
+}
+
+void copy(const char* op, const Tensor& src, const Tensor& dst) {
+  ops::on_device(
+      op, dst.device(), [&] { kernels::cpu::copy(src, dst); },
+      REMAT_CUDA_KERNEL(kernels::cuda::copy(src, dst)));
+}
 
 // In-place writes are invisible to the tape, so they are refused on tensors
 // whose history it records.
@@ -27,28 +52,29 @@ void check_operand(const Tensor& self, const Tensor& other, const char* op) {
                     shape_str(self.shape()));
 }
 
-// Runs an in-place update in float32 when self is bfloat16/float16 (the CPU
-// kernels compute in float32), then writes back.
+// Runs an in-place update in float32 when self is bfloat16/float16, then
+// writes back: the CPU kernels compute in float32. A CUDA kernel computes a
+// 16-bit tensor in float32 itself, so on CUDA only an update of more than one
+// kernel of self's dtype (`one_kernel` false) is widened, so that it rounds
+// no intermediate (alpha * other, another dtype's operand) to 16 bits.
 template <typename Fn>
-void update(Tensor& self, const char* op, Fn&& fn) {
+void update(Tensor& self, const char* op, bool one_kernel, Fn&& fn) {
   check_in_place(self, op);
-  ops::on_device(op, self.device(), [&] {
-    if (is_reduced_float(self.dtype())) {
-      Tensor wide = Tensor::empty(self.shape(), kFloat32, self.device());
-      kernels::cpu::copy(self, wide);
-      fn(wide);
-      kernels::cpu::copy(wide, self);
-    } else {
-      fn(self);
-    }
-  });
+  if (is_reduced_float(self.dtype()) && (self.device().is_cpu() || !one_kernel)) {
+    Tensor wide = Tensor::empty(self.shape(), kFloat32, self.device());
+    copy(op, self, wide);
+    fn(wide);
+    copy(op, wide, self);
+  } else {
+    fn(self);
+  }
   self.bump_version();
 }
 
-Tensor as_dtype(const Tensor& t, DType dtype) {
+Tensor as_dtype(const char* op, const Tensor& t, DType dtype) {
   if (t.dtype() == dtype) return t;
   Tensor out = Tensor::empty(t.shape(), dtype, t.device());
-  kernels::cpu::copy(t, out);
+  copy(op, t, out);
   return out;
 }
 
@@ -56,43 +82,43 @@ Tensor as_dtype(const Tensor& t, DType dtype) {
 
 Tensor& Tensor::add_(const Tensor& other, double alpha) {
   check_operand(*this, other, "add_");
-  update(*this, "add_", [&](const Tensor& self) {
-    Tensor b = as_dtype(other, self.dtype());
+  update(*this, "add_", alpha == 1.0 && other.dtype() == dtype(), [&](const Tensor& self) {
+    Tensor b = as_dtype("add_", other, self.dtype());
     if (alpha != 1.0) {
       Tensor scaled = Tensor::empty(b.shape(), b.dtype(), b.device());
-      kernels::cpu::binary_scalar(kernels::cpu::BinaryOp::Mul, b, alpha, scaled);
+      binary_scalar("add_", BinaryOp::Mul, b, alpha, scaled);
       b = scaled;
     }
-    kernels::cpu::binary(kernels::cpu::BinaryOp::Add, self, b, self);
+    binary("add_", BinaryOp::Add, self, b, self);
   });
   return *this;
 }
 
 Tensor& Tensor::add_(double value) {
-  update(*this, "add_", [&](const Tensor& self) {
-    kernels::cpu::binary_scalar(kernels::cpu::BinaryOp::Add, self, value, self);
-  });
+  update(*this, "add_", true,
+         [&](const Tensor& self) { binary_scalar("add_", BinaryOp::Add, self, value, self); });
   return *this;
 }
 
 Tensor& Tensor::mul_(const Tensor& other) {
   check_operand(*this, other, "mul_");
-  update(*this, "mul_", [&](const Tensor& self) {
-    kernels::cpu::binary(kernels::cpu::BinaryOp::Mul, self, as_dtype(other, self.dtype()), self);
+  update(*this, "mul_", other.dtype() == dtype(), [&](const Tensor& self) {
+    binary("mul_", BinaryOp::Mul, self, as_dtype("mul_", other, self.dtype()), self);
   });
   return *this;
 }
 
 Tensor& Tensor::mul_(double value) {
-  update(*this, "mul_", [&](const Tensor& self) {
-    kernels::cpu::binary_scalar(kernels::cpu::BinaryOp::Mul, self, value, self);
-  });
+  update(*this, "mul_", true,
+         [&](const Tensor& self) { binary_scalar("mul_", BinaryOp::Mul, self, value, self); });
   return *this;
 }
 
 Tensor& Tensor::fill_(double value) {
   check_in_place(*this, "fill_");
-  ops::on_device("fill_", device(), [&] { kernels::cpu::fill(*this, value); });
+  ops::on_device(
+      "fill_", device(), [&] { kernels::cpu::fill(*this, value); },
+      REMAT_CUDA_KERNEL(kernels::cuda::fill_strided(*this, value)));
   bump_version();
   return *this;
 }
@@ -102,7 +128,7 @@ Tensor& Tensor::zero_() { return fill_(0.0); }
 Tensor& Tensor::copy_(const Tensor& src) {
   check_in_place(*this, "copy_");
   check_operand(*this, src, "copy_");
-  ops::on_device("copy_", device(), [&] { kernels::cpu::copy(src, *this); });
+  copy("copy_", src, *this);
   bump_version();
   return *this;
 }

@@ -5,6 +5,10 @@
 #include "kernels/cpu/optimizer.h"
 #include "ops/dispatch.h"
 
+#if defined(REMAT_WITH_CUDA)
+#include "kernels/cuda/optimizer.cuh"
+#endif
+
 namespace remat::optim {
 
 double clip_grad_norm(const std::vector<Tensor>& params, double max_norm, double norm_type) {
@@ -16,8 +20,10 @@ double clip_grad_norm(const std::vector<Tensor>& params, double max_norm, double
   for (const Tensor& p : params) {
     Tensor grad = p.grad();
     if (!grad.defined()) continue;
-    ops::on_device("clip_grad_norm", grad.device(),
-                   [&] { norms.push_back(kernels::cpu::vector_norm(grad, norm_type)); });
+    ops::on_device(
+        "clip_grad_norm", grad.device(),
+        [&] { norms.push_back(kernels::cpu::vector_norm(grad, norm_type)); },
+        REMAT_CUDA_KERNEL(norms.push_back(kernels::cuda::vector_norm(grad, norm_type))));
     grads.push_back(grad);
   }
   // The norm of the per-gradient norms, as PyTorch takes it.

@@ -8,6 +8,11 @@
 
 #include "remat/core/device.h"
 
+namespace remat {
+class Stream;
+class Tensor;
+}  // namespace remat
+
 namespace remat::memory {
 
 // One statistic in the shape of PyTorch's c10 allocator: the current value,
@@ -23,7 +28,7 @@ struct Stat {
 struct Stats {
   Stat allocated_bytes;           // bytes in blocks handed to tensors (rounded sizes)
   Stat reserved_bytes;            // bytes obtained from the raw backend (segments)
-  Stat active_bytes;              // allocated plus blocks freed but still in use by a stream
+  Stat active_bytes;              // allocated plus freed blocks still in use by another stream
   Stat requested_bytes;           // bytes tensors asked for (before rounding)
   Stat allocation_count;          // live blocks handed out
   Stat segment_count;             // live segments obtained from the raw backend
@@ -37,7 +42,8 @@ struct Stats {
 Stats stats(Device d);
 // Sets every peak to its current value.
 void reset_peak_stats(Device d);
-// Returns every wholly free cached segment to the raw backend.
+// Waits for the blocks other streams still use (record_stream), then returns
+// every wholly free cached segment to the raw backend.
 void empty_cache(Device d);
 // Caps reserved bytes; a request that would pass it frees the cache, retries,
 // then throws OutOfMemoryError. 0 removes the limit.
@@ -113,6 +119,7 @@ class Allocation {
   Device device() const { return device_; }
 
  private:
+  friend void record_stream(const Allocation& allocation, const Stream& stream);
   void swap(Allocation& o) noexcept {
     std::swap(ptr_, o.ptr_);
     std::swap(size_, o.size_);
@@ -124,6 +131,18 @@ class Allocation {
   Device device_ = kCPU;
   void* block_ = nullptr;  // the allocator's block record
 };
+
+// CUDA stream-aware reuse, as in PyTorch: a block serves only allocations on
+// the stream that was current when its memory was obtained. When other
+// streams use it, record them here; once it is freed, it returns to the pool
+// only after the work queued on each of them until then has finished (an
+// event per stream, polled by later allocations and waited for by
+// empty_cache and the out-of-memory retry). The stream must be on the
+// allocation's device; recording its own stream changes nothing; an empty
+// allocation is ignored. Throws on host memory (no streams).
+void record_stream(const Allocation& allocation, const Stream& stream);
+// Records the tensor's storage (every view of it).
+void record_stream(const Tensor& tensor, const Stream& stream);
 
 // Allocates bytes on device through its caching allocator. Zero bytes gives an
 // empty Allocation. Throws OutOfMemoryError.

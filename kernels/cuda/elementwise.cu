@@ -1,0 +1,344 @@
+#include "kernels/cuda/elementwise.cuh"
+
+#include <cmath>
+#include <cstring>
+#include <utility>
+
+#include "kernels/cuda/common.cuh"
+#include "kernels/cuda/fill.cuh"
+
+namespace remat::kernels::cuda {
+namespace {
+
+constexpr double kSqrt2 = 1.4142135623730951;
+constexpr double kSqrt2OverPi = 0.7978845608028654;
+constexpr double kInvSqrt2Pi = 0.3989422804014327;
+
+constexpr int kUnaryOps = static_cast<int>(UnaryOp::Abs) + 1;
+constexpr int kBinaryOps = static_cast<int>(BinaryOp::SigmoidBackward) + 1;
+
+// ---- math: the CPU formulas in the accumulation type A (float or double) ----
+
+// Exact-erf GELU's normal CDF and density.
+template <typename A>
+__device__ A normal_cdf(A x) {
+  return A(0.5) * (A(1) + std::erf(x / A(kSqrt2)));
+}
+
+template <typename A>
+__device__ A normal_pdf(A x) {
+  return A(kInvSqrt2Pi) * std::exp(A(-0.5) * x * x);
+}
+
+template <UnaryOp kOp, typename A>
+__device__ A apply_unary(A x) {
+  if constexpr (kOp == UnaryOp::Neg) {
+    return -x;
+  } else if constexpr (kOp == UnaryOp::Abs) {
+    if constexpr (std::is_integral_v<A>)
+      return x < A(0) ? -x : x;
+    else
+      return std::abs(x);
+  } else if constexpr (kOp == UnaryOp::Exp) {
+    return std::exp(x);
+  } else if constexpr (kOp == UnaryOp::Log) {
+    return std::log(x);
+  } else if constexpr (kOp == UnaryOp::Sqrt) {
+    return std::sqrt(x);
+  } else if constexpr (kOp == UnaryOp::Tanh) {
+    return std::tanh(x);
+  } else if constexpr (kOp == UnaryOp::Sigmoid) {
+    return A(1) / (A(1) + std::exp(-x));
+  } else if constexpr (kOp == UnaryOp::Relu) {
+    return x > A(0) ? x : A(0);
+  } else if constexpr (kOp == UnaryOp::Gelu) {
+    return x * normal_cdf(x);
+  } else {
+    static_assert(kOp == UnaryOp::GeluTanh);
+    return A(0.5) * x * (A(1) + std::tanh(A(kSqrt2OverPi) * (x + A(0.044715) * x * x * x)));
+  }
+}
+
+template <BinaryOp kOp, typename A>
+__device__ A apply_binary(A a, A b) {
+  if constexpr (kOp == BinaryOp::Add) {
+    return a + b;
+  } else if constexpr (kOp == BinaryOp::Sub) {
+    return a - b;
+  } else if constexpr (kOp == BinaryOp::Mul) {
+    return a * b;
+  } else if constexpr (kOp == BinaryOp::Div) {
+    return a / b;
+  } else if constexpr (kOp == BinaryOp::Pow) {
+    return std::pow(a, b);
+  } else if constexpr (kOp == BinaryOp::Maximum) {
+    return a > b ? a : b;
+  } else if constexpr (kOp == BinaryOp::ReluBackward) {
+    return b > A(0) ? a : A(0);
+  } else if constexpr (kOp == BinaryOp::GeluBackward) {
+    return a * (normal_cdf(b) + b * normal_pdf(b));
+  } else if constexpr (kOp == BinaryOp::GeluTanhBackward) {
+    const A t = std::tanh(A(kSqrt2OverPi) * (b + A(0.044715) * b * b * b));
+    const A d_inner = A(kSqrt2OverPi) * (A(1) + A(3 * 0.044715) * b * b);
+    return a * (A(0.5) * (A(1) + t) + A(0.5) * b * (A(1) - t * t) * d_inner);
+  } else if constexpr (kOp == BinaryOp::TanhBackward) {
+    return a * (A(1) - b * b);
+  } else {
+    static_assert(kOp == BinaryOp::SigmoidBackward);
+    return a * b * (A(1) - b);
+  }
+}
+
+// Integer tensors (indices) take only these ops, as on the CPU.
+constexpr bool integer_op(UnaryOp op) { return op == UnaryOp::Neg || op == UnaryOp::Abs; }
+constexpr bool integer_op(BinaryOp op) {
+  return op == BinaryOp::Add || op == BinaryOp::Sub || op == BinaryOp::Mul ||
+         op == BinaryOp::Maximum;
+}
+
+// A value converted as kernels/cpu copy converts it: 16-bit floats through
+// float32 both ways, bool as "nonzero in float32".
+template <typename Dst, typename Src>
+__device__ Dst convert(Src v) {
+  if constexpr (std::is_same_v<Dst, Src>) {
+    return v;
+  } else if constexpr (std::is_same_v<Dst, bool>) {
+    return static_cast<float>(to_acc(v)) != 0.0f;
+  } else if constexpr (std::is_same_v<Src, __nv_bfloat16> || std::is_same_v<Src, __half> ||
+                       std::is_same_v<Dst, __nv_bfloat16> || std::is_same_v<Dst, __half>) {
+    return from_acc<Dst>(static_cast<float>(to_acc(v)));
+  } else {
+    return static_cast<Dst>(v);
+  }
+}
+
+// ---- functors: one output element from the input elements ----
+
+template <UnaryOp kOp, typename D>
+struct UnaryFn {
+  __device__ D operator()(D x) const { return from_acc<D>(apply_unary<kOp>(to_acc(x))); }
+};
+
+template <BinaryOp kOp, typename D>
+struct BinaryFn {
+  __device__ D operator()(D a, D b) const {
+    return from_acc<D>(apply_binary<kOp>(to_acc(a), to_acc(b)));
+  }
+};
+
+// The scalar is rounded to the compute type first, as the CPU rounds it to T.
+template <BinaryOp kOp, typename D>
+struct ScalarFn {
+  acc_t<D> scalar;
+  __device__ D operator()(D a) const { return from_acc<D>(apply_binary<kOp>(to_acc(a), scalar)); }
+};
+
+template <typename Dst, typename Src>
+struct CastFn {
+  __device__ Dst operator()(Src v) const { return convert<Dst>(v); }
+};
+
+template <typename D>
+struct ConstFn {
+  D value;
+  __device__ D operator()() const { return value; }
+};
+
+// ---- kernels ----
+
+// kVec consecutive elements, aligned so that one load or store moves them all.
+template <typename T, int kVec>
+struct alignas(sizeof(T) * kVec) Pack {
+  T v[kVec];
+};
+
+template <int kVec, typename Out, typename Fn, typename... In>
+__device__ void apply_pack(const Fn& fn, Pack<Out, kVec>& out, const Pack<In, kVec>... in) {
+#pragma unroll
+  for (int k = 0; k < kVec; ++k) out.v[k] = fn(in.v[k]...);
+}
+
+// Operands all contiguous with out's shape: no index arithmetic; kVec
+// elements per load (16 bytes of the widest operand), the tail one each.
+template <int kVec, typename Out, typename Fn, typename... In>
+__global__ void map_contiguous_kernel(int64_t n, Fn fn, Out* out, const In*... in) {
+  const int64_t packs = n / kVec;
+  REMAT_GRID_STRIDE_LOOP(p, packs) {
+    Pack<Out, kVec> result;
+    apply_pack<kVec>(fn, result, reinterpret_cast<const Pack<In, kVec>*>(in)[p]...);
+    reinterpret_cast<Pack<Out, kVec>*>(out)[p] = result;
+  }
+  const int64_t i = packs * kVec + blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  if (i < n) out[i] = fn(in[i]...);
+}
+
+template <typename Out, typename Fn, typename... In, size_t... I>
+__device__ void apply_at(const int64_t* offsets, std::index_sequence<I...>, const Fn& fn, Out* out,
+                         const In*... in) {
+  out[offsets[0]] = fn(in[offsets[I + 1]]...);
+}
+
+// Any layout: broadcast inputs (stride 0) and strided outputs.
+template <typename Out, typename Fn, typename... In>
+__global__ void map_strided_kernel(int64_t n, StridedIndexer<1 + sizeof...(In)> ix, Fn fn, Out* out,
+                                   const In*... in) {
+  REMAT_GRID_STRIDE_LOOP(i, n) {
+    int64_t offsets[1 + sizeof...(In)];
+    ix.offsets(i, offsets);
+    apply_at(offsets, std::index_sequence_for<In...>{}, fn, out, in...);
+  }
+}
+
+// ---- launch ----
+
+template <typename>
+using TensorOf = const Tensor&;
+
+template <typename T>
+bool aligned(const void* p, int vec) {
+  return reinterpret_cast<uintptr_t>(p) % (sizeof(T) * static_cast<size_t>(vec)) == 0;
+}
+
+// out = fn(in...) elementwise, each input broadcast to out's shape; Out and
+// In are the device scalar types of the tensors.
+template <typename Out, typename... In, typename Fn>
+void map(Fn fn, const Tensor& out, TensorOf<In>... in) {
+  const int64_t n = out.numel();
+  if (n == 0) return;
+  DeviceScope scope(out);
+  const cudaStream_t stream = stream_of(out);
+  Out* o = static_cast<Out*>(out.data_ptr());
+  constexpr int kVec = static_cast<int>(16 / std::max({sizeof(Out), sizeof(In)...}));
+  const bool flat =
+      out.is_contiguous() && ((in.is_contiguous() && in.shape() == out.shape()) && ...);
+  if (flat && aligned<Out>(o, kVec) && (aligned<In>(in.data_ptr(), kVec) && ...)) {
+    map_contiguous_kernel<kVec><<<blocks_for(n / kVec), kThreads, 0, stream>>>(
+        n, fn, o, static_cast<const In*>(in.data_ptr())...);
+    REMAT_CUDA_LAUNCH_CHECK("map_contiguous_kernel");
+  } else {
+    constexpr int N = 1 + sizeof...(In);
+    const StridedIndexer<N> ix =
+        make_indexer<N>(out.shape(), {out.strides(), broadcast_strides(in, out.shape())...});
+    map_strided_kernel<<<blocks_for(n), kThreads, 0, stream>>>(
+        n, ix, fn, o, static_cast<const In*>(in.data_ptr())...);
+    REMAT_CUDA_LAUNCH_CHECK("map_strided_kernel");
+  }
+}
+
+// Calls fn(std::integral_constant<Enum, op>{}): one kernel per op, so each
+// loop compiles one operation.
+template <typename Enum, int kCount, typename Fn>
+void specialise(Enum op, Fn&& fn) {
+  [&]<int... I>(std::integer_sequence<int, I...>) {
+    ((op == static_cast<Enum>(I) ? (fn(std::integral_constant<Enum, static_cast<Enum>(I)>{}), 0)
+                                 : 0),
+     ...);
+  }
+  (std::make_integer_sequence<int, kCount>{});
+}
+
+// Device scalar types of the dtypes arithmetic takes: the floats and the indices.
+template <typename Fn>
+void visit_arith(DType t, const char* what, Fn&& fn) {
+  switch (t) {
+    case kInt64: fn.template operator()<int64_t>(); return;
+    case kInt32: fn.template operator()<int32_t>(); return;
+    default: visit_floating(t, what, fn);
+  }
+}
+
+void check_operands(const char* what, const Tensor& a, const Tensor& out) {
+  REMAT_CHECK(a.dtype() == out.dtype() && a.device() == out.device(),
+              "{} on CUDA: operand {} and output {} differ in dtype or device", what,
+              TensorMeta::of(a).str(), TensorMeta::of(out).str());
+}
+
+}  // namespace
+
+void unary(UnaryOp op, const Tensor& x, const Tensor& out) {
+  check_operands("unary", x, out);
+  visit_arith(x.dtype(), "unary", [&]<typename D>() {
+    specialise<UnaryOp, kUnaryOps>(op, [&](auto k) {
+      constexpr UnaryOp kOp = decltype(k)::value;
+      if constexpr (std::is_integral_v<D> && !integer_op(kOp)) {
+        throw Error(fmt::format("unary op {} on {} tensor", static_cast<int>(kOp), x.dtype()));
+      } else {
+        map<D, D>(UnaryFn<kOp, D>{}, out, x);
+      }
+    });
+  });
+}
+
+void binary(BinaryOp op, const Tensor& a, const Tensor& b, const Tensor& out) {
+  check_operands("binary", a, out);
+  check_operands("binary", b, out);
+  visit_arith(a.dtype(), "binary", [&]<typename D>() {
+    specialise<BinaryOp, kBinaryOps>(op, [&](auto k) {
+      constexpr BinaryOp kOp = decltype(k)::value;
+      if constexpr (std::is_integral_v<D> && !integer_op(kOp)) {
+        throw Error(fmt::format("elementwise op {} on integer tensors", static_cast<int>(kOp)));
+      } else {
+        map<D, D, D>(BinaryFn<kOp, D>{}, out, a, b);
+      }
+    });
+  });
+}
+
+void binary_scalar(BinaryOp op, const Tensor& a, double scalar, const Tensor& out) {
+  check_operands("binary_scalar", a, out);
+  visit_arith(a.dtype(), "binary_scalar", [&]<typename D>() {
+    specialise<BinaryOp, kBinaryOps>(op, [&](auto k) {
+      constexpr BinaryOp kOp = decltype(k)::value;
+      if constexpr (std::is_integral_v<D> && !integer_op(kOp)) {
+        throw Error(fmt::format("elementwise op {} on integer tensors", static_cast<int>(kOp)));
+      } else {
+        // The CPU rounds the scalar to float32 for float32 and 16-bit tensors.
+        using A = acc_t<D>;
+        map<D, D>(ScalarFn<kOp, D>{static_cast<A>(scalar)}, out, a);
+      }
+    });
+  });
+}
+
+void copy(const Tensor& src, const Tensor& dst) {
+  REMAT_CHECK(src.device() == dst.device(), "copy on CUDA: {} and {} are on different devices",
+              TensorMeta::of(src).str(), TensorMeta::of(dst).str());
+  if (dst.numel() == 0) return;
+  if (src.dtype() == dst.dtype() && src.shape() == dst.shape() && src.is_contiguous() &&
+      dst.is_contiguous()) {
+    DeviceScope scope(dst);
+    REMAT_CUDA_CHECK(cudaMemcpyAsync(dst.data_ptr(), src.data_ptr(),
+                                     static_cast<size_t>(dst.nbytes()), cudaMemcpyDeviceToDevice,
+                                     stream_of(dst)));
+    return;
+  }
+  visit_dtype(dst.dtype(), [&]<typename DstT>() {
+    visit_dtype(src.dtype(), [&]<typename SrcT>() {
+      using Dst = device_t<DstT>;
+      using Src = device_t<SrcT>;
+      map<Dst, Src>(CastFn<Dst, Src>{}, dst, src);
+    });
+  });
+}
+
+void fill_strided(const Tensor& out, double value) {
+  if (out.is_contiguous()) {
+    fill(out, value);
+    return;
+  }
+  visit_dtype(out.dtype(), [&]<typename T>() {
+    using D = device_t<T>;
+    T host_value;
+    if constexpr (std::is_same_v<T, BFloat16> || std::is_same_v<T, Float16>) {
+      host_value = T(static_cast<float>(value));
+    } else {
+      host_value = static_cast<T>(value);
+    }
+    ConstFn<D> fn;
+    static_assert(sizeof(D) == sizeof(T));
+    std::memcpy(static_cast<void*>(&fn.value), &host_value, sizeof(T));  // same bits
+    map<D>(fn, out);
+  });
+}
+
+}  // namespace remat::kernels::cuda

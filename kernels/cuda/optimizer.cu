@@ -1,0 +1,180 @@
+#include <cmath>
+
+#include "kernels/cuda/common.cuh"
+#include "kernels/cuda/handles.cuh"
+#include "kernels/cuda/optimizer.cuh"
+
+namespace remat::kernels::cuda {
+namespace {
+
+// ---- Adam ---------------------------------------------------------------------
+
+// Rounded products and sums that the compiler may not fuse into an FMA: the
+// CPU build does not contract a * b + c, so neither may the GPU.
+__device__ float mul_rn(float a, float b) { return __fmul_rn(a, b); }
+__device__ double mul_rn(double a, double b) { return __dmul_rn(a, b); }
+__device__ float add_rn(float a, float b) { return __fadd_rn(a, b); }
+__device__ double add_rn(double a, double b) { return __dadd_rn(a, b); }
+
+// The step's scalars, computed on the host as the CPU kernel computes them.
+template <typename T>
+struct AdamScalars {
+  T step_size, bias_correction2_sqrt, beta1, one_minus_beta1, beta2, one_minus_beta2, eps, l2,
+      decay;
+};
+
+template <typename T, bool Contiguous>
+__global__ void adam_kernel(T* param, const T* grad, T* exp_avg, T* exp_avg_sq, int64_t n,
+                            StridedIndexer<4> ix, AdamScalars<T> s) {
+  REMAT_GRID_STRIDE_LOOP(i, n) {
+    int64_t off[4] = {i, i, i, i};
+    if constexpr (!Contiguous) ix.offsets(i, off);
+    T p = param[off[0]], g = grad[off[1]], m = exp_avg[off[2]], v = exp_avg_sq[off[3]];
+    if (s.l2 != 0) g = add_rn(g, mul_rn(s.l2, p));
+    if (s.decay != 1) p = mul_rn(p, s.decay);
+    m = add_rn(mul_rn(s.beta1, m), mul_rn(s.one_minus_beta1, g));
+    v = add_rn(mul_rn(s.beta2, v), mul_rn(mul_rn(s.one_minus_beta2, g), g));
+    p -= mul_rn(s.step_size, m) / (sqrt(v) / s.bias_correction2_sqrt + s.eps);
+    param[off[0]] = p;
+    exp_avg[off[2]] = m;
+    exp_avg_sq[off[3]] = v;
+  }
+}
+
+template <typename T>
+void adam_typed(const Tensor& param, const Tensor& grad, const Tensor& exp_avg,
+                const Tensor& exp_avg_sq, const AdamStep& st) {
+  // Scalars in float64, rounded once, as PyTorch's Python floats are.
+  const double bias_correction1 = 1 - std::pow(st.beta1, static_cast<double>(st.step));
+  const double bias_correction2 = 1 - std::pow(st.beta2, static_cast<double>(st.step));
+  const AdamScalars<T> s{
+      .step_size = static_cast<T>(st.lr / bias_correction1),
+      .bias_correction2_sqrt = static_cast<T>(std::sqrt(bias_correction2)),
+      .beta1 = static_cast<T>(st.beta1),
+      .one_minus_beta1 = static_cast<T>(1 - st.beta1),
+      .beta2 = static_cast<T>(st.beta2),
+      .one_minus_beta2 = static_cast<T>(1 - st.beta2),
+      .eps = static_cast<T>(st.eps),
+      .l2 = static_cast<T>(st.decoupled_weight_decay ? 0 : st.weight_decay),
+      .decay = static_cast<T>(st.decoupled_weight_decay ? 1 - st.lr * st.weight_decay : 1)};
+  const int64_t n = param.numel();
+  if (n == 0) return;
+  auto* p = static_cast<T*>(param.data_ptr());
+  const auto* g = static_cast<const T*>(grad.data_ptr());
+  auto* m = static_cast<T*>(exp_avg.data_ptr());
+  auto* v = static_cast<T*>(exp_avg_sq.data_ptr());
+  const cudaStream_t stream = stream_of(param);
+  if (param.is_contiguous() && grad.is_contiguous() && exp_avg.is_contiguous() &&
+      exp_avg_sq.is_contiguous()) {
+    adam_kernel<T, true><<<blocks_for(n), kThreads, 0, stream>>>(p, g, m, v, n, {}, s);
+  } else {
+    const StridedIndexer<4> ix = make_indexer<4>(
+        param.shape(), {param.strides(), grad.strides(), exp_avg.strides(), exp_avg_sq.strides()});
+    adam_kernel<T, false><<<blocks_for(n), kThreads, 0, stream>>>(p, g, m, v, n, ix, s);
+  }
+  REMAT_CUDA_LAUNCH_CHECK("adam_kernel");
+}
+
+// ---- vector norm --------------------------------------------------------------
+
+enum class NormKind { Max, Square, Power };  // p = inf, p = 2, other p
+
+// max that keeps a NaN from either side, as the CPU kernel's does.
+__device__ double nan_max(double a, double b) { return isnan(a) || a > b ? a : b; }
+
+template <NormKind K>
+__device__ double combine(double a, double b) {
+  if constexpr (K == NormKind::Max) {
+    return nan_max(a, b);
+  } else {
+    return a + b;
+  }
+}
+
+template <NormKind K>
+__device__ double term(double v, double p) {
+  if constexpr (K == NormKind::Max) {
+    return fabs(v);
+  } else if constexpr (K == NormKind::Square) {
+    return v * v;
+  } else {
+    return pow(fabs(v), p);
+  }
+}
+
+// Combines v over the block (of kThreads threads). 0 is the identity of both
+// combinations (terms are >= 0).
+template <NormKind K>
+__device__ double block_reduce(double v) {
+  return group_reduce(
+      v, [](double a, double b) { return combine<K>(a, b); }, 0.0);
+}
+
+// Stage 1: each block folds its grid-stride share of x into partials[block].
+template <typename D, NormKind K>
+__global__ void norm_partials_kernel(const D* x, int64_t n, double p, double* partials) {
+  double acc = 0;
+  REMAT_GRID_STRIDE_LOOP(i, n) {
+    acc = combine<K>(acc, term<K>(static_cast<double>(to_acc(x[i])), p));
+  }
+  acc = block_reduce<K>(acc);
+  if (threadIdx.x == 0) partials[blockIdx.x] = acc;
+}
+
+// Stage 2: one block folds the partials into out[0].
+template <NormKind K>
+__global__ void norm_total_kernel(const double* partials, int64_t count, double* out) {
+  double acc = 0;
+  for (int64_t i = threadIdx.x; i < count; i += blockDim.x) acc = combine<K>(acc, partials[i]);
+  acc = block_reduce<K>(acc);
+  if (threadIdx.x == 0) out[0] = acc;
+}
+
+// The sum (or max) of term(x[i]) over x (contiguous, n > 0), in a fixed order:
+// the grid size depends only on n.
+template <NormKind K>
+double fold(const Tensor& x, double p) {
+  const int64_t n = x.numel();
+  const unsigned blocks = std::min(blocks_for(n), 1024u);
+  const memory::Allocation scratch = workspace(x, (blocks + 1) * sizeof(double));
+  auto* partials = static_cast<double*>(scratch.get());
+  double* total = partials + blocks;
+  const cudaStream_t stream = stream_of(x);
+  visit_floating(x.dtype(), "vector_norm", [&]<typename D>() {
+    norm_partials_kernel<D, K>
+        <<<blocks, kThreads, 0, stream>>>(static_cast<const D*>(x.data_ptr()), n, p, partials);
+  });
+  REMAT_CUDA_LAUNCH_CHECK("norm_partials_kernel");
+  norm_total_kernel<K><<<1, kThreads, 0, stream>>>(partials, blocks, total);
+  REMAT_CUDA_LAUNCH_CHECK("norm_total_kernel");
+  double result = 0;
+  REMAT_CUDA_CHECK(cudaMemcpyAsync(&result, total, sizeof(double), cudaMemcpyDeviceToHost, stream));
+  REMAT_CUDA_CHECK(cudaStreamSynchronize(stream));
+  return result;
+}
+
+}  // namespace
+
+void adam_update(const Tensor& param, const Tensor& grad, const Tensor& exp_avg,
+                 const Tensor& exp_avg_sq, const AdamStep& step) {
+  DeviceScope scope(param);
+  switch (param.dtype()) {
+    case kFloat32: adam_typed<float>(param, grad, exp_avg, exp_avg_sq, step); break;
+    case kFloat64: adam_typed<double>(param, grad, exp_avg, exp_avg_sq, step); break;
+    default: throw Error(fmt::format("adam_update: no CUDA kernel for dtype {}", param.dtype()));
+  }
+}
+
+double vector_norm(const Tensor& x, double p) {
+  REMAT_CHECK(is_floating(x.dtype()), "vector_norm: expected a floating-point tensor, got {}",
+              TensorMeta::of(x).str());
+  REMAT_CHECK(p > 0, "vector_norm: the order p must be positive or infinity, got {}", p);
+  const Tensor values = x.contiguous();
+  if (values.numel() == 0) return 0;
+  DeviceScope scope(values);
+  if (std::isinf(p)) return fold<NormKind::Max>(values, p);
+  if (p == 2) return std::sqrt(fold<NormKind::Square>(values, p));
+  return std::pow(fold<NormKind::Power>(values, p), 1 / p);
+}
+
+}  // namespace remat::kernels::cuda
