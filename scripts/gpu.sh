@@ -51,6 +51,11 @@ prepare() {
   # links are made on the device, since links may not travel.
   tar -h -cJf "$DEPS/libs.tar.xz" -C $sys libfmt.so.9.1.0 libz.so.1 libgfortran.so.5 \
     libquadmath.so.0 libbenchmark.so.1.7.1 libbenchmark_main.a -C $sys/openblas-openmp libopenblas.so.0
+  # The examples' data (the device has no Debian datasets): Fashion-MNIST as
+  # shipped (gzip, 30 MB) and the fortunes corpus.
+  mkdir -p "$DEPS/data"
+  cp -r /usr/share/datasets/fashion-mnist "$DEPS/data/"
+  cp -r /usr/share/games/fortunes "$DEPS/data/"
   du -sh "$DEPS"
   echo "build-deps/ is ready: carry it, e.g. run(command='bash scripts/gpu.sh run', carry=['build-deps'])"
 }
@@ -151,13 +156,39 @@ run_tests() {
   return $rc
 }
 
+# The CUDA op benchmark and its PyTorch anchor, one after the other on the
+# same GPU, and their ratios (docs/benchmarks.md).
+bench() {
+  "$BUILD_DIR/benchmarks/bench_cuda_ops" --json "$LOGS/bench_cuda_ops.json" 2>&1 | tee "$LOGS/bench.log"
+  python3 "$ROOT/benchmarks/pytorch/bench_cuda_ops.py" --json "$LOGS/bench_cuda_ops_torch.json" 2>&1 |
+    tee -a "$LOGS/bench.log"
+  python3 "$ROOT/benchmarks/pytorch/compare_cuda_ops.py" "$LOGS/bench_cuda_ops.json" \
+    "$LOGS/bench_cuda_ops_torch.json" 2>&1 | tee -a "$LOGS/bench.log"
+}
+
+# The three examples on the GPU, short runs with checkpointing on and off
+# (the transformer's --compare prints both plans side by side).
+examples() {
+  local bin=$BUILD_DIR/examples data=$DEPS/data
+  {
+    "$bin/transformer" --device cuda --quiet --steps 200 --corpus "$data/fortunes" \
+      --compare none,block,selective --metrics "$LOGS/transformer_metrics.json"
+    "$bin/mlp" --device cuda --quiet --steps 300 --data "$data/fashion-mnist" \
+      --checkpoint block --metrics "$LOGS/mlp_metrics.json"
+    "$bin/resnet" --device cuda --quiet --steps 100 --data "$data/fashion-mnist" \
+      --checkpoint block --metrics "$LOGS/resnet_metrics.json"
+  } 2>&1 | tee "$LOGS/examples.log"
+}
+
 case "${1:-}" in
   prepare) prepare ;;
+  examples) setup && examples ;;
+  bench) setup && bench ;;
   build) setup && build ;;
   test) setup && run_tests ;;
   run) setup && build && run_tests ;;
   *)
-    echo "usage: scripts/gpu.sh prepare|run|build|test (docs/gpu.md)" >&2
+    echo "usage: scripts/gpu.sh prepare|run|build|test|bench|examples (docs/gpu.md)" >&2
     exit 2
     ;;
 esac

@@ -1,7 +1,6 @@
 #include "kernels/cuda/elementwise.cuh"
 
 #include <cmath>
-#include <cstring>
 #include <utility>
 
 #include "kernels/cuda/common.cuh"
@@ -328,15 +327,8 @@ void fill_strided(const Tensor& out, double value) {
   }
   visit_dtype(out.dtype(), [&]<typename T>() {
     using D = device_t<T>;
-    T host_value;
-    if constexpr (std::is_same_v<T, BFloat16> || std::is_same_v<T, Float16>) {
-      host_value = T(static_cast<float>(value));
-    } else {
-      host_value = static_cast<T>(value);
-    }
     ConstFn<D> fn;
-    static_assert(sizeof(D) == sizeof(T));
-    std::memcpy(static_cast<void*>(&fn.value), &host_value, sizeof(T));  // same bits
+    fn.value = device_value<T>(value);
     map<D>(fn, out);
   });
 }

@@ -28,17 +28,8 @@ void fill(const Tensor& out, double value) {
   DeviceScope scope(out);
   visit_dtype(out.dtype(), [&]<typename T>() {
     using D = device_t<T>;
-    T host_value;
-    if constexpr (std::is_same_v<T, BFloat16> || std::is_same_v<T, Float16>) {
-      host_value = T(static_cast<float>(value));
-    } else {
-      host_value = static_cast<T>(value);
-    }
-    D device_value;
-    static_assert(sizeof(D) == sizeof(T));
-    std::memcpy(static_cast<void*>(&device_value), &host_value, sizeof(T));  // same bits
     fill_kernel<D><<<blocks_for(n), kThreads, 0, stream_of(out)>>>(static_cast<D*>(out.data_ptr()),
-                                                                   n, device_value);
+                                                                   n, device_value<T>(value));
   });
   REMAT_CUDA_LAUNCH_CHECK("fill_kernel");
 }
