@@ -3,6 +3,7 @@
 // the host-side layout that both the CPU loops and the CUDA indexers consume.
 #pragma once
 
+#include <algorithm>
 #include <array>
 #include <cstdint>
 #include <vector>
@@ -50,6 +51,23 @@ StridedLayout<N> merge_dims(const Shape& shape, const std::array<Strides, N>& st
     for (size_t k = 0; k < N; ++k) out.strides[k].push_back(0);
   }
   return out;
+}
+
+// x's dims split into kept (outer) and reduced (inner) groups, in order: the
+// layout every reduction kernel starts from.
+struct ReductionLayout {
+  Shape kept_shape, reduced_shape;
+  Strides kept_strides, reduced_strides;
+};
+
+inline ReductionLayout split_dims(const Tensor& x, const std::vector<int64_t>& dims) {
+  ReductionLayout l;
+  for (int64_t d = 0; d < x.dim(); ++d) {
+    const bool reduced = std::find(dims.begin(), dims.end(), d) != dims.end();
+    (reduced ? l.reduced_shape : l.kept_shape).push_back(x.shape()[static_cast<size_t>(d)]);
+    (reduced ? l.reduced_strides : l.kept_strides).push_back(x.strides()[static_cast<size_t>(d)]);
+  }
+  return l;
 }
 
 }  // namespace remat::kernels

@@ -11,6 +11,7 @@
 #include "memory/caching_allocator.h"
 #include "remat/core/error.h"
 #include "remat/memory/memory.h"
+#include "support/limited_backend.h"
 
 namespace remat::memory {
 namespace {
@@ -18,29 +19,7 @@ namespace {
 constexpr int64_t kKiB = int64_t{1} << 10;
 constexpr int64_t kMiB = int64_t{1} << 20;
 
-// Host memory that runs out after `budget` bytes of live segments.
-class LimitedBackend final : public RawBackend {
- public:
-  explicit LimitedBackend(int64_t budget, Device device = kCPU)
-      : host_(make_cpu_backend()), budget_(budget), device_(device) {}
-  void* raw_alloc(size_t bytes) override {
-    if (in_use_ + static_cast<int64_t>(bytes) > budget_) return nullptr;
-    in_use_ += static_cast<int64_t>(bytes);
-    return host_->raw_alloc(bytes);
-  }
-  void raw_free(void* ptr, size_t bytes) override {
-    in_use_ -= static_cast<int64_t>(bytes);
-    host_->raw_free(ptr, bytes);
-  }
-  Device device() const override { return device_; }
-  const char* name() const override { return "limited"; }
-
- private:
-  std::unique_ptr<RawBackend> host_;
-  int64_t budget_;
-  int64_t in_use_ = 0;
-  Device device_;
-};
+using remat::testing::LimitedBackend;
 
 void expect_stat(const Stat& s, int64_t current, int64_t peak, int64_t allocated, int64_t freed) {
   EXPECT_EQ(s.current, current);

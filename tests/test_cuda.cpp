@@ -19,6 +19,7 @@
 #include "memory/caching_allocator.h"
 #include "ops/registry.h"
 #include "remat/remat.h"
+#include "support/limited_backend.h"
 
 #if defined(REMAT_WITH_CUDA)
 #include <cuda_runtime_api.h>
@@ -40,18 +41,10 @@ bool contains(const std::string& text, const std::string& part) {
 // that complete when the test says so (finish) or when the allocator waits.
 class SimulatedStreams final : public memory::RawBackend, public memory::StreamEvents {
  public:
-  explicit SimulatedStreams(int64_t budget = int64_t{1} << 40)
-      : host_(memory::make_cpu_backend()), budget_(budget) {}
+  explicit SimulatedStreams(int64_t budget = int64_t{1} << 40) : memory_(budget, kGpu) {}
 
-  void* raw_alloc(size_t bytes) override {
-    if (in_use_ + static_cast<int64_t>(bytes) > budget_) return nullptr;
-    in_use_ += static_cast<int64_t>(bytes);
-    return host_->raw_alloc(bytes);
-  }
-  void raw_free(void* ptr, size_t bytes) override {
-    in_use_ -= static_cast<int64_t>(bytes);
-    host_->raw_free(ptr, bytes);
-  }
+  void* raw_alloc(size_t bytes) override { return memory_.raw_alloc(bytes); }
+  void raw_free(void* ptr, size_t bytes) override { memory_.raw_free(ptr, bytes); }
   Device device() const override { return kGpu; }
   const char* name() const override { return "simulated"; }
 
@@ -81,9 +74,7 @@ class SimulatedStreams final : public memory::RawBackend, public memory::StreamE
     void* stream;
     bool done;
   };
-  std::unique_ptr<memory::RawBackend> host_;
-  int64_t budget_;
-  int64_t in_use_ = 0;
+  testing::LimitedBackend memory_;
   std::deque<SimEvent> events_;  // a deque keeps the handles stable
 };
 

@@ -77,13 +77,8 @@ const std::set<std::pair<std::string, std::string>> kNotOnCuda = {
 };
 
 std::vector<OpSample> all_samples() {
-  std::vector<OpSample> all;
-  for (auto family :
-       {elementwise_samples, reduction_samples, shape_samples, linalg_samples, activation_samples,
-        normalization_samples, random_samples, loss_samples, conv_samples, pool_samples,
-        attention_samples, embedding_samples, cuda_samples}) {
-    for (OpSample& s : family()) all.push_back(std::move(s));
-  }
+  std::vector<OpSample> all = registry_samples();
+  for (OpSample& s : cuda_samples()) all.push_back(std::move(s));
   return all;
 }
 
@@ -266,12 +261,8 @@ TEST_P(CudaOp, MatchesCpuFloat64) {
 
 INSTANTIATE_TEST_SUITE_P(Registry, CudaOp, ::testing::Range<size_t>(0, all_samples().size()),
                          [](const ::testing::TestParamInfo<size_t>& param_info) {
-                           OpSample s = all_samples().at(param_info.param);
-                           std::string name = s.op + "_" + s.label;
-                           for (char& c : name) {
-                             if (!std::isalnum(static_cast<unsigned char>(c))) c = '_';
-                           }
-                           return name + "_" + std::to_string(param_info.param);
+                           return sample_test_name(all_samples().at(param_info.param),
+                                                   param_info.param);
                          });
 
 // Every op in the registry is checked on CUDA: named by a sample that runs

@@ -9,22 +9,6 @@
 namespace remat::kernels::cpu {
 namespace {
 
-// Splits x's dims into kept (outer) and reduced (inner) groups.
-struct ReductionLayout {
-  Shape kept_shape, reduced_shape;
-  Strides kept_strides, reduced_strides;
-};
-
-ReductionLayout split_dims(const Tensor& x, const std::vector<int64_t>& dims) {
-  ReductionLayout l;
-  for (int64_t d = 0; d < x.dim(); ++d) {
-    bool reduced = std::find(dims.begin(), dims.end(), d) != dims.end();
-    (reduced ? l.reduced_shape : l.kept_shape).push_back(x.shape()[static_cast<size_t>(d)]);
-    (reduced ? l.reduced_strides : l.kept_strides).push_back(x.strides()[static_cast<size_t>(d)]);
-  }
-  return l;
-}
-
 int64_t offset_of(int64_t linear, const Shape& shape, const Strides& strides) {
   int64_t offset = 0;
   for (size_t d = shape.size(); d-- > 0;) {

@@ -107,6 +107,16 @@ void visit_floating(DType t, const char* what, Fn&& fn) {
   }
 }
 
+// visit_floating, plus int64 and int32: the dtypes arithmetic and reductions take.
+template <typename Fn>
+void visit_arith(DType t, const char* what, Fn&& fn) {
+  switch (t) {
+    case kInt64: fn.template operator()<int64_t>(); return;
+    case kInt32: fn.template operator()<int32_t>(); return;
+    default: visit_floating(t, what, fn);
+  }
+}
+
 // ---- launch -------------------------------------------------------------------
 
 inline constexpr int kThreads = 256;

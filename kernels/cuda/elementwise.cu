@@ -236,16 +236,6 @@ void specialise(Enum op, Fn&& fn) {
   (std::make_integer_sequence<int, kCount>{});
 }
 
-// Device scalar types of the dtypes arithmetic takes: the floats and the indices.
-template <typename Fn>
-void visit_arith(DType t, const char* what, Fn&& fn) {
-  switch (t) {
-    case kInt64: fn.template operator()<int64_t>(); return;
-    case kInt32: fn.template operator()<int32_t>(); return;
-    default: visit_floating(t, what, fn);
-  }
-}
-
 void check_operands(const char* what, const Tensor& a, const Tensor& out) {
   REMAT_CHECK(a.dtype() == out.dtype() && a.device() == out.device(),
               "{} on CUDA: operand {} and output {} differ in dtype or device", what,

@@ -185,32 +185,6 @@ __global__ void scatter_along_kernel(const D* grad, const int64_t* indices, D* o
   }
 }
 
-// x's dims split into kept (outer) and reduced (inner) groups.
-struct ReductionLayout {
-  Shape kept_shape, reduced_shape;
-  Strides kept_strides, reduced_strides;
-};
-
-ReductionLayout split_dims(const Tensor& x, const std::vector<int64_t>& dims) {
-  ReductionLayout l;
-  for (int64_t d = 0; d < x.dim(); ++d) {
-    const bool reduced = std::find(dims.begin(), dims.end(), d) != dims.end();
-    (reduced ? l.reduced_shape : l.kept_shape).push_back(x.shape()[static_cast<size_t>(d)]);
-    (reduced ? l.reduced_strides : l.kept_strides).push_back(x.strides()[static_cast<size_t>(d)]);
-  }
-  return l;
-}
-
-// Device scalar types of the floating dtypes and the integers.
-template <typename Fn>
-void visit_numeric(DType t, const char* what, Fn&& fn) {
-  switch (t) {
-    case kInt64: fn.template operator()<int64_t>(); return;
-    case kInt32: fn.template operator()<int32_t>(); return;
-    default: visit_floating(t, what, fn);
-  }
-}
-
 }  // namespace
 
 void sum(const Tensor& x, const std::vector<int64_t>& dims, double scale, const Tensor& out) {
@@ -219,7 +193,7 @@ void sum(const Tensor& x, const std::vector<int64_t>& dims, double scale, const 
               TensorMeta::of(out).str(), TensorMeta::of(x).str());
   const ReductionLayout l = split_dims(x, dims);
   DeviceScope scope(x);
-  visit_numeric(x.dtype(), "sum", [&]<typename D>() {
+  visit_arith(x.dtype(), "sum", [&]<typename D>() {
     using A = sum_acc_t<D>;
     sum_pass<D, D, A>(x, static_cast<const D*>(x.data_ptr()), static_cast<D*>(out.data_ptr()),
                       l.kept_shape, l.kept_strides, l.reduced_shape, l.reduced_strides,
@@ -241,7 +215,7 @@ void max_along(const Tensor& x, int64_t dim, const Tensor& values, const Tensor&
   const dim3 block(kWarp, kThreads / kWarp);
   const auto grid =
       static_cast<unsigned>(std::min<int64_t>((outer + block.y - 1) / block.y, 65535));
-  visit_numeric(x.dtype(), "max", [&]<typename D>() {
+  visit_arith(x.dtype(), "max", [&]<typename D>() {
     max_along_kernel<<<grid, block, 0, stream_of(x)>>>(
         static_cast<const D*>(x.data_ptr()), static_cast<D*>(values.data_ptr()),
         static_cast<int64_t*>(indices.data_ptr()), outer, len, stride, kept);

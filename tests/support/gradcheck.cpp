@@ -1,5 +1,6 @@
 #include "support/gradcheck.h"
 
+#include <cctype>
 #include <cmath>
 
 #include "kernels/philox.h"
@@ -65,6 +66,24 @@ GradcheckResult gradcheck(const OpSample& s) {
     }
   }
   return result;
+}
+
+std::vector<OpSample> registry_samples() {
+  std::vector<OpSample> all;
+  for (auto family : {elementwise_samples, reduction_samples, shape_samples, linalg_samples,
+                      activation_samples, normalization_samples, random_samples, loss_samples,
+                      conv_samples, pool_samples, attention_samples, embedding_samples}) {
+    for (OpSample& s : family()) all.push_back(std::move(s));
+  }
+  return all;
+}
+
+std::string sample_test_name(const OpSample& sample, size_t index) {
+  std::string name = sample.op + "_" + sample.label;
+  for (char& c : name) {
+    if (!std::isalnum(static_cast<unsigned char>(c))) c = '_';
+  }
+  return name + "_" + std::to_string(index);
 }
 
 }  // namespace remat::testing

@@ -44,4 +44,11 @@ std::vector<OpSample> pool_samples();
 std::vector<OpSample> attention_samples();
 std::vector<OpSample> embedding_samples();
 
+// Every family's samples above, in one list: what the registry-driven tests
+// iterate over.
+std::vector<OpSample> registry_samples();
+// A GoogleTest parameter name for sample `index`: op, label and index, with
+// every character that is not alphanumeric replaced by '_'.
+std::string sample_test_name(const OpSample& sample, size_t index);
+
 }  // namespace remat::testing
