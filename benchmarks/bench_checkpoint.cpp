@@ -1,183 +1,458 @@
-// bench_checkpoint: peak memory and step time of one model under several
-// checkpoint plans, measured in one process so the ratios compare like with
-// like. For each plan: a fresh model from the same seed, warm-up steps (the
-// caching allocator fills, the optimizer state is created), then timed
-// training steps (forward, backward, AdamW step). Reports the median step
-// time, its ratio to the first plan, the activation peak (peak allocated
-// during a step minus what was allocated before it: parameters, gradients,
-// optimizer state, input), peak reserved bytes and the ops replayed per step.
-// Prints a table and writes JSON and CSV.
+// bench_checkpoint: peak memory and step time of the MLP, ResNet and
+// transformer under checkpoint plans, measured in one process so the ratios
+// compare like with like (docs/benchmarks.md). For each model configuration
+// and plan: a fresh model from the same seed, warm-up steps (the caching
+// allocator fills, the optimizer state is created), then timed training steps
+// (forward, backward, AdamW step, zero_grad; CUDA timed with events). Reports
+// the median step time and its ratio to plan "none" of the same
+// configuration, peak allocated and reserved bytes, the activation bytes
+// (peak allocated during a step minus what was allocated before it:
+// parameters, gradients, optimizer state, input), the ops replayed per step
+// and raw allocations per step; for the MLP also the activation bytes the
+// memory model of docs/checkpointing.md predicts. Prints a table and writes
+// JSON and CSV (the shape benchmarks/pytorch/bench_checkpoint.py writes too),
+// optionally the allocator timeline of one step per run.
 //
-//   bench_checkpoint --model transformer --depth 16 --plans none,block,selective
+//   bench_checkpoint --preset long-seq
+//   bench_checkpoint --model mlp --depth 10,20,40 --plans none,sqrt
 #include <CLI/CLI.hpp>
 #include <algorithm>
 #include <chrono>
+#include <filesystem>
 #include <fstream>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
-#include "remat/remat.h"
+#if defined(REMAT_WITH_CUDA)
+#include <cuda_runtime.h>
+#endif
+#if defined(_OPENMP)
+#include <omp.h>
+#endif
+
+#include "common/workload.h"
 
 namespace {
 
-using remat::Tensor;
-namespace nn = remat::nn;
+using bench::ModelConfig;
+using bench::Plan;
 
-struct Config {
-  std::string model = "transformer";
-  std::string device = "cpu";
+// One configuration and the plans it runs under.
+struct Sweep {
+  ModelConfig config;
+  std::vector<std::string> plans;
+};
+
+struct Preset {
+  std::string description;
+  std::string dtype;
+  std::vector<Sweep> sweeps;
+};
+
+ModelConfig mlp(int64_t depth) {
+  return {.model = "mlp", .depth = depth, .batch = 64, .width = 1024};
+}
+
+// The classic experiments of docs/benchmarks.md.
+const std::map<std::string, Preset>& presets() {
+  static const std::map<std::string, Preset> table = {
+      {"deep-mlp",
+       {"MLP, hidden 1024, batch 64, depth 10/20/40/80; more plans at depth 40",
+        "float32",
+        {{mlp(10), {"none", "block", "sqrt"}},
+         {mlp(20), {"none", "block", "sqrt"}},
+         {mlp(40), {"none", "block", "sqrt", "alternate", "nested"}},
+         {mlp(80), {"none", "block", "sqrt"}}}}},
+      {"resnet",
+       {"ResNet, 8 BasicBlocks (64 then 128 channels), batch 32, 32x32 inputs",
+        "float32",
+        {{{.model = "resnet", .depth = 8, .batch = 32, .width = 64, .image = 32},
+          {"none", "block", "alternate", "sqrt", "nested"}}}}},
+      {"long-seq",
+       {"transformer, 12 blocks, d_model 512, 4 heads, ReLU MLP, sequence 4096, batch 1, bf16",
+        "bfloat16",
+        {{{.model = "transformer",
+           .depth = 12,
+           .batch = 1,
+           .width = 512,
+           .seq = 4096,
+           .heads = 4,
+           .activation = "relu"},
+          {"none", "attn", "mlp", "attn+mlp", "alternate"}}}}},
+      {"wide",
+       {"transformer, 20 blocks, d_model 1024, 16 heads, batch 4, sequence 512",
+        "float32",
+        {{{.model = "transformer",
+           .depth = 20,
+           .batch = 4,
+           .width = 1024,
+           .seq = 512,
+           .heads = 16,
+           .activation = "gelu"},
+          {"none", "every-2", "block", "selective"}}}}},
+  };
+  return table;
+}
+
+// Wall time of a step; on CUDA, events on the current stream.
+class StepTimer {
+ public:
+  explicit StepTimer(remat::Device device) : device_(device) {
+#if defined(REMAT_WITH_CUDA)
+    if (device_.is_cuda()) {
+      cudaEventCreate(&start_event_);
+      cudaEventCreate(&stop_event_);
+    }
+#endif
+  }
+  ~StepTimer() {
+#if defined(REMAT_WITH_CUDA)
+    if (device_.is_cuda()) {
+      cudaEventDestroy(start_event_);
+      cudaEventDestroy(stop_event_);
+    }
+#endif
+  }
+  StepTimer(const StepTimer&) = delete;
+  StepTimer& operator=(const StepTimer&) = delete;
+
+  void start() {
+    remat::synchronize(device_);
+#if defined(REMAT_WITH_CUDA)
+    if (device_.is_cuda()) {
+      cudaEventRecord(start_event_, stream());
+      return;
+    }
+#endif
+    start_time_ = std::chrono::steady_clock::now();
+  }
+  // Milliseconds since start(); waits for the device.
+  double stop() {
+#if defined(REMAT_WITH_CUDA)
+    if (device_.is_cuda()) {
+      cudaEventRecord(stop_event_, stream());
+      cudaEventSynchronize(stop_event_);
+      float ms = 0;
+      cudaEventElapsedTime(&ms, start_event_, stop_event_);
+      return ms;
+    }
+#endif
+    remat::synchronize(device_);
+    return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start_time_)
+        .count();
+  }
+
+ private:
+  remat::Device device_;
+  std::chrono::steady_clock::time_point start_time_;
+#if defined(REMAT_WITH_CUDA)
+  cudaStream_t stream() const {
+    return static_cast<cudaStream_t>(remat::current_stream(device_).handle());
+  }
+  cudaEvent_t start_event_ = nullptr;
+  cudaEvent_t stop_event_ = nullptr;
+#endif
+};
+
+struct Options {
+  std::string preset;
+  ModelConfig model;
+  std::vector<int64_t> depths = {16}, batches = {4}, seqs = {256};
   std::string plans = "none,block,selective,sqrt,every-2,nested";
-  int64_t depth = 16;
-  int64_t batch = 4;
-  int64_t seq = 256;    // transformer tokens per sample
-  int64_t width = 256;  // d_model (transformer) or hidden size (mlp)
-  int64_t heads = 4;
+  std::string dtype;
+  std::string device = "cpu";
   int64_t warmup = 2;
-  int64_t steps = 5;
+  int64_t steps = 3;
   uint64_t seed = 0;
   std::string json_path = "bench_checkpoint.json";
   std::string csv_path = "bench_checkpoint.csv";
+  std::string timeline_path;
+  std::string state_dir;
 };
 
-// A stack of identical blocks on a random input; the loss is the mean square
-// of the output.
-struct Workload {
-  std::shared_ptr<nn::Sequential> blocks;
-  Tensor input;
-};
-
-Workload make_workload(const Config& c, remat::Device device) {
-  remat::manual_seed(c.seed);
-  auto blocks = std::make_shared<nn::Sequential>();
-  Tensor input;
-  if (c.model == "transformer") {
-    for (int64_t i = 0; i < c.depth; ++i) {
-      blocks->push_back(std::make_shared<nn::TransformerBlock>(c.width, c.heads, true));
-    }
-    input = remat::randn({c.batch, c.seq, c.width});
-  } else if (c.model == "mlp") {
-    for (int64_t i = 0; i < c.depth; ++i) {
-      blocks->push_back(std::make_shared<nn::Sequential>(std::vector<std::shared_ptr<nn::Module>>{
-          std::make_shared<nn::Linear>(c.width, c.width), std::make_shared<nn::ReLU>()}));
-    }
-    input = remat::randn({c.batch, c.width});
-  } else {
-    throw remat::Error(fmt::format("--model: expected transformer or mlp, got '{}'", c.model));
-  }
-  blocks->to(device);
-  return {blocks, input.to(device)};
-}
-
-struct PlanResult {
+struct RunResult {
+  ModelConfig config;
   std::string plan;
+  std::vector<double> step_ms;
   double median_step_ms = 0;
-  int64_t activation_peak = 0;
+  int64_t state_bytes = 0;
+  int64_t peak_allocated = 0;
   int64_t peak_reserved = 0;
   int64_t replayed_ops = 0;
+  double raw_allocs_per_step = 0;
+  double first_loss = 0;
+  std::optional<int64_t> predicted;
+  std::vector<remat::memory::Event> timeline;
+  int64_t activation_bytes() const { return peak_allocated - state_bytes; }
 };
 
-PlanResult measure(const Config& c, remat::Device device, const remat::CheckpointPlan& plan) {
+RunResult measure(const Options& o, const ModelConfig& config, remat::DType dtype,
+                  remat::Device device, const std::string& plan_name) {
+  const Plan plan = Plan::parse(plan_name, config.model);
   remat::memory::empty_cache(device);
-  Workload w = make_workload(c, device);
-  remat::optim::AdamW optimizer(w.blocks->parameters(), {.lr = 1e-4});
-  const auto fns = w.blocks->functions();
-  PlanResult r{plan.name()};
-  std::vector<double> times;
-  for (int64_t step = 0; step < c.warmup + c.steps; ++step) {
-    const bool timed = step >= c.warmup;
+  bench::Workload workload(config, dtype, device, o.seed);
+  if (!o.state_dir.empty()) {
+    std::string name = config.key();
+    std::replace(name.begin(), name.end(), ' ', '_');
+    std::replace(name.begin(), name.end(), '=', '_');
+    std::filesystem::create_directories(o.state_dir);
+    workload.save_state((std::filesystem::path(o.state_dir) / (name + ".safetensors")).string());
+  }
+  RunResult r{config, plan_name};
+  r.predicted = bench::predicted_activation_bytes(config, dtype, plan);
+  StepTimer timer(device);
+  int64_t raw_allocs_before = 0;
+  for (int64_t step = 0; step < o.warmup + o.steps; ++step) {
+    const bool timed = step >= o.warmup;
+    if (step == o.warmup) raw_allocs_before = remat::memory::stats(device).num_raw_allocs;
     remat::synchronize(device);
     const int64_t before = remat::memory::stats(device).allocated_bytes.current;
     remat::memory::reset_peak_stats(device);
     remat::reset_checkpoint_stats();
-    const auto start = std::chrono::steady_clock::now();
-    const Tensor out = remat::checkpoint_blocks(fns, w.input, plan);
-    remat::mean(out * out).backward();
-    optimizer.step();
-    optimizer.zero_grad();
-    remat::synchronize(device);
-    const double ms =
-        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+    timer.start();
+    const remat::Tensor loss = workload.step(plan);
+    const double ms = timer.stop();
+    if (step == 0) r.first_loss = loss.to(remat::kFloat64).to(remat::kCPU).item<double>();
     if (!timed) continue;
-    times.push_back(ms);
+    r.step_ms.push_back(ms);
     const remat::memory::Stats stats = remat::memory::stats(device);
-    r.activation_peak = std::max(r.activation_peak, stats.allocated_bytes.peak - before);
+    r.state_bytes = before;
+    r.peak_allocated = std::max(r.peak_allocated, stats.allocated_bytes.peak);
     r.peak_reserved = std::max(r.peak_reserved, stats.reserved_bytes.peak);
     r.replayed_ops = remat::checkpoint_stats().ops_replayed;
   }
-  std::sort(times.begin(), times.end());
-  r.median_step_ms = times[times.size() / 2];
+  r.raw_allocs_per_step =
+      static_cast<double>(remat::memory::stats(device).num_raw_allocs - raw_allocs_before) /
+      static_cast<double>(o.steps);
+  std::vector<double> sorted = r.step_ms;
+  std::sort(sorted.begin(), sorted.end());
+  r.median_step_ms = sorted[sorted.size() / 2];
+  if (!o.timeline_path.empty()) {
+    // One more step, untimed: recording the timeline costs a string per event.
+    remat::synchronize(device);
+    remat::memory::enable_timeline(device, true);
+    workload.step(plan);
+    remat::synchronize(device);
+    r.timeline = remat::memory::timeline(device);
+    remat::memory::enable_timeline(device, false);
+  }
   return r;
 }
 
 double mib(int64_t bytes) { return static_cast<double>(bytes) / (1 << 20); }
 
+std::string device_name(remat::Device device) {
+#if defined(REMAT_WITH_CUDA)
+  if (device.is_cuda()) {
+    cudaDeviceProp properties{};
+    cudaGetDeviceProperties(&properties, device.index);
+    return properties.name;
+  }
+#endif
+  std::ifstream cpuinfo("/proc/cpuinfo");
+  for (std::string line; std::getline(cpuinfo, line);) {
+    if (line.starts_with("model name")) return line.substr(line.find(':') + 2);
+  }
+  return device.str();
+}
+
+int threads() {
+#if defined(_OPENMP)
+  return omp_get_max_threads();
+#else
+  return 1;
+#endif
+}
+
+std::vector<Sweep> sweeps_of(const Options& o, std::string* dtype, std::string* preset_name) {
+  if (!o.preset.empty()) {
+    const auto it = presets().find(o.preset);
+    if (it == presets().end()) {
+      std::string names;
+      for (const auto& [name, preset] : presets()) names += (names.empty() ? "" : ", ") + name;
+      throw remat::Error(
+          fmt::format("--preset: unknown '{}', expected one of {}", o.preset, names));
+    }
+    if (dtype->empty()) *dtype = it->second.dtype;
+    *preset_name = o.preset;
+    return it->second.sweeps;
+  }
+  if (dtype->empty()) *dtype = "float32";
+  *preset_name = "custom";
+  std::vector<std::string> plans;
+  std::stringstream names(o.plans);
+  for (std::string name; std::getline(names, name, ',');) plans.push_back(name);
+  std::vector<Sweep> sweeps;
+  for (int64_t depth : o.depths) {
+    for (int64_t batch : o.batches) {
+      for (int64_t seq : o.model.model == "transformer" ? o.seqs : std::vector<int64_t>{0}) {
+        ModelConfig c = o.model;
+        c.depth = depth;
+        c.batch = batch;
+        if (c.model == "transformer") c.seq = seq;
+        sweeps.push_back({c, plans});
+      }
+    }
+  }
+  return sweeps;
+}
+
+remat::DType parse_dtype(const std::string& name) {
+  if (name == "float32") return remat::kFloat32;
+  if (name == "bfloat16") return remat::kBFloat16;
+  throw remat::Error(fmt::format("--dtype: expected float32 or bfloat16, got '{}'", name));
+}
+
+nlohmann::json optional_json(const std::optional<double>& v) {
+  return v ? nlohmann::json(*v) : nlohmann::json(nullptr);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) try {
-  Config c;
-  CLI::App app("bench_checkpoint: peak memory and step time per checkpoint plan",
-               "bench_checkpoint");
-  app.add_option("--model", c.model, "transformer or mlp")->capture_default_str();
-  app.add_option("--device", c.device, "cpu or cuda")->capture_default_str();
-  app.add_option("--plans", c.plans, "comma-separated plans (docs/checkpointing.md)")
+  Options o;
+  CLI::App app(
+      "bench_checkpoint: peak memory and step time of the MLP, ResNet and transformer per "
+      "checkpoint plan",
+      "bench_checkpoint");
+  std::string preset_help = "a named experiment (overrides the model flags):";
+  for (const auto& [name, preset] : presets()) {
+    preset_help += fmt::format("\n  {}: {} ({})", name, preset.description, preset.dtype);
+  }
+  app.add_option("--preset", o.preset, preset_help);
+  app.add_option("--model", o.model.model, "mlp, resnet or transformer")->capture_default_str();
+  app.add_option("--depth", o.depths, "blocks (a comma list sweeps)")
+      ->delimiter(',')
       ->capture_default_str();
-  app.add_option("--depth", c.depth, "blocks")->capture_default_str();
-  app.add_option("--batch", c.batch, "samples per step")->capture_default_str();
-  app.add_option("--seq", c.seq, "tokens per sample (transformer)")->capture_default_str();
-  app.add_option("--width", c.width, "d_model (transformer) or hidden size (mlp)")
+  app.add_option("--batch", o.batches, "samples per step (a comma list sweeps)")
+      ->delimiter(',')
       ->capture_default_str();
-  app.add_option("--heads", c.heads, "attention heads (transformer)")->capture_default_str();
-  app.add_option("--warmup", c.warmup, "untimed steps per plan")->capture_default_str();
-  app.add_option("--steps", c.steps, "timed steps per plan (the median is reported)")
+  app.add_option("--seq", o.seqs, "transformer: tokens per sample (a comma list sweeps)")
+      ->delimiter(',')
+      ->capture_default_str();
+  app.add_option("--width", o.model.width,
+                 "mlp: hidden size; resnet: first stage's channels; transformer: d_model")
+      ->capture_default_str();
+  app.add_option("--heads", o.model.heads, "transformer: attention heads")->capture_default_str();
+  app.add_option("--activation", o.model.activation, "transformer MLP: gelu or relu")
+      ->capture_default_str();
+  app.add_option("--image", o.model.image, "resnet: input height and width")->capture_default_str();
+  app.add_option("--plans", o.plans,
+                 "comma-separated plans: none, block, every-N, alternate, sqrt, selective, "
+                 "nested (docs/checkpointing.md); transformer also attn, mlp, attn+mlp")
+      ->capture_default_str();
+  app.add_option("--dtype", o.dtype, "float32 or bfloat16 (default: the preset's, else float32)");
+  app.add_option("--device", o.device, "cpu or cuda")->capture_default_str();
+  app.add_option(
+         "--warmup", o.warmup,
+         "untimed steps per run (the second step is the first with gradients to accumulate into)")
+      ->capture_default_str();
+  app.add_option("--steps", o.steps, "timed steps per run (the median is reported)")
       ->check(CLI::PositiveNumber)
       ->capture_default_str();
-  app.add_option("--seed", c.seed, "seed of the weights and input")->capture_default_str();
-  app.add_option("--json", c.json_path, "JSON output")->capture_default_str();
-  app.add_option("--csv", c.csv_path, "CSV output")->capture_default_str();
+  app.add_option("--seed", o.seed, "seed of the weights and input")->capture_default_str();
+  app.add_option("--json", o.json_path, "JSON output")->capture_default_str();
+  app.add_option("--csv", o.csv_path, "CSV output")->capture_default_str();
+  app.add_option("--timeline", o.timeline_path,
+                 "CSV of the allocator events of one extra step per run (for the plots)");
+  app.add_option("--save-state", o.state_dir,
+                 "directory to write each configuration's weights and input to (safetensors), "
+                 "for benchmarks/pytorch/bench_checkpoint.py --state-dir");
   CLI11_PARSE(app, argc, argv);
 
-  const remat::Device device = c.device == "cuda" ? remat::Device::cuda(0) : remat::kCPU;
-  std::vector<PlanResult> results;
-  std::stringstream names(c.plans);
-  for (std::string name; std::getline(names, name, ',');) {
-    results.push_back(measure(c, device, remat::CheckpointPlan::parse(name)));
+  REMAT_CHECK(o.device == "cpu" || o.device == "cuda", "--device: expected cpu or cuda, got '{}'",
+              o.device);
+  const remat::Device device = o.device == "cuda" ? remat::Device::cuda(0) : remat::kCPU;
+  std::string dtype_name = o.dtype, preset_name;
+  const std::vector<Sweep> sweeps = sweeps_of(o, &dtype_name, &preset_name);
+  const remat::DType dtype = parse_dtype(dtype_name);
+
+  std::vector<RunResult> results;
+  for (const Sweep& sweep : sweeps) {
+    fmt::print("{}, {}, {}: median of {} steps after {} warm-up\n", sweep.config.key(), device,
+               dtype_name, o.steps, o.warmup);
+    fmt::print("  {:<10} {:>10} {:>7} {:>14} {:>7} {:>11} {:>12} {:>13} {:>9} {:>8}\n", "plan",
+               "step ms", "time", "activations", "memory", "predicted", "peak alloc",
+               "peak reserved", "replayed", "raw/step");
+    std::optional<RunResult> none;
+    for (const std::string& plan : sweep.plans) {
+      results.push_back(measure(o, sweep.config, dtype, device, plan));
+      const RunResult& r = results.back();
+      if (plan == "none") none = r;
+      fmt::print(
+          "  {:<10} {:>10.1f} {:>6.2f}x {:>10.1f} MiB {:>6.1f}% {:>11} {:>8.1f} MiB "
+          "{:>9.1f} MiB {:>9} {:>8.1f}\n",
+          r.plan, r.median_step_ms, none ? r.median_step_ms / none->median_step_ms : 1.0,
+          mib(r.activation_bytes()),
+          none ? 100.0 * static_cast<double>(r.activation_bytes()) /
+                     static_cast<double>(none->activation_bytes())
+               : 100.0,
+          r.predicted ? fmt::format("{:.1f} MiB", mib(*r.predicted)) : "-", mib(r.peak_allocated),
+          mib(r.peak_reserved), r.replayed_ops, r.raw_allocs_per_step);
+    }
   }
 
-  const PlanResult& base = results.front();
-  fmt::print("{} x{} (width {}, batch {}{}), {}, median of {} steps after {} warm-up\n", c.model,
-             c.depth, c.width, c.batch,
-             c.model == "transformer" ? fmt::format(", seq {}", c.seq) : "", device, c.steps,
-             c.warmup);
-  fmt::print("{:<10} {:>10} {:>8} {:>16} {:>9} {:>14} {:>9}\n", "plan", "step ms", "time",
-             "activation peak", "memory", "peak reserved", "replayed");
-  nlohmann::ordered_json json = {
-      {"model", c.model}, {"device", device.str()}, {"depth", c.depth},
-      {"batch", c.batch}, {"seq", c.seq},           {"width", c.width},
-      {"heads", c.heads}, {"steps", c.steps},       {"runs", nlohmann::json::array()}};
-  std::ofstream csv(c.csv_path);
-  csv << "model,device,depth,batch,seq,width,plan,median_step_ms,time_ratio,activation_peak_bytes,"
-         "memory_ratio,peak_reserved_bytes,replayed_ops\n";
-  for (const PlanResult& r : results) {
-    const double time_ratio = r.median_step_ms / base.median_step_ms;
-    const double memory_ratio =
-        static_cast<double>(r.activation_peak) / static_cast<double>(base.activation_peak);
-    fmt::print("{:<10} {:>10.1f} {:>7.2f}x {:>12.1f} MiB {:>8.1f}% {:>10.1f} MiB {:>9}\n", r.plan,
-               r.median_step_ms, time_ratio, mib(r.activation_peak), 100 * memory_ratio,
-               mib(r.peak_reserved), r.replayed_ops);
-    json["runs"].push_back({{"plan", r.plan},
-                            {"median_step_ms", r.median_step_ms},
-                            {"time_ratio", time_ratio},
-                            {"activation_peak_bytes", r.activation_peak},
-                            {"memory_ratio", memory_ratio},
-                            {"peak_reserved_bytes", r.peak_reserved},
-                            {"replayed_ops", r.replayed_ops}});
-    csv << fmt::format("{},{},{},{},{},{},{},{:.3f},{:.4f},{},{:.4f},{},{}\n", c.model,
-                       device.str(), c.depth, c.batch, c.seq, c.width, r.plan, r.median_step_ms,
-                       time_ratio, r.activation_peak, memory_ratio, r.peak_reserved,
-                       r.replayed_ops);
+  nlohmann::ordered_json json = {{"tool", "remat"},        {"tool_version", "0.1.0"},
+                                 {"device", device.str()}, {"device_name", device_name(device)},
+                                 {"threads", threads()},   {"dtype", dtype_name},
+                                 {"preset", preset_name},  {"warmup", o.warmup},
+                                 {"steps", o.steps},       {"runs", nlohmann::json::array()}};
+  std::ofstream csv(o.csv_path);
+  csv << "key,plan,median_step_ms,time_ratio,state_bytes,peak_allocated_bytes,activation_bytes,"
+         "memory_ratio,peak_reserved_bytes,replayed_ops,raw_allocs_per_step,"
+         "predicted_activation_bytes,first_loss\n";
+  std::ofstream timeline;
+  if (!o.timeline_path.empty()) {
+    timeline.open(o.timeline_path);
+    timeline << "key,plan,index,time_us,kind,bytes,allocated_after,reserved_after,tag\n";
   }
-  std::ofstream(c.json_path) << json.dump(2) << '\n';
-  fmt::print("wrote {} and {}\n", c.json_path, c.csv_path);
+  for (const RunResult& r : results) {
+    const std::string key = r.config.key();
+    const auto none = std::find_if(results.begin(), results.end(), [&](const RunResult& other) {
+      return other.plan == "none" && other.config.key() == key;
+    });
+    std::optional<double> time_ratio, memory_ratio;
+    if (none != results.end()) {
+      time_ratio = r.median_step_ms / none->median_step_ms;
+      memory_ratio =
+          static_cast<double>(r.activation_bytes()) / static_cast<double>(none->activation_bytes());
+    }
+    json["runs"].push_back(
+        {{"model", r.config.model},
+         {"config", r.config.to_json()},
+         {"key", key},
+         {"plan", r.plan},
+         {"step_ms", r.step_ms},
+         {"median_step_ms", r.median_step_ms},
+         {"time_ratio", optional_json(time_ratio)},
+         {"state_bytes", r.state_bytes},
+         {"peak_allocated_bytes", r.peak_allocated},
+         {"activation_bytes", r.activation_bytes()},
+         {"memory_ratio", optional_json(memory_ratio)},
+         {"peak_reserved_bytes", r.peak_reserved},
+         {"replayed_ops", r.replayed_ops},
+         {"raw_allocs_per_step", r.raw_allocs_per_step},
+         {"first_loss", r.first_loss},
+         {"predicted_activation_bytes",
+          r.predicted ? nlohmann::json(*r.predicted) : nlohmann::json(nullptr)}});
+    csv << fmt::format("\"{}\",{},{:.3f},{},{},{},{},{},{},{},{},{},{:.8g}\n", key, r.plan,
+                       r.median_step_ms, time_ratio ? fmt::format("{:.4f}", *time_ratio) : "",
+                       r.state_bytes, r.peak_allocated, r.activation_bytes(),
+                       memory_ratio ? fmt::format("{:.4f}", *memory_ratio) : "", r.peak_reserved,
+                       r.replayed_ops, r.raw_allocs_per_step,
+                       r.predicted ? std::to_string(*r.predicted) : "", r.first_loss);
+    for (size_t i = 0; i < r.timeline.size(); ++i) {
+      const remat::memory::Event& e = r.timeline[i];
+      timeline << fmt::format("\"{}\",{},{},{:.3f},{},{},{},{},{}\n", key, r.plan, i,
+                              static_cast<double>(e.time_ns) / 1e3,
+                              remat::memory::event_kind_name(e.kind), e.bytes, e.allocated_after,
+                              e.reserved_after, e.tag);
+    }
+  }
+  std::ofstream(o.json_path) << json.dump(2) << '\n';
+  fmt::print("wrote {} and {}{}\n", o.json_path, o.csv_path,
+             o.timeline_path.empty() ? "" : " and " + o.timeline_path);
   return 0;
 } catch (const std::exception& e) {
   fmt::print(stderr, "bench_checkpoint: {}\n", e.what());

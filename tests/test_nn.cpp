@@ -188,6 +188,28 @@ TEST(Module, TransformerBlockParametersAndNames) {
   EXPECT_EQ(names.back(), "blocks.1.mlp.2.bias");
 }
 
+// forward is the two residual halves in order; the MLP uses the chosen
+// activation (ReLU: no negative pre-activation reaches the second Linear).
+TEST(Module, TransformerBlockHalvesAndReluActivation) {
+  manual_seed(5);
+  nn::TransformerBlock gelu_block(16, 2, /*causal=*/true);
+  manual_seed(5);
+  nn::TransformerBlock relu_block(16, 2, /*causal=*/true, 0.0, nn::MlpActivation::ReLU);
+  const Tensor x = randn({2, 6, 16});
+  EXPECT_EQ(gelu_block(x).to_vector<float>(),
+            gelu_block.mlp_residual(gelu_block.attention_residual(x)).to_vector<float>());
+  EXPECT_EQ(relu_block(x).to_vector<float>(),
+            relu_block.mlp_residual(relu_block.attention_residual(x)).to_vector<float>());
+  // Same weights (same seed), different nonlinearity: the attention halves
+  // agree and the outputs do not.
+  EXPECT_EQ(gelu_block.attention_residual(x).to_vector<float>(),
+            relu_block.attention_residual(x).to_vector<float>());
+  EXPECT_NE(gelu_block(x).to_vector<float>(), relu_block(x).to_vector<float>());
+  const auto& mlp = relu_block.named_children()[3];
+  ASSERT_EQ(mlp.first, "mlp");
+  EXPECT_NE(dynamic_cast<nn::ReLU*>(mlp.second->named_children()[1].second.get()), nullptr);
+}
+
 TEST(Module, CausalAttentionIgnoresLaterPositions) {
   manual_seed(3);
   nn::MultiheadAttention causal(8, 2, /*causal=*/true);

@@ -294,11 +294,30 @@ TEST(Adam, LargeParameterMatchesTheReference) {
   expect_near_all(p.to_vector<double>(), start, 1e-14);
 }
 
-TEST(Adam, RefusesReducedPrecisionParameters) {
-  Tensor p = parameter({1.0, 2.0}, kBFloat16);
-  Adam adam({p});
-  set_grad(p, {0.5, 0.5});
-  expect_error_mentioning([&] { adam.step(); }, {"adam_update", "float32 or float64", "bfloat16"});
+// A 16-bit parameter is updated in float32 and rounded once on store, so one
+// step from 16-bit values equals the float32 step rounded to the 16-bit type,
+// and the state keeps the parameter's dtype.
+TEST(AdamW, ReducedPrecisionStepIsTheFloat32StepRoundedOnce) {
+  for (DType reduced : {kBFloat16, kFloat16}) {
+    Values start(300), grad(300);
+    for (size_t i = 0; i < start.size(); ++i) {
+      start[i] = std::cos(0.01 * static_cast<double>(i));
+      grad[i] = std::sin(0.03 * static_cast<double>(i)) * 1e-2;
+    }
+    // Round the inputs to the 16-bit type first, so both runs start equal.
+    start = from_vector(start, {300}).to(reduced).to_vector<double>();
+    grad = from_vector(grad, {300}).to(reduced).to_vector<double>();
+    Tensor p16 = parameter(start, reduced), p32 = parameter(start, kFloat32);
+    set_grad(p16, grad);
+    set_grad(p32, grad);
+    AdamW opt16({p16}, {.lr = 0.05}), opt32({p32}, {.lr = 0.05});
+    opt16.step();
+    opt32.step();
+    EXPECT_EQ(opt16.state(0).exp_avg.dtype(), reduced);
+    EXPECT_EQ(p16.to_vector<double>(), p32.to(reduced).to_vector<double>())
+        << fmt::format("{}", reduced);
+    EXPECT_NE(p16.to_vector<double>(), start) << "the step must move the parameter";
+  }
 }
 
 // ---- state, skipping, versions, zero_grad ----------------------------------------

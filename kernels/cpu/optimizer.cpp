@@ -10,27 +10,36 @@
 namespace remat::kernels::cpu {
 namespace {
 
+// T is the storage type; the update runs in C: float for float32 and the
+// 16-bit types (rounded once on store, as PyTorch's fused Adam does), double
+// for float64.
 template <typename T>
 void adam_typed(const Tensor& param, const Tensor& grad, const Tensor& exp_avg,
                 const Tensor& exp_avg_sq, const AdamStep& s) {
+  using C = std::conditional_t<std::is_same_v<T, double>, double, float>;
   // Scalars are computed in float64 and rounded once, as PyTorch's Python
   // floats are when they meet a float32 tensor.
   const double bias_correction1 = 1 - std::pow(s.beta1, static_cast<double>(s.step));
   const double bias_correction2 = 1 - std::pow(s.beta2, static_cast<double>(s.step));
-  const T step_size = static_cast<T>(s.lr / bias_correction1);
-  const T bias_correction2_sqrt = static_cast<T>(std::sqrt(bias_correction2));
-  const T beta1 = static_cast<T>(s.beta1), one_minus_beta1 = static_cast<T>(1 - s.beta1);
-  const T beta2 = static_cast<T>(s.beta2), one_minus_beta2 = static_cast<T>(1 - s.beta2);
-  const T eps = static_cast<T>(s.eps);
-  const T l2 = static_cast<T>(s.decoupled_weight_decay ? 0 : s.weight_decay);
-  const T decay = static_cast<T>(s.decoupled_weight_decay ? 1 - s.lr * s.weight_decay : 1);
+  const C step_size = static_cast<C>(s.lr / bias_correction1);
+  const C bias_correction2_sqrt = static_cast<C>(std::sqrt(bias_correction2));
+  const C beta1 = static_cast<C>(s.beta1), one_minus_beta1 = static_cast<C>(1 - s.beta1);
+  const C beta2 = static_cast<C>(s.beta2), one_minus_beta2 = static_cast<C>(1 - s.beta2);
+  const C eps = static_cast<C>(s.eps);
+  const C l2 = static_cast<C>(s.decoupled_weight_decay ? 0 : s.weight_decay);
+  const C decay = static_cast<C>(s.decoupled_weight_decay ? 1 - s.lr * s.weight_decay : 1);
 
-  auto update = [=](T& p, T g, T& m, T& v) {
+  auto update = [=](T& param_ref, T grad_value, T& m_ref, T& v_ref) {
+    C p = static_cast<C>(param_ref), g = static_cast<C>(grad_value);
+    C m = static_cast<C>(m_ref), v = static_cast<C>(v_ref);
     if (l2 != 0) g += l2 * p;
     if (decay != 1) p *= decay;
     m = beta1 * m + one_minus_beta1 * g;
     v = beta2 * v + one_minus_beta2 * g * g;
     p -= step_size * m / (std::sqrt(v) / bias_correction2_sqrt + eps);
+    param_ref = static_cast<T>(p);
+    m_ref = static_cast<T>(m);
+    v_ref = static_cast<T>(v);
   };
 
   T* const p_base = static_cast<T*>(param.data_ptr());
@@ -96,6 +105,8 @@ void adam_update(const Tensor& param, const Tensor& grad, const Tensor& exp_avg,
   switch (param.dtype()) {
     case kFloat32: adam_typed<float>(param, grad, exp_avg, exp_avg_sq, step); break;
     case kFloat64: adam_typed<double>(param, grad, exp_avg, exp_avg_sq, step); break;
+    case kBFloat16: adam_typed<BFloat16>(param, grad, exp_avg, exp_avg_sq, step); break;
+    case kFloat16: adam_typed<Float16>(param, grad, exp_avg, exp_avg_sq, step); break;
     default: throw Error(fmt::format("adam_update: no CPU kernel for dtype {}", param.dtype()));
   }
 }

@@ -23,54 +23,59 @@ struct AdamScalars {
       decay;
 };
 
+// T is the device storage type; the update runs in acc_t<T> (float for the
+// 16-bit types) and is rounded once on store.
 template <typename T, bool Contiguous>
 __global__ void adam_kernel(T* param, const T* grad, T* exp_avg, T* exp_avg_sq, int64_t n,
-                            StridedIndexer<4> ix, AdamScalars<T> s) {
+                            StridedIndexer<4> ix, AdamScalars<acc_t<T>> s) {
   REMAT_GRID_STRIDE_LOOP(i, n) {
     int64_t off[4] = {i, i, i, i};
     if constexpr (!Contiguous) ix.offsets(i, off);
-    T p = param[off[0]], g = grad[off[1]], m = exp_avg[off[2]], v = exp_avg_sq[off[3]];
+    acc_t<T> p = to_acc(param[off[0]]), g = to_acc(grad[off[1]]), m = to_acc(exp_avg[off[2]]),
+             v = to_acc(exp_avg_sq[off[3]]);
     if (s.l2 != 0) g = add_rn(g, mul_rn(s.l2, p));
     if (s.decay != 1) p = mul_rn(p, s.decay);
     m = add_rn(mul_rn(s.beta1, m), mul_rn(s.one_minus_beta1, g));
     v = add_rn(mul_rn(s.beta2, v), mul_rn(mul_rn(s.one_minus_beta2, g), g));
     p -= mul_rn(s.step_size, m) / (sqrt(v) / s.bias_correction2_sqrt + s.eps);
-    param[off[0]] = p;
-    exp_avg[off[2]] = m;
-    exp_avg_sq[off[3]] = v;
+    param[off[0]] = from_acc<T>(p);
+    exp_avg[off[2]] = from_acc<T>(m);
+    exp_avg_sq[off[3]] = from_acc<T>(v);
   }
 }
 
 template <typename T>
 void adam_typed(const Tensor& param, const Tensor& grad, const Tensor& exp_avg,
                 const Tensor& exp_avg_sq, const AdamStep& st) {
+  using D = device_t<T>;
+  using C = acc_t<D>;
   // Scalars in float64, rounded once, as PyTorch's Python floats are.
   const double bias_correction1 = 1 - std::pow(st.beta1, static_cast<double>(st.step));
   const double bias_correction2 = 1 - std::pow(st.beta2, static_cast<double>(st.step));
-  const AdamScalars<T> s{
-      .step_size = static_cast<T>(st.lr / bias_correction1),
-      .bias_correction2_sqrt = static_cast<T>(std::sqrt(bias_correction2)),
-      .beta1 = static_cast<T>(st.beta1),
-      .one_minus_beta1 = static_cast<T>(1 - st.beta1),
-      .beta2 = static_cast<T>(st.beta2),
-      .one_minus_beta2 = static_cast<T>(1 - st.beta2),
-      .eps = static_cast<T>(st.eps),
-      .l2 = static_cast<T>(st.decoupled_weight_decay ? 0 : st.weight_decay),
-      .decay = static_cast<T>(st.decoupled_weight_decay ? 1 - st.lr * st.weight_decay : 1)};
+  const AdamScalars<C> s{
+      .step_size = static_cast<C>(st.lr / bias_correction1),
+      .bias_correction2_sqrt = static_cast<C>(std::sqrt(bias_correction2)),
+      .beta1 = static_cast<C>(st.beta1),
+      .one_minus_beta1 = static_cast<C>(1 - st.beta1),
+      .beta2 = static_cast<C>(st.beta2),
+      .one_minus_beta2 = static_cast<C>(1 - st.beta2),
+      .eps = static_cast<C>(st.eps),
+      .l2 = static_cast<C>(st.decoupled_weight_decay ? 0 : st.weight_decay),
+      .decay = static_cast<C>(st.decoupled_weight_decay ? 1 - st.lr * st.weight_decay : 1)};
   const int64_t n = param.numel();
   if (n == 0) return;
-  auto* p = static_cast<T*>(param.data_ptr());
-  const auto* g = static_cast<const T*>(grad.data_ptr());
-  auto* m = static_cast<T*>(exp_avg.data_ptr());
-  auto* v = static_cast<T*>(exp_avg_sq.data_ptr());
+  auto* p = static_cast<D*>(param.data_ptr());
+  const auto* g = static_cast<const D*>(grad.data_ptr());
+  auto* m = static_cast<D*>(exp_avg.data_ptr());
+  auto* v = static_cast<D*>(exp_avg_sq.data_ptr());
   const cudaStream_t stream = stream_of(param);
   if (param.is_contiguous() && grad.is_contiguous() && exp_avg.is_contiguous() &&
       exp_avg_sq.is_contiguous()) {
-    adam_kernel<T, true><<<blocks_for(n), kThreads, 0, stream>>>(p, g, m, v, n, {}, s);
+    adam_kernel<D, true><<<blocks_for(n), kThreads, 0, stream>>>(p, g, m, v, n, {}, s);
   } else {
     const StridedIndexer<4> ix = make_indexer<4>(
         param.shape(), {param.strides(), grad.strides(), exp_avg.strides(), exp_avg_sq.strides()});
-    adam_kernel<T, false><<<blocks_for(n), kThreads, 0, stream>>>(p, g, m, v, n, ix, s);
+    adam_kernel<D, false><<<blocks_for(n), kThreads, 0, stream>>>(p, g, m, v, n, ix, s);
   }
   REMAT_CUDA_LAUNCH_CHECK("adam_kernel");
 }
@@ -161,6 +166,8 @@ void adam_update(const Tensor& param, const Tensor& grad, const Tensor& exp_avg,
   switch (param.dtype()) {
     case kFloat32: adam_typed<float>(param, grad, exp_avg, exp_avg_sq, step); break;
     case kFloat64: adam_typed<double>(param, grad, exp_avg, exp_avg_sq, step); break;
+    case kBFloat16: adam_typed<BFloat16>(param, grad, exp_avg, exp_avg_sq, step); break;
+    case kFloat16: adam_typed<Float16>(param, grad, exp_avg, exp_avg_sq, step); break;
     default: throw Error(fmt::format("adam_update: no CUDA kernel for dtype {}", param.dtype()));
   }
 }

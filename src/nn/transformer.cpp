@@ -31,21 +31,29 @@ Tensor MultiheadAttention::forward(const Tensor& x) {
   return out_proj_->forward(reshape(attended.transpose(1, 2), x.shape()));
 }
 
-TransformerBlock::TransformerBlock(int64_t d_model, int64_t heads, bool causal, double dropout)
+TransformerBlock::TransformerBlock(int64_t d_model, int64_t heads, bool causal, double dropout,
+                                   MlpActivation activation)
     : Module("TransformerBlock"), dropout_(dropout) {
   REMAT_CHECK(dropout >= 0.0 && dropout <= 1.0,
               "TransformerBlock: dropout must be in [0, 1], got {}", dropout);
   ln1_ = register_module("ln1", std::make_shared<LayerNorm>(d_model));
   attn_ = register_module("attn", std::make_shared<MultiheadAttention>(d_model, heads, causal));
   ln2_ = register_module("ln2", std::make_shared<LayerNorm>(d_model));
-  mlp_ = register_module(
-      "mlp", std::make_shared<Sequential>(std::vector<std::shared_ptr<Module>>{
-                 std::make_shared<Linear>(d_model, 4 * d_model), std::make_shared<GELU>(),
-                 std::make_shared<Linear>(4 * d_model, d_model)}));
+  mlp_ = register_module("mlp", std::make_shared<Sequential>(std::vector<std::shared_ptr<Module>>{
+                                    std::make_shared<Linear>(d_model, 4 * d_model),
+                                    activation == MlpActivation::ReLU
+                                        ? std::shared_ptr<Module>(std::make_shared<ReLU>())
+                                        : std::make_shared<GELU>(),
+                                    std::make_shared<Linear>(4 * d_model, d_model)}));
 }
 
-Tensor TransformerBlock::forward(const Tensor& x) {
-  Tensor h = x + remat::dropout(attn_->forward(ln1_->forward(x)), dropout_, is_training());
+Tensor TransformerBlock::forward(const Tensor& x) { return mlp_residual(attention_residual(x)); }
+
+Tensor TransformerBlock::attention_residual(const Tensor& x) {
+  return x + remat::dropout(attn_->forward(ln1_->forward(x)), dropout_, is_training());
+}
+
+Tensor TransformerBlock::mlp_residual(const Tensor& h) {
   return h + remat::dropout(mlp_->forward(ln2_->forward(h)), dropout_, is_training());
 }
 

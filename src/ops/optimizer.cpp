@@ -26,9 +26,8 @@ OpDef adam_update_def() {
     REMAT_CHECK(in.size() == 4, "adam_update: expected (param, grad, exp_avg, exp_avg_sq), got {}",
                 describe(in));
     const Tensor& param = in[0];
-    REMAT_CHECK(param.dtype() == kFloat32 || param.dtype() == kFloat64,
-                "adam_update: parameters must be float32 or float64 (keep float32 master weights "
-                "for lower-precision models), got {}",
+    REMAT_CHECK(is_floating(param.dtype()),
+                "adam_update: parameters must be floating point, got {}",
                 TensorMeta::of(param).str());
     for (size_t i = 1; i < in.size(); ++i) {
       REMAT_CHECK_SHAPE(in[i].defined() && in[i].shape() == param.shape(),

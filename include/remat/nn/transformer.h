@@ -32,14 +32,24 @@ class MultiheadAttention : public Module {
   std::shared_ptr<Linear> out_proj_;
 };
 
+// The MLP's nonlinearity: GELU (exact erf, GPT-2) or ReLU (the original
+// transformer; PyTorch's TransformerEncoderLayer default).
+enum class MlpActivation { GELU, ReLU };
+
 // x + dropout(attn(ln1(x))), then x + dropout(mlp(ln2(x))) with
-// mlp = Linear(d, 4d), GELU (exact), Linear(4d, d). Children: ln1, attn, ln2,
+// mlp = Linear(d, 4d), activation, Linear(4d, d). Children: ln1, attn, ln2,
 // mlp (a Sequential: mlp.0, mlp.1, mlp.2). A function of its input only, so it
-// can run inside checkpoint().
+// can run inside checkpoint(); so can each residual half, which is how a
+// plan checkpoints the attention or the MLP sublayer alone.
 class TransformerBlock : public Module {
  public:
-  TransformerBlock(int64_t d_model, int64_t heads, bool causal = false, double dropout = 0.0);
+  TransformerBlock(int64_t d_model, int64_t heads, bool causal = false, double dropout = 0.0,
+                   MlpActivation activation = MlpActivation::GELU);
   Tensor forward(const Tensor& x) override;
+  // x + dropout(attn(ln1(x)))
+  Tensor attention_residual(const Tensor& x);
+  // h + dropout(mlp(ln2(h)))
+  Tensor mlp_residual(const Tensor& h);
 
  private:
   std::shared_ptr<LayerNorm> ln1_;

@@ -25,8 +25,9 @@ struct AdamOptions {
 //   Adam:  g = g + weight_decay * p          AdamW: p = p * (1 - lr * weight_decay)
 //   m = beta1 * m + (1 - beta1) * g;   v = beta2 * v + (1 - beta2) * g^2   (both start at 0)
 //   p = p - lr / (1 - beta1^t) * m / (sqrt(v) / sqrt(1 - beta2^t) + eps)
-// Parameters must be float32 or float64 (the state takes their dtype); the
-// update runs in the parameter's dtype.
+// The state takes the parameter's dtype. The update runs in float64 for
+// float64 parameters and in float32 otherwise; bfloat16 and float16
+// parameters and state are rounded once on store, as PyTorch's fused Adam.
 class Adam : public Optimizer {
  public:
   explicit Adam(std::vector<Tensor> params, AdamOptions options = {});

@@ -1,0 +1,248 @@
+#include "workload.h"
+
+#include <cmath>
+#include <random>
+
+#include "models.h"
+
+namespace bench {
+namespace {
+
+using remat::Tensor;
+namespace nn = remat::nn;
+
+// A stack of blocks under the name "blocks", as the PyTorch side names it.
+class BlockStack : public nn::Module {
+ public:
+  BlockStack() : Module("BlockStack") {
+    blocks_ = register_module("blocks", std::make_shared<nn::Sequential>());
+  }
+  Tensor forward(const Tensor& x) override { return blocks_->forward(x); }
+  nn::Sequential& blocks() { return *blocks_; }
+
+ private:
+  std::shared_ptr<nn::Sequential> blocks_;
+};
+
+}  // namespace
+
+void ModelConfig::validate() const {
+  REMAT_CHECK(model == "mlp" || model == "resnet" || model == "transformer",
+              "--model: expected mlp, resnet or transformer, got '{}'", model);
+  REMAT_CHECK(depth >= 1 && batch >= 1 && width >= 1,
+              "--depth, --batch and --width must be positive (got {}, {}, {})", depth, batch,
+              width);
+  if (model == "transformer") {
+    REMAT_CHECK(seq >= 1 && heads >= 1 && width % heads == 0,
+                "--seq must be positive and --width ({}) a multiple of --heads ({})", width, heads);
+    REMAT_CHECK(activation == "gelu" || activation == "relu",
+                "--activation: expected gelu or relu, got '{}'", activation);
+  }
+  if (model == "resnet") {
+    REMAT_CHECK(depth % 2 == 0, "--depth: the resnet's two stages need an even block count, got {}",
+                depth);
+    REMAT_CHECK(image >= 2, "--image must be at least 2, got {}", image);
+  }
+}
+
+nlohmann::ordered_json ModelConfig::to_json() const {
+  nlohmann::ordered_json j = {{"depth", depth}, {"batch", batch}};
+  if (model == "transformer") j["seq"] = seq;
+  j["width"] = width;
+  if (model == "transformer") {
+    j["heads"] = heads;
+    j["activation"] = activation;
+  }
+  if (model == "resnet") j["image"] = image;
+  return j;
+}
+
+std::string ModelConfig::key() const {
+  std::string key = model;
+  const nlohmann::ordered_json fields = to_json();
+  for (const auto& [name, value] : fields.items()) {
+    key += fmt::format(" {}={}", name, value.is_string() ? value.get<std::string>() : value.dump());
+  }
+  return key;
+}
+
+Plan Plan::parse(const std::string& name, const std::string& model) {
+  Plan plan{name};
+  if (name == "attn" || name == "mlp" || name == "attn+mlp") {
+    REMAT_CHECK(model == "transformer",
+                "plan '{}' checkpoints transformer sublayers; the {} has none", name, model);
+    plan.attention_segment = name != "mlp";
+    plan.mlp_segment = name != "attn";
+    return plan;
+  }
+  plan.blocks = remat::CheckpointPlan::parse(name);
+  return plan;
+}
+
+Workload::Workload(const ModelConfig& config, remat::DType dtype, remat::Device device,
+                   uint64_t seed)
+    : config_(config) {
+  config.validate();
+  remat::manual_seed(seed);
+  const ModelConfig& c = config;
+  if (c.model == "resnet") {
+    auto resnet = std::make_shared<examples::SmallResNet>(3, c.width, 2, c.depth / 2, 10);
+    model_ = resnet;
+    input_ = remat::randn({c.batch, 3, c.image, c.image});
+    std::mt19937_64 engine(seed);
+    std::vector<int64_t> labels(static_cast<size_t>(c.batch));
+    for (int64_t& label : labels) label = static_cast<int64_t>(engine() % 10);
+    labels_ = remat::from_vector(labels, {c.batch});
+  } else {
+    auto stack = std::make_shared<BlockStack>();
+    for (int64_t i = 0; i < c.depth; ++i) {
+      if (c.model == "mlp") {
+        stack->blocks().push_back(
+            std::make_shared<nn::Sequential>(std::vector<std::shared_ptr<nn::Module>>{
+                std::make_shared<nn::Linear>(c.width, c.width), std::make_shared<nn::ReLU>()}));
+      } else {
+        transformer_blocks_.push_back(std::make_shared<nn::TransformerBlock>(
+            c.width, c.heads, /*causal=*/true, /*dropout=*/0.0,
+            c.activation == "relu" ? nn::MlpActivation::ReLU : nn::MlpActivation::GELU));
+        stack->blocks().push_back(transformer_blocks_.back());
+      }
+    }
+    blocks_ = stack->blocks().functions();
+    model_ = stack;
+    input_ = c.model == "mlp" ? remat::randn({c.batch, c.width})
+                              : remat::randn({c.batch, c.seq, c.width});
+  }
+  model_->to(dtype).to(device);
+  input_ = input_.to(dtype).to(device);
+  if (labels_.defined()) labels_ = labels_.to(device);
+  optimizer_ = std::make_unique<remat::optim::AdamW>(model_->parameters(),
+                                                     remat::optim::AdamOptions{.lr = 1e-4});
+}
+
+Workload::~Workload() = default;
+
+Tensor Workload::forward(const Plan& plan) {
+  if (config_.model == "resnet") {
+    auto& resnet = static_cast<examples::SmallResNet&>(*model_);
+    return remat::cross_entropy(resnet.run(input_, plan.blocks), labels_);
+  }
+  Tensor out;
+  if (plan.attention_segment || plan.mlp_segment) {
+    out = input_;
+    for (const auto& block : transformer_blocks_) {
+      auto attention = [&block](const Tensor& x) { return block->attention_residual(x); };
+      auto mlp = [&block](const Tensor& h) { return block->mlp_residual(h); };
+      out = plan.attention_segment ? remat::checkpoint(attention, out) : attention(out);
+      out = plan.mlp_segment ? remat::checkpoint(mlp, out) : mlp(out);
+    }
+  } else {
+    out = remat::checkpoint_blocks(blocks_, input_, plan.blocks);
+  }
+  return remat::mean(out * out);
+}
+
+Tensor Workload::step(const Plan& plan) {
+  Tensor loss;
+  {
+    remat::memory::TagScope tag("forward");
+    loss = forward(plan);
+  }
+  loss.backward();
+  remat::memory::TagScope tag("optimizer");
+  optimizer_->step();
+  optimizer_->zero_grad();
+  return loss;
+}
+
+void Workload::save_state(const std::string& path) const {
+  remat::nn::NamedTensors tensors = model_->state_dict();
+  tensors.emplace_back("input", input_);
+  if (labels_.defined()) tensors.emplace_back("labels", labels_);
+  remat::nn::save_safetensors(tensors, path);
+}
+
+namespace {
+
+// docs/checkpointing.md's memory model for the MLP. A block Linear -> ReLU
+// keeps one tensor on the plain tape: the ReLU output (X bytes), which ReLU's
+// backward and the next Linear's backward both read (the Linear output dies
+// at once: ReLU saves its output). A plan is a list of segments in forward
+// order, each either a run of blocks recorded plainly or a checkpointed
+// segment of further segments. Backward visits a level's segments last to
+// first; inside segment j the outputs of the j segments before it are alive
+// and segment j costs what its contents cost. On top comes backward's working
+// set: one weight's gradient (W, before it is added into .grad) and two
+// activation gradients.
+struct Segment {
+  int64_t blocks = 0;             // a plain run of blocks
+  std::vector<Segment> children;  // or a checkpointed segment of these
+};
+
+double cost(const std::vector<Segment>& level, double x) {
+  double worst = 0;
+  for (size_t j = 0; j < level.size(); ++j) {
+    const Segment& s = level[j];
+    const double inside =
+        s.children.empty() ? static_cast<double>(s.blocks) * x : cost(s.children, x);
+    worst = std::max(worst, static_cast<double>(j) * x + inside);
+  }
+  return worst;
+}
+
+Segment checkpointed(std::vector<Segment> children) { return {0, std::move(children)}; }
+
+// Consecutive near-equal groups, as checkpoint_sequential splits them.
+std::vector<int64_t> group_sizes(int64_t blocks, int64_t groups) {
+  std::vector<int64_t> sizes;
+  for (int64_t g = 0; g < groups; ++g) sizes.push_back(blocks / groups + (g < blocks % groups));
+  return sizes;
+}
+
+std::optional<std::vector<Segment>> layout(const remat::CheckpointPlan& plan, int64_t blocks) {
+  using K = remat::CheckpointPlan::Kind;
+  const auto sqrt_groups = std::max<int64_t>(1, std::lround(std::sqrt(blocks)));
+  std::vector<Segment> level;
+  switch (plan.kind) {
+    case K::None: return std::vector<Segment>{{blocks, {}}};
+    case K::Block:
+      for (int64_t i = 0; i < blocks; ++i) level.push_back(checkpointed({{1, {}}}));
+      return level;
+    case K::EveryN:
+      for (int64_t begin = 0; begin < blocks; begin += plan.group) {
+        level.push_back(checkpointed({{std::min<int64_t>(plan.group, blocks - begin), {}}}));
+      }
+      return level;
+    case K::Alternate:
+      for (int64_t i = 0; i < blocks; ++i) {
+        level.push_back(i % 2 == 0 ? checkpointed({{1, {}}}) : Segment{1, {}});
+      }
+      return level;
+    case K::Sqrt:
+      for (int64_t size : group_sizes(blocks, sqrt_groups))
+        level.push_back(checkpointed({{size, {}}}));
+      return level;
+    case K::Nested:
+      for (int64_t size : group_sizes(blocks, sqrt_groups)) {
+        std::vector<Segment> inner(static_cast<size_t>(size), checkpointed({{1, {}}}));
+        level.push_back(checkpointed(std::move(inner)));
+      }
+      return level;
+    case K::Selective: return std::nullopt;
+  }
+  return std::nullopt;
+}
+
+}  // namespace
+
+std::optional<int64_t> predicted_activation_bytes(const ModelConfig& config, remat::DType dtype,
+                                                  const Plan& plan) {
+  if (config.model != "mlp" || plan.attention_segment || plan.mlp_segment) return std::nullopt;
+  const auto segments = layout(plan.blocks, config.depth);
+  if (!segments) return std::nullopt;
+  const double element = static_cast<double>(remat::element_size(dtype));
+  const double x = static_cast<double>(config.batch * config.width) * element;
+  const double w = static_cast<double>(config.width * config.width) * element;
+  return static_cast<int64_t>(cost(*segments, x) + w + 2 * x);
+}
+
+}  // namespace bench

@@ -1,0 +1,85 @@
+// The models the benchmark binaries train (docs/benchmarks.md): a deep MLP, a
+// CIFAR-style ResNet and a causal pre-norm transformer, each a stack of
+// blocks that a checkpoint plan wraps, with its input, loss and AdamW.
+// benchmarks/pytorch/bench_checkpoint.py builds the same models in PyTorch.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "remat/nn/nn.h"
+#include "remat/optim/optim.h"
+#include "remat/remat.h"
+
+namespace bench {
+
+struct ModelConfig {
+  std::string model = "transformer";  // mlp, resnet or transformer
+  int64_t depth = 16;                 // blocks
+  int64_t batch = 4;
+  int64_t width = 256;  // mlp: hidden size; resnet: first stage's channels; transformer: d_model
+  int64_t seq = 256;    // transformer: tokens per sample
+  int64_t heads = 4;    // transformer
+  std::string activation = "gelu";  // transformer MLP: gelu or relu
+  int64_t image = 32;               // resnet: input height and width
+
+  // Throws remat::Error naming the flag at fault.
+  void validate() const;
+  // The fields that apply to the model, in a fixed order.
+  nlohmann::ordered_json to_json() const;
+  // "mlp depth=10 batch=64 width=1024": the join key with the PyTorch side.
+  std::string key() const;
+};
+
+// A checkpoint plan: a remat::CheckpointPlan over the model's blocks, or, for
+// the transformer, segments around the sublayers of every block: "attn"
+// (x + attn(ln1(x))), "mlp" (h + mlp(ln2(h))) or "attn+mlp" (each half its own
+// segment).
+struct Plan {
+  std::string name;
+  remat::CheckpointPlan blocks;
+  bool attention_segment = false;
+  bool mlp_segment = false;
+
+  // Throws remat::Error for an unknown name or a sublayer plan on a model
+  // without sublayers.
+  static Plan parse(const std::string& name, const std::string& model);
+};
+
+// One model with its input (and labels), trained with AdamW(lr 1e-4).
+class Workload {
+ public:
+  Workload(const ModelConfig& config, remat::DType dtype, remat::Device device, uint64_t seed);
+  ~Workload();
+
+  // One training step: forward under the plan, loss, backward, AdamW step and
+  // zero_grad, with the allocator timeline tagged "forward", "backward" (by
+  // the engine) and "optimizer". Returns the loss (not synchronised).
+  remat::Tensor step(const Plan& plan);
+  // The model's state and the input (and labels) in one safetensors file,
+  // the names of benchmarks/pytorch/bench_checkpoint.py.
+  void save_state(const std::string& path) const;
+
+ private:
+  remat::Tensor forward(const Plan& plan);
+
+  ModelConfig config_;
+  std::shared_ptr<remat::nn::Module> model_;
+  std::vector<std::function<remat::Tensor(const remat::Tensor&)>> blocks_;
+  std::vector<std::shared_ptr<remat::nn::TransformerBlock>> transformer_blocks_;
+  remat::Tensor input_;
+  remat::Tensor labels_;  // resnet
+  std::unique_ptr<remat::optim::AdamW> optimizer_;
+};
+
+// The activation peak of one training step of the MLP that docs/checkpointing.md's
+// memory model predicts for the plan; nullopt for other models and for the
+// transformer-only plans.
+std::optional<int64_t> predicted_activation_bytes(const ModelConfig& config, remat::DType dtype,
+                                                  const Plan& plan);
+
+}  // namespace bench
