@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# Reproduces docs/benchmarks.md on this machine's CPU: builds remat, runs every
+# bench_checkpoint preset and the same models in PyTorch (torch.utils.checkpoint,
+# use_reentrant=False) from the same weights, compares them, runs
+# bench_allocator and draws the plots.
+#
+#   bash scripts/bench.sh                 # everything (about an hour on 2 cores)
+#   PRESETS="deep-mlp resnet" bash scripts/bench.sh
+#
+# Environment: OUT (results, default bench-results/<device>), PRESETS (default
+# "deep-mlp resnet wide long-seq"), DEVICE (cpu or cuda; scripts/gpu.sh bench
+# runs the CUDA side on a lent GPU), THREADS (OpenMP and PyTorch threads,
+# default: all cores), PLOTS (where the PNGs go, default docs/img/<device>),
+# PYTHON (default /usr/bin/python3: Debian's, which has torch and matplotlib),
+# SKIP_BUILD=1 (use the existing build/), WARMUP and STEPS (passed to both
+# tools; default theirs: 2 warm-up and 3 timed steps).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DEVICE=${DEVICE:-cpu}
+OUT=${OUT:-bench-results/$DEVICE}
+PLOTS=${PLOTS:-docs/img/$DEVICE}
+PRESETS=${PRESETS:-deep-mlp resnet wide long-seq}
+PYTHON=${PYTHON:-/usr/bin/python3}
+THREADS=${THREADS:-$(nproc)}
+BUILD_DIR=${BUILD_DIR:-build}
+export OMP_NUM_THREADS=$THREADS OMP_WAIT_POLICY=passive
+
+if [[ $DEVICE == cpu ]]; then
+  # Debian's PyTorch and matplotlib, the CPU anchor and the plotter.
+  need=()
+  "$PYTHON" -c 'import torch' 2>/dev/null || need+=(python3-torch)
+  "$PYTHON" -c 'import matplotlib' 2>/dev/null || need+=(python3-matplotlib)
+  if ((${#need[@]})); then
+    SUDO=$([[ $(id -u) == 0 ]] || echo sudo)
+    $SUDO apt-get update -qq && $SUDO apt-get install -y -qq "${need[@]}"
+  fi
+fi
+[[ ${SKIP_BUILD:-0} == 1 ]] || BUILD_DIR=$BUILD_DIR bash scripts/build.sh
+mkdir -p "$OUT" "$PLOTS"
+
+step_args=()
+[[ -z ${WARMUP:-} ]] || step_args+=(--warmup "$WARMUP")
+[[ -z ${STEPS:-} ]] || step_args+=(--steps "$STEPS")
+json_args=()
+for preset in $PRESETS; do
+  echo "== $preset: remat"
+  "$BUILD_DIR/benchmarks/bench_checkpoint" --preset "$preset" --device "$DEVICE" "${step_args[@]}" \
+    --json "$OUT/$preset.json" --csv "$OUT/$preset.csv" --timeline "$OUT/$preset-timeline.csv" \
+    --save-state "$OUT/state"
+  echo "== $preset: PyTorch"
+  "$PYTHON" benchmarks/pytorch/bench_checkpoint.py --preset "$preset" --device "$DEVICE" "${step_args[@]}" \
+    --threads "$THREADS" --state-dir "$OUT/state" --json "$OUT/$preset-pytorch.json"
+  "$PYTHON" benchmarks/pytorch/compare_checkpoint.py --markdown \
+    "$OUT/$preset.json" "$OUT/$preset-pytorch.json" | tee "$OUT/$preset-compare.md"
+  json_args+=(--remat "$OUT/$preset.json" --pytorch "$OUT/$preset-pytorch.json"
+    --timeline "$OUT/$preset-timeline.csv")
+done
+rm -rf "$OUT/state"
+
+echo "== allocator"
+"$BUILD_DIR/benchmarks/bench_allocator" --device "$DEVICE" --json "$OUT/allocator.json"
+
+"$PYTHON" benchmarks/plot_benchmarks.py --out "$PLOTS" "${json_args[@]}"
+echo "results in $OUT, plots in $PLOTS"
