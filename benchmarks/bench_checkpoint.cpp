@@ -70,7 +70,7 @@ const std::map<std::string, Preset>& presets() {
         {{{.model = "resnet", .depth = 8, .batch = 32, .width = 64, .image = 32},
           {"none", "block", "alternate", "sqrt", "nested"}}}}},
       {"long-seq",
-       {"transformer, 12 blocks, d_model 512, 4 heads, ReLU MLP, sequence 4096, batch 1, bf16",
+       {"transformer, 12 blocks, d_model 512, 4 heads, ReLU MLP, sequence 4096, batch 1",
         "bfloat16",
         {{{.model = "transformer",
            .depth = 12,

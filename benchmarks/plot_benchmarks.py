@@ -54,9 +54,10 @@ def runs_by_key(doc):
 
 
 def matching_pytorch(doc, torch_docs):
-    """The PyTorch document measured on the same device and dtype, if any."""
+    """The PyTorch document of the same preset, device and dtype, if any."""
+    same = ("preset", "device", "dtype")
     return next((t for t in torch_docs
-                 if (t["device"], t["dtype"]) == (doc["device"], doc["dtype"])), None)
+                 if all(t.get(f) == doc.get(f) for f in same)), None)
 
 
 def finish(ax, xlabel, ylabel, title, **legend):

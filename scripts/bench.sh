@@ -58,7 +58,12 @@ done
 rm -rf "$OUT/state"
 
 echo "== allocator"
-"$BUILD_DIR/benchmarks/bench_allocator" --device "$DEVICE" --json "$OUT/allocator.json"
+"$BUILD_DIR/benchmarks/bench_allocator" --device "$DEVICE" --plans none,block --json "$OUT/allocator.json" \
+  | tee "$OUT/allocator.txt"
 
-"$PYTHON" benchmarks/plot_benchmarks.py --out "$PLOTS" "${json_args[@]}"
-echo "results in $OUT, plots in $PLOTS"
+if "$PYTHON" -c 'import matplotlib' 2>/dev/null; then
+  "$PYTHON" benchmarks/plot_benchmarks.py --out "$PLOTS" "${json_args[@]}"
+  echo "results in $OUT, plots in $PLOTS"
+else
+  echo "results in $OUT (no matplotlib for $PYTHON: draw the plots elsewhere with benchmarks/plot_benchmarks.py)"
+fi

@@ -157,13 +157,16 @@ run_tests() {
 }
 
 # The CUDA op benchmark and its PyTorch anchor, one after the other on the
-# same GPU, and their ratios (docs/benchmarks.md).
+# same GPU, and their ratios; then the checkpoint presets, bench_allocator and
+# the PyTorch side by side through scripts/bench.sh (docs/benchmarks.md).
 bench() {
   "$BUILD_DIR/benchmarks/bench_cuda_ops" --json "$LOGS/bench_cuda_ops.json" 2>&1 | tee "$LOGS/bench.log"
   python3 "$ROOT/benchmarks/pytorch/bench_cuda_ops.py" --json "$LOGS/bench_cuda_ops_torch.json" 2>&1 |
     tee -a "$LOGS/bench.log"
   python3 "$ROOT/benchmarks/pytorch/compare_cuda_ops.py" "$LOGS/bench_cuda_ops.json" \
     "$LOGS/bench_cuda_ops_torch.json" 2>&1 | tee -a "$LOGS/bench.log"
+  DEVICE=cuda SKIP_BUILD=1 BUILD_DIR="$BUILD_DIR" PYTHON=python3 OUT="$LOGS/checkpoint" \
+    PLOTS="$LOGS/img" bash "$ROOT/scripts/bench.sh" 2>&1 | tee -a "$LOGS/bench.log"
 }
 
 # The three examples on the GPU, short runs with checkpointing on and off

@@ -188,6 +188,27 @@ TEST(Module, TransformerBlockParametersAndNames) {
   EXPECT_EQ(names.back(), "blocks.1.mlp.2.bias");
 }
 
+// A model moved to bfloat16 keeps BatchNorm's running statistics in float32
+// (what batch_norm takes for 16-bit inputs) and trains; to(kFloat64) moves them
+// along with everything else.
+TEST(Module, BatchNormStatisticsStayFloat32UnderBfloat16) {
+  manual_seed(2);
+  nn::BasicBlock block(4, 8, 2);
+  block.to(kBFloat16);
+  for (const auto& [name, t] : block.named_buffers()) {
+    const bool statistic = name.ends_with("running_mean") || name.ends_with("running_var");
+    EXPECT_EQ(t.dtype(), statistic ? kFloat32 : kInt64) << name;
+  }
+  for (const auto& [name, p] : block.named_parameters()) EXPECT_EQ(p.dtype(), kBFloat16) << name;
+  const Tensor y = block(randn({2, 4, 6, 6}).to(kBFloat16));
+  EXPECT_EQ(y.dtype(), kBFloat16);
+  mean(y).backward();
+  block.to(kFloat64);
+  for (const auto& [name, t] : block.named_buffers()) {
+    EXPECT_EQ(t.dtype(), name.ends_with("num_batches_tracked") ? kInt64 : kFloat64) << name;
+  }
+}
+
 // forward is the two residual halves in order; the MLP uses the chosen
 // activation (ReLU: no negative pre-activation reaches the second Linear).
 TEST(Module, TransformerBlockHalvesAndReluActivation) {
@@ -369,7 +390,7 @@ TEST(Module, ToDTypeConvertsInPlaceKeepingHandles) {
 
   bn.to(kBFloat16);
   EXPECT_EQ(bn.weight().dtype(), kBFloat16);
-  EXPECT_EQ(bn.running_var().dtype(), kBFloat16);
+  EXPECT_EQ(bn.running_var().dtype(), kFloat32);        // statistics stay float32 (see below)
   EXPECT_EQ(bn.num_batches_tracked().dtype(), kInt64);  // integers keep their dtype
 }
 

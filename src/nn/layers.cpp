@@ -59,6 +59,11 @@ BatchNorm2d::BatchNorm2d(int64_t channels, double eps, double momentum)
   num_batches_tracked_ = register_buffer("num_batches_tracked", zeros({}, kInt64));
 }
 
+DType BatchNorm2d::buffer_dtype(const std::string& name, DType dtype) const {
+  const bool statistic = name == "running_mean" || name == "running_var";
+  return statistic && is_reduced_float(dtype) ? kFloat32 : dtype;
+}
+
 Tensor BatchNorm2d::forward(const Tensor& x) {
   REMAT_CHECK_SHAPE(x.dim() == 4, "BatchNorm2d: input must be [N, C, H, W], got {}",
                     shape_str(x.shape()));

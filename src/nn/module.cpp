@@ -32,11 +32,14 @@ void assign_contents(const Tensor& handle, const Tensor& value) {
   dst.device = src.device;
 }
 
-void convert_state(const Module& module, const std::function<Tensor(const Tensor&)>& convert) {
+// convert(state tensor, value) gives the new value of a parameter, buffer or
+// gradient (a gradient's state tensor is its parameter).
+void convert_state(const Module& module,
+                   const std::function<Tensor(const Tensor&, const Tensor&)>& convert) {
   NoGradGuard no_grad;
   for (const auto& [name, t] : unique_tensors(module.state_dict())) {
-    const Tensor grad = t.grad().defined() ? convert(t.grad()) : Tensor();
-    assign_contents(t, convert(t.detach()));
+    const Tensor grad = t.grad().defined() ? convert(t, t.grad()) : Tensor();
+    assign_contents(t, convert(t, t.detach()));
     if (grad.defined()) t.set_grad(grad);
   }
 }
@@ -133,13 +136,22 @@ void Module::train(bool on) {
 }
 
 Module& Module::to(Device device) {
-  convert_state(*this, [device](const Tensor& t) { return t.to(device); });
+  convert_state(*this, [device](const Tensor&, const Tensor& value) { return value.to(device); });
   return *this;
 }
 
+void Module::collect_dtypes(DType dtype, std::unordered_map<const TensorImpl*, DType>* out) const {
+  for (const auto& [name, p] : parameters_) out->emplace(&p.impl(), dtype);
+  for (const auto& [name, b] : buffers_) out->emplace(&b.impl(), buffer_dtype(name, dtype));
+  for (const auto& [name, child] : children_) child->collect_dtypes(dtype, out);
+}
+
 Module& Module::to(DType dtype) {
-  convert_state(*this,
-                [dtype](const Tensor& t) { return is_floating(t.dtype()) ? t.to(dtype) : t; });
+  std::unordered_map<const TensorImpl*, DType> targets;
+  collect_dtypes(dtype, &targets);
+  convert_state(*this, [&targets](const Tensor& state, const Tensor& value) {
+    return is_floating(value.dtype()) ? value.to(targets.at(&state.impl())) : value;
+  });
   return *this;
 }
 

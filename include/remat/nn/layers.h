@@ -63,6 +63,12 @@ class BatchNorm2d : public Module {
   Tensor running_var() const { return running_var_; }
   Tensor num_batches_tracked() const { return num_batches_tracked_; }  // int64 scalar
 
+ protected:
+  // The running statistics stay float32 under bfloat16/float16: they
+  // accumulate over steps, and batch_norm takes them in float32 for 16-bit
+  // inputs.
+  DType buffer_dtype(const std::string& name, DType dtype) const override;
+
  private:
   Tensor weight_;
   Tensor bias_;

@@ -7,6 +7,7 @@
 
 #include <memory>
 #include <string>
+#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -63,8 +64,10 @@ class Module {
   // Moves parameters, buffers and gradients in place: every handle to them
   // (an optimizer's, a layer's member) stays valid and sees the new storage.
   // to(DType) converts floating-point tensors only (integer buffers such as
-  // num_batches_tracked keep their dtype), as in PyTorch. Not to be called
-  // while a backward through the module is pending.
+  // num_batches_tracked keep their dtype), as in PyTorch, except that a
+  // module may keep a buffer in another dtype (buffer_dtype: BatchNorm2d's
+  // running statistics stay float32 under bfloat16/float16). Not to be
+  // called while a backward through the module is pending.
   Module& to(Device device);
   Module& to(DType dtype);
 
@@ -77,6 +80,8 @@ class Module {
 
  protected:
   explicit Module(std::string type_name = "Module") : type_name_(std::move(type_name)) {}
+  // The dtype to(dtype) gives this module's own floating-point buffer `name`.
+  virtual DType buffer_dtype(const std::string& /*name*/, DType dtype) const { return dtype; }
 
  private:
   void check_new_name(const std::string& name) const;
@@ -85,6 +90,9 @@ class Module {
   // named from `prefix`; either list may be null (skip) or both the same one.
   void collect_state(const std::string& prefix, NamedTensors* parameters,
                      NamedTensors* buffers) const;
+  // The dtype to(dtype) gives each floating-point tensor of this module and
+  // its descendants, by tensor.
+  void collect_dtypes(DType dtype, std::unordered_map<const TensorImpl*, DType>* out) const;
 
   std::string type_name_;
   bool training_ = true;
