@@ -13,9 +13,9 @@
 // allocator's peak reserved bytes and their ratio to that peak, and the raw
 // allocations per step once the cache is warm.
 //
-// The timeline records block sizes (requests rounded to 512 bytes, plus the
-// slack of an unsplit large-pool block), not what tensors asked for, so both
-// allocators are asked for those sizes.
+// Both allocators are asked for what the tensors asked for (the events'
+// `requested` bytes), so reserved/peak includes the caching allocator's
+// rounding and the slack of unsplit blocks.
 //
 // The replay touches none of the memory: it measures the allocators, not page
 // faults. That flatters the raw side on the CPU. glibc malloc serves a block
@@ -95,10 +95,10 @@ Trace record(const Options& o, const std::string& plan_name, remat::DType dtype,
   for (const remat::memory::Event& e : events) {
     if (e.kind == EventKind::Alloc) {
       const auto id = static_cast<int32_t>(t.bytes.size());
-      t.bytes.push_back(e.bytes);
+      t.bytes.push_back(e.requested);
       live[e.address] = id;
       t.ops.push_back({id, true});
-      live_bytes += e.bytes;
+      live_bytes += e.requested;
       t.peak_allocated = std::max(t.peak_allocated, live_bytes);
     } else if (e.kind == EventKind::Free) {
       const auto it = live.find(e.address);

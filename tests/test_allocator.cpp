@@ -431,18 +431,19 @@ TEST(CachingAllocator, TimelineRecordsEventsWithNestedTags) {
   struct Expected {
     EventKind kind;
     int64_t bytes;
+    int64_t requested;  // Alloc and Free only
     int64_t allocated_after;
     int64_t reserved_after;
     const char* tag;
   };
   const Expected expected[] = {
-      {EventKind::Alloc, 512, 512, 2 * kMiB, ""},
-      {EventKind::SegmentAlloc, 30 * kMiB, 512, 32 * kMiB, "forward"},
-      {EventKind::Alloc, 30 * kMiB, 30 * kMiB + 512, 32 * kMiB, "forward"},
-      {EventKind::Alloc, 1024, 30 * kMiB + 1536, 32 * kMiB, "replay"},
-      {EventKind::Free, 1024, 30 * kMiB + 512, 32 * kMiB, "replay"},
-      {EventKind::Free, 30 * kMiB, 512, 32 * kMiB, "forward"},
-      {EventKind::Free, 512, 0, 32 * kMiB, ""},  // `outside` dies after the scope
+      {EventKind::Alloc, 512, 100, 512, 2 * kMiB, ""},
+      {EventKind::SegmentAlloc, 30 * kMiB, 0, 512, 32 * kMiB, "forward"},
+      {EventKind::Alloc, 30 * kMiB, 30 * kMiB, 30 * kMiB + 512, 32 * kMiB, "forward"},
+      {EventKind::Alloc, 1024, 1000, 30 * kMiB + 1536, 32 * kMiB, "replay"},
+      {EventKind::Free, 1024, 1000, 30 * kMiB + 512, 32 * kMiB, "replay"},
+      {EventKind::Free, 30 * kMiB, 30 * kMiB, 512, 32 * kMiB, "forward"},
+      {EventKind::Free, 512, 100, 0, 32 * kMiB, ""},  // `outside` dies after the scope
   };
   std::vector<Event> events = alloc.timeline();
   ASSERT_EQ(events.size(), std::size(expected) + 2);
@@ -450,6 +451,7 @@ TEST(CachingAllocator, TimelineRecordsEventsWithNestedTags) {
     SCOPED_TRACE(i);
     EXPECT_STREQ(event_kind_name(events[i].kind), event_kind_name(expected[i].kind));
     EXPECT_EQ(events[i].bytes, expected[i].bytes);
+    EXPECT_EQ(events[i].requested, expected[i].requested);
     EXPECT_EQ(events[i].allocated_after, expected[i].allocated_after);
     EXPECT_EQ(events[i].reserved_after, expected[i].reserved_after);
     EXPECT_EQ(events[i].tag, expected[i].tag);

@@ -179,7 +179,7 @@ struct CachingAllocator::Impl {
     increase(stats.active_bytes, block->size);
     increase(stats.requested_bytes, bytes);
     increase(stats.allocation_count, 1);
-    record(EventKind::Alloc, block->size, block->ptr);
+    record(EventKind::Alloc, block->size, block->ptr, bytes);
     return block;
   }
 
@@ -190,7 +190,7 @@ struct CachingAllocator::Impl {
     decrease(stats.allocated_bytes, block->size);
     decrease(stats.allocation_count, 1);
     block->allocated = false;
-    record(EventKind::Free, block->size, block->ptr);
+    record(EventKind::Free, block->size, block->ptr, block->requested);
     if (block->stream_uses.empty()) {
       return_to_pool(block);
       return;
@@ -379,12 +379,13 @@ struct CachingAllocator::Impl {
         cause));
   }
 
-  void record(EventKind kind, int64_t bytes, const void* address) {
+  void record(EventKind kind, int64_t bytes, const void* address, int64_t requested = 0) {
     if (!timeline_on) return;
     auto elapsed = std::chrono::steady_clock::now() - timeline_start;
     events.push_back(Event{
         .kind = kind,
         .bytes = bytes,
+        .requested = requested,
         .address = reinterpret_cast<uintptr_t>(address),
         .allocated_after = stats.allocated_bytes.current,
         .reserved_after = stats.reserved_bytes.current,

@@ -71,7 +71,8 @@ const char* event_kind_name(EventKind k);
 
 struct Event {
   EventKind kind = EventKind::Alloc;
-  int64_t bytes = 0;
+  int64_t bytes = 0;      // the block's (rounded) size, or the segment's
+  int64_t requested = 0;  // Alloc and Free: the bytes the tensor asked for
   uintptr_t address = 0;
   int64_t allocated_after = 0;  // allocated_bytes.current after the event
   int64_t reserved_after = 0;   // reserved_bytes.current after the event
