@@ -75,9 +75,11 @@ void register_activation_ops(Registry& r) {
 
   // dx = y * (g - sum(g * y, dim))
   r.add(softmax_def("softmax", false, [](const BackwardArgs& a) {
+    // PyTorch's arithmetic, in two statements so that g * y is freed before
+    // the two result-sized tensors exist (in attention: [B, heads, T, T]).
     const Tensor& y = a.output(0);
-    Tensor gy = a.grad() * y;
-    return std::vector<Tensor>{gy - y * sum(gy, {a.attrs.i("dim")}, true)};
+    const Tensor dot = sum(a.grad() * y, {a.attrs.i("dim")}, true);
+    return std::vector<Tensor>{y * (a.grad() - dot)};
   }));
   // dx = g - exp(y) * sum(g, dim)
   r.add(softmax_def("log_softmax", true, [](const BackwardArgs& a) {
