@@ -33,17 +33,17 @@
 #include <cstdlib>
 #include <fstream>
 #include <nlohmann/json.hpp>
-#include <sstream>
 #include <unordered_map>
 
 #if defined(REMAT_WITH_CUDA)
 #include <cuda_runtime.h>
 #endif
 
-#include "common/workload.h"
+#include "common/flags.h"
 
 namespace {
 
+using bench::mib;
 using remat::memory::EventKind;
 
 struct Options {
@@ -191,8 +191,6 @@ Result replay_raw(const Trace& t, int64_t repeats, remat::Device device) {
   return r;
 }
 
-double mib(int64_t bytes) { return static_cast<double>(bytes) / (1 << 20); }
-
 }  // namespace
 
 int main(int argc, char** argv) try {
@@ -201,14 +199,10 @@ int main(int argc, char** argv) try {
       "bench_allocator: the caching allocator against the raw backend on a training step's "
       "allocation trace",
       "bench_allocator");
-  app.add_option("--model", o.model.model, "mlp, resnet or transformer")->capture_default_str();
+  bench::add_model_flags(app, o.model);
   app.add_option("--depth", o.model.depth, "blocks")->capture_default_str();
   app.add_option("--batch", o.model.batch, "samples per step")->capture_default_str();
-  app.add_option("--width", o.model.width,
-                 "mlp: hidden size; resnet: first stage's channels; transformer: d_model")
-      ->capture_default_str();
   app.add_option("--seq", o.model.seq, "transformer: tokens per sample")->capture_default_str();
-  app.add_option("--heads", o.model.heads, "transformer: attention heads")->capture_default_str();
   app.add_option("--plans", o.plans,
                  "comma-separated checkpoint plans, one trace each (none and block are the "
                  "interesting pair)")
@@ -224,18 +218,13 @@ int main(int argc, char** argv) try {
   app.add_option("--json", o.json_path, "JSON output")->capture_default_str();
   CLI11_PARSE(app, argc, argv);
 
-  REMAT_CHECK(o.device == "cpu" || o.device == "cuda", "--device: expected cpu or cuda, got '{}'",
-              o.device);
-  REMAT_CHECK(o.dtype == "float32" || o.dtype == "bfloat16",
-              "--dtype: expected float32 or bfloat16, got '{}'", o.dtype);
-  const remat::Device device = o.device == "cuda" ? remat::Device::cuda(0) : remat::kCPU;
-  const remat::DType dtype = o.dtype == "float32" ? remat::kFloat32 : remat::kBFloat16;
+  const remat::Device device = bench::parse_device(o.device);
+  const remat::DType dtype = bench::parse_dtype(o.dtype);
 
   nlohmann::ordered_json json = {{"tool", "remat"},      {"device", device.str()},
                                  {"dtype", o.dtype},     {"warmup", o.warmup},
                                  {"repeats", o.repeats}, {"runs", nlohmann::json::array()}};
-  std::stringstream plans(o.plans);
-  for (std::string plan; std::getline(plans, plan, ',');) {
+  for (const std::string& plan : bench::split_list(o.plans)) {
     const Trace t = record(o, plan, dtype, device);
     fmt::print(
         "{}, plan {}, {}, {}: {} events, {} allocations ({} frees of older blocks skipped, {} "

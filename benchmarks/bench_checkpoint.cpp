@@ -22,7 +22,6 @@
 #include <fstream>
 #include <map>
 #include <nlohmann/json.hpp>
-#include <sstream>
 
 #if defined(REMAT_WITH_CUDA)
 #include <cuda_runtime.h>
@@ -31,10 +30,11 @@
 #include <omp.h>
 #endif
 
-#include "common/workload.h"
+#include "common/flags.h"
 
 namespace {
 
+using bench::mib;
 using bench::ModelConfig;
 using bench::Plan;
 
@@ -172,7 +172,6 @@ struct Options {
 };
 
 struct RunResult {
-  ModelConfig config;
   std::string plan;
   std::vector<double> step_ms;
   double median_step_ms = 0;
@@ -199,14 +198,13 @@ RunResult measure(const Options& o, const ModelConfig& config, remat::DType dtyp
     std::filesystem::create_directories(o.state_dir);
     workload.save_state((std::filesystem::path(o.state_dir) / (name + ".safetensors")).string());
   }
-  RunResult r{config, plan_name};
+  RunResult r{plan_name};
   r.predicted = bench::predicted_activation_bytes(config, dtype, plan);
   StepTimer timer(device);
   int64_t raw_allocs_before = 0;
   for (int64_t step = 0; step < o.warmup + o.steps; ++step) {
     const bool timed = step >= o.warmup;
     if (step == o.warmup) raw_allocs_before = remat::memory::stats(device).num_raw_allocs;
-    remat::synchronize(device);
     const int64_t before = remat::memory::stats(device).allocated_bytes.current;
     remat::memory::reset_peak_stats(device);
     remat::reset_checkpoint_stats();
@@ -240,7 +238,22 @@ RunResult measure(const Options& o, const ModelConfig& config, remat::DType dtyp
   return r;
 }
 
-double mib(int64_t bytes) { return static_cast<double>(bytes) / (1 << 20); }
+// The plans of one configuration, in the order they ran.
+struct SweepResult {
+  ModelConfig config;
+  std::vector<RunResult> runs;
+
+  // Step time and activation bytes against plan "none" of this configuration,
+  // where it has run.
+  std::pair<std::optional<double>, std::optional<double>> ratios(const RunResult& r) const {
+    const auto none = std::find_if(runs.begin(), runs.end(),
+                                   [](const RunResult& run) { return run.plan == "none"; });
+    if (none == runs.end()) return {};
+    return {
+        r.median_step_ms / none->median_step_ms,
+        static_cast<double>(r.activation_bytes()) / static_cast<double>(none->activation_bytes())};
+  }
+};
 
 std::string device_name(remat::Device device) {
 #if defined(REMAT_WITH_CUDA)
@@ -280,9 +293,7 @@ std::vector<Sweep> sweeps_of(const Options& o, std::string* dtype, std::string* 
   }
   if (dtype->empty()) *dtype = "float32";
   *preset_name = "custom";
-  std::vector<std::string> plans;
-  std::stringstream names(o.plans);
-  for (std::string name; std::getline(names, name, ',');) plans.push_back(name);
+  const std::vector<std::string> plans = bench::split_list(o.plans);
   std::vector<Sweep> sweeps;
   for (int64_t depth : o.depths) {
     for (int64_t batch : o.batches) {
@@ -296,12 +307,6 @@ std::vector<Sweep> sweeps_of(const Options& o, std::string* dtype, std::string* 
     }
   }
   return sweeps;
-}
-
-remat::DType parse_dtype(const std::string& name) {
-  if (name == "float32") return remat::kFloat32;
-  if (name == "bfloat16") return remat::kBFloat16;
-  throw remat::Error(fmt::format("--dtype: expected float32 or bfloat16, got '{}'", name));
 }
 
 nlohmann::json optional_json(const std::optional<double>& v) {
@@ -321,7 +326,7 @@ int main(int argc, char** argv) try {
     preset_help += fmt::format("\n  {}: {} ({})", name, preset.description, preset.dtype);
   }
   app.add_option("--preset", o.preset, preset_help);
-  app.add_option("--model", o.model.model, "mlp, resnet or transformer")->capture_default_str();
+  bench::add_model_flags(app, o.model);
   app.add_option("--depth", o.depths, "blocks (a comma list sweeps)")
       ->delimiter(',')
       ->capture_default_str();
@@ -331,13 +336,6 @@ int main(int argc, char** argv) try {
   app.add_option("--seq", o.seqs, "transformer: tokens per sample (a comma list sweeps)")
       ->delimiter(',')
       ->capture_default_str();
-  app.add_option("--width", o.model.width,
-                 "mlp: hidden size; resnet: first stage's channels; transformer: d_model")
-      ->capture_default_str();
-  app.add_option("--heads", o.model.heads, "transformer: attention heads")->capture_default_str();
-  app.add_option("--activation", o.model.activation, "transformer MLP: gelu or relu")
-      ->capture_default_str();
-  app.add_option("--image", o.model.image, "resnet: input height and width")->capture_default_str();
   app.add_option("--plans", o.plans,
                  "comma-separated plans: none, block, every-N, alternate, sqrt, selective, "
                  "nested (docs/checkpointing.md); transformer also attn, mlp, attn+mlp")
@@ -361,33 +359,28 @@ int main(int argc, char** argv) try {
                  "for benchmarks/pytorch/bench_checkpoint.py --state-dir");
   CLI11_PARSE(app, argc, argv);
 
-  REMAT_CHECK(o.device == "cpu" || o.device == "cuda", "--device: expected cpu or cuda, got '{}'",
-              o.device);
-  const remat::Device device = o.device == "cuda" ? remat::Device::cuda(0) : remat::kCPU;
+  const remat::Device device = bench::parse_device(o.device);
   std::string dtype_name = o.dtype, preset_name;
   const std::vector<Sweep> sweeps = sweeps_of(o, &dtype_name, &preset_name);
-  const remat::DType dtype = parse_dtype(dtype_name);
+  const remat::DType dtype = bench::parse_dtype(dtype_name);
 
-  std::vector<RunResult> results;
+  std::vector<SweepResult> results;
   for (const Sweep& sweep : sweeps) {
     fmt::print("{}, {}, {}: median of {} steps after {} warm-up\n", sweep.config.key(), device,
                dtype_name, o.steps, o.warmup);
     fmt::print("  {:<10} {:>10} {:>7} {:>14} {:>7} {:>11} {:>12} {:>13} {:>9} {:>8}\n", "plan",
                "step ms", "time", "activations", "memory", "predicted", "peak alloc",
                "peak reserved", "replayed", "raw/step");
-    std::optional<RunResult> none;
+    SweepResult& done = results.emplace_back(SweepResult{sweep.config, {}});
     for (const std::string& plan : sweep.plans) {
-      results.push_back(measure(o, sweep.config, dtype, device, plan));
-      const RunResult& r = results.back();
-      if (plan == "none") none = r;
+      const RunResult& r = done.runs.emplace_back(measure(o, sweep.config, dtype, device, plan));
+      const auto [time_ratio, memory_ratio] = done.ratios(r);
       fmt::print(
-          "  {:<10} {:>10.1f} {:>6.2f}x {:>10.1f} MiB {:>6.1f}% {:>11} {:>8.1f} MiB "
+          "  {:<10} {:>10.1f} {:>7} {:>10.1f} MiB {:>7} {:>11} {:>8.1f} MiB "
           "{:>9.1f} MiB {:>9} {:>8.1f}\n",
-          r.plan, r.median_step_ms, none ? r.median_step_ms / none->median_step_ms : 1.0,
+          r.plan, r.median_step_ms, time_ratio ? fmt::format("{:.2f}x", *time_ratio) : "-",
           mib(r.activation_bytes()),
-          none ? 100.0 * static_cast<double>(r.activation_bytes()) /
-                     static_cast<double>(none->activation_bytes())
-               : 100.0,
+          memory_ratio ? fmt::format("{:.1f}%", 100 * *memory_ratio) : "-",
           r.predicted ? fmt::format("{:.1f} MiB", mib(*r.predicted)) : "-", mib(r.peak_allocated),
           mib(r.peak_reserved), r.replayed_ops, r.raw_allocs_per_step);
     }
@@ -407,47 +400,41 @@ int main(int argc, char** argv) try {
     timeline.open(o.timeline_path);
     timeline << "key,plan,index,time_us,kind,bytes,allocated_after,reserved_after,tag\n";
   }
-  for (const RunResult& r : results) {
-    const std::string key = r.config.key();
-    const auto none = std::find_if(results.begin(), results.end(), [&](const RunResult& other) {
-      return other.plan == "none" && other.config.key() == key;
-    });
-    std::optional<double> time_ratio, memory_ratio;
-    if (none != results.end()) {
-      time_ratio = r.median_step_ms / none->median_step_ms;
-      memory_ratio =
-          static_cast<double>(r.activation_bytes()) / static_cast<double>(none->activation_bytes());
-    }
-    json["runs"].push_back(
-        {{"model", r.config.model},
-         {"config", r.config.to_json()},
-         {"key", key},
-         {"plan", r.plan},
-         {"step_ms", r.step_ms},
-         {"median_step_ms", r.median_step_ms},
-         {"time_ratio", optional_json(time_ratio)},
-         {"state_bytes", r.state_bytes},
-         {"peak_allocated_bytes", r.peak_allocated},
-         {"activation_bytes", r.activation_bytes()},
-         {"memory_ratio", optional_json(memory_ratio)},
-         {"peak_reserved_bytes", r.peak_reserved},
-         {"replayed_ops", r.replayed_ops},
-         {"raw_allocs_per_step", r.raw_allocs_per_step},
-         {"first_loss", r.first_loss},
-         {"predicted_activation_bytes",
-          r.predicted ? nlohmann::json(*r.predicted) : nlohmann::json(nullptr)}});
-    csv << fmt::format("\"{}\",{},{:.3f},{},{},{},{},{},{},{},{},{},{:.8g}\n", key, r.plan,
-                       r.median_step_ms, time_ratio ? fmt::format("{:.4f}", *time_ratio) : "",
-                       r.state_bytes, r.peak_allocated, r.activation_bytes(),
-                       memory_ratio ? fmt::format("{:.4f}", *memory_ratio) : "", r.peak_reserved,
-                       r.replayed_ops, r.raw_allocs_per_step,
-                       r.predicted ? std::to_string(*r.predicted) : "", r.first_loss);
-    for (size_t i = 0; i < r.timeline.size(); ++i) {
-      const remat::memory::Event& e = r.timeline[i];
-      timeline << fmt::format("\"{}\",{},{},{:.3f},{},{},{},{},{}\n", key, r.plan, i,
-                              static_cast<double>(e.time_ns) / 1e3,
-                              remat::memory::event_kind_name(e.kind), e.bytes, e.allocated_after,
-                              e.reserved_after, e.tag);
+  for (const SweepResult& sweep : results) {
+    const std::string key = sweep.config.key();
+    for (const RunResult& r : sweep.runs) {
+      const auto [time_ratio, memory_ratio] = sweep.ratios(r);
+      json["runs"].push_back(
+          {{"model", sweep.config.model},
+           {"config", sweep.config.to_json()},
+           {"key", key},
+           {"plan", r.plan},
+           {"step_ms", r.step_ms},
+           {"median_step_ms", r.median_step_ms},
+           {"time_ratio", optional_json(time_ratio)},
+           {"state_bytes", r.state_bytes},
+           {"peak_allocated_bytes", r.peak_allocated},
+           {"activation_bytes", r.activation_bytes()},
+           {"memory_ratio", optional_json(memory_ratio)},
+           {"peak_reserved_bytes", r.peak_reserved},
+           {"replayed_ops", r.replayed_ops},
+           {"raw_allocs_per_step", r.raw_allocs_per_step},
+           {"first_loss", r.first_loss},
+           {"predicted_activation_bytes",
+            r.predicted ? nlohmann::json(*r.predicted) : nlohmann::json(nullptr)}});
+      csv << fmt::format("\"{}\",{},{:.3f},{},{},{},{},{},{},{},{},{},{:.8g}\n", key, r.plan,
+                         r.median_step_ms, time_ratio ? fmt::format("{:.4f}", *time_ratio) : "",
+                         r.state_bytes, r.peak_allocated, r.activation_bytes(),
+                         memory_ratio ? fmt::format("{:.4f}", *memory_ratio) : "", r.peak_reserved,
+                         r.replayed_ops, r.raw_allocs_per_step,
+                         r.predicted ? std::to_string(*r.predicted) : "", r.first_loss);
+      for (size_t i = 0; i < r.timeline.size(); ++i) {
+        const remat::memory::Event& e = r.timeline[i];
+        timeline << fmt::format("\"{}\",{},{},{:.3f},{},{},{},{},{}\n", key, r.plan, i,
+                                static_cast<double>(e.time_ns) / 1e3,
+                                remat::memory::event_kind_name(e.kind), e.bytes, e.allocated_after,
+                                e.reserved_after, e.tag);
+      }
     }
   }
   std::ofstream(o.json_path) << json.dump(2) << '\n';
