@@ -34,14 +34,7 @@ ConvDims dims_of(const Shape& input, const Shape& weight, const Shape& output, i
 
 // A view of t's storage, starting `offset` elements past t's first element.
 Tensor alias(const Tensor& t, Shape shape, Strides strides, int64_t offset) {
-  auto impl = std::make_shared<TensorImpl>();
-  impl->storage = t.impl().storage;
-  impl->offset = t.offset() + offset;
-  impl->shape = std::move(shape);
-  impl->strides = std::move(strides);
-  impl->dtype = t.dtype();
-  impl->device = t.device();
-  return Tensor(std::move(impl));
+  return t.as_strided(std::move(shape), std::move(strides), t.offset() + offset);
 }
 
 // A contiguous view (t contiguous) with another shape.

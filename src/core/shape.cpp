@@ -1,16 +1,43 @@
 #include "remat/core/shape.h"
 
+#include <algorithm>
+
 #include "remat/core/error.h"
 
 namespace remat {
 
-int64_t numel_of(const Shape& shape) {
+namespace {
+
+// Product of the sizes with zeros counted as ones; every count and stride of
+// shape is bounded by it, so one overflow check covers them all.
+int64_t nonzero_product(const Shape& shape) {
   int64_t n = 1;
-  for (int64_t s : shape) n *= s;
+  for (int64_t s : shape) {
+    REMAT_CHECK_SHAPE(s >= 0, "shape {} has a negative size", shape_str(shape));
+    REMAT_CHECK_SHAPE(!__builtin_mul_overflow(n, std::max<int64_t>(s, 1), &n),
+                      "shape {} has more elements than int64 can count", shape_str(shape));
+  }
   return n;
 }
 
+}  // namespace
+
+int64_t numel_of(const Shape& shape) {
+  const int64_t n = nonzero_product(shape);
+  return std::find(shape.begin(), shape.end(), 0) == shape.end() ? n : 0;
+}
+
+int64_t nbytes_of(const Shape& shape, size_t element_size) {
+  int64_t bytes = 0;
+  REMAT_CHECK_SHAPE(
+      !__builtin_mul_overflow(numel_of(shape), static_cast<int64_t>(element_size), &bytes),
+      "shape {} of {}-byte elements has more bytes than int64 can count", shape_str(shape),
+      element_size);
+  return bytes;
+}
+
 Strides contiguous_strides(const Shape& shape) {
+  nonzero_product(shape);
   Strides strides(shape.size());
   int64_t running = 1;
   for (size_t i = shape.size(); i-- > 0;) {

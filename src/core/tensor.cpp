@@ -3,11 +3,8 @@
 namespace remat {
 
 Tensor Tensor::empty(const Shape& shape, DType dtype, Device device) {
-  for (int64_t s : shape) {
-    REMAT_CHECK_SHAPE(s >= 0, "empty: negative size in shape {}", shape_str(shape));
-  }
+  const int64_t bytes = nbytes_of(shape, remat::element_size(dtype));
   auto impl = std::make_shared<TensorImpl>();
-  int64_t bytes = numel_of(shape) * static_cast<int64_t>(remat::element_size(dtype));
   impl->storage = std::make_shared<Storage>(memory::allocate(device, bytes));
   impl->shape = shape;
   impl->strides = contiguous_strides(shape);
@@ -42,12 +39,18 @@ bool Tensor::is_alias_of(const Tensor& other) const {
   return defined() && other.defined() && impl().storage == other.impl().storage;
 }
 
-Tensor Tensor::detach() const {
+Tensor Tensor::detach() const { return as_strided(shape(), strides(), offset()); }
+
+Tensor Tensor::as_strided(Shape shape, Strides strides, int64_t offset) const {
+  numel_of(shape);  // validates the shape
+  REMAT_CHECK_SHAPE(strides.size() == shape.size() && offset >= 0,
+                    "as_strided: {} strides and offset {} for shape {}", shape_str(strides), offset,
+                    shape_str(shape));
   auto out = std::make_shared<TensorImpl>();
   out->storage = impl().storage;
-  out->offset = offset();
-  out->shape = shape();
-  out->strides = strides();
+  out->offset = offset;
+  out->shape = std::move(shape);
+  out->strides = std::move(strides);
   out->dtype = dtype();
   out->device = device();
   return Tensor(std::move(out));

@@ -15,17 +15,6 @@
 namespace remat::ops {
 namespace {
 
-Tensor alias(const Tensor& x, Shape shape, Strides strides, int64_t offset) {
-  auto impl = std::make_shared<TensorImpl>();
-  impl->storage = x.impl().storage;
-  impl->offset = offset;
-  impl->shape = std::move(shape);
-  impl->strides = std::move(strides);
-  impl->dtype = x.dtype();
-  impl->device = x.device();
-  return Tensor(std::move(impl));
-}
-
 // Resolves one -1 and checks the element count.
 Shape infer_shape(const char* op, const Shape& x, Shape want) {
   int64_t known = 1, infer_at = -1;
@@ -156,7 +145,7 @@ void register_shape_ops(Registry& r) {
       copy_on_device("reshape", in[0], x);
       strides = contiguous_strides(shape);
     }
-    out.push_back(alias(x, shape, *strides, x.offset()));
+    out.push_back(x.as_strided(shape, *strides, x.offset()));
   };
   reshape_def.backward = [](const BackwardArgs& a) {
     return std::vector<Tensor>{reshape(a.grad(), a.input_meta[0].shape)};
@@ -179,7 +168,7 @@ void register_shape_ops(Registry& r) {
       s.push_back(in[0].shape()[static_cast<size_t>(d)]);
       st.push_back(in[0].strides()[static_cast<size_t>(d)]);
     }
-    out.push_back(alias(in[0], s, st, in[0].offset()));
+    out.push_back(in[0].as_strided(s, st, in[0].offset()));
   };
   permute_def.backward = [](const BackwardArgs& a) {
     return std::vector<Tensor>{permute(a.grad(), inverse_permutation(a.attrs.ints("dims")))};
@@ -201,7 +190,7 @@ void register_shape_ops(Registry& r) {
     shape[d] = s.length;
     int64_t offset = in[0].offset() + s.start * strides[d];
     strides[d] *= s.step;
-    out.push_back(alias(in[0], shape, strides, offset));
+    out.push_back(in[0].as_strided(shape, strides, offset));
   };
   slice_def.backward = [](const BackwardArgs& a) {
     Attrs attrs = a.attrs;
@@ -239,11 +228,12 @@ void register_shape_ops(Registry& r) {
                       shape_str(want));
     Shape out = want;
     const size_t lead = want.size() - have.size();
-    for (size_t i = 0; i < have.size(); ++i) {
-      if (want[lead + i] == -1) out[lead + i] = have[i];
-      REMAT_CHECK_SHAPE(have[i] == out[lead + i] || have[i] == 1,
-                        "expand: cannot expand {} to {} (dim {})", shape_str(have), shape_str(want),
-                        lead + i);
+    for (size_t i = 0; i < want.size(); ++i) {
+      // -1 keeps the size of an existing dim; new leading dims need a size.
+      if (i >= lead && want[i] == -1) out[i] = have[i - lead];
+      REMAT_CHECK_SHAPE(
+          out[i] >= 0 && (i < lead || have[i - lead] == out[i] || have[i - lead] == 1),
+          "expand: cannot expand {} to {} (dim {})", shape_str(have), shape_str(want), i);
     }
     return std::vector<TensorMeta>{{out, in[0].dtype(), in[0].device()}};
   };
@@ -254,7 +244,7 @@ void register_shape_ops(Registry& r) {
     for (size_t i = 0; i < in[0].shape().size(); ++i) {
       strides[lead + i] = in[0].shape()[i] == shape[lead + i] ? in[0].strides()[i] : 0;
     }
-    out.push_back(alias(in[0], shape, strides, in[0].offset()));
+    out.push_back(in[0].as_strided(shape, strides, in[0].offset()));
   };
   expand_def.backward = [](const BackwardArgs& a) {
     return std::vector<Tensor>{sum_to(a.grad(), a.input_meta[0].shape)};
@@ -284,8 +274,9 @@ void register_shape_ops(Registry& r) {
     for (int64_t s : a.ints("sizes")) {
       Shape shape = in[0].shape();
       shape[static_cast<size_t>(dim)] = s;
-      out.push_back(alias(in[0], shape, in[0].strides(),
-                          in[0].offset() + start * in[0].strides()[static_cast<size_t>(dim)]));
+      out.push_back(
+          in[0].as_strided(shape, in[0].strides(),
+                           in[0].offset() + start * in[0].strides()[static_cast<size_t>(dim)]));
       start += s;
     }
   };

@@ -13,7 +13,13 @@ namespace remat {
 using Shape = std::vector<int64_t>;
 using Strides = std::vector<int64_t>;
 
+// The element count of shape. Throws ShapeError naming the shape when a size
+// is negative or the product of the nonzero sizes overflows int64 (so that
+// contiguous strides fit too, whatever the order of the dims).
 int64_t numel_of(const Shape& shape);
+// The byte count of shape's elements, throwing ShapeError when it overflows int64.
+int64_t nbytes_of(const Shape& shape, size_t element_size);
+// Row-major strides (size-0 and size-1 dims count as 1); validates like numel_of.
 Strides contiguous_strides(const Shape& shape);
 // Wraps a possibly negative dim into [0, ndim); throws ShapeError naming op.
 int64_t wrap_dim(int64_t dim, int64_t ndim, const char* op);

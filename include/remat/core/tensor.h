@@ -63,7 +63,8 @@ class Tensor {
   DType dtype() const { return impl().dtype; }
   Device device() const { return impl().device; }
   size_t element_size() const { return remat::element_size(dtype()); }
-  int64_t nbytes() const { return numel() * static_cast<int64_t>(element_size()); }
+  // numel() * element_size(); throws ShapeError for a view (an expand) too large to materialise.
+  int64_t nbytes() const { return nbytes_of(shape(), element_size()); }
   bool is_contiguous() const;
   // Address of the first element (storage base + offset).
   void* data_ptr() const;
@@ -78,6 +79,10 @@ class Tensor {
   bool is_alias_of(const Tensor& other) const;
   // A tensor sharing storage (and version counter) with no autograd history.
   Tensor detach() const;
+  // A view of this tensor's storage with another layout (offset in elements
+  // from the storage's start), with no autograd history: what view ops and
+  // kernels build their views with. Throws ShapeError for a shape numel_of refuses.
+  Tensor as_strided(Shape shape, Strides strides, int64_t offset) const;
 
   // Autograd (src/autograd).
   bool requires_grad() const { return defined() && impl().requires_grad; }
@@ -133,7 +138,7 @@ struct TensorMeta {
   std::string str() const;
 };
 
-// Creation (src/core/factories.cpp).
+// Creation (src/ops/factories.cpp).
 template <typename T>
 Tensor from_vector(const std::vector<T>& values, const Shape& shape, Device device = kCPU);
 Tensor zeros(const Shape& shape, DType dtype = kFloat32, Device device = kCPU);
