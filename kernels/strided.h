@@ -18,17 +18,6 @@ struct StridedLayout {
   std::array<Strides, N> strides;  // per operand, in elements
 };
 
-// Strides of t viewed with `shape` (t's shape broadcast to it: stride 0 on new
-// or size-1 dims).
-inline Strides broadcast_strides(const Tensor& t, const Shape& shape) {
-  Strides out(shape.size(), 0);
-  size_t lead = shape.size() - t.shape().size();
-  for (size_t i = 0; i < t.shape().size(); ++i) {
-    out[lead + i] = t.shape()[i] == 1 ? 0 : t.strides()[i];
-  }
-  return out;
-}
-
 template <size_t N>
 StridedLayout<N> merge_dims(const Shape& shape, const std::array<Strides, N>& strides) {
   StridedLayout<N> out;

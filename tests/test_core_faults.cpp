@@ -8,6 +8,8 @@
 #include <limits>
 #include <string>
 
+#include "core/overlap.h"
+#include "ops/registry.h"
 #include "remat/remat.h"
 
 using namespace remat;
@@ -87,3 +89,103 @@ TEST(ShapeOverflow, EmptyShapesMustHaveStridesThatFit) {
   expect_error<ShapeError>([] { zeros({0, k2e62, k2e62}); }, {"elements"});
 }
 
+// ---- In-place writes through overlapping memory ---------------------------------
+
+namespace {
+
+Tensor iota(int64_t n, DType dtype = kFloat32) {
+  return arange(0.0, static_cast<double>(n), 1.0, dtype);
+}
+
+std::vector<float> values(const Tensor& t) { return t.to_vector<float>(); }
+
+}  // namespace
+
+TEST(InPlaceOverlap, LayoutClassification) {
+  Tensor a = iota(12).reshape({3, 4});
+  EXPECT_FALSE(has_internal_overlap(a));
+  EXPECT_FALSE(has_internal_overlap(a.transpose(0, 1)));
+  EXPECT_FALSE(has_internal_overlap(a.slice(1, 0, 4, 3)));
+  EXPECT_FALSE(has_internal_overlap(zeros({1}).expand({1, 1})));
+  EXPECT_TRUE(has_internal_overlap(zeros({1}).expand({3})));
+  EXPECT_TRUE(has_internal_overlap(zeros({3, 1}).expand({3, 2})));
+  EXPECT_EQ(overlap(a, a.detach()), Overlap::Same);
+  EXPECT_EQ(overlap(a, zeros({3, 4})), Overlap::None);
+  EXPECT_EQ(overlap(a.slice(0, 0, 1), a.slice(0, 2, 3)), Overlap::None);
+  EXPECT_EQ(overlap(a, a.slice(0, 0, 1)), Overlap::Partial);  // row 0 broadcast
+  EXPECT_EQ(overlap(a.slice(1, 0, 2), a.slice(1, 2, 4)), Overlap::Unknown);
+}
+
+TEST(InPlaceOverlap, SourceSharingMemoryInAnotherLayoutIsAnError) {
+  Tensor a = iota(9).reshape({3, 3});
+  const std::vector<float> before = values(a);
+  expect_error<Error>([&] { a.add_(a.transpose(0, 1)); },
+                      {"add_", "share memory", "[3, 3] float32 on cpu", "strides [1, 3]"});
+  expect_error<Error>([&] { a.mul_(a.transpose(0, 1)); }, {"mul_"});
+  // Row 0 broadcast over the rows it is added to: rows 1 and 2 would read it doubled.
+  expect_error<Error>([&] { a.add_(a.slice(0, 0, 1)); }, {"add_"});
+  expect_error<Error>([&] { a.slice(0, 1, 3).copy_(a.slice(0, 0, 2)); }, {"copy_"});
+  Tensor h = iota(9, kBFloat16).reshape({3, 3});  // the widened path checks too
+  expect_error<Error>([&] { h.add_(h.transpose(0, 1)); }, {"add_"});
+  EXPECT_EQ(values(a), before);  // refused before anything was written
+}
+
+TEST(InPlaceOverlap, SourceInTheSameLayoutIsFine) {
+  Tensor a = iota(6).reshape({2, 3});
+  a.add_(a);
+  EXPECT_EQ(values(a), (std::vector<float>{0, 2, 4, 6, 8, 10}));
+  Tensor t = a.transpose(0, 1);
+  t.mul_(a.transpose(0, 1));
+  EXPECT_EQ(values(a), (std::vector<float>{0, 4, 16, 36, 64, 100}));
+  a.copy_(a.detach());
+  EXPECT_EQ(values(a), (std::vector<float>{0, 4, 16, 36, 64, 100}));
+}
+
+TEST(InPlaceOverlap, StridedSourcesAreReadBeforeBeingOverwritten) {
+  // Interleaved views: their memory ranges intersect, their layouts hide
+  // whether elements do, so the source is read from a copy. (PyTorch computes
+  // y[6] and y[8] from already-updated elements here: 12 and 20.)
+  Tensor y = iota(10);
+  y.slice(0, 2, 10, 2).add_(y.slice(0, 0, 8, 2));
+  EXPECT_EQ(values(y), (std::vector<float>{0, 1, 2, 3, 6, 5, 10, 7, 14, 9}));
+  // Disjoint column blocks of one matrix, the common case.
+  Tensor x = iota(8).reshape({2, 4});
+  x.slice(1, 0, 2).copy_(x.slice(1, 2, 4));
+  EXPECT_EQ(values(x), (std::vector<float>{2, 3, 2, 3, 6, 7, 6, 7}));
+}
+
+TEST(InPlaceOverlap, ExpandedDestinationIsAnError) {
+  Tensor e = zeros({1}).expand({3});
+  expect_error<Error>(
+      [&] {
+        e.copy_(from_vector(std::vector<float>{1, 2, 3}, {3}));
+      },
+      {"copy_", "more than one element", "[3] float32 on cpu (strides [0]"});
+  expect_error<Error>([&] { e.add_(1.0); }, {"add_"});
+  expect_error<Error>([&] { e.mul_(2.0); }, {"mul_"});
+  expect_error<Error>([&] { e.add_(ones({3})); }, {"add_"});
+  expect_error<Error>([&] { e.mul_(ones({3})); }, {"mul_"});
+  // Filling writes one value wherever the indices land, so it is allowed (as in PyTorch).
+  e.fill_(2.0);
+  EXPECT_EQ(values(e), (std::vector<float>{2, 2, 2}));
+  e.zero_();
+  EXPECT_EQ(values(e), (std::vector<float>{0, 0, 0}));
+}
+
+TEST(InPlaceOverlap, OptimizerOperandsMustNotOverlap) {
+  const ops::Attrs attrs{{"lr", 0.1},           {"beta1", 0.9},
+                         {"beta2", 0.999},      {"eps", 1e-8},
+                         {"weight_decay", 0.0}, {"decoupled_weight_decay", false},
+                         {"step", int64_t{1}}};
+  auto step = [&](const Tensor& p, const Tensor& g, const Tensor& m, const Tensor& v) {
+    NoGradGuard no_grad;
+    ops::call(ops::op("adam_update"), {p, g, m, v}, attrs);
+  };
+  Tensor p = ones({3}), g = ones({3}), m = zeros({3}), v = zeros({3});
+  expect_error<Error>([&] { step(p, g, m, m); }, {"adam_update", "share memory"});
+  expect_error<Error>([&] { step(p, p, m, v); }, {"adam_update", "share memory"});
+  expect_error<Error>([&] { step(zeros({1}).expand({3}), g, m, v); },
+                      {"adam_update", "more than one element"});
+  step(p, g, m, v);
+  EXPECT_LT(values(p)[0], 1.0f);
+}

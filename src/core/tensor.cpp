@@ -56,6 +56,15 @@ Tensor Tensor::as_strided(Shape shape, Strides strides, int64_t offset) const {
   return Tensor(std::move(out));
 }
 
+Strides broadcast_strides(const Tensor& t, const Shape& shape) {
+  Strides out(shape.size(), 0);
+  const size_t lead = shape.size() - t.shape().size();
+  for (size_t i = 0; i < t.shape().size(); ++i) {
+    out[lead + i] = t.shape()[i] == 1 ? 0 : t.strides()[i];
+  }
+  return out;
+}
+
 std::string TensorMeta::str() const {
   return fmt::format("{} {} on {}", shape_str(shape), dtype, device);
 }

@@ -3,6 +3,7 @@
 // their operands in place and bump those operands' versions, like
 // batch_norm's running statistics.
 #include "kernels/cpu/optimizer.h"
+#include "core/overlap.h"
 #include "ops/dispatch.h"
 
 #if defined(REMAT_WITH_CUDA)
@@ -11,6 +12,9 @@
 
 namespace remat::ops {
 namespace {
+
+// The operands adam_update writes, element by element, in place.
+constexpr size_t kUpdated[] = {0, 2, 3};
 
 // inputs: param, grad, exp_avg, exp_avg_sq (one shape, dtype and device);
 // attrs: lr, beta1, beta2, eps, weight_decay, decoupled_weight_decay, step.
@@ -35,6 +39,12 @@ OpDef adam_update_def() {
                         describe(in));
       check_same_dtype("adam_update", param, in[i]);
     }
+    for (size_t w : kUpdated) {
+      check_no_internal_overlap("adam_update", in[w]);
+      for (size_t j = 0; j < in.size(); ++j) {
+        if (j != w) check_no_overlap("adam_update", in[w], in[j]);
+      }
+    }
     REMAT_CHECK(a.i("step") >= 1, "adam_update: step counts from 1, got {}", a.i("step"));
     return std::vector<TensorMeta>{};
   };
@@ -50,7 +60,7 @@ OpDef adam_update_def() {
         "adam_update", in[0].device(),
         [&] { kernels::cpu::adam_update(in[0], in[1], in[2], in[3], step); },
         REMAT_CUDA_KERNEL(kernels::cuda::adam_update(in[0], in[1], in[2], in[3], step)));
-    for (size_t updated : {0, 2, 3}) in[updated].bump_version();
+    for (size_t updated : kUpdated) in[updated].bump_version();
   };
   return def;
 }

@@ -1,6 +1,7 @@
 // Tensor methods that compute: in-place updates, reading values, printing.
 #include <cmath>
 
+#include "core/overlap.h"
 #include "kernels/cpu/elementwise.h"
 #include "ops/dispatch.h"
 #include "remat/core/grad_mode.h"
@@ -43,6 +44,29 @@ void check_in_place(const Tensor& self, const char* op) {
               op, TensorMeta::of(self).str());
 }
 
+// The source of an in-place op as its kernel may read it, elementwise while
+// writing self. A source sharing memory with self in another layout would be
+// read after being overwritten: refused where that is certain (PyTorch's
+// error), read from a copy where strided layouts hide whether any element is
+// shared (disjoint column blocks of one matrix are common).
+Tensor readable_source(const char* op, const Tensor& self, const Tensor& src) {
+  switch (overlap(self, src)) {
+    case Overlap::Partial:
+      throw Error(fmt::format(
+          "{}: the source {} (strides {}) and the destination {} (strides {}) share memory in "
+          "different layouts, so the op would read elements it already overwrote; clone() the "
+          "source first",
+          op, TensorMeta::of(src).str(), shape_str(src.strides()), TensorMeta::of(self).str(),
+          shape_str(self.strides())));
+    case Overlap::Unknown: {
+      Tensor copied = Tensor::empty(src.shape(), src.dtype(), src.device());
+      copy(op, src, copied);
+      return copied;
+    }
+    default: return src;
+  }
+}
+
 void check_operand(const Tensor& self, const Tensor& other, const char* op) {
   REMAT_CHECK(self.device() == other.device(), "{}: operands on different devices ({} and {})", op,
               TensorMeta::of(self).str(), TensorMeta::of(other).str());
@@ -60,6 +84,7 @@ void check_operand(const Tensor& self, const Tensor& other, const char* op) {
 template <typename Fn>
 void update(Tensor& self, const char* op, bool one_kernel, Fn&& fn) {
   check_in_place(self, op);
+  check_no_internal_overlap(op, self);
   if (is_reduced_float(self.dtype()) && (self.device().is_cpu() || !one_kernel)) {
     Tensor wide = Tensor::empty(self.shape(), kFloat32, self.device());
     copy(op, self, wide);
@@ -83,7 +108,7 @@ Tensor as_dtype(const char* op, const Tensor& t, DType dtype) {
 Tensor& Tensor::add_(const Tensor& other, double alpha) {
   check_operand(*this, other, "add_");
   update(*this, "add_", alpha == 1.0 && other.dtype() == dtype(), [&](const Tensor& self) {
-    Tensor b = as_dtype("add_", other, self.dtype());
+    Tensor b = as_dtype("add_", readable_source("add_", *this, other), self.dtype());
     if (alpha != 1.0) {
       Tensor scaled = Tensor::empty(b.shape(), b.dtype(), b.device());
       binary_scalar("add_", BinaryOp::Mul, b, alpha, scaled);
@@ -103,7 +128,8 @@ Tensor& Tensor::add_(double value) {
 Tensor& Tensor::mul_(const Tensor& other) {
   check_operand(*this, other, "mul_");
   update(*this, "mul_", other.dtype() == dtype(), [&](const Tensor& self) {
-    binary("mul_", BinaryOp::Mul, self, as_dtype("mul_", other, self.dtype()), self);
+    binary("mul_", BinaryOp::Mul, self,
+           as_dtype("mul_", readable_source("mul_", *this, other), self.dtype()), self);
   });
   return *this;
 }
@@ -114,6 +140,8 @@ Tensor& Tensor::mul_(double value) {
   return *this;
 }
 
+// Unlike the other in-place ops, fill_ may write an expanded tensor: every
+// element gets the same value however many indices address it (PyTorch too).
 Tensor& Tensor::fill_(double value) {
   check_in_place(*this, "fill_");
   ops::on_device(
@@ -128,7 +156,8 @@ Tensor& Tensor::zero_() { return fill_(0.0); }
 Tensor& Tensor::copy_(const Tensor& src) {
   check_in_place(*this, "copy_");
   check_operand(*this, src, "copy_");
-  copy("copy_", src, *this);
+  check_no_internal_overlap("copy_", *this);
+  copy("copy_", readable_source("copy_", *this, src), *this);
   bump_version();
   return *this;
 }

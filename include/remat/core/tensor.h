@@ -138,6 +138,10 @@ struct TensorMeta {
   std::string str() const;
 };
 
+// Strides of t viewed with `shape`, which t's shape broadcasts to: stride 0 on
+// new or size-1 dims.
+Strides broadcast_strides(const Tensor& t, const Shape& shape);
+
 // Creation (src/ops/factories.cpp).
 template <typename T>
 Tensor from_vector(const std::vector<T>& values, const Shape& shape, Device device = kCPU);
