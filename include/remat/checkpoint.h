@@ -24,10 +24,9 @@ class Policy {
   // Keep nothing; replay regenerates every dropped tensor (the default).
   static Policy recompute_all() { return Policy(Kind::RecomputeAll, {}); }
   // Keep the outputs of the named ops (e.g. {"matmul"}) and recompute the
-  // rest: replay runs only what the dropped tensors depend on.
-  static Policy save_ops(std::set<std::string> op_names) {
-    return Policy(Kind::SaveOps, std::move(op_names));
-  }
+  // rest: replay runs only what the dropped tensors depend on. A name that is
+  // not an op of the registry throws Error listing the op names.
+  static Policy save_ops(std::set<std::string> op_names);
   // Move saved tensors to pinned host memory: not implemented yet (throws).
   static Policy offload() { return Policy(Kind::Offload, {}); }
 

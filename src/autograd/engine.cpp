@@ -20,15 +20,38 @@ struct PendingGrads {
 
 Tensor accumulate(const Tensor& into, const Tensor& g) { return into.defined() ? into + g : g; }
 
-void accumulate_leaf(TensorImpl& leaf, const Tensor& g) {
-  Tensor current(leaf.grad);
-  if (!current.defined()) {
-    // Own a fresh buffer: g may alias a saved tensor or another gradient.
-    leaf.grad = g.clone().impl_ptr();
-  } else {
-    current.add_(g);
+// Accumulates into leaves' .grad, remembering the leaves that had none. If
+// the backward throws (out of memory halfway), those lose the gradient it
+// gave them, so they are as before; gradients that existed keep what was
+// added (the next step's zero_grad clears them).
+class LeafGrads {
+ public:
+  LeafGrads() = default;
+  LeafGrads(const LeafGrads&) = delete;
+  LeafGrads& operator=(const LeafGrads&) = delete;
+  ~LeafGrads() {
+    for (const auto& created : created_) {
+      if (auto leaf = created.lock()) leaf->grad.reset();
+    }
   }
-}
+
+  void accumulate(const std::shared_ptr<TensorImpl>& leaf, const Tensor& g) {
+    Tensor current(leaf->grad);
+    if (!current.defined()) {
+      // Own a fresh buffer: g may alias a saved tensor or another gradient.
+      Tensor fresh = g.clone();
+      created_.push_back(leaf);
+      leaf->grad = fresh.impl_ptr();
+    } else {
+      current.add_(g);
+    }
+  }
+  // The backward finished: the gradients stay.
+  void keep() { created_.clear(); }
+
+ private:
+  std::vector<std::weak_ptr<TensorImpl>> created_;
+};
 
 void check_grad_matches(const Node& node, size_t input, const Tensor& g) {
   const TensorMeta& want = node.input_meta[input];
@@ -41,11 +64,19 @@ void check_grad_matches(const Node& node, size_t input, const Tensor& g) {
 
 void run_backward(const std::vector<Tensor>& roots, const std::vector<Tensor>& seeds,
                   bool retain_graph) {
+  if (const Segment* open = active_segment()) {
+    throw Error(fmt::format(
+        "backward() inside checkpoint() ({}): the segment is still recording, and a backward "
+        "now would free or replay entries it has not finished. Return the auxiliary loss from "
+        "the checkpointed function and call backward once on the total outside it",
+        open->describe()));
+  }
   NoGradGuard no_grad;
   memory::TagScope tag("backward");
   // Pending gradients by tape position, latest first.
   std::map<uint64_t, PendingGrads, std::greater<>> pending;
   std::unordered_set<std::shared_ptr<Segment>> replayed;
+  LeafGrads leaf_grads;
   auto add_to_node = [&](const std::shared_ptr<Node>& node, int output_nr, const Tensor& g) {
     auto [it, inserted] = pending.try_emplace(node->sequence);
     if (inserted) {
@@ -65,7 +96,7 @@ void run_backward(const std::vector<Tensor>& roots, const std::vector<Tensor>& s
     if (root.impl().grad_fn) {
       add_to_node(root.impl().grad_fn, root.impl().output_nr, seeds[r]);
     } else {
-      accumulate_leaf(root.impl(), seeds[r]);
+      leaf_grads.accumulate(root.impl_ptr(), seeds[r]);
     }
   }
 
@@ -80,7 +111,12 @@ void run_backward(const std::vector<Tensor>& roots, const std::vector<Tensor>& s
                 "freed by the first backward; pass retain_graph=true to that one",
                 op.name, node->sequence);
     if (node->segment) {  // a checkpointed entry: regenerate what it dropped
-      node->segment->materialize(*node);
+      if (node->lacks_saved_tensors()) {
+        std::vector<const Node*> rest;
+        rest.reserve(pending.size());
+        for (const auto& [sequence, p] : pending) rest.push_back(p.node.get());
+        node->segment->materialize(*node, rest);
+      }
       replayed.insert(node->segment);
     }
 
@@ -120,11 +156,12 @@ void run_backward(const std::vector<Tensor>& roots, const std::vector<Tensor>& s
       if (edge.producer) {
         add_to_node(edge.producer, edge.output_nr, input_grads[i]);
       } else if (auto leaf = edge.leaf.lock()) {
-        accumulate_leaf(*leaf, input_grads[i]);
+        leaf_grads.accumulate(leaf, input_grads[i]);
       }
     }
   }
   for (const auto& segment : replayed) segment->after_backward(retain_graph);
+  leaf_grads.keep();
 }
 
 }  // namespace autograd

@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <memory>
 #include <optional>
+#include <string>
 #include <unordered_set>
 #include <vector>
 
@@ -40,10 +41,15 @@ class Segment : public std::enable_shared_from_this<Segment> {
   // thread's innermost active one: the segment decides what to drop.
   virtual void on_record(const std::shared_ptr<Node>& node, const std::vector<Tensor>& inputs,
                          const std::vector<Tensor>& outputs) = 0;
-  // Before the engine unpacks the saved tensors of an entry of the segment.
-  virtual void materialize(Node& node) = 0;
+  // Before the engine unpacks the saved tensors of an entry of the segment
+  // that lacks some: regenerate them. `pending` holds the other entries this
+  // backward has still to run; with `node` they bound what is worth
+  // regenerating (a branch no root reaches is left alone).
+  virtual void materialize(Node& node, const std::vector<const Node*>& pending) = 0;
   // Once per backward pass, for every segment that materialised something.
   virtual void after_backward(bool retain_graph) = 0;
+  // The segment as error messages name it.
+  virtual std::string describe() const = 0;
 };
 
 // The thread's innermost active segment (null outside checkpoint()).
@@ -60,7 +66,16 @@ class ActiveSegmentScope {
 };
 
 struct Node {
-  uint64_t sequence = 0;  // position on the tape; inputs always come earlier
+  Node() = default;
+  Node(const Node&) = delete;
+  Node& operator=(const Node&) = delete;
+  // Frees the chain of producers it alone owns without recursing: a graph of a
+  // million entries would otherwise overflow the stack, one frame per entry.
+  ~Node();
+
+  // Position on the tape, unique across threads (a graph may span threads: the
+  // engine keys pending entries by it); inputs always come earlier.
+  uint64_t sequence = 0;
   const ops::OpDef* op = nullptr;
   ops::Attrs attrs;
   std::vector<Edge> inputs;
@@ -77,22 +92,25 @@ struct Node {
 
   // The saved tensor, checked against in-place modification since it was saved.
   Tensor unpack(const std::optional<SavedTensor>& slot, const char* kind, size_t index) const;
+  // Whether a tensor the op's backward reads is missing (a segment dropped it).
+  bool lacks_saved_tensors() const;
   void release();
 };
 
 // The thread's tape: an append-only record of entries in execution order.
 // Entries are owned by the tensors they produced (and by later entries that
 // consume those), so an entry whose results are gone frees itself; the tape
-// keeps weak references and the sequence counter.
+// keeps weak references. Sequence numbers come from one process-wide counter,
+// so that entries recorded on different threads never share one and an entry
+// always numbers after the inputs it read, whichever thread made them.
 class Tape {
  public:
   static Tape& current();
-  uint64_t next_sequence() { return next_sequence_++; }
+  static uint64_t next_sequence();
   void append(const std::shared_ptr<Node>& node);
   size_t live_entries() const;
 
  private:
-  uint64_t next_sequence_ = 0;
   std::vector<std::weak_ptr<Node>> entries_;
 };
 

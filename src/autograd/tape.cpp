@@ -1,4 +1,5 @@
 #include <algorithm>
+#include <atomic>
 
 #include "autograd/node.h"
 #include "remat/core/grad_mode.h"
@@ -15,6 +16,36 @@ Tensor Node::unpack(const std::optional<SavedTensor>& slot, const char* kind, si
               "at version {}, now at version {}",
               op->name, kind, index, TensorMeta::of(slot->value).str(), slot->version, now);
   return slot->value;
+}
+
+Node::~Node() {
+  // Producers this entry alone keeps alive are moved to a local stack and freed
+  // one at a time; each of them hands its own sole-owned producers over first,
+  // so no destructor below this one finds anything left to free recursively.
+  std::vector<std::shared_ptr<Node>> orphans;
+  auto adopt_producers = [&orphans](Node& node) {
+    for (Edge& edge : node.inputs) {
+      if (edge.producer && edge.producer.use_count() == 1) {
+        orphans.push_back(std::move(edge.producer));
+      }
+    }
+  };
+  adopt_producers(*this);
+  while (!orphans.empty()) {
+    std::shared_ptr<Node> node = std::move(orphans.back());
+    orphans.pop_back();
+    adopt_producers(*node);
+  }
+}
+
+bool Node::lacks_saved_tensors() const {
+  auto empty = [](const std::vector<std::optional<SavedTensor>>& slots, int i) {
+    return !slots[static_cast<size_t>(i)].has_value();
+  };
+  return std::any_of(op->save_inputs.begin(), op->save_inputs.end(),
+                     [&](int i) { return empty(saved_inputs, i); }) ||
+         std::any_of(op->save_outputs.begin(), op->save_outputs.end(),
+                     [&](int i) { return empty(saved_outputs, i); });
 }
 
 void Node::release() {
@@ -41,6 +72,13 @@ Tape& Tape::current() {
   return tape;
 }
 
+uint64_t Tape::next_sequence() {
+  // Relaxed suffices: a thread can only read a tensor another thread made
+  // after a synchronisation that also orders the two counter updates.
+  static std::atomic<uint64_t> counter{0};
+  return counter.fetch_add(1, std::memory_order_relaxed);
+}
+
 void Tape::append(const std::shared_ptr<Node>& node) {
   // Drop expired entries now and then so a long run does not grow the record.
   if (entries_.size() >= 4096 && (entries_.size() & (entries_.size() - 1)) == 0) {
@@ -58,7 +96,7 @@ void record(const ops::OpDef& def, const std::vector<Tensor>& inputs, const ops:
             std::vector<Tensor>& outputs) {
   auto node = std::make_shared<Node>();
   Tape& tape = Tape::current();
-  node->sequence = tape.next_sequence();
+  node->sequence = Tape::next_sequence();
   node->op = &def;
   node->attrs = attrs;
   node->inputs.resize(inputs.size());

@@ -2,9 +2,21 @@
 #include <cmath>
 
 #include "checkpoint/segment.h"
+#include "ops/registry.h"
 #include "remat/core/grad_mode.h"
 
 namespace remat {
+
+Policy Policy::save_ops(std::set<std::string> op_names) {
+  for (const std::string& name : op_names) {
+    if (ops::Registry::instance().find(name) != nullptr) continue;
+    std::vector<std::string> known;
+    for (const ops::OpDef* def : ops::Registry::instance().all()) known.push_back(def->name);
+    throw Error(fmt::format("Policy::save_ops: no op named '{}'; the ops are: {}", name,
+                            fmt::join(known, ", ")));
+  }
+  return Policy(Kind::SaveOps, std::move(op_names));
+}
 
 std::vector<Tensor> checkpoint(
     const std::function<std::vector<Tensor>(const std::vector<Tensor>&)>& fn,

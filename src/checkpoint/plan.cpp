@@ -64,6 +64,7 @@ Tensor checkpoint_blocks(const std::vector<Block>& blocks, const Tensor& x,
                          const CheckpointPlan& plan, CheckpointOptions opts) {
   using K = CheckpointPlan::Kind;
   const size_t count = blocks.size();
+  if (count == 0) return x;  // every plan of no blocks is the identity
   switch (plan.kind) {
     case K::None: return run_range(blocks, 0, count, x);
     case K::Selective: opts.policy = Policy::save_ops({"matmul"}); [[fallthrough]];

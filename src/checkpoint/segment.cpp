@@ -1,7 +1,6 @@
 #include "checkpoint/segment.h"
 
 #include <cstring>
-#include <functional>
 #include <set>
 
 #include "remat/core/grad_mode.h"
@@ -82,10 +81,12 @@ void CheckpointSegment::on_record(const std::shared_ptr<Node>& node,
     first_sequence_ = node->sequence;
     recorded_any_ = true;
   }
+  const ops::OpDef& op = *node->op;
   node->input_values.resize(inputs.size());
   for (size_t i = 0; i < inputs.size(); ++i) {
     const Tensor& x = inputs[i];
     if (!x.defined()) continue;
+    if (op.replay_ignores_input && op.replay_ignores_input(node->attrs, i)) continue;
     const autograd::Edge& edge = node->inputs[i];
     CheckpointSegment* owner = edge.producer ? restoring_segment(*edge.producer) : nullptr;
     const Source source = edge.producer ? source_of(*edge.producer, edge.output_nr) : Source{};
@@ -95,16 +96,31 @@ void CheckpointSegment::on_record(const std::shared_ptr<Node>& node,
       node->input_values[i] = SavedTensor{x.detach(), x.version()};
       continue;
     }
-    // Made inside: never held. A saved copy is dropped; an entry of an outer
-    // segment regenerates it for this one's replay.
+    // Made inside: never held, so the replay recomputes it as it was made. An
+    // in-place change in between (through a detached alias) would make the
+    // replay silently differ from this forward.
+    const auto made = root_->made_at_version_.find(source);
+    if (made != root_->made_at_version_.end()) {
+      REMAT_CHECK(x.version() == made->second,
+                  "{}: input {} of {} was made inside the segment by op '{}' and modified in "
+                  "place before this read (made at version {}, read at version {}); the replay "
+                  "would recompute it without that change. Modify a clone, or move the in-place "
+                  "change out of checkpoint()",
+                  describe(), i,
+                  fmt::format("op '{}' (entry {})", op.name, node->sequence - first_sequence_),
+                  edge.producer->op->name, made->second, x.version());
+    }
+    // A saved copy is dropped; an entry of an outer segment regenerates it
+    // for this one's replay.
     if (node->saved_inputs[i].has_value()) {
       drop(node, SlotKind::SavedInput, i, edge.producer, source, x, this);
     }
     if (owner != this) drop(node, SlotKind::InputValue, i, edge.producer, source, x, owner);
   }
-  const bool keep = options_.policy.keeps(node->op->name);
+  const bool keep = options_.policy.keeps(op.name);
   for (size_t j = 0; j < outputs.size(); ++j) {
     const Source source = source_of(*node, static_cast<int>(j));
+    root_->made_at_version_[source] = outputs[j].version();
     if (keep) {
       root_->kept_.insert(source);
     } else if (node->saved_outputs[j].has_value()) {
@@ -129,10 +145,14 @@ void CheckpointSegment::drop(const std::shared_ptr<Node>& node, SlotKind kind, s
   if (kind == SlotKind::SavedOutput) node->saved_outputs[index].reset();
 }
 
+std::string CheckpointSegment::describe() const {
+  return fmt::format("checkpoint segment '{}'", options_.tag);
+}
+
 std::string CheckpointSegment::where(const Node& node) const {
   const CheckpointSegment* s = segment_of(node);
-  return fmt::format("op '{}' (entry {} of checkpoint segment '{}')", node.op->name,
-                     node.sequence - s->first_sequence_, s->options_.tag);
+  return fmt::format("op '{}' (entry {} of {})", node.op->name, node.sequence - s->first_sequence_,
+                     s->describe());
 }
 
 // A value dropped in the forward must not have been changed in place while it
@@ -153,15 +173,34 @@ void CheckpointSegment::close() {
   for (const DroppedSlot& slot : dropped_) check_unchanged(slot, "inside the segment");
 }
 
-void CheckpointSegment::materialize(Node& node) {
+void CheckpointSegment::materialize(Node& node, const std::vector<const Node*>& pending) {
+  const EntrySet reachable = entries_to_run(node, pending);
   // Outer segments first: they regenerate what inner ones read from them.
   std::vector<CheckpointSegment*> chain;
   for (CheckpointSegment* s = segment_of(node); s != nullptr; s = s->parent_.get()) {
     chain.push_back(s);
   }
-  for (auto it = chain.rbegin(); it != chain.rend(); ++it) {
-    if (!(*it)->materialized_) (*it)->replay();
+  for (auto it = chain.rbegin(); it != chain.rend(); ++it) (*it)->replay(reachable);
+}
+
+// The entries of this backward still to run that a replay of the root segment
+// could serve: everything reachable from `node` and the pending entries,
+// walked no further back than the root's first entry.
+CheckpointSegment::EntrySet CheckpointSegment::entries_to_run(
+    const Node& node, const std::vector<const Node*>& pending) const {
+  const uint64_t first = root_->first_sequence_;
+  std::vector<const Node*> stack(pending.begin(), pending.end());
+  stack.push_back(&node);
+  EntrySet seen;
+  while (!stack.empty()) {
+    const Node* entry = stack.back();
+    stack.pop_back();
+    if (entry->sequence < first || !seen.insert(entry).second) continue;
+    for (const autograd::Edge& edge : entry->inputs) {
+      if (edge.producer) stack.push_back(edge.producer.get());
+    }
   }
+  return seen;
 }
 
 Tensor CheckpointSegment::input_for_replay(const Node& node, size_t index,
@@ -179,7 +218,7 @@ Tensor CheckpointSegment::input_for_replay(const Node& node, size_t index,
                 held->version, now);
     return held->value;
   }
-  if (!edge.producer) return {};  // an absent optional operand
+  if (!edge.producer) return {};  // an absent optional operand, or one the replay ignores
   const Source source = source_of(*edge.producer, edge.output_nr);
   auto it = values.find(source);
   REMAT_CHECK(it != values.end(), "checkpoint replay: input {} of {} was not regenerated", index,
@@ -187,31 +226,63 @@ Tensor CheckpointSegment::input_for_replay(const Node& node, size_t index,
   return it->second;
 }
 
-void CheckpointSegment::replay() {
+// The tensor an entry of the segment made, when it is still alive (the caller
+// holds it) and unchanged since: the replay takes it instead of a second copy.
+Tensor CheckpointSegment::live_value(const Node& producer, int output) const {
+  std::shared_ptr<TensorImpl> impl = producer.outputs[static_cast<size_t>(output)].lock();
+  if (!impl) return {};
+  Tensor value(std::move(impl));
+  const auto made = root_->made_at_version_.find(source_of(producer, output));
+  if (made == root_->made_at_version_.end() || value.version() != made->second) return {};
+  return value.detach();
+}
+
+void CheckpointSegment::replay(const EntrySet& reachable) {
+  std::vector<DroppedSlot*> wanted;  // the empty slots of entries this backward runs
+  for (DroppedSlot& slot : dropped_) {
+    if (slot.restored) continue;
+    auto node = slot.node.lock();
+    if (node && !node->released && reachable.count(node.get())) wanted.push_back(&slot);
+  }
+  if (wanted.empty()) return;
   NoGradGuard no_grad;
   memory::TagScope tag("replay:" + options_.tag);
 
-  // The entries to run: the producers of every dropped value this segment
-  // restores, and what those need, down to values that are held.
+  // The entries to run: the producers of every value a wanted slot takes, and
+  // what those need, down to values that are held or still alive.
   std::map<uint64_t, std::shared_ptr<Node>> to_run;
-  std::function<void(const std::shared_ptr<Node>&)> need = [&](const std::shared_ptr<Node>& p) {
-    if (!to_run.emplace(p->sequence, p).second) return;
-    for (size_t k = 0; k < p->inputs.size(); ++k) {
-      const autograd::Edge& edge = p->inputs[k];
-      if (p->input_values[k].has_value() || !edge.producer) continue;
-      REMAT_CHECK(contains(segment_of(*edge.producer)),
-                  "checkpoint replay: {} needs a value from outside the segment that is gone",
-                  where(*p));
-      need(edge.producer);
+  std::map<Source, Tensor> values;
+  std::vector<Node*> unexplored;
+  auto want = [&](const std::shared_ptr<Node>& producer, Source source) {
+    if (values.count(source)) return;
+    if (Tensor live = live_value(*producer, source.output); live.defined()) {
+      values.emplace(source, std::move(live));
+      return;
     }
+    REMAT_CHECK(!producer->released,
+                "backward through {} a second time: the replay needs it, and the first backward "
+                "freed what it kept; pass retain_graph=true to that one",
+                where(*producer));
+    if (to_run.emplace(producer->sequence, producer).second) unexplored.push_back(producer.get());
   };
   std::set<Source> restored;  // values that end in a slot
-  for (const DroppedSlot& slot : dropped_) {
-    auto node = slot.node.lock();
-    if (!node || node->released) continue;
-    if (slot.kind == SlotKind::SavedInput && node->input_values[slot.index].has_value()) continue;
-    restored.insert(slot.source);
-    if (auto producer = slot.producer.lock()) need(producer);
+  for (const DroppedSlot* slot : wanted) {
+    auto node = slot->node.lock();
+    if (slot->kind == SlotKind::SavedInput && node->input_values[slot->index].has_value()) continue;
+    restored.insert(slot->source);
+    if (auto producer = slot->producer.lock()) want(producer, slot->source);
+  }
+  while (!unexplored.empty()) {  // a loop, not recursion: a segment may hold 1M entries
+    Node* entry = unexplored.back();
+    unexplored.pop_back();
+    for (size_t k = 0; k < entry->inputs.size(); ++k) {
+      const autograd::Edge& edge = entry->inputs[k];
+      if (entry->input_values[k].has_value() || !edge.producer) continue;
+      REMAT_CHECK(contains(segment_of(*edge.producer)),
+                  "checkpoint replay: {} needs a value from outside the segment that is gone",
+                  where(*entry));
+      want(edge.producer, source_of(*edge.producer, edge.output_nr));
+    }
   }
 
   // Run them in tape order. A value that no slot takes is freed as soon as
@@ -226,7 +297,6 @@ void CheckpointSegment::replay() {
       }
     }
   }
-  std::map<Source, Tensor> values;
   for (const auto& [sequence, entry] : to_run) {
     std::vector<Tensor> inputs(entry->inputs.size());
     for (size_t k = 0; k < inputs.size(); ++k) inputs[k] = input_for_replay(*entry, k, values);
@@ -243,42 +313,45 @@ void CheckpointSegment::replay() {
     }
     for (size_t j = 0; j < outputs.size(); ++j) {
       const Source source = source_of(*entry, static_cast<int>(j));
-      if (readers.count(source) || restored.count(source)) values[source] = std::move(outputs[j]);
+      if (readers.count(source) || restored.count(source)) {
+        values.try_emplace(source, std::move(outputs[j]));
+      }
     }
   }
 
-  for (const DroppedSlot& slot : dropped_) {
-    auto node = slot.node.lock();
-    if (!node || node->released) continue;
-    check_unchanged(slot, "after the forward");
-    Tensor value = slot.kind == SlotKind::SavedInput && node->input_values[slot.index]
-                       ? input_for_replay(*node, slot.index, values)
-                       : values.at(slot.source);
+  for (DroppedSlot* slot : wanted) {
+    auto node = slot->node.lock();
+    check_unchanged(*slot, "after the forward");
+    Tensor value = slot->kind == SlotKind::SavedInput && node->input_values[slot->index]
+                       ? input_for_replay(*node, slot->index, values)
+                       : values.at(slot->source);
     if (options_.debug) {
       Fingerprint now = Fingerprint::of(value);
-      const Fingerprint& then = slot.fingerprint;
+      const Fingerprint& then = slot->fingerprint;
       REMAT_CHECK(now.meta.shape == then.meta.shape && now.meta.dtype == then.meta.dtype &&
                       now.meta.device == then.meta.device && now.hash == then.hash,
                   "checkpoint replay diverged from the record at {} ({} {}): recorded {} (hash "
                   "{:016x}), replayed {} (hash {:016x})",
-                  where(*node), slot_name(slot.kind == SlotKind::SavedOutput), slot.index,
+                  where(*node), slot_name(slot->kind == SlotKind::SavedOutput), slot->index,
                   then.meta.str(), then.hash, now.meta.str(), now.hash);
     }
     SavedTensor saved{value, value.version()};
-    switch (slot.kind) {
-      case SlotKind::SavedInput: node->saved_inputs[slot.index] = saved; break;
-      case SlotKind::SavedOutput: node->saved_outputs[slot.index] = saved; break;
-      case SlotKind::InputValue: node->input_values[slot.index] = saved; break;
+    switch (slot->kind) {
+      case SlotKind::SavedInput: node->saved_inputs[slot->index] = saved; break;
+      case SlotKind::SavedOutput: node->saved_outputs[slot->index] = saved; break;
+      case SlotKind::InputValue: node->input_values[slot->index] = saved; break;
     }
+    slot->restored = true;
   }
-  materialized_ = true;
   ++thread_stats.segments_replayed;
 }
 
 void CheckpointSegment::after_backward(bool retain_graph) {
   if (retain_graph) {
     // Keep memory bounded for the next backward: drop again what replay made.
-    for (const DroppedSlot& slot : dropped_) {
+    for (DroppedSlot& slot : dropped_) {
+      if (!slot.restored) continue;
+      slot.restored = false;
       auto node = slot.node.lock();
       if (!node) continue;
       switch (slot.kind) {
@@ -287,7 +360,6 @@ void CheckpointSegment::after_backward(bool retain_graph) {
         case SlotKind::InputValue: node->input_values[slot.index].reset(); break;
       }
     }
-    materialized_ = false;
   }
   if (parent_) parent_->after_backward(retain_graph);
 }

@@ -9,6 +9,7 @@
 #include <memory>
 #include <set>
 #include <string>
+#include <unordered_set>
 #include <vector>
 
 #include "autograd/node.h"
@@ -36,8 +37,10 @@ class CheckpointSegment final : public autograd::Segment {
 
   void on_record(const std::shared_ptr<autograd::Node>& node, const std::vector<Tensor>& inputs,
                  const std::vector<Tensor>& outputs) override;
-  void materialize(autograd::Node& node) override;
+  void materialize(autograd::Node& node,
+                   const std::vector<const autograd::Node*>& pending) override;
   void after_backward(bool retain_graph) override;
+  std::string describe() const override;
   // The forward has left the segment: check that nothing it dropped was
   // modified in place before it died.
   void close();
@@ -58,7 +61,9 @@ class CheckpointSegment final : public autograd::Segment {
     std::weak_ptr<Storage> storage;  // to catch in-place changes while it lives
     uint32_t version = 0;
     Fingerprint fingerprint;  // debug only
+    bool restored = false;    // refilled by a replay and not dropped again since
   };
+  using EntrySet = std::unordered_set<const autograd::Node*>;
 
   bool contains(const CheckpointSegment* other) const;
   CheckpointSegment* restoring_segment(const autograd::Node& producer);
@@ -67,7 +72,10 @@ class CheckpointSegment final : public autograd::Segment {
             CheckpointSegment* owner);
   Tensor input_for_replay(const autograd::Node& node, size_t index,
                           const std::map<Source, Tensor>& values) const;
-  void replay();
+  Tensor live_value(const autograd::Node& producer, int output) const;
+  EntrySet entries_to_run(const autograd::Node& node,
+                          const std::vector<const autograd::Node*>& pending) const;
+  void replay(const EntrySet& reachable);
   void check_unchanged(const DroppedSlot& slot, const char* when) const;
   std::string where(const autograd::Node& node) const;
 
@@ -77,11 +85,13 @@ class CheckpointSegment final : public autograd::Segment {
   CheckpointOptions options_;
   uint64_t first_sequence_ = 0;
   bool recorded_any_ = false;
-  bool materialized_ = false;
   std::vector<DroppedSlot> dropped_;
   // Root only: outputs kept by policy. The values themselves are held by the
   // entries that read them (input_values), so they go when those are done.
   std::set<Source> kept_;
+  // Root only: the version every output of an entry inside had when it was
+  // made. A replay recomputes that version, so a later read must see it too.
+  std::map<Source, uint32_t> made_at_version_;
 };
 
 // This thread's replay counters.

@@ -82,11 +82,17 @@ const OpDef& Registry::add(OpDef def) {
   return *ops_.back();
 }
 
-const OpDef& Registry::get(std::string_view name) const {
+const OpDef* Registry::find(std::string_view name) const {
   for (const auto& def : ops_) {
-    if (def->name == name) return *def;
+    if (def->name == name) return def.get();
   }
-  throw Error(fmt::format("no op named '{}' in the registry", name));
+  return nullptr;
+}
+
+const OpDef& Registry::get(std::string_view name) const {
+  const OpDef* def = find(name);
+  if (def == nullptr) throw Error(fmt::format("no op named '{}' in the registry", name));
+  return *def;
 }
 
 std::vector<const OpDef*> Registry::all() const {

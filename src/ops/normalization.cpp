@@ -255,6 +255,9 @@ OpDef batch_norm_def() {
   def.save_inputs = {0, 3};
   def.save_outputs = {1, 2};
   def.replay_attrs = {{"update_running_stats", false}};
+  def.replay_ignores_input = [](const Attrs& a, size_t index) {
+    return a.b("training") && (index == 1 || index == 2);
+  };
   def.backward = [](const BackwardArgs& a) {
     const std::vector<int64_t> mask{a.needs(0), a.needs(3), a.needs(4)};
     std::vector<Tensor> g = call(op("batch_norm_backward"),

@@ -92,6 +92,11 @@ struct OpDef {
   // Attributes a checkpoint replay sets, to switch off side effects of the
   // forward that must happen once (batch_norm's running-statistics update).
   std::vector<std::pair<std::string, AttrValue>> replay_attrs;
+  // Whether the forward run with replay_attrs ignores input `index` of a call
+  // with these attributes (batch_norm in training mode reads its running
+  // statistics only to update them): a segment neither keeps nor checks it.
+  // Empty: the replay reads every input.
+  std::function<bool(const Attrs&, size_t index)> replay_ignores_input;
 
   bool visible(size_t output) const {
     return visible_outputs < 0 || static_cast<int>(output) < visible_outputs;
@@ -103,6 +108,7 @@ class Registry {
   static Registry& instance();
   const OpDef& add(OpDef def);
   const OpDef& get(std::string_view name) const;
+  const OpDef* find(std::string_view name) const;  // null when there is none
   std::vector<const OpDef*> all() const;
 
  private:
