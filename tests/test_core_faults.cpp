@@ -189,3 +189,76 @@ TEST(InPlaceOverlap, OptimizerOperandsMustNotOverlap) {
   step(p, g, m, v);
   EXPECT_LT(values(p)[0], 1.0f);
 }
+
+// ---- Zero-size tensors ---------------------------------------------------------
+
+TEST(ZeroSize, TensorsWithoutElementsAreContiguous) {
+  // Whatever the strides: there is no element to be out of place (PyTorch agrees).
+  EXPECT_TRUE(zeros({2, 0}).is_contiguous());
+  EXPECT_TRUE(zeros({3, 0}).transpose(0, 1).is_contiguous());
+  EXPECT_TRUE(zeros({1, 0}).expand({3, 0}).is_contiguous());
+  // These needed a contiguous output.
+  EXPECT_EQ(randn({2, 0}).shape(), (Shape{2, 0}));
+  EXPECT_EQ(rand({0, 3}, kFloat64).shape(), (Shape{0, 3}));
+  EXPECT_EQ(zeros({3, 0}).transpose(0, 1).contiguous().shape(), (Shape{0, 3}));
+}
+
+TEST(ZeroSize, ReductionsFollowPyTorch) {
+  Tensor x = zeros({2, 0});
+  EXPECT_EQ(sum(x).item<float>(), 0.0f);
+  EXPECT_EQ(values(sum(x, {1}, false)), (std::vector<float>{0, 0}));
+  EXPECT_EQ(sum(x, {0}, false).shape(), (Shape{0}));
+  EXPECT_EQ(mean(x, {0}, false).shape(), (Shape{0}));
+  // max along a dim of size 0 has no answer; along another dim it is empty.
+  expect_error<ShapeError>([&] { max(x, 1); }, {"max", "dim 1", "[2, 0]"});
+  MaxResult m = max(zeros({0, 3}), 1);
+  EXPECT_EQ(m.values.shape(), (Shape{0}));
+  EXPECT_EQ(m.indices.shape(), (Shape{0}));
+}
+
+TEST(ZeroSize, MatmulShapesAndBias) {
+  // An empty inner dim sums nothing: zeros, or the bias.
+  EXPECT_EQ(values(matmul(zeros({2, 0}), zeros({0, 3}))), std::vector<float>(6, 0.0f));
+  EXPECT_EQ(values(matmul(zeros({2, 0}), zeros({0, 3}), ones({3}))), std::vector<float>(6, 1.0f));
+  EXPECT_EQ(matmul(zeros({0, 4}), ones({4, 3})).shape(), (Shape{0, 3}));
+  EXPECT_EQ(matmul(ones({2, 4}), ones({4, 0})).shape(), (Shape{2, 0}));
+  EXPECT_EQ(matmul(ones({0, 2, 4}), ones({4, 3})).shape(), (Shape{0, 2, 3}));
+}
+
+TEST(ZeroSize, ShapeOpsFollowPyTorch) {
+  Tensor x = zeros({2, 0});
+  EXPECT_EQ(x.reshape({0, 5}).shape(), (Shape{0, 5}));
+  EXPECT_EQ(x.reshape({-1}).shape(), (Shape{0}));
+  EXPECT_EQ(x.reshape({3, -1}).shape(), (Shape{3, 0}));
+  EXPECT_EQ(x.transpose(0, 1).view({0}).shape(), (Shape{0}));
+  // -1 next to a 0 could be any size.
+  EXPECT_THROW(x.reshape({0, -1}), ShapeError);
+  Tensor c = concat({zeros({2, 0}), ones({2, 3})}, 1);
+  EXPECT_EQ(values(c), std::vector<float>(6, 1.0f));
+  EXPECT_EQ(values(concat({zeros({0, 3}), ones({2, 3})}, 0)), std::vector<float>(6, 1.0f));
+  EXPECT_EQ(split(x, {0, 0}, 1).size(), 2u);
+  EXPECT_EQ(softmax(x, 1).shape(), (Shape{2, 0}));
+  EXPECT_EQ(log_softmax(zeros({0, 3}), 1).shape(), (Shape{0, 3}));
+  EXPECT_EQ(relu(x).shape(), (Shape{2, 0}));
+}
+
+TEST(ZeroSize, ScalarsAlongDimZeroFollowPyTorch) {
+  // PyTorch lets dim 0 (or -1) of a 0-d tensor stand for its one element;
+  // these indexed past the shape and crashed.
+  Tensor s = full({}, 3.0);
+  EXPECT_EQ(softmax(s, 0).item<float>(), 1.0f);
+  EXPECT_EQ(log_softmax(s, -1).item<float>(), 0.0f);
+  EXPECT_EQ(s.transpose(0, -1).shape(), Shape{});
+  Tensor leaf = full({}, 3.0);
+  leaf.requires_grad_();
+  MaxResult m = max(leaf, 0);
+  EXPECT_EQ(m.values.item<float>(), 3.0f);
+  EXPECT_EQ(m.indices.item<int64_t>(), 0);
+  m.values.backward();
+  EXPECT_EQ(leaf.grad().item<float>(), 1.0f);
+  // Ops that need a real dim refuse it, as PyTorch does.
+  expect_error<ShapeError>([&] { (void)s.size(0); }, {"0-d"});
+  expect_error<ShapeError>([&] { s.slice(0, 0, 1); }, {"slice", "0-d"});
+  expect_error<ShapeError>([&] { split(s, {1}, 0); }, {"split", "0-d"});
+  expect_error<ShapeError>([&] { concat({s, s}, 0); }, {"concat", "0-d"});
+}

@@ -14,10 +14,12 @@ Tensor Tensor::empty(const Shape& shape, DType dtype, Device device) {
 }
 
 int64_t Tensor::size(int64_t d) const {
+  REMAT_CHECK_SHAPE(dim() > 0, "size({}) of a 0-d tensor, which has no dims", d);
   return shape()[static_cast<size_t>(wrap_dim(d, dim(), "size"))];
 }
 
 bool Tensor::is_contiguous() const {
+  if (numel() == 0) return true;  // no element can be out of place (PyTorch's rule too)
   int64_t expected = 1;
   for (size_t i = shape().size(); i-- > 0;) {
     if (shape()[i] == 1) continue;

@@ -38,10 +38,10 @@ OpDef softmax_def(const char* name, bool log, BackwardFn backward) {
   def.forward = [name, log](const std::vector<Tensor>& in, const Attrs& a,
                             std::vector<Tensor>& out) {
     const int64_t dim = wrap_dim(a.i("dim"), in[0].dim(), name);
+    const Tensor x = scalar_as_1d(in[0]), y = scalar_as_1d(out[0]);
     on_device(
-        name, out[0].device(),
-        [&] { kernels::cpu::softmax(in[0], dim, log, is_causal(a), out[0]); },
-        REMAT_CUDA_KERNEL(kernels::cuda::softmax(in[0], dim, log, is_causal(a), out[0])));
+        name, out[0].device(), [&] { kernels::cpu::softmax(x, dim, log, is_causal(a), y); },
+        REMAT_CUDA_KERNEL(kernels::cuda::softmax(x, dim, log, is_causal(a), y)));
   };
   def.backward = std::move(backward);
   def.save_outputs = {0};

@@ -27,6 +27,12 @@ inline void on_device(const char* op, Device d, const std::function<void()>& cpu
 #define REMAT_CUDA_KERNEL(...) std::function<void()>()
 #endif
 
+// A 0-d tensor as the one-element 1-d view that its dim 0 (or -1) stands for,
+// for ops along a dim that accept scalars as PyTorch does (softmax, max).
+inline Tensor scalar_as_1d(const Tensor& t) {
+  return t.dim() == 0 ? t.as_strided({1}, {1}, t.offset()) : t;
+}
+
 // Operands a and b must have the same dtype (no implicit promotion).
 void check_same_dtype(const char* op, const Tensor& a, const Tensor& b);
 void check_floating(const char* op, const Tensor& x);

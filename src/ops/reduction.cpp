@@ -72,16 +72,19 @@ void register_reduction_ops(Registry& r) {
   max_def.name = "max";
   max_def.visible_outputs = 2;
   max_def.shape = [](const std::vector<Tensor>& in, const Attrs& a) {
-    REMAT_CHECK_SHAPE(in[0].numel() > 0, "max: empty tensor {}", TensorMeta::of(in[0]).str());
     int64_t dim = wrap_dim(a.i("dim"), in[0].dim(), "max");
+    // A max along an empty dim has no value; other dims may be empty (PyTorch's rule).
+    REMAT_CHECK_SHAPE(in[0].dim() == 0 || in[0].shape()[static_cast<size_t>(dim)] > 0,
+                      "max: dim {} of {} is empty", dim, TensorMeta::of(in[0]).str());
     Shape s = reduced_shape(in[0].shape(), {dim}, a.b("keepdim"));
     return std::vector<TensorMeta>{{s, in[0].dtype(), in[0].device()}, {s, kInt64, in[0].device()}};
   };
   max_def.forward = [](const std::vector<Tensor>& in, const Attrs& a, std::vector<Tensor>& out) {
     int64_t dim = wrap_dim(a.i("dim"), in[0].dim(), "max");
+    const Tensor x = scalar_as_1d(in[0]);
     on_device(
-        "max", in[0].device(), [&] { kernels::cpu::max_along(in[0], dim, out[0], out[1]); },
-        REMAT_CUDA_KERNEL(kernels::cuda::max_along(in[0], dim, out[0], out[1])));
+        "max", in[0].device(), [&] { kernels::cpu::max_along(x, dim, out[0], out[1]); },
+        REMAT_CUDA_KERNEL(kernels::cuda::max_along(x, dim, out[0], out[1])));
   };
   max_def.save_outputs = {1};
   max_def.backward = [](const BackwardArgs& a) {
@@ -107,9 +110,10 @@ void register_reduction_ops(Registry& r) {
       g = g.reshape(squeezed);
       idx = idx.reshape(squeezed);
     }
+    const Tensor o = scalar_as_1d(out[0]);
     on_device(
-        "max_backward", out[0].device(), [&] { kernels::cpu::scatter_along(g, idx, dim, out[0]); },
-        REMAT_CUDA_KERNEL(kernels::cuda::scatter_along(g, idx, dim, out[0])));
+        "max_backward", out[0].device(), [&] { kernels::cpu::scatter_along(g, idx, dim, o); },
+        REMAT_CUDA_KERNEL(kernels::cuda::scatter_along(g, idx, dim, o)));
   };
   r.add(std::move(max_backward));
 }

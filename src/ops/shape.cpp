@@ -106,6 +106,7 @@ struct SliceSpec {
 
 SliceSpec slice_spec(const Shape& shape, const Attrs& a) {
   const int64_t nd = static_cast<int64_t>(shape.size());
+  REMAT_CHECK_SHAPE(nd > 0, "slice: cannot slice a 0-d tensor");
   SliceSpec s{wrap_dim(a.i("dim"), nd, "slice"), a.i("start"), a.i("end"), a.i("step"), 0};
   REMAT_CHECK_SHAPE(s.step > 0, "slice: step must be positive, got {}", s.step);
   const int64_t size = shape[static_cast<size_t>(s.dim)];
@@ -124,6 +125,7 @@ void copy_on_device(const char* name, const Tensor& src, const Tensor& dst) {
 
 int64_t concat_dim(const std::vector<Tensor>& xs, const Attrs& a) {
   REMAT_CHECK(!xs.empty(), "concat: no tensors");
+  REMAT_CHECK_SHAPE(xs[0].dim() > 0, "concat: cannot concatenate 0-d tensors ({})", describe(xs));
   return wrap_dim(a.i("dim"), xs[0].dim(), "concat");
 }
 
@@ -254,6 +256,7 @@ void register_shape_ops(Registry& r) {
   OpDef split_def = view_def("split");
   split_def.visible_outputs = -1;
   split_def.shape = [](const std::vector<Tensor>& in, const Attrs& a) {
+    REMAT_CHECK_SHAPE(in[0].dim() > 0, "split: cannot split a 0-d tensor");
     int64_t dim = wrap_dim(a.i("dim"), in[0].dim(), "split");
     const auto& sizes = a.ints("sizes");
     int64_t total = std::accumulate(sizes.begin(), sizes.end(), int64_t{0});
@@ -403,8 +406,9 @@ Tensor permute(const Tensor& x, const std::vector<int64_t>& dims) {
 Tensor transpose(const Tensor& x, int64_t d0, int64_t d1) {
   std::vector<int64_t> dims(static_cast<size_t>(x.dim()));
   std::iota(dims.begin(), dims.end(), 0);
-  std::swap(dims[static_cast<size_t>(wrap_dim(d0, x.dim(), "transpose"))],
-            dims[static_cast<size_t>(wrap_dim(d1, x.dim(), "transpose"))]);
+  const auto a = static_cast<size_t>(wrap_dim(d0, x.dim(), "transpose"));
+  const auto b = static_cast<size_t>(wrap_dim(d1, x.dim(), "transpose"));
+  if (x.dim() > 0) std::swap(dims[a], dims[b]);  // a 0-d tensor's dim 0 is itself
   return permute(x, dims);
 }
 Tensor slice(const Tensor& x, int64_t dim, int64_t start, int64_t end, int64_t step) {
