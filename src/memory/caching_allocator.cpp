@@ -151,27 +151,23 @@ struct CachingAllocator::Impl {
     process_events();
     int64_t size = round_size(bytes);
     BlockPool& pool = size <= kSmallSize ? small_pool : large_pool;
-    Block* block = take_best_fit(pool, size, stream);
-    if (block == nullptr) block = new_segment(pool, size, stream);
+    // An injected failure is refused where the limit refuses a request, after
+    // the same retry, so the caller's recovery is the one a real OOM meets.
+    const bool injected = fail_countdown > 0 && --fail_countdown == 0;
+    Block* block = injected ? nullptr : take_best_fit(pool, size, stream);
+    if (block == nullptr && !injected) block = new_segment(pool, size, stream);
     if (block == nullptr) {
       // Memory pressure: wait for the blocks other streams still hold, give
       // the cache back and try once more.
       ++stats.num_alloc_retries;
       synchronize_and_free_events();
-      block = take_best_fit(pool, size, stream);
+      block = injected ? nullptr : take_best_fit(pool, size, stream);
       if (block == nullptr) {
         release_free_segments();
-        block = new_segment(pool, size, stream);
+        if (!injected) block = new_segment(pool, size, stream);
       }
     }
-    if (block == nullptr) {
-      int64_t segment_size = segment_size_for(size);
-      throw_oom(bytes, over_limit(segment_size)
-                           ? fmt::format("a new {} segment would pass the limit",
-                                         format_bytes(segment_size))
-                           : fmt::format("the {} backend has no {} segment to give",
-                                         backend->name(), format_bytes(segment_size)));
-    }
+    if (block == nullptr) throw_oom(bytes, refusal(size, injected));
     split(block, size);
     block->allocated = true;
     block->requested = bytes;
@@ -357,6 +353,17 @@ struct CachingAllocator::Impl {
     }
   }
 
+  // Why a request of `size` (rounded) found no block.
+  std::string refusal(int64_t size, bool injected) const {
+    if (injected) return "an injected failure: memory::FailAllocationScope";
+    const int64_t segment_size = segment_size_for(size);
+    if (over_limit(segment_size)) {
+      return fmt::format("a new {} segment would pass the limit", format_bytes(segment_size));
+    }
+    return fmt::format("the {} backend has no {} segment to give", backend->name(),
+                       format_bytes(segment_size));
+  }
+
   // Over every stream (the sets are ordered by stream first); only read when
   // reporting out of memory.
   int64_t largest_free_block() const {
@@ -405,6 +412,8 @@ struct CachingAllocator::Impl {
   // Per stream, in recording order: the events of freed blocks still in use there.
   std::map<void*, std::deque<std::pair<void*, Block*>>> pending;
   Stats stats;
+  // Requests left until the one that fails (FailAllocationScope); 0: none will.
+  int64_t fail_countdown = 0;
   bool timeline_on = false;
   std::chrono::steady_clock::time_point timeline_start;
   std::vector<Event> events;
@@ -452,6 +461,13 @@ void CachingAllocator::set_memory_limit(int64_t bytes) {
   REMAT_CHECK(bytes >= 0, "set_memory_limit: negative limit {} on {}", bytes, impl_->device);
   std::lock_guard<std::mutex> lock(impl_->mutex);
   impl_->stats.memory_limit = bytes;
+}
+
+void CachingAllocator::fail_allocation(int64_t k) {
+  REMAT_CHECK(k >= 0, "fail_allocation: k must be >= 0 (0 disarms), got {} on {}", k,
+              impl_->device);
+  std::lock_guard<std::mutex> lock(impl_->mutex);
+  impl_->fail_countdown = k;
 }
 
 std::vector<SegmentInfo> CachingAllocator::snapshot() const {

@@ -63,6 +63,9 @@ class CachingAllocator {
   void reset_peak_stats();
   void empty_cache();
   void set_memory_limit(int64_t bytes);
+  // The k-th allocate() with bytes > 0 from now (k >= 1) throws as if over
+  // the limit; 0 disarms. See FailAllocationScope.
+  void fail_allocation(int64_t k);
   std::vector<SegmentInfo> snapshot() const;
   void enable_timeline(bool on);
   std::vector<Event> timeline() const;

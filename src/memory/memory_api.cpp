@@ -74,6 +74,12 @@ std::vector<Event> timeline(Device d) { return allocator_for(d).timeline(); }
 void clear_timeline(Device d) { allocator_for(d).clear_timeline(); }
 Allocation allocate(Device d, int64_t bytes) { return allocator_for(d).allocate(bytes); }
 
+FailAllocationScope::FailAllocationScope(Device d, int64_t k) : device_(d) {
+  REMAT_CHECK(k >= 1, "FailAllocationScope: k counts requests from 1, got {}", k);
+  allocator_for(d).fail_allocation(k);
+}
+FailAllocationScope::~FailAllocationScope() { allocator_for(device_).fail_allocation(0); }
+
 void record_stream(const Tensor& tensor, const Stream& stream) {
   REMAT_CHECK(tensor.defined(), "record_stream: undefined tensor");
   record_stream(tensor.impl().storage->data, stream);

@@ -49,6 +49,25 @@ void empty_cache(Device d);
 // then throws OutOfMemoryError. 0 removes the limit.
 void set_memory_limit(Device d, int64_t bytes);
 
+// Testing aid (fault injection, docs/memory.md): while the scope lives, the
+// k-th allocation request on d made after its construction (k >= 1, counting
+// every request of a tensor's bytes, served from the cache or not, on any
+// thread) throws OutOfMemoryError as a request over the memory limit does,
+// by the same path: the cache is emptied, the request retried and refused,
+// num_ooms counts it. Only that request fails; destroying the scope disarms
+// a failure that has not come. One scope per device at a time.
+//   { memory::FailAllocationScope fail(kCPU, 3); step(); }  // the step's 3rd allocation throws
+class FailAllocationScope {
+ public:
+  FailAllocationScope(Device d, int64_t k);
+  ~FailAllocationScope();
+  FailAllocationScope(const FailAllocationScope&) = delete;
+  FailAllocationScope& operator=(const FailAllocationScope&) = delete;
+
+ private:
+  Device device_;
+};
+
 struct BlockInfo {
   int64_t offset = 0;     // from the segment's start
   int64_t size = 0;       // rounded size
