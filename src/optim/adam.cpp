@@ -25,11 +25,17 @@ Adam::Adam(std::string name, std::vector<Tensor> params, const AdamOptions& opti
               weight_decay_);
 }
 
-void Adam::update(Tensor& param, const Tensor& grad, ParamState& state) {
-  if (!state.exp_avg.defined()) {
-    state.exp_avg = zeros_like(param);
-    state.exp_avg_sq = zeros_like(param);
+// The moments start at zero on the first step; later steps allocate nothing.
+void Adam::prepare(const Tensor& param, const Tensor& /*grad*/, PendingUpdate& next) {
+  if (!next.state.exp_avg.defined()) {
+    next.state.exp_avg = zeros_like(param);
+    next.state.exp_avg_sq = zeros_like(param);
   }
+}
+
+// One fused kernel pass over the parameter and its moments, in place.
+void Adam::commit(Tensor& param, const Tensor& grad, const PendingUpdate& next) {
+  const ParamState& state = next.state;
   ops::call(ops::op("adam_update"), {param, grad, state.exp_avg, state.exp_avg_sq},
             {{"lr", lr()},
              {"beta1", beta1_},

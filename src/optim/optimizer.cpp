@@ -5,6 +5,7 @@
 #include <utility>
 
 #include "remat/core/grad_mode.h"
+#include "remat/memory/memory.h"
 
 namespace remat::optim {
 
@@ -29,12 +30,23 @@ Optimizer::Optimizer(std::string name, std::vector<Tensor> params, double lr)
 
 void Optimizer::step() {
   NoGradGuard no_grad;  // an update is not part of any graph
+  memory::TagScope tag("optimizer");
+  struct Step {
+    size_t index;
+    Tensor grad;
+    PendingUpdate next;
+  };
+  std::vector<Step> steps;
   for (size_t i = 0; i < params_.size(); ++i) {
-    const Tensor grad = params_[i].grad();
+    Tensor grad = params_[i].grad();
     if (!grad.defined()) continue;
-    ParamState& state = states_[i];
-    ++state.step;
-    update(params_[i], grad, state);
+    Step& s = steps.emplace_back(Step{i, std::move(grad), {states_[i], {}}});
+    ++s.next.state.step;
+    prepare(params_[i], s.grad, s.next);
+  }
+  for (Step& s : steps) {
+    commit(params_[s.index], s.grad, s.next);
+    states_[s.index] = std::move(s.next.state);
   }
 }
 

@@ -18,18 +18,25 @@ SGD::SGD(std::vector<Tensor> params, SGDOptions options)
               momentum_, dampening_);
 }
 
-void SGD::update(Tensor& param, const Tensor& grad, ParamState& state) {
+// The new buffer and value are computed on fresh tensors, rounded as an
+// update in place would round them; commit() only copies the value in.
+void SGD::prepare(const Tensor& param, const Tensor& grad, PendingUpdate& next) {
   Tensor direction = weight_decay_ != 0 ? grad + param * weight_decay_ : grad;
   if (momentum_ != 0) {
-    Tensor& buffer = state.momentum_buffer;
+    Tensor& buffer = next.state.momentum_buffer;
     if (!buffer.defined()) {
       buffer = direction.clone();  // direction may be the gradient itself
     } else {
-      buffer.mul_(momentum_).add_(direction, 1 - dampening_);
+      buffer = (buffer * momentum_).add_(direction, 1 - dampening_);
     }
     direction = nesterov_ ? direction + buffer * momentum_ : buffer;
   }
-  param.add_(direction, -lr());
+  next.value = param.clone();
+  next.value.add_(direction, -lr());
+}
+
+void SGD::commit(Tensor& param, const Tensor& /*grad*/, const PendingUpdate& next) {
+  param.copy_(next.value);
 }
 
 }  // namespace remat::optim

@@ -38,7 +38,8 @@ class Adam : public Optimizer {
        double default_weight_decay, bool decoupled_weight_decay);
 
  private:
-  void update(Tensor& param, const Tensor& grad, ParamState& state) override;
+  void prepare(const Tensor& param, const Tensor& grad, PendingUpdate& next) override;
+  void commit(Tensor& param, const Tensor& grad, const PendingUpdate& next) override;
 
   double beta1_;
   double beta2_;

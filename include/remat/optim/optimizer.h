@@ -20,9 +20,17 @@ namespace remat::optim {
 // undefined. The names are torch.optim's state keys.
 struct ParamState {
   int64_t step = 0;        // updates this parameter has taken
-  Tensor momentum_buffer;  // SGD with momentum
+  Tensor momentum_buffer;  // SGD with momentum; a new tensor after every step
   Tensor exp_avg;          // Adam, AdamW: first moment
   Tensor exp_avg_sq;       // Adam, AdamW: second moment
+};
+
+// One parameter's step as prepare() leaves it for commit(): the state after
+// the step (step count included) and, for a rule that computes the new value
+// out of place, that value.
+struct PendingUpdate {
+  ParamState state;
+  Tensor value;
 };
 
 class Optimizer {
@@ -36,6 +44,10 @@ class Optimizer {
   // has a gradient. Parameters without one are skipped: neither they nor their
   // state (step count included) change. Each update bumps the parameter's
   // version, so a backward that saved it before the step refuses to run.
+  // All or nothing under allocation failure: everything the step allocates
+  // (state, temporaries) is allocated before any parameter is written, so an
+  // OutOfMemoryError leaves every parameter and its state as it was.
+  // Allocations are tagged "optimizer" on the memory timeline.
   void step();
   // Zeroes existing gradients in place and keeps them allocated, so a training
   // step's memory peak does not depend on whether it is the first.
@@ -55,8 +67,15 @@ class Optimizer {
   // Throws unless params is non-empty and holds distinct floating-point leaf
   // tensors, and lr is valid.
   Optimizer(std::string name, std::vector<Tensor> params, double lr);
-  // One parameter's update; state.step already counts it (the first is 1).
-  virtual void update(Tensor& param, const Tensor& grad, ParamState& state) = 0;
+  // One parameter's update in two halves; step() runs prepare() for every
+  // parameter before the first commit(). prepare() does all the allocating:
+  // it fills `next`, which starts as a copy of the parameter's state with the
+  // step counted (the first is 1), without writing the parameter or any
+  // tensor of its current state. commit() writes the parameter (and state
+  // tensors that `next` shares) and must not allocate; step() then takes
+  // next.state as the parameter's state.
+  virtual void prepare(const Tensor& param, const Tensor& grad, PendingUpdate& next) = 0;
+  virtual void commit(Tensor& param, const Tensor& grad, const PendingUpdate& next) = 0;
 
  private:
   std::string name_;

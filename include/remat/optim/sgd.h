@@ -30,7 +30,8 @@ class SGD : public Optimizer {
   explicit SGD(std::vector<Tensor> params, SGDOptions options = {});
 
  private:
-  void update(Tensor& param, const Tensor& grad, ParamState& state) override;
+  void prepare(const Tensor& param, const Tensor& grad, PendingUpdate& next) override;
+  void commit(Tensor& param, const Tensor& grad, const PendingUpdate& next) override;
 
   double momentum_;
   double dampening_;
