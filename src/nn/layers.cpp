@@ -69,8 +69,12 @@ Tensor BatchNorm2d::forward(const Tensor& x) {
                     shape_str(x.shape()));
   // The op moves the running statistics; the count is host-side bookkeeping.
   // Both happen here, in the real forward, and never in a checkpoint replay.
+  // The count moves only once the op has succeeded, so a forward that fails
+  // (out of memory) moves neither.
+  Tensor y =
+      batch_norm(x, running_mean_, running_var_, weight_, bias_, is_training(), momentum_, eps_);
   if (is_training()) num_batches_tracked_.add_(1.0);
-  return batch_norm(x, running_mean_, running_var_, weight_, bias_, is_training(), momentum_, eps_);
+  return y;
 }
 
 LayerNorm::LayerNorm(int64_t dim, double eps) : Module("LayerNorm"), eps_(eps) {
