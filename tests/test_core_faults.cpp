@@ -190,6 +190,17 @@ TEST(InPlaceOverlap, OptimizerOperandsMustNotOverlap) {
   EXPECT_LT(values(p)[0], 1.0f);
 }
 
+TEST(InPlaceOverlap, BatchNormRunningStatisticsMustNotOverlap) {
+  Tensor x = randn({4, 2}), stats = zeros({2});
+  expect_error<Error>([&] { batch_norm(x, stats, stats, Tensor(), Tensor(), true); },
+                      {"batch_norm", "share memory"});
+  expect_error<Error>(
+      [&] { batch_norm(x, zeros({1}).expand({2}), ones({2}), Tensor(), Tensor(), true); },
+      {"batch_norm", "more than one element"});
+  // Eval mode only reads them.
+  EXPECT_EQ(batch_norm(x, stats, stats, Tensor(), Tensor(), false).shape(), (Shape{4, 2}));
+}
+
 // ---- Zero-size tensors ---------------------------------------------------------
 
 TEST(ZeroSize, TensorsWithoutElementsAreContiguous) {

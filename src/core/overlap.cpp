@@ -75,10 +75,17 @@ void check_no_internal_overlap(const char* op, const Tensor& t) {
               op, layout(t));
 }
 
-void check_no_overlap(const char* op, const Tensor& a, const Tensor& b) {
-  REMAT_CHECK(overlap(a, b) == Overlap::None,
-              "{}: operands {} and {} share memory; the op writes one of them in place", op,
-              layout(a), layout(b));
+void check_written_operands(const char* op, const std::vector<Tensor>& operands,
+                            std::span<const size_t> written) {
+  for (size_t w : written) {
+    check_no_internal_overlap(op, operands[w]);
+    for (size_t j = 0; j < operands.size(); ++j) {
+      if (j == w || !operands[j].defined()) continue;
+      REMAT_CHECK(overlap(operands[w], operands[j]) == Overlap::None,
+                  "{}: operands #{} {} and #{} {} share memory, and the op writes #{} in place", op,
+                  w, layout(operands[w]), j, layout(operands[j]), w);
+    }
+  }
 }
 
 }  // namespace remat

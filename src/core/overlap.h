@@ -5,6 +5,8 @@
 // in-place op silently computes a wrong answer.
 #pragma once
 
+#include <span>
+
 #include "remat/core/tensor.h"
 
 namespace remat {
@@ -26,8 +28,10 @@ Overlap overlap(const Tensor& dst, const Tensor& src);
 
 // Throws Error naming op unless t can be written in place (no internal overlap).
 void check_no_internal_overlap(const char* op, const Tensor& t);
-// Throws Error naming op unless a and b share no memory: for operands an op
-// writes while it reads or writes the other (an optimizer's state).
-void check_no_overlap(const char* op, const Tensor& a, const Tensor& b);
+// For an op that writes operands[i] in place for each i in `written` (an
+// optimizer's state, batch norm's running statistics): each must have no
+// internal overlap and share no memory with any other defined operand.
+void check_written_operands(const char* op, const std::vector<Tensor>& operands,
+                            std::span<const size_t> written);
 
 }  // namespace remat

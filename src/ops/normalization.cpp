@@ -8,7 +8,9 @@
 // kernels then skip the scale or the shift, and backward returns no gradient
 // for them.
 #include <algorithm>
+#include <array>
 
+#include "core/overlap.h"
 #include "kernels/cpu/normalization.h"
 #include "ops/dispatch.h"
 #include "remat/ops.h"
@@ -166,6 +168,12 @@ OpDef layer_norm_backward_def() {
   return def;
 }
 
+// Whether a batch_norm call moves its running statistics, in place.
+bool updates_running_stats(const std::vector<Tensor>& in, const Attrs& a) {
+  return a.b("training") && in[1].defined() &&
+         (!a.has("update_running_stats") || a.b("update_running_stats"));
+}
+
 // inputs: x [N, C, ...], running_mean, running_var, weight, bias (the last
 // four possibly undefined, the running statistics both or neither); attrs:
 // training, momentum, eps, update_running_stats.
@@ -220,14 +228,16 @@ OpDef batch_norm_def() {
     REMAT_CHECK_SHAPE(!training || values_per_channel(x) > 1,
                       "batch_norm: training needs more than one value per channel, got input {}",
                       shape_str(x.shape()));
+    if (updates_running_stats(in, a)) {
+      check_written_operands("batch_norm", in, std::array<size_t, 2>{1, 2});
+    }
     const TensorMeta stat{{channels}, stats, x.device()};
     return std::vector<TensorMeta>{TensorMeta::of(x), stat, stat};
   };
   def.forward = [](const std::vector<Tensor>& in, const Attrs& a, std::vector<Tensor>& out) {
     const Tensor &x = in[0], &running_mean = in[1], &running_var = in[2];
     const bool training = a.b("training");
-    const bool update = training && running_mean.defined() &&
-                        (!a.has("update_running_stats") || a.b("update_running_stats"));
+    const bool update = updates_running_stats(in, a);
     // The same steps on either backend, given its three kernels.
     auto run = [&](auto* stats, auto* running_stats, auto* apply) {
       if (training) {

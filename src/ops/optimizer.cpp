@@ -3,6 +3,8 @@
 // their operands in place and bump those operands' versions, like
 // batch_norm's running statistics.
 #include "kernels/cpu/optimizer.h"
+#include <array>
+
 #include "core/overlap.h"
 #include "ops/dispatch.h"
 
@@ -14,7 +16,7 @@ namespace remat::ops {
 namespace {
 
 // The operands adam_update writes, element by element, in place.
-constexpr size_t kUpdated[] = {0, 2, 3};
+constexpr std::array<size_t, 3> kUpdated{0, 2, 3};
 
 // inputs: param, grad, exp_avg, exp_avg_sq (one shape, dtype and device);
 // attrs: lr, beta1, beta2, eps, weight_decay, decoupled_weight_decay, step.
@@ -39,12 +41,7 @@ OpDef adam_update_def() {
                         describe(in));
       check_same_dtype("adam_update", param, in[i]);
     }
-    for (size_t w : kUpdated) {
-      check_no_internal_overlap("adam_update", in[w]);
-      for (size_t j = 0; j < in.size(); ++j) {
-        if (j != w) check_no_overlap("adam_update", in[w], in[j]);
-      }
-    }
+    check_written_operands("adam_update", in, kUpdated);
     REMAT_CHECK(a.i("step") >= 1, "adam_update: step counts from 1, got {}", a.i("step"));
     return std::vector<TensorMeta>{};
   };
