@@ -11,9 +11,9 @@ enum class BinaryOp {
   Mul,
   Div,
   Pow,
-  Maximum,
+  Maximum,  // NaN-propagating, like torch.maximum
   // Gradient maps: (incoming gradient, saved value) -> gradient of the input.
-  ReluBackward,      // g * (y > 0)
+  ReluBackward,      // 0 where y <= 0, else g (PyTorch's threshold_backward: NaN passes g)
   GeluBackward,      // g * d/dx gelu_erf(x)
   GeluTanhBackward,  // g * d/dx gelu_tanh(x)
   TanhBackward,      // g * (1 - y^2)

@@ -273,3 +273,61 @@ TEST(ZeroSize, ScalarsAlongDimZeroFollowPyTorch) {
   expect_error<ShapeError>([&] { split(s, {1}, 0); }, {"split", "0-d"});
   expect_error<ShapeError>([&] { concat({s, s}, 0); }, {"concat", "0-d"});
 }
+
+// ---- NaN propagation -----------------------------------------------------------
+
+namespace {
+
+constexpr float kNaN = std::numeric_limits<float>::quiet_NaN();
+
+}  // namespace
+
+TEST(NaN, ReluKeepsNaNAndItsGradientPassesLikePyTorch) {
+  Tensor x = from_vector(std::vector<float>{-0.0f, kNaN, -1.0f, 2.0f, 0.0f}, {5});
+  x.requires_grad_();
+  Tensor y = relu(x);
+  const std::vector<float> out = values(y);
+  EXPECT_TRUE(std::signbit(out[0]) && out[0] == 0.0f);  // relu(-0.0) is -0.0
+  EXPECT_TRUE(std::isnan(out[1]));
+  EXPECT_EQ(out[2], 0.0f);
+  EXPECT_EQ(out[3], 2.0f);
+  EXPECT_EQ(out[4], 0.0f);
+  // PyTorch's threshold_backward: 0 where the output is <= 0, else the
+  // incoming gradient, so a NaN passes it.
+  sum(y).backward();
+  EXPECT_EQ(values(x.grad()), (std::vector<float>{0, 1, 0, 1, 0}));
+  Tensor d = from_vector(std::vector<double>{kNaN, -3.0}, {2});
+  EXPECT_TRUE(std::isnan(relu(d).to_vector<double>()[0]));
+}
+
+TEST(NaN, MeanOfNothingIsNaN) {
+  EXPECT_TRUE(std::isnan(mean(zeros({0})).item<float>()));
+  EXPECT_TRUE(std::isnan(mean(zeros({0}, kFloat64)).item<double>()));
+  for (float v : values(mean(zeros({2, 0}), {1}, false))) EXPECT_TRUE(std::isnan(v));
+  EXPECT_TRUE(std::isnan(mean(zeros({0}, kBFloat16)).item<float>()));
+  // mse_loss is a mean too.
+  EXPECT_TRUE(std::isnan(mse_loss(zeros({0}), zeros({0})).item<float>()));
+  // An integer mean has no integer answer (PyTorch refuses it too).
+  expect_error<Error>([] { mean(ones({4}, kInt64)); }, {"mean", "int64"});
+}
+
+TEST(NaN, ReductionsPoolingAndNormalisationPropagateIt) {
+  Tensor x = from_vector(std::vector<float>{1, kNaN, 3, kNaN, 1, 5, 2, 0}, {2, 4});
+  MaxResult m = max(x, 1);
+  EXPECT_TRUE(std::isnan(values(m.values)[0]));
+  EXPECT_EQ(values(m.values)[1], 5.0f);
+  EXPECT_EQ(m.indices.to_vector<int64_t>(), (std::vector<int64_t>{1, 1}));  // the first NaN
+  EXPECT_TRUE(std::isnan(sum(x).item<float>()));
+  for (float v : values(softmax(x, 1).slice(0, 0, 1))) EXPECT_TRUE(std::isnan(v));
+  // A window holding NaNs yields NaN at the last of them (PyTorch's index).
+  Tensor p = from_vector(std::vector<float>{1, kNaN, kNaN, 0}, {1, 1, 2, 2});
+  EXPECT_TRUE(std::isnan(max_pool2d(p, {2, 2}).item<float>()));
+  EXPECT_TRUE(std::isnan(gelu(from_vector(std::vector<float>{kNaN}, {1})).item<float>()));
+  // A NaN in a channel makes its batch statistics, running ones included, NaN.
+  Tensor b = from_vector(std::vector<float>{1, kNaN, 2, 3}, {2, 2});
+  Tensor running_mean = zeros({2}), running_var = ones({2});
+  batch_norm(b, running_mean, running_var, Tensor(), Tensor(), true, 0.1, 1e-5);
+  EXPECT_TRUE(std::isnan(values(running_var)[1]));
+  EXPECT_TRUE(std::isnan(values(running_mean)[1]));
+  EXPECT_FALSE(std::isnan(values(running_var)[0]));
+}

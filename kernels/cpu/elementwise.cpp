@@ -40,7 +40,7 @@ template <typename T>
     case UnaryOp::Sqrt: return std::sqrt(x);
     case UnaryOp::Tanh: return std::tanh(x);
     case UnaryOp::Sigmoid: return T(1) / (T(1) + std::exp(-x));
-    case UnaryOp::Relu: return x > T(0) ? x : T(0);
+    case UnaryOp::Relu: return x < T(0) ? T(0) : x;  // NaN stays NaN, -0 stays -0 (PyTorch)
     case UnaryOp::Gelu: return x * normal_cdf(x);
     case UnaryOp::GeluTanh:
       return T(0.5) * x * (T(1) + std::tanh(T(kSqrt2OverPi) * (x + T(0.044715) * x * x * x)));
@@ -57,8 +57,8 @@ template <typename T>
     case BinaryOp::Mul: return a * b;
     case BinaryOp::Div: return a / b;
     case BinaryOp::Pow: return std::pow(a, b);
-    case BinaryOp::Maximum: return a > b ? a : b;
-    case BinaryOp::ReluBackward: return b > T(0) ? a : T(0);
+    case BinaryOp::Maximum: return a > b || a != a ? a : b;    // a NaN either side wins
+    case BinaryOp::ReluBackward: return b <= T(0) ? T(0) : a;  // a NaN output passes g
     case BinaryOp::GeluBackward: return a * (normal_cdf(b) + b * normal_pdf(b));
     case BinaryOp::GeluTanhBackward: {
       T inner = T(kSqrt2OverPi) * (b + T(0.044715) * b * b * b);

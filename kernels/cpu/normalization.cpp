@@ -31,7 +31,8 @@ class ShiftedMoments {
   double mean() const { return shift_ + sum_ / static_cast<double>(count_); }
   double biased_var() const {
     const double m = sum_ / static_cast<double>(count_);
-    return std::max(0.0, sum_sq_ / static_cast<double>(count_) - m * m);
+    const double var = sum_sq_ / static_cast<double>(count_) - m * m;
+    return var < 0 ? 0.0 : var;  // rounding below 0 clamped, a NaN kept (std::max(0, NaN) is 0)
   }
 
  private:

@@ -49,7 +49,7 @@ __device__ A apply_unary(A x) {
   } else if constexpr (kOp == UnaryOp::Sigmoid) {
     return A(1) / (A(1) + std::exp(-x));
   } else if constexpr (kOp == UnaryOp::Relu) {
-    return x > A(0) ? x : A(0);
+    return x < A(0) ? A(0) : x;  // NaN stays NaN, -0 stays -0 (PyTorch)
   } else if constexpr (kOp == UnaryOp::Gelu) {
     return x * normal_cdf(x);
   } else {
@@ -71,9 +71,9 @@ __device__ A apply_binary(A a, A b) {
   } else if constexpr (kOp == BinaryOp::Pow) {
     return std::pow(a, b);
   } else if constexpr (kOp == BinaryOp::Maximum) {
-    return a > b ? a : b;
+    return a > b || a != a ? a : b;  // a NaN either side wins
   } else if constexpr (kOp == BinaryOp::ReluBackward) {
-    return b > A(0) ? a : A(0);
+    return b <= A(0) ? A(0) : a;  // a NaN output passes g
   } else if constexpr (kOp == BinaryOp::GeluBackward) {
     return a * (normal_cdf(b) + b * normal_pdf(b));
   } else if constexpr (kOp == BinaryOp::GeluTanhBackward) {

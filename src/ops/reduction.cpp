@@ -17,10 +17,20 @@ Tensor expand_reduced(const Tensor& g, const TensorMeta& input, const std::vecto
   return expand(kept, input.shape);
 }
 
+// 1 / the count of elements a mean over dims averages: infinite for a mean
+// over none, which is then 0 * inf = NaN, as in PyTorch.
+double mean_scale(const Shape& shape, const std::vector<int64_t>& dims) {
+  int64_t count = 1;
+  for (int64_t d : dims) count *= shape[static_cast<size_t>(d)];
+  return 1.0 / static_cast<double>(count);
+}
+
 OpDef sum_def(const char* name, bool mean) {
   OpDef def;
   def.name = name;
-  def.shape = [name](const std::vector<Tensor>& in, const Attrs& a) {
+  def.shape = [name, mean](const std::vector<Tensor>& in, const Attrs& a) {
+    // An integer mean has no integer answer (PyTorch refuses it too).
+    if (mean) check_floating(name, in[0]);
     auto dims = normalize_dims(name, a.ints("dims"), in[0].dim());
     return std::vector<TensorMeta>{
         {reduced_shape(in[0].shape(), dims, a.b("keepdim")), in[0].dtype(), in[0].device()}};
@@ -28,9 +38,7 @@ OpDef sum_def(const char* name, bool mean) {
   def.forward = [name, mean](const std::vector<Tensor>& in, const Attrs& a,
                              std::vector<Tensor>& out) {
     auto dims = normalize_dims(name, a.ints("dims"), in[0].dim());
-    int64_t count = 1;
-    for (int64_t d : dims) count *= in[0].shape()[static_cast<size_t>(d)];
-    double scale = mean ? 1.0 / static_cast<double>(std::max<int64_t>(count, 1)) : 1.0;
+    const double scale = mean ? mean_scale(in[0].shape(), dims) : 1.0;
     on_device(
         name, out[0].device(), [&] { kernels::cpu::sum(in[0], dims, scale, out[0]); },
         REMAT_CUDA_KERNEL(kernels::cuda::sum(in[0], dims, scale, out[0])));
@@ -39,11 +47,7 @@ OpDef sum_def(const char* name, bool mean) {
     const TensorMeta& x = a.input_meta[0];
     auto dims = normalize_dims(name, a.attrs.ints("dims"), static_cast<int64_t>(x.shape.size()));
     Tensor g = a.grad();
-    if (mean) {
-      int64_t count = 1;
-      for (int64_t d : dims) count *= x.shape[static_cast<size_t>(d)];
-      g = g * (1.0 / static_cast<double>(std::max<int64_t>(count, 1)));
-    }
+    if (mean) g = g * mean_scale(x.shape, dims);
     return std::vector<Tensor>{expand_reduced(g, x, dims, a.attrs.b("keepdim"))};
   };
   return def;
