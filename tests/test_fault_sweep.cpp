@@ -18,10 +18,8 @@
 #include <vector>
 
 #include "autograd/node.h"
+#include "models.h"
 #include "remat/optim/optim.h"
-// The example models themselves; tests/CMakeLists.txt links
-// remat_example_support into test_examples only, so they are compiled here.
-#include "examples/models/models.cpp"
 
 using namespace remat;
 
