@@ -9,21 +9,13 @@
 #include "autograd/node.h"
 #include "remat/nn/layers.h"
 #include "remat/remat.h"
+#include "support/error_message.h"
 
 using namespace remat;
 
 namespace {
 
-template <typename Fn>
-std::string error_of(Fn&& fn) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  ADD_FAILURE() << "expected remat::Error";
-  return {};
-}
+using remat::testing::error_message;
 
 bool contains(const std::string& text, const std::string& part) {
   return text.find(part) != std::string::npos;
@@ -157,7 +149,7 @@ TEST(GraphFaults, EvalModeBatchNormInsideCheckpointStillChecksItsRunningStats) {
     NoGradGuard no_grad;
     bn.running_mean().add_(1.0);
   }
-  const std::string msg = error_of([&] { sum(y).backward(); });
+  const std::string msg = error_message([&] { sum(y).backward(); });
   EXPECT_TRUE(contains(msg, "modified in place")) << msg;
   EXPECT_TRUE(contains(msg, "'batch_norm'")) << msg;
 }
@@ -168,7 +160,7 @@ TEST(GraphFaults, BackwardInsideACheckpointedFunctionIsRejectedClearly) {
   Tensor x = randn({2, 4});
   CheckpointOptions opts;
   opts.tag = "aux";
-  const std::string msg = error_of([&] {
+  const std::string msg = error_message([&] {
     checkpoint(
         [&w](const Tensor& in) {
           Tensor h = tanh(matmul(in, w));
@@ -195,7 +187,7 @@ TEST(GraphFaults, InPlaceWriteThroughDetachToAnUnsavedIntermediateIsCaught) {
   Tensor w = randn({3, 3});
   w.requires_grad_();
   Tensor x = randn({2, 3});
-  const std::string msg = error_of([&] {
+  const std::string msg = error_message([&] {
     checkpoint(
         [&w](const Tensor& in) {
           Tensor h = matmul(in, w);
@@ -286,7 +278,7 @@ TEST(GraphFaults, EveryPlanOfNoBlocksReturnsItsInput) {
 }
 
 TEST(GraphFaults, SaveOpsRejectsAnUnknownOpName) {
-  const std::string msg = error_of([] { Policy::save_ops({"matmul", "matmull"}); });
+  const std::string msg = error_message([] { Policy::save_ops({"matmul", "matmull"}); });
   EXPECT_TRUE(contains(msg, "'matmull'")) << msg;
   EXPECT_TRUE(contains(msg, "softmax")) << msg;  // the list of ops
   EXPECT_EQ(Policy::save_ops({"matmul"}).saved_ops().count("matmul"), 1u);

@@ -8,6 +8,7 @@
 #include "kernels/philox.h"
 #include "ops/registry.h"
 #include "remat/remat.h"
+#include "support/error_message.h"
 #include "support/gradcheck.h"
 
 namespace remat {
@@ -21,15 +22,7 @@ void expect_near_all(const std::vector<double>& got, const std::vector<double>& 
   for (size_t i = 0; i < got.size(); ++i) EXPECT_NEAR(got[i], want[i], tol) << "element " << i;
 }
 
-template <typename Fn>
-std::string error_message(Fn&& fn) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "(no error)";
-}
+using testing::error_message;
 
 Tensor fixed_dropout(const Tensor& x, double p, int64_t seed, int64_t offset) {
   return ops::call1(ops::op("dropout"), {x}, {{"p", p}, {"seed", seed}, {"offset", offset}});
