@@ -40,6 +40,7 @@
 #endif
 
 #include "common/flags.h"
+#include "common/median.h"
 
 namespace {
 
@@ -124,9 +125,7 @@ struct Result {
 
   // Of the replays after the first, which fills the cache.
   double median_ns_per_pair() const {
-    std::vector<double> steady(ns_per_pair.begin() + 1, ns_per_pair.end());
-    std::sort(steady.begin(), steady.end());
-    return steady[steady.size() / 2];
+    return bench::median({ns_per_pair.begin() + 1, ns_per_pair.end()});
   }
 };
 

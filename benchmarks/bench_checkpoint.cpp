@@ -31,6 +31,7 @@
 #endif
 
 #include "common/flags.h"
+#include "common/median.h"
 
 namespace {
 
@@ -223,9 +224,7 @@ RunResult measure(const Options& o, const ModelConfig& config, remat::DType dtyp
   r.raw_allocs_per_step =
       static_cast<double>(remat::memory::stats(device).num_raw_allocs - raw_allocs_before) /
       static_cast<double>(o.steps);
-  std::vector<double> sorted = r.step_ms;
-  std::sort(sorted.begin(), sorted.end());
-  r.median_step_ms = sorted[sorted.size() / 2];
+  r.median_step_ms = bench::median(r.step_ms);
   if (!o.timeline_path.empty()) {
     // One more step, untimed: recording the timeline costs a string per event.
     remat::synchronize(device);

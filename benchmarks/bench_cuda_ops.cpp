@@ -32,6 +32,8 @@
 
 #include <remat/remat.h>
 
+#include "common/median.h"
+
 namespace {
 
 struct Result {
@@ -53,8 +55,7 @@ double median_seconds(const std::function<void()>& call, int iters, int repeats,
     std::chrono::duration<double> d = std::chrono::steady_clock::now() - start;
     times.push_back(d.count() / iters);
   }
-  std::sort(times.begin(), times.end());
-  return times[times.size() / 2];
+  return bench::median(std::move(times));
 }
 
 void check_cuda(cudaError_t err, const char* what) {

@@ -71,7 +71,7 @@ Tensor forward(const MlpStack& m, const Tensor& x, Plan plan) {
       return h;
     }
     case Plan::Sequential:
-      return checkpoint_sequential(fns, static_cast<int>(std::lround(std::sqrt(blocks))), x);
+      return checkpoint_sequential(fns, sqrt_segments(static_cast<size_t>(blocks)), x);
     case Plan::Nested: {
       Tensor h = x;
       for (int g = 0; g < blocks; g += 4) {

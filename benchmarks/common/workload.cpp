@@ -200,7 +200,7 @@ std::vector<int64_t> group_sizes(int64_t blocks, int64_t groups) {
 
 std::optional<std::vector<Segment>> layout(const remat::CheckpointPlan& plan, int64_t blocks) {
   using K = remat::CheckpointPlan::Kind;
-  const auto sqrt_groups = std::max<int64_t>(1, std::lround(std::sqrt(blocks)));
+  const int64_t sqrt_groups = remat::sqrt_segments(static_cast<size_t>(blocks));
   std::vector<Segment> level;
   switch (plan.kind) {
     case K::None: return std::vector<Segment>{{blocks, {}}};

@@ -57,7 +57,11 @@ std::vector<Tensor> checkpoint(
     const std::function<std::vector<Tensor>(const std::vector<Tensor>&)>& fn,
     const std::vector<Tensor>& inputs, CheckpointOptions opts = {});
 
-// Splits fns into `segments` consecutive groups (default: round(sqrt(L))) and
+// The segment count that balances kept boundaries against one segment's
+// activations for L blocks: round(sqrt(L)), at least 1 (Chen et al. 2016).
+int sqrt_segments(size_t blocks);
+
+// Splits fns into `segments` consecutive groups (default: sqrt_segments(L)) and
 // checkpoints each; with checkpoint_last = false the last group runs plainly
 // (its activations are needed at once by backward anyway).
 Tensor checkpoint_sequential(const std::vector<std::function<Tensor(const Tensor&)>>& fns,

@@ -43,6 +43,10 @@ Tensor checkpoint(const std::function<Tensor(const Tensor&)>& fn, const Tensor& 
       .at(0);
 }
 
+int sqrt_segments(size_t blocks) {
+  return std::max(1, static_cast<int>(std::lround(std::sqrt(static_cast<double>(blocks)))));
+}
+
 Tensor checkpoint_sequential(const std::vector<std::function<Tensor(const Tensor&)>>& fns,
                              int segments, const Tensor& x, CheckpointOptions opts,
                              bool checkpoint_last) {
@@ -69,8 +73,7 @@ Tensor checkpoint_sequential(const std::vector<std::function<Tensor(const Tensor
 
 Tensor checkpoint_sequential(const std::vector<std::function<Tensor(const Tensor&)>>& fns,
                              const Tensor& x) {
-  const int segments = std::max(1, static_cast<int>(std::lround(std::sqrt(fns.size()))));
-  return checkpoint_sequential(fns, segments, x);
+  return checkpoint_sequential(fns, sqrt_segments(fns.size()), x);
 }
 
 CheckpointStats checkpoint_stats() { return replay::current_stats(); }

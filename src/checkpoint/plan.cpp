@@ -1,7 +1,6 @@
 // CheckpointPlan: the named plans of the --checkpoint flag, applied to a
 // stack of blocks.
 #include <charconv>
-#include <cmath>
 
 #include "remat/checkpoint.h"
 #include "remat/core/error.h"
@@ -13,10 +12,6 @@ using Block = std::function<Tensor(const Tensor&)>;
 
 constexpr const char* kPlanNames =
     "none, block, every-N (N >= 1), alternate, sqrt, selective, nested";
-
-int sqrt_groups(size_t blocks) {
-  return std::max(1, static_cast<int>(std::lround(std::sqrt(static_cast<double>(blocks)))));
-}
 
 // Runs blocks [begin, end) plainly.
 Tensor run_range(const std::vector<Block>& blocks, size_t begin, size_t end, const Tensor& x) {
@@ -85,13 +80,13 @@ Tensor checkpoint_blocks(const std::vector<Block>& blocks, const Tensor& x,
         h = i % 2 == 0 ? checkpoint(blocks[i], h, opts) : blocks[i](h);
       return h;
     }
-    case K::Sqrt: return checkpoint_sequential(blocks, sqrt_groups(count), x, opts);
+    case K::Sqrt: return checkpoint_sequential(blocks, sqrt_segments(count), x, opts);
     case K::Nested: {
       std::vector<Block> inner;
       for (const Block& b : blocks) {
         inner.push_back([&b, opts](const Tensor& in) { return checkpoint(b, in, opts); });
       }
-      return checkpoint_sequential(inner, sqrt_groups(count), x, opts);
+      return checkpoint_sequential(inner, sqrt_segments(count), x, opts);
     }
   }
   return x;

@@ -101,12 +101,12 @@ struct BlockPool {
 
 // A segment's first block never goes away while the segment lives: merging
 // always keeps the lower-addressed block.
-struct Segment {
+struct MemorySegment {
   Block* first = nullptr;
   int64_t size = 0;
 };
 
-bool wholly_free(const Segment& segment) {
+bool wholly_free(const MemorySegment& segment) {
   return is_free(segment.first) && segment.first->next == nullptr;
 }
 
@@ -298,7 +298,7 @@ struct CachingAllocator::Impl {
     increase(stats.segment_count, 1);
     auto* block = new Block{
         .owner = self, .pool = &pool, .ptr = base, .size = segment_size, .stream = stream};
-    segments.emplace(base, Segment{.first = block, .size = segment_size});
+    segments.emplace(base, MemorySegment{.first = block, .size = segment_size});
     record(EventKind::SegmentAlloc, segment_size, base);
     return block;
   }
@@ -408,7 +408,7 @@ struct CachingAllocator::Impl {
   mutable std::mutex mutex;  // guards everything below
   BlockPool small_pool{true};
   BlockPool large_pool{false};
-  std::map<char*, Segment> segments;  // by base address, so snapshots come in address order
+  std::map<char*, MemorySegment> segments;  // by base address, so snapshots come in address order
   // Per stream, in recording order: the events of freed blocks still in use there.
   std::map<void*, std::deque<std::pair<void*, Block*>>> pending;
   Stats stats;
