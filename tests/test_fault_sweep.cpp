@@ -342,7 +342,7 @@ class Sweep {
     auto optimizer = restore();
     const State before = state_of(*w_.model, *optimizer);
     const memory::Stats stats = memory::stats(kCPU);
-    ASSERT_EQ(autograd::Tape::current().live_entries(), 0u);
+    ASSERT_EQ(autograd::live_entries(), 0);
     bool threw = false;
     try {
       memory::FailAllocationScope fail(kCPU, k);
@@ -353,7 +353,7 @@ class Sweep {
     }
     ASSERT_TRUE(threw) << "the step finished although an allocation failed";
     EXPECT_EQ(memory::stats(kCPU).num_ooms, stats.num_ooms + 1);
-    EXPECT_EQ(autograd::Tape::current().live_entries(), 0u);
+    EXPECT_EQ(autograd::live_entries(), 0);
     const State failed = state_of(*w_.model, *optimizer);
     EXPECT_TRUE(failed.params == before.params) << "a parameter changed";
     EXPECT_TRUE(failed.optimizer == before.optimizer && failed.steps == before.steps)

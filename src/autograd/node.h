@@ -66,12 +66,12 @@ class ActiveSegmentScope {
 };
 
 struct Node {
-  Node() = default;
+  Node();
   Node(const Node&) = delete;
   Node& operator=(const Node&) = delete;
   // Frees the chain of producers it alone owns without recursing: a graph of a
   // million entries would otherwise overflow the stack, one frame per entry.
-  ~Node();
+  ~Node();  // counts itself out of live_entries()
 
   // Position on the tape, unique across threads (a graph may span threads: the
   // engine keys pending entries by it); inputs always come earlier.
@@ -97,22 +97,14 @@ struct Node {
   void release();
 };
 
-// The thread's tape: an append-only record of entries in execution order.
-// Entries are owned by the tensors they produced (and by later entries that
-// consume those), so an entry whose results are gone frees itself; the tape
-// keeps weak references. Sequence numbers come from one process-wide counter,
-// so that entries recorded on different threads never share one and an entry
+// The tape is not a list: entries are owned by the tensors they produced (and
+// by later entries that consume those), so an entry whose results are gone
+// frees itself. What stays global is a count of live entries (tests prove a
+// graph freed with it) and the sequence counter, one for the process so that
+// entries recorded on different threads never share a number and an entry
 // always numbers after the inputs it read, whichever thread made them.
-class Tape {
- public:
-  static Tape& current();
-  static uint64_t next_sequence();
-  void append(const std::shared_ptr<Node>& node);
-  size_t live_entries() const;
-
- private:
-  std::vector<std::weak_ptr<Node>> entries_;
-};
+uint64_t next_sequence();
+int64_t live_entries();
 
 // Installed into the op dispatcher: records one call on the tape.
 void record(const ops::OpDef& def, const std::vector<Tensor>& inputs, const ops::Attrs& attrs,

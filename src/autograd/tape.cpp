@@ -5,6 +5,9 @@
 #include "remat/core/grad_mode.h"
 
 namespace remat::autograd {
+namespace {
+std::atomic<int64_t> live_entry_count{0};
+}  // namespace
 
 Tensor Node::unpack(const std::optional<SavedTensor>& slot, const char* kind, size_t index) const {
   REMAT_CHECK(slot.has_value(), "op '{}' backward used {} {} which its definition does not save",
@@ -17,6 +20,8 @@ Tensor Node::unpack(const std::optional<SavedTensor>& slot, const char* kind, si
               op->name, kind, index, TensorMeta::of(slot->value).str(), slot->version, now);
   return slot->value;
 }
+
+Node::Node() { live_entry_count.fetch_add(1, std::memory_order_relaxed); }
 
 Node::~Node() {
   // Producers this entry alone keeps alive are moved to a local stack and freed
@@ -36,6 +41,7 @@ Node::~Node() {
     orphans.pop_back();
     adopt_producers(*node);
   }
+  live_entry_count.fetch_sub(1, std::memory_order_relaxed);
 }
 
 bool Node::lacks_saved_tensors() const {
@@ -67,36 +73,19 @@ ActiveSegmentScope::ActiveSegmentScope(Segment* segment) : previous_(innermost_s
 
 ActiveSegmentScope::~ActiveSegmentScope() { innermost_segment = previous_; }
 
-Tape& Tape::current() {
-  thread_local Tape tape;
-  return tape;
-}
-
-uint64_t Tape::next_sequence() {
+uint64_t next_sequence() {
   // Relaxed suffices: a thread can only read a tensor another thread made
   // after a synchronisation that also orders the two counter updates.
   static std::atomic<uint64_t> counter{0};
   return counter.fetch_add(1, std::memory_order_relaxed);
 }
 
-void Tape::append(const std::shared_ptr<Node>& node) {
-  // Drop expired entries now and then so a long run does not grow the record.
-  if (entries_.size() >= 4096 && (entries_.size() & (entries_.size() - 1)) == 0) {
-    std::erase_if(entries_, [](const std::weak_ptr<Node>& w) { return w.expired(); });
-  }
-  entries_.push_back(node);
-}
-
-size_t Tape::live_entries() const {
-  return static_cast<size_t>(std::count_if(
-      entries_.begin(), entries_.end(), [](const std::weak_ptr<Node>& w) { return !w.expired(); }));
-}
+int64_t live_entries() { return live_entry_count.load(std::memory_order_relaxed); }
 
 void record(const ops::OpDef& def, const std::vector<Tensor>& inputs, const ops::Attrs& attrs,
             std::vector<Tensor>& outputs) {
   auto node = std::make_shared<Node>();
-  Tape& tape = Tape::current();
-  node->sequence = Tape::next_sequence();
+  node->sequence = next_sequence();
   node->op = &def;
   node->attrs = attrs;
   node->inputs.resize(inputs.size());
@@ -141,7 +130,6 @@ void record(const ops::OpDef& def, const std::vector<Tensor>& inputs, const ops:
     node->segment = segment->shared_from_this();
     segment->on_record(node, inputs, outputs);
   }
-  tape.append(node);
 }
 
 }  // namespace remat::autograd
