@@ -12,8 +12,8 @@
 namespace remat::ops {
 namespace {
 
-Tensor grad_map(const char* name, const Tensor& g, const Tensor& saved) {
-  return call1(op(name), {g, saved});
+Tensor grad_map(const OpDef& def, const Tensor& g, const Tensor& saved) {
+  return call1(def, {g, saved});
 }
 
 // attrs: dim; softmax also takes "causal" (the attention mask, fused: masked
@@ -58,19 +58,19 @@ void register_activation_ops(Registry& r) {
   r.add(binary_def("sigmoid_backward", BinaryOp::SigmoidBackward, {}, nullptr));
 
   r.add(unary_def("relu", UnaryOp::Relu, Saves::Output, [](const BackwardArgs& a) {
-    return std::vector<Tensor>{grad_map("relu_backward", a.grad(), a.output(0))};
+    return std::vector<Tensor>{grad_map(op<"relu_backward">(), a.grad(), a.output(0))};
   }));
   r.add(unary_def("gelu", UnaryOp::Gelu, Saves::Input, [](const BackwardArgs& a) {
-    return std::vector<Tensor>{grad_map("gelu_backward", a.grad(), a.input(0))};
+    return std::vector<Tensor>{grad_map(op<"gelu_backward">(), a.grad(), a.input(0))};
   }));
   r.add(unary_def("gelu_tanh", UnaryOp::GeluTanh, Saves::Input, [](const BackwardArgs& a) {
-    return std::vector<Tensor>{grad_map("gelu_tanh_backward", a.grad(), a.input(0))};
+    return std::vector<Tensor>{grad_map(op<"gelu_tanh_backward">(), a.grad(), a.input(0))};
   }));
   r.add(unary_def("tanh", UnaryOp::Tanh, Saves::Output, [](const BackwardArgs& a) {
-    return std::vector<Tensor>{grad_map("tanh_backward", a.grad(), a.output(0))};
+    return std::vector<Tensor>{grad_map(op<"tanh_backward">(), a.grad(), a.output(0))};
   }));
   r.add(unary_def("sigmoid", UnaryOp::Sigmoid, Saves::Output, [](const BackwardArgs& a) {
-    return std::vector<Tensor>{grad_map("sigmoid_backward", a.grad(), a.output(0))};
+    return std::vector<Tensor>{grad_map(op<"sigmoid_backward">(), a.grad(), a.output(0))};
   }));
 
   // dx = y * (g - sum(g * y, dim))
@@ -92,19 +92,19 @@ void register_activation_ops(Registry& r) {
 
 namespace remat {
 
-Tensor relu(const Tensor& x) { return ops::call1(ops::op("relu"), {x}); }
-Tensor tanh(const Tensor& x) { return ops::call1(ops::op("tanh"), {x}); }
-Tensor sigmoid(const Tensor& x) { return ops::call1(ops::op("sigmoid"), {x}); }
+Tensor relu(const Tensor& x) { return ops::call1(ops::op<"relu">(), {x}); }
+Tensor tanh(const Tensor& x) { return ops::call1(ops::op<"tanh">(), {x}); }
+Tensor sigmoid(const Tensor& x) { return ops::call1(ops::op<"sigmoid">(), {x}); }
 Tensor gelu(const Tensor& x, const std::string& approximate) {
   REMAT_CHECK(approximate == "none" || approximate == "tanh",
               "gelu: approximate must be \"none\" or \"tanh\", got \"{}\"", approximate);
-  return ops::call1(ops::op(approximate == "tanh" ? "gelu_tanh" : "gelu"), {x});
+  return ops::call1(approximate == "tanh" ? ops::op<"gelu_tanh">() : ops::op<"gelu">(), {x});
 }
 Tensor softmax(const Tensor& x, int64_t dim) {
-  return ops::call1(ops::op("softmax"), {x}, {{"dim", dim}});
+  return ops::call1(ops::op<"softmax">(), {x}, {{"dim", dim}});
 }
 Tensor log_softmax(const Tensor& x, int64_t dim) {
-  return ops::call1(ops::op("log_softmax"), {x}, {{"dim", dim}});
+  return ops::call1(ops::op<"log_softmax">(), {x}, {{"dim", dim}});
 }
 
 }  // namespace remat

@@ -106,11 +106,11 @@ void register_conv_ops(Registry& r) {
     const Tensor& g = a.grad();
     std::vector<Tensor> grads(3);
     if (a.needs(0)) {
-      grads[0] = call1(op("conv2d_backward_input"), {g, a.input(1)},
+      grads[0] = call1(op<"conv2d_backward_input">(), {g, a.input(1)},
                        with_shape(a.attrs, "input_shape", a.input_meta[0].shape));
     }
     if (a.needs(1)) {
-      grads[1] = call1(op("conv2d_backward_weight"), {g, a.input(0)},
+      grads[1] = call1(op<"conv2d_backward_weight">(), {g, a.input(0)},
                        with_shape(a.attrs, "weight_shape", a.input_meta[1].shape));
     }
     if (a.needs(2)) grads[2] = sum(g, {0, 2, 3});
@@ -147,7 +147,7 @@ namespace remat {
 Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias,
               std::vector<int64_t> stride, std::vector<int64_t> padding,
               std::vector<int64_t> dilation, int64_t groups) {
-  return ops::call1(ops::op("conv2d"), {x, weight, bias},
+  return ops::call1(ops::op<"conv2d">(), {x, weight, bias},
                     {{"stride", std::move(stride)},
                      {"padding", std::move(padding)},
                      {"dilation", std::move(dilation)},

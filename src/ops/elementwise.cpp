@@ -22,8 +22,8 @@ std::vector<TensorMeta> same_as_input(const std::vector<Tensor>& in, const Attrs
   return {TensorMeta::of(in[0])};
 }
 
-Tensor scalar_call(const char* name, const Tensor& x, double s) {
-  return call1(op(name), {x}, {{"scalar", s}});
+Tensor scalar_call(const OpDef& def, const Tensor& x, double s) {
+  return call1(def, {x}, {{"scalar", s}});
 }
 
 }  // namespace
@@ -129,17 +129,17 @@ namespace remat {
 using ops::call1;
 using ops::op;
 
-Tensor add(const Tensor& a, const Tensor& b) { return call1(op("add"), {a, b}); }
-Tensor sub(const Tensor& a, const Tensor& b) { return call1(op("sub"), {a, b}); }
-Tensor mul(const Tensor& a, const Tensor& b) { return call1(op("mul"), {a, b}); }
-Tensor div(const Tensor& a, const Tensor& b) { return call1(op("div"), {a, b}); }
-Tensor add(const Tensor& a, double s) { return ops::scalar_call("add_scalar", a, s); }
-Tensor mul(const Tensor& a, double s) { return ops::scalar_call("mul_scalar", a, s); }
-Tensor pow(const Tensor& a, double e) { return ops::scalar_call("pow_scalar", a, e); }
-Tensor neg(const Tensor& x) { return call1(op("neg"), {x}); }
-Tensor exp(const Tensor& x) { return call1(op("exp"), {x}); }
-Tensor log(const Tensor& x) { return call1(op("log"), {x}); }
-Tensor sqrt(const Tensor& x) { return call1(op("sqrt"), {x}); }
+Tensor add(const Tensor& a, const Tensor& b) { return call1(op<"add">(), {a, b}); }
+Tensor sub(const Tensor& a, const Tensor& b) { return call1(op<"sub">(), {a, b}); }
+Tensor mul(const Tensor& a, const Tensor& b) { return call1(op<"mul">(), {a, b}); }
+Tensor div(const Tensor& a, const Tensor& b) { return call1(op<"div">(), {a, b}); }
+Tensor add(const Tensor& a, double s) { return ops::scalar_call(ops::op<"add_scalar">(), a, s); }
+Tensor mul(const Tensor& a, double s) { return ops::scalar_call(ops::op<"mul_scalar">(), a, s); }
+Tensor pow(const Tensor& a, double e) { return ops::scalar_call(ops::op<"pow_scalar">(), a, e); }
+Tensor neg(const Tensor& x) { return call1(op<"neg">(), {x}); }
+Tensor exp(const Tensor& x) { return call1(op<"exp">(), {x}); }
+Tensor log(const Tensor& x) { return call1(op<"log">(), {x}); }
+Tensor sqrt(const Tensor& x) { return call1(op<"sqrt">(), {x}); }
 
 Tensor operator+(const Tensor& a, const Tensor& b) { return add(a, b); }
 Tensor operator-(const Tensor& a, const Tensor& b) { return sub(a, b); }

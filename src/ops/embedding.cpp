@@ -31,7 +31,7 @@ void register_embedding_ops(Registry& r) {
   def.compute_reduced_in_float = false;  // rows are copied as bytes
   def.save_inputs = {1};
   def.backward = [](const BackwardArgs& a) {
-    return std::vector<Tensor>{call1(op("embedding_backward"), {a.grad(), a.input(1)},
+    return std::vector<Tensor>{call1(op<"embedding_backward">(), {a.grad(), a.input(1)},
                                      {{"num_weights", a.input_meta[0].shape[0]}}),
                                Tensor()};
   };
@@ -67,7 +67,7 @@ void register_embedding_ops(Registry& r) {
 namespace remat {
 
 Tensor embedding(const Tensor& weight, const Tensor& indices) {
-  return ops::call1(ops::op("embedding"), {weight, indices});
+  return ops::call1(ops::op<"embedding">(), {weight, indices});
 }
 
 }  // namespace remat

@@ -61,9 +61,9 @@ void register_linalg_ops(Registry& r) {
 
 namespace remat {
 Tensor matmul(const Tensor& a, const Tensor& b) {
-  return ops::call1(ops::op("matmul"), {a, b, Tensor()});
+  return ops::call1(ops::op<"matmul">(), {a, b, Tensor()});
 }
 Tensor matmul(const Tensor& a, const Tensor& b, const Tensor& bias) {
-  return ops::call1(ops::op("matmul"), {a, b, bias});
+  return ops::call1(ops::op<"matmul">(), {a, b, bias});
 }
 }  // namespace remat

@@ -49,7 +49,7 @@ void register_loss_ops(Registry& r) {
   def.save_outputs = {1};
   def.backward = [](const BackwardArgs& a) {
     return std::vector<Tensor>{
-        call1(op("cross_entropy_backward"), {a.grad(), a.input(0), a.input(1), a.output(1)},
+        call1(op<"cross_entropy_backward">(), {a.grad(), a.input(0), a.input(1), a.output(1)},
               {{"ignore_index", a.attrs.i("ignore_index")}}),
         Tensor()};
   };
@@ -86,7 +86,8 @@ void register_loss_ops(Registry& r) {
 namespace remat {
 
 Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore_index) {
-  return ops::call1(ops::op("cross_entropy"), {logits, targets}, {{"ignore_index", ignore_index}});
+  return ops::call1(ops::op<"cross_entropy">(), {logits, targets},
+                    {{"ignore_index", ignore_index}});
 }
 
 Tensor mse_loss(const Tensor& pred, const Tensor& target) {

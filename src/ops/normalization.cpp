@@ -130,7 +130,7 @@ OpDef layer_norm_def() {
     if (a.attrs.has("normalized_ndim")) ndim = a.attrs.i("normalized_ndim");
     const std::vector<int64_t> mask{a.needs(0), a.needs(1), a.needs(2)};
     std::vector<Tensor> g =
-        call(op("layer_norm_backward"), {a.grad(), a.input(0), w, a.output(1), a.output(2)},
+        call(op<"layer_norm_backward">(), {a.grad(), a.input(0), w, a.output(1), a.output(2)},
              {{"normalized_ndim", ndim}, {"output_mask", mask}});
     return std::vector<Tensor>{if_asked(mask[0], g[0]), if_asked(mask[1], g[1]),
                                if_asked(mask[2], g[2])};
@@ -270,7 +270,7 @@ OpDef batch_norm_def() {
   };
   def.backward = [](const BackwardArgs& a) {
     const std::vector<int64_t> mask{a.needs(0), a.needs(3), a.needs(4)};
-    std::vector<Tensor> g = call(op("batch_norm_backward"),
+    std::vector<Tensor> g = call(op<"batch_norm_backward">(),
                                  {a.grad(), a.input(0), a.input(3), a.output(1), a.output(2)},
                                  {{"training", a.attrs.b("training")}, {"output_mask", mask}});
     // The running statistics (never requiring grad) get none.
@@ -329,13 +329,13 @@ namespace remat {
 Tensor layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, double eps) {
   ops::Attrs attrs{{"eps", eps}};
   if (!weight.defined() && !bias.defined()) attrs.set("normalized_ndim", int64_t{1});
-  return ops::call1(ops::op("layer_norm"), {x, weight, bias}, std::move(attrs));
+  return ops::call1(ops::op<"layer_norm">(), {x, weight, bias}, std::move(attrs));
 }
 
 Tensor batch_norm(const Tensor& x, const Tensor& running_mean, const Tensor& running_var,
                   const Tensor& weight, const Tensor& bias, bool training, double momentum,
                   double eps) {
-  return ops::call1(ops::op("batch_norm"), {x, running_mean, running_var, weight, bias},
+  return ops::call1(ops::op<"batch_norm">(), {x, running_mean, running_var, weight, bias},
                     {{"training", training},
                      {"momentum", momentum},
                      {"eps", eps},

@@ -85,7 +85,7 @@ void register_pool_ops(Registry& r) {
   };
   max_def.save_outputs = {1};
   max_def.backward = [](const BackwardArgs& a) {
-    return std::vector<Tensor>{call1(op("max_pool2d_backward"), {a.grad(), a.output(1)},
+    return std::vector<Tensor>{call1(op<"max_pool2d_backward">(), {a.grad(), a.output(1)},
                                      with_input_shape(a.attrs, a.input_meta[0].shape))};
   };
   r.add(std::move(max_def));
@@ -111,7 +111,7 @@ void register_pool_ops(Registry& r) {
         REMAT_CUDA_KERNEL(kernels::cuda::avg_pool2d(in[0], p, out[0])));
   };
   avg_def.backward = [](const BackwardArgs& a) {
-    return std::vector<Tensor>{call1(op("avg_pool2d_backward"), {a.grad()},
+    return std::vector<Tensor>{call1(op<"avg_pool2d_backward">(), {a.grad()},
                                      with_input_shape(a.attrs, a.input_meta[0].shape))};
   };
   r.add(std::move(avg_def));
@@ -147,7 +147,7 @@ void register_pool_ops(Registry& r) {
         REMAT_CUDA_KERNEL(kernels::cuda::adaptive_avg_pool2d(in[0], out[0])));
   };
   adaptive_def.backward = [](const BackwardArgs& a) {
-    return std::vector<Tensor>{call1(op("adaptive_avg_pool2d_backward"), {a.grad()},
+    return std::vector<Tensor>{call1(op<"adaptive_avg_pool2d_backward">(), {a.grad()},
                                      with_input_shape(a.attrs, a.input_meta[0].shape))};
   };
   r.add(std::move(adaptive_def));
@@ -168,7 +168,7 @@ namespace remat {
 Tensor max_pool2d(const Tensor& x, std::vector<int64_t> kernel, std::vector<int64_t> stride,
                   std::vector<int64_t> padding) {
   if (stride.empty()) stride = kernel;
-  return ops::call1(ops::op("max_pool2d"), {x},
+  return ops::call1(ops::op<"max_pool2d">(), {x},
                     {{"kernel", std::move(kernel)},
                      {"stride", std::move(stride)},
                      {"padding", std::move(padding)}});
@@ -177,14 +177,15 @@ Tensor max_pool2d(const Tensor& x, std::vector<int64_t> kernel, std::vector<int6
 Tensor avg_pool2d(const Tensor& x, std::vector<int64_t> kernel, std::vector<int64_t> stride,
                   std::vector<int64_t> padding) {
   if (stride.empty()) stride = kernel;
-  return ops::call1(ops::op("avg_pool2d"), {x},
+  return ops::call1(ops::op<"avg_pool2d">(), {x},
                     {{"kernel", std::move(kernel)},
                      {"stride", std::move(stride)},
                      {"padding", std::move(padding)}});
 }
 
 Tensor adaptive_avg_pool2d(const Tensor& x, std::vector<int64_t> output_size) {
-  return ops::call1(ops::op("adaptive_avg_pool2d"), {x}, {{"output_size", std::move(output_size)}});
+  return ops::call1(ops::op<"adaptive_avg_pool2d">(), {x},
+                    {{"output_size", std::move(output_size)}});
 }
 
 }  // namespace remat

@@ -49,7 +49,7 @@ OpDef mask_def(const char* name, BackwardFn backward) {
 void register_random_ops(Registry& r) {
   OpDef dropout = mask_def("dropout", [](const BackwardArgs& a) {
     return std::vector<Tensor>{call1(
-        op("dropout_backward"), {a.grad()},
+        op<"dropout_backward">(), {a.grad()},
         {{"p", a.attrs.f("p")}, {"seed", a.attrs.i("seed")}, {"offset", a.attrs.i("offset")}})};
   });
   dropout.random_count = [](const std::vector<Tensor>& in, const Attrs&) { return in[0].numel(); };
@@ -64,7 +64,7 @@ namespace remat {
 Tensor dropout(const Tensor& x, double p, bool training) {
   ops::check_probability(p);
   if (!training || p == 0.0) return x;
-  return ops::call1(ops::op("dropout"), {x}, {{"p", p}});
+  return ops::call1(ops::op<"dropout">(), {x}, {{"p", p}});
 }
 
 }  // namespace remat

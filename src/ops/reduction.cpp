@@ -92,7 +92,7 @@ void register_reduction_ops(Registry& r) {
   };
   max_def.save_outputs = {1};
   max_def.backward = [](const BackwardArgs& a) {
-    return std::vector<Tensor>{call1(op("max_backward"), {a.grad(), a.output(1)},
+    return std::vector<Tensor>{call1(op<"max_backward">(), {a.grad(), a.output(1)},
                                      {{"dim", a.attrs.i("dim")},
                                       {"keepdim", a.attrs.b("keepdim")},
                                       {"input_shape", a.input_meta[0].shape}})};
@@ -127,15 +127,15 @@ void register_reduction_ops(Registry& r) {
 namespace remat {
 
 Tensor sum(const Tensor& x, const std::vector<int64_t>& dims, bool keepdim) {
-  return ops::call1(ops::op("sum"), {x}, {{"dims", dims}, {"keepdim", keepdim}});
+  return ops::call1(ops::op<"sum">(), {x}, {{"dims", dims}, {"keepdim", keepdim}});
 }
 Tensor sum(const Tensor& x) { return sum(x, {}, false); }
 Tensor mean(const Tensor& x, const std::vector<int64_t>& dims, bool keepdim) {
-  return ops::call1(ops::op("mean"), {x}, {{"dims", dims}, {"keepdim", keepdim}});
+  return ops::call1(ops::op<"mean">(), {x}, {{"dims", dims}, {"keepdim", keepdim}});
 }
 Tensor mean(const Tensor& x) { return mean(x, {}, false); }
 MaxResult max(const Tensor& x, int64_t dim, bool keepdim) {
-  auto outs = ops::call(ops::op("max"), {x}, {{"dim", dim}, {"keepdim", keepdim}});
+  auto outs = ops::call(ops::op<"max">(), {x}, {{"dim", dim}, {"keepdim", keepdim}});
   return {outs[0], outs[1]};
 }
 Tensor argmax(const Tensor& x, int64_t dim, bool keepdim) { return max(x, dim, keepdim).indices; }

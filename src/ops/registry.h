@@ -4,6 +4,7 @@
 // tape points at one, so the tape can replay a forward and run a backward.
 #pragma once
 
+#include <algorithm>
 #include <functional>
 #include <string>
 #include <string_view>
@@ -116,7 +117,26 @@ class Registry {
   std::vector<std::unique_ptr<OpDef>> ops_;
 };
 
+// An op found by name at run time (tests, tools); code that calls an op
+// names it with op<"name">() instead.
 inline const OpDef& op(std::string_view name) { return Registry::instance().get(name); }
+
+// An op name as a template argument.
+template <size_t N>
+struct OpName {
+  constexpr OpName(const char (&name)[N]) { std::copy_n(name, N, chars); }  // NOLINT: implicit
+  constexpr std::string_view view() const { return {chars, N - 1}; }
+  char chars[N];
+};
+
+// The op, resolved in the registry once per name (a function-local static)
+// and a plain load after that: wrappers and backward formulas call ops
+// through it, so no call looks an op up by its name.
+template <OpName Name>
+const OpDef& op() {
+  static const OpDef& def = Registry::instance().get(Name.view());
+  return def;
+}
 
 // Runs an op: checks that operands share a device, applies the shape rule,
 // allocates outputs, runs the forward, and records a tape entry when grad

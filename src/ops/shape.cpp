@@ -197,7 +197,7 @@ void register_shape_ops(Registry& r) {
   slice_def.backward = [](const BackwardArgs& a) {
     Attrs attrs = a.attrs;
     attrs.set("input_shape", a.input_meta[0].shape);
-    return std::vector<Tensor>{call1(op("slice_backward"), {a.grad()}, attrs)};
+    return std::vector<Tensor>{call1(op<"slice_backward">(), {a.grad()}, attrs)};
   };
   r.add(std::move(slice_def));
 
@@ -240,7 +240,7 @@ void register_shape_ops(Registry& r) {
     return std::vector<TensorMeta>{{out, in[0].dtype(), in[0].device()}};
   };
   expand_def.forward = [](const std::vector<Tensor>& in, const Attrs& a, std::vector<Tensor>& out) {
-    Shape shape = op("expand").shape(in, a)[0].shape;
+    Shape shape = op<"expand">().shape(in, a)[0].shape;
     const size_t lead = shape.size() - in[0].shape().size();
     Strides strides(shape.size(), 0);
     for (size_t i = 0; i < in[0].shape().size(); ++i) {
@@ -391,7 +391,7 @@ using ops::call1;
 using ops::op;
 
 Tensor reshape(const Tensor& x, const Shape& shape) {
-  return call1(op("reshape"), {x}, {{"shape", shape}});
+  return call1(op<"reshape">(), {x}, {{"shape", shape}});
 }
 Tensor view(const Tensor& x, const Shape& shape) {
   Shape resolved = ops::infer_shape("view", x.shape(), shape);
@@ -401,7 +401,7 @@ Tensor view(const Tensor& x, const Shape& shape) {
   return reshape(x, resolved);
 }
 Tensor permute(const Tensor& x, const std::vector<int64_t>& dims) {
-  return call1(op("permute"), {x}, {{"dims", dims}});
+  return call1(op<"permute">(), {x}, {{"dims", dims}});
 }
 Tensor transpose(const Tensor& x, int64_t d0, int64_t d1) {
   std::vector<int64_t> dims(static_cast<size_t>(x.dim()));
@@ -412,31 +412,31 @@ Tensor transpose(const Tensor& x, int64_t d0, int64_t d1) {
   return permute(x, dims);
 }
 Tensor slice(const Tensor& x, int64_t dim, int64_t start, int64_t end, int64_t step) {
-  return call1(op("slice"), {x}, {{"dim", dim}, {"start", start}, {"end", end}, {"step", step}});
+  return call1(op<"slice">(), {x}, {{"dim", dim}, {"start", start}, {"end", end}, {"step", step}});
 }
 Tensor expand(const Tensor& x, const Shape& shape) {
-  return call1(op("expand"), {x}, {{"shape", shape}});
+  return call1(op<"expand">(), {x}, {{"shape", shape}});
 }
-Tensor contiguous(const Tensor& x) { return x.is_contiguous() ? x : call1(op("clone"), {x}); }
+Tensor contiguous(const Tensor& x) { return x.is_contiguous() ? x : call1(op<"clone">(), {x}); }
 Tensor concat(const std::vector<Tensor>& xs, int64_t dim) {
-  return call1(op("concat"), xs, {{"dim", dim}});
+  return call1(op<"concat">(), xs, {{"dim", dim}});
 }
 std::vector<Tensor> split(const Tensor& x, const std::vector<int64_t>& sizes, int64_t dim) {
-  return ops::call(op("split"), {x}, {{"sizes", sizes}, {"dim", dim}});
+  return ops::call(op<"split">(), {x}, {{"sizes", sizes}, {"dim", dim}});
 }
 
 Tensor Tensor::to(Device d) const {
   if (d == device()) return *this;
-  return call1(op("to_device"), {*this},
+  return call1(op<"to_device">(), {*this},
                {{"device_type", static_cast<int64_t>(d.type)},
                 {"device_index", static_cast<int64_t>(d.index)}});
 }
 Tensor Tensor::to(DType t) const {
   if (t == dtype()) return *this;
-  return call1(op("to_dtype"), {*this}, {{"dtype", static_cast<int64_t>(t)}});
+  return call1(op<"to_dtype">(), {*this}, {{"dtype", static_cast<int64_t>(t)}});
 }
 Tensor Tensor::contiguous() const { return remat::contiguous(*this); }
-Tensor Tensor::clone() const { return call1(op("clone"), {*this}); }
+Tensor Tensor::clone() const { return call1(op<"clone">(), {*this}); }
 Tensor Tensor::reshape(const Shape& shape) const { return remat::reshape(*this, shape); }
 Tensor Tensor::view(const Shape& shape) const { return remat::view(*this, shape); }
 Tensor Tensor::transpose(int64_t d0, int64_t d1) const { return remat::transpose(*this, d0, d1); }

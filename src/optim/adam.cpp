@@ -36,7 +36,7 @@ void Adam::prepare(const Tensor& param, const Tensor& /*grad*/, PendingUpdate& n
 // One fused kernel pass over the parameter and its moments, in place.
 void Adam::commit(Tensor& param, const Tensor& grad, const PendingUpdate& next) {
   const ParamState& state = next.state;
-  ops::call(ops::op("adam_update"), {param, grad, state.exp_avg, state.exp_avg_sq},
+  ops::call(ops::op<"adam_update">(), {param, grad, state.exp_avg, state.exp_avg_sq},
             {{"lr", lr()},
              {"beta1", beta1_},
              {"beta2", beta2_},
