@@ -8,6 +8,7 @@
 // repeated. See docs/checkpointing.md.
 #pragma once
 
+#include <algorithm>
 #include <functional>
 #include <set>
 #include <string>
@@ -17,27 +18,37 @@
 
 namespace remat {
 
+namespace ops {
+struct OpDef;  // an op of the registry (src/ops/registry.h)
+}
+
 // What a segment keeps of its own results.
 class Policy {
  public:
   enum class Kind { RecomputeAll, SaveOps, Offload };
   // Keep nothing; replay regenerates every dropped tensor (the default).
-  static Policy recompute_all() { return Policy(Kind::RecomputeAll, {}); }
+  static Policy recompute_all() { return Policy(Kind::RecomputeAll, {}, {}); }
   // Keep the outputs of the named ops (e.g. {"matmul"}) and recompute the
   // rest: replay runs only what the dropped tensors depend on. A name that is
   // not an op of the registry throws Error listing the op names.
   static Policy save_ops(std::set<std::string> op_names);
   // Move saved tensors to pinned host memory: not implemented yet (throws).
-  static Policy offload() { return Policy(Kind::Offload, {}); }
+  static Policy offload() { return Policy(Kind::Offload, {}, {}); }
 
   Kind kind() const { return kind_; }
-  const std::set<std::string>& saved_ops() const { return ops_; }
-  bool keeps(const std::string& op_name) const { return ops_.count(op_name) > 0; }
+  const std::set<std::string>& saved_ops() const { return names_; }
+  // Whether a segment keeps the outputs of this op: a compare per kept op,
+  // no string lookup, on every entry a segment records.
+  bool keeps(const ops::OpDef& op) const {
+    return std::find(ops_.begin(), ops_.end(), &op) != ops_.end();
+  }
 
  private:
-  Policy(Kind kind, std::set<std::string> ops) : kind_(kind), ops_(std::move(ops)) {}
+  Policy(Kind kind, std::set<std::string> names, std::vector<const ops::OpDef*> ops)
+      : kind_(kind), names_(std::move(names)), ops_(std::move(ops)) {}
   Kind kind_;
-  std::set<std::string> ops_;
+  std::set<std::string> names_;
+  std::vector<const ops::OpDef*> ops_;  // resolved from names_ in the registry
 };
 
 struct CheckpointOptions {

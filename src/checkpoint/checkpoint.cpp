@@ -8,14 +8,18 @@
 namespace remat {
 
 Policy Policy::save_ops(std::set<std::string> op_names) {
+  std::vector<const ops::OpDef*> defs;
   for (const std::string& name : op_names) {
-    if (ops::Registry::instance().find(name) != nullptr) continue;
+    if (const ops::OpDef* def = ops::Registry::instance().find(name)) {
+      defs.push_back(def);
+      continue;
+    }
     std::vector<std::string> known;
     for (const ops::OpDef* def : ops::Registry::instance().all()) known.push_back(def->name);
     throw Error(fmt::format("Policy::save_ops: no op named '{}'; the ops are: {}", name,
                             fmt::join(known, ", ")));
   }
-  return Policy(Kind::SaveOps, std::move(op_names));
+  return Policy(Kind::SaveOps, std::move(op_names), std::move(defs));
 }
 
 std::vector<Tensor> checkpoint(

@@ -117,7 +117,7 @@ void CheckpointSegment::on_record(const std::shared_ptr<Node>& node,
     }
     if (owner != this) drop(node, SlotKind::InputValue, i, edge.producer, source, x, owner);
   }
-  const bool keep = options_.policy.keeps(op.name);
+  const bool keep = options_.policy.keeps(op);
   for (size_t j = 0; j < outputs.size(); ++j) {
     const Source source = source_of(*node, static_cast<int>(j));
     root_->made_at_version_[source] = outputs[j].version();
