@@ -10,6 +10,11 @@
 //          must do at least: add moves 3 x 64 MiB (read a, read b, write out;
 //          add_ reads a and b and writes a), memcpy 2 x 64 MiB (read, write).
 //
+//   host   the per-op overhead on tiny tensors, where the kernel is nothing:
+//          a + b on 8 floats without grad (dispatch, shape rule, allocation),
+//          and acc * b recorded on the tape (the same plus a tape entry; the
+//          chain is cut every 64 ops so the graph stays small). Reported per op.
+//
 // Reading the ratios: remat GEMM GFLOPS / OpenBLAS GFLOPS is the overhead of
 // remat's dispatch, checks and allocation around the same BLAS call (target
 // >= 0.90). remat add bytes/s / memcpy bytes/s measures how well the
@@ -110,10 +115,34 @@ void BM_Memcpy(benchmark::State& state) {
 
 }  // namespace
 
+void BM_AddTinyNoGrad(benchmark::State& state) {
+  remat::Tensor a = remat::ones({8}), b = remat::ones({8});
+  for (auto _ : state) {
+    remat::Tensor c = a + b;
+    benchmark::DoNotOptimize(c.data_ptr());
+  }
+}
+
+void BM_MulTinyRecorded(benchmark::State& state) {
+  remat::Tensor b = remat::ones({8});
+  b.requires_grad_();
+  remat::Tensor acc = remat::ones({8});
+  int64_t depth = 0;
+  for (auto _ : state) {
+    acc = acc * b;
+    if (++depth == 64) {  // the graph of 64 entries is freed here, inside the timing
+      acc = remat::ones({8});
+      depth = 0;
+    }
+  }
+}
+
 BENCHMARK(BM_GemmRemat)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_GemmOpenBLAS)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_AddRemat)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_AddInPlaceRemat)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_Memcpy)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_AddTinyNoGrad)->Unit(benchmark::kMicrosecond);
+BENCHMARK(BM_MulTinyRecorded)->Unit(benchmark::kMicrosecond);
 
 BENCHMARK_MAIN();
