@@ -197,6 +197,29 @@ TEST_F(DataFiles, IdxWrongMagicSaysExpectedAndFound) {
                           {text.string(), "wrong magic number", "expected 0x00000801"});
 }
 
+// The reader's buffer starts at 64 KiB and doubles: sizes at and around the
+// boundaries, plain and compressed, read back whole.
+TEST_F(DataFiles, IdxReadsFilesAcrossBufferGrowth) {
+  for (size_t count : {size_t{65536}, size_t{65537}, size_t{200000}}) {
+    SCOPED_TRACE(count);
+    const std::vector<uint8_t> expected = label_values(count);
+    const std::vector<int64_t> values(expected.begin(), expected.end());
+    EXPECT_EQ(read_idx_labels(write("labels", label_file(count))).to_vector<int64_t>(), values);
+    EXPECT_EQ(read_idx_labels(write_gzip("labels.gz", label_file(count))).to_vector<int64_t>(),
+              values);
+  }
+}
+
+// No image, but rows x cols past int64: the tensor's strides could not hold
+// them. The error names the file.
+TEST_F(DataFiles, IdxEmptyImagesWithOverflowingDimensionsAreRefused) {
+  const fs::path file = write("images", idx_file({0, 0xffffffffu, 0xffffffffu}, {}));
+  expect_error_mentioning([&] { read_idx_images(file); },
+                          {file.string(), "dimensions overflow 64 bits"});
+  EXPECT_EQ(read_idx_images(write("empty", idx_file({0, 28, 28}, {}))).shape(),
+            (Shape{0, 1, 28, 28}));
+}
+
 TEST_F(DataFiles, IdxLabelOutOfRangeIsNamed) {
   const fs::path file = write("labels", idx_file({4}, {1, 2, 12, 3}));
   EXPECT_EQ(read_idx_labels(file).to_vector<int64_t>(), (std::vector<int64_t>{1, 2, 12, 3}));

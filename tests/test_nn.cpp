@@ -586,6 +586,14 @@ TEST(State, CorruptFilesGiveErrors) {
                          R"("data_offsets": [0, 16]}})",
                          data.substr(0, 16)),
        "invalid shape"},
+      // No element, but strides past int64.
+      {safetensors_bytes(R"({"a": {"dtype": "F32", "shape": [0, 4294967296, 4294967296], )"
+                         R"("data_offsets": [0, 0]}})",
+                         ""),
+       "invalid shape"},
+      {safetensors_bytes(R"({"a": {"dtype": "F32", "shape": [[4]], "data_offsets": [0, 16]}})",
+                         data.substr(0, 16)),
+       "deeper than 3 levels"},
       {safetensors_bytes(R"({"a": {"dtype": "F32", "shape": [4], "data_offsets": [16, 0]}})",
                          data.substr(0, 16)),
        "data_offsets must be"},
@@ -598,6 +606,34 @@ TEST(State, CorruptFilesGiveErrors) {
   }
   std::filesystem::remove(path);
   expect_load_error(path, "cannot open");
+}
+
+// A million nested arrays once overflowed the stack while the error message
+// printed the shape; now the parse stops at the fourth level.
+TEST(State, DeeplyNestedHeaderIsAnErrorNotACrash) {
+  const std::string path = temp_path("deep.safetensors");
+  const size_t depth = 1'000'000;
+  write_file(path,
+             safetensors_bytes(R"({"a": {"dtype": "F32", "shape": )" + std::string(depth, '[') +
+                                   std::string(depth, ']') + R"(, "data_offsets": [0, 0]}})",
+                               ""));
+  expect_load_error(path, "deeper than 3 levels");
+  std::filesystem::remove(path);
+}
+
+// Empty tensors share their data offset; enough of them that an unstable
+// sort would shuffle them. They load in name order, so a load, save and load
+// again gives the same list.
+TEST(State, EmptyTensorsAtOneOffsetLoadInNameOrder) {
+  const std::string path = temp_path("empties.safetensors");
+  nn::NamedTensors tensors;
+  for (int i = 39; i >= 0; --i) tensors.emplace_back(fmt::format("t{:02}", i), zeros({0, 3}));
+  nn::save_safetensors(tensors, path);
+  std::vector<std::string> names;
+  for (const auto& [name, t] : nn::load_safetensors(path)) names.push_back(name);
+  ASSERT_EQ(names.size(), 40u);
+  EXPECT_TRUE(std::is_sorted(names.begin(), names.end()));
+  std::filesystem::remove(path);
 }
 
 TEST(State, LoadStateReportsMismatchesAndChangesNothing) {

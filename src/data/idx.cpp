@@ -2,11 +2,12 @@
 
 #include <zlib.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
-#include <limits>
 #include <string>
 #include <string_view>
+#include <system_error>
 #include <vector>
 
 namespace remat::data {
@@ -18,7 +19,13 @@ class GzipOrPlainFile {
   explicit GzipOrPlainFile(const std::filesystem::path& path) : name_(path.string()) {
     file_ = gzopen(name_.c_str(), "rb");
     REMAT_CHECK(file_ != nullptr, "{}: cannot open: {}", name_, std::strerror(errno));
-    gzbuffer(file_, kChunkBytes);  // fewer, larger reads than zlib's 8 KiB default
+    // Fewer, larger reads than zlib's 8 KiB default, but no larger than the
+    // file: zlib allocates three times this, for each file it opens.
+    std::error_code unknown_size;
+    const uintmax_t size = std::filesystem::file_size(path, unknown_size);
+    gzbuffer(file_, unknown_size ? kChunkBytes
+                                 : static_cast<unsigned>(std::clamp<uintmax_t>(
+                                       size, kZlibDefaultBytes, kChunkBytes)));
   }
   ~GzipOrPlainFile() { gzclose(file_); }
   GzipOrPlainFile(const GzipOrPlainFile&) = delete;
@@ -41,20 +48,26 @@ class GzipOrPlainFile {
     return static_cast<size_t>(got);
   }
 
+  // The buffer doubles as bytes arrive, from a small start: a small file
+  // costs a small buffer, a large one a few reallocations.
   std::vector<uint8_t> read_to_end() {
-    std::vector<uint8_t> bytes;
-    size_t got = kChunkBytes;
-    while (got == kChunkBytes) {
-      const size_t start = bytes.size();
-      bytes.resize(start + kChunkBytes);
-      got = read(bytes.data() + start, kChunkBytes);
-      bytes.resize(start + got);
+    std::vector<uint8_t> bytes(kFirstBufferBytes);
+    size_t size = 0;
+    for (;;) {
+      const auto want = static_cast<unsigned>(std::min<size_t>(bytes.size() - size, kChunkBytes));
+      const size_t got = read(bytes.data() + size, want);
+      size += got;
+      if (got < want) break;
+      if (size == bytes.size()) bytes.resize(2 * bytes.size());
     }
+    bytes.resize(size);
     return bytes;
   }
 
  private:
   static constexpr unsigned kChunkBytes = 1u << 20;
+  static constexpr size_t kFirstBufferBytes = 64u << 10;
+  static constexpr uintmax_t kZlibDefaultBytes = 8u << 10;
 
   std::string name_;
   gzFile file_ = nullptr;
@@ -92,9 +105,12 @@ IdxContents read_idx(const std::filesystem::path& path, uint32_t rank, const cha
 
   IdxContents contents;
   uint64_t expected_bytes = 1;
+  // The product of the sizes with zeros counted as ones: a tensor's strides
+  // multiply up to it even when it holds no element.
+  int64_t extent = 1;
   for (uint32_t d = 0; d < rank; ++d) {
     const uint32_t size = big_endian_u32(header.data() + 4 * (1 + d));
-    REMAT_CHECK(size == 0 || expected_bytes <= std::numeric_limits<int64_t>::max() / size,
+    REMAT_CHECK(!__builtin_mul_overflow(extent, std::max<int64_t>(size, 1), &extent),
                 "{}: IDX header dimensions overflow 64 bits", name);
     expected_bytes *= size;
     contents.dims.push_back(size);

@@ -80,10 +80,14 @@ Entry parse_entry(const std::string& path, const std::string& name, const nlohma
   const nlohmann::json& shape = json["shape"];
   if (!shape.is_array()) throw fail("shape must be an array, got " + shape.dump());
   // Overflow-checked: a corrupt shape must not wrap around to a small size.
+  // The extent counts zero sizes as ones: a tensor's strides multiply up to
+  // it even when it holds no element.
   int64_t nbytes = static_cast<int64_t>(element_size(entry.dtype));
+  int64_t extent = nbytes;
   for (const auto& dim : shape) {
     const auto size = as_size(dim);
-    if (!size || __builtin_mul_overflow(nbytes, *size, &nbytes)) {
+    if (!size || __builtin_mul_overflow(nbytes, *size, &nbytes) ||
+        __builtin_mul_overflow(extent, std::max<int64_t>(*size, 1), &extent)) {
       throw fail("invalid shape " + shape.dump());
     }
     entry.shape.push_back(*size);
@@ -112,9 +116,20 @@ struct Header {
 // Parses the header, checking that its entries tile the `data_size` bytes
 // after it exactly.
 Header parse_header(const std::string& path, const std::string& text, int64_t data_size) {
+  // Deeper nesting than a shape array's is refused while parsing: the error
+  // messages print values with nlohmann's recursive dump(), which a deep
+  // enough header would drive off the end of the stack.
+  constexpr int kMaxDepth = 2;
+  auto limit_depth = [&](int depth, nlohmann::json::parse_event_t event, const nlohmann::json&) {
+    using Event = nlohmann::json::parse_event_t;
+    REMAT_CHECK(depth <= kMaxDepth || (event != Event::object_start && event != Event::array_start),
+                "safetensors file {}: header nests arrays or objects deeper than {} levels", path,
+                kMaxDepth + 1);
+    return true;
+  };
   nlohmann::json header;
   try {
-    header = nlohmann::json::parse(text);
+    header = nlohmann::json::parse(text, limit_depth);
   } catch (const nlohmann::json::parse_error& e) {
     throw Error(fmt::format("safetensors file {}: header is not valid JSON: {}", path, e.what()));
   }
@@ -138,7 +153,8 @@ Header parse_header(const std::string& path, const std::string& text, int64_t da
   }
 
   // By (begin, end): an empty tensor sits before a non-empty one at its offset.
-  std::sort(entries.begin(), entries.end(), [](const Entry& a, const Entry& b) {
+  // Stable, so tensors at the same offsets stay in name order, as the JSON object lists them.
+  std::stable_sort(entries.begin(), entries.end(), [](const Entry& a, const Entry& b) {
     return std::pair{a.begin, a.end} < std::pair{b.begin, b.end};
   });
   int64_t expected_begin = 0;
