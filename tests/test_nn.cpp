@@ -558,6 +558,9 @@ TEST(State, CorruptFilesGiveErrors) {
       {std::string("\xff\xff\xff\xff\x00\x00\x00\x00", 8) + "{}", "header length"},
       {safetensors_bytes("{\"a\": ", data), "not valid JSON"},
       {safetensors_bytes("[1, 2]", data), "JSON object"},
+      // nlohmann throws out_of_range, not parse_error, for a number beyond double.
+      {safetensors_bytes(R"({"a": 1e400})", data),
+       "not valid JSON: [json.exception.out_of_range.406]"},
       {safetensors_bytes("{" + a16 +
                              R"(, "b": {"dtype": "F32", "shape": [3], )"
                              R"("data_offsets": [12, 24]}})",

@@ -130,7 +130,7 @@ Header parse_header(const std::string& path, const std::string& text, int64_t da
   nlohmann::json header;
   try {
     header = nlohmann::json::parse(text, limit_depth);
-  } catch (const nlohmann::json::parse_error& e) {
+  } catch (const nlohmann::json::exception& e) {  // a syntax error, or a number beyond double
     throw Error(fmt::format("safetensors file {}: header is not valid JSON: {}", path, e.what()));
   }
   REMAT_CHECK(header.is_object(), "safetensors file {}: header must be a JSON object, got {}", path,
