@@ -34,10 +34,11 @@ void sum(const Tensor& x, const std::vector<int64_t>& dims, double scale, const 
     const int64_t runs = inner == 0 ? 0 : inner / run_len;
 #pragma omp parallel for if (outer * inner >= 2 * kParallelGrain && outer > 1) schedule(static)
     for (int64_t i = 0; i < outer; ++i) {
-      const T* base = in + offset_of(i, l.kept_shape, l.kept_strides);
+      // An offset, not a pointer: an empty input may have no memory to point into.
+      const int64_t base = offset_of(i, l.kept_shape, l.kept_strides);
       Acc acc = 0;
       for (int64_t r = 0; r < runs; ++r) {
-        const T* p = base + offset_of(r, run_outer_shape, run_outer_strides);
+        const T* p = in + base + offset_of(r, run_outer_shape, run_outer_strides);
         if (run_stride == 1) {
 #pragma omp simd reduction(+ : acc)
           for (int64_t k = 0; k < run_len; ++k) acc += static_cast<Acc>(p[k]);

@@ -41,6 +41,7 @@ void softmax_row(const T* p, T* q, int64_t len, int64_t visible, int64_t xs, int
 
 void softmax(const Tensor& x, int64_t dim, bool log, bool causal, const Tensor& out) {
   const int64_t len = x.shape()[static_cast<size_t>(dim)];
+  if (len == 0) return;  // empty rows: nothing to normalise, and no memory to point into
   // Causal rows are the queries of trailing [Lq, Lk] matrices (dim is the last).
   const int64_t queries = causal ? x.shape()[static_cast<size_t>(x.dim() - 2)] : 1;
   const int64_t xs = x.strides()[static_cast<size_t>(dim)];

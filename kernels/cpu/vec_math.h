@@ -25,8 +25,10 @@ namespace remat::kernels::cpu {
 // exp(x) within 2 ulp on [-87, 88] (Cephes' expf reduction and polynomial);
 // the argument is clamped to that range, so far below it the result is about
 // 1.6e-38 rather than 0.
-[[gnu::always_inline]] inline float vec_exp(float x) {
-  x = std::min(std::max(x, -87.0f), 88.0f);
+[[gnu::always_inline]] inline float vec_exp(float input) {
+  // In this argument order a NaN clamps to 88 (converting NaN to an integer
+  // below is undefined); it is given back at the end.
+  const float x = std::max(-87.0f, std::min(88.0f, input));
   const float v = x * 1.44269504088896341f + 0.5f;  // x / ln 2, rounded below by floor
   auto n = static_cast<int32_t>(v);
   n -= v < static_cast<float>(n);  // truncation to floor for negative v
@@ -39,7 +41,8 @@ namespace remat::kernels::cpu {
   p = p * r + 1.6666665459e-1f;
   p = p * r + 5.0000001201e-1f;
   p = p * r * r + r + 1.0f;
-  return p * std::bit_cast<float>((n + 127) << 23);
+  const float result = p * std::bit_cast<float>((n + 127) << 23);
+  return input == input ? result : input;
 }
 
 // Phi(x), the standard normal CDF, as erfc(|x| / sqrt 2) / 2 for x < 0 and its
