@@ -1,7 +1,8 @@
 // What the fuzz targets share: the input as a file, for the readers that take
-// a path, and the check that turns a broken invariant into a crash libFuzzer
-// records. A remat::Error is a reader's proper answer to bad input; any other
-// exception escapes the target and libFuzzer reports it as a crash too.
+// a path, the call that tells acceptance from refusal, and the check that
+// turns a broken invariant into a crash libFuzzer records. A remat::Error is a
+// reader's proper answer to bad input; any other exception escapes the target
+// and libFuzzer reports it as a crash too.
 #pragma once
 
 #include <unistd.h>
@@ -11,12 +12,25 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <string>
 #include <system_error>
 
 #include <fmt/format.h>
 
+#include "remat/core/error.h"
+
 namespace remat::fuzz {
+
+// What `read` returns, or nothing where it refuses the input with a remat::Error.
+template <typename Read>
+auto accepted(Read&& read) -> std::optional<decltype(read())> {
+  try {
+    return read();
+  } catch (const remat::Error&) {
+    return std::nullopt;
+  }
+}
 
 // Prints the broken invariant and aborts.
 template <typename... Args>

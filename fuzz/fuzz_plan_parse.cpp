@@ -7,13 +7,9 @@
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const std::string text(reinterpret_cast<const char*>(data), size);
-  remat::CheckpointPlan plan;
-  try {
-    plan = remat::CheckpointPlan::parse(text);
-  } catch (const remat::Error&) {
-    return 0;
-  }
-  const std::string name = plan.name();
+  const auto plan = remat::fuzz::accepted([&] { return remat::CheckpointPlan::parse(text); });
+  if (!plan) return 0;
+  const std::string name = plan->name();
   const std::string again = remat::CheckpointPlan::parse(name).name();
   remat::fuzz::expect(again == name, "'{}' parsed as '{}', which parses as '{}'", text, name,
                       again);

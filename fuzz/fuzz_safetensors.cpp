@@ -12,12 +12,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   static const remat::fuzz::InputFile copy(".copy.safetensors");
   const std::string path = file.write(data, size).string();
   remat::nn::Metadata metadata;
-  remat::nn::NamedTensors tensors;
-  try {
-    tensors = remat::nn::load_safetensors(path, &metadata);
-  } catch (const remat::Error&) {
-    return 0;
-  }
+  const auto loaded =
+      remat::fuzz::accepted([&] { return remat::nn::load_safetensors(path, &metadata); });
+  if (!loaded) return 0;
+  const remat::nn::NamedTensors& tensors = *loaded;
   const std::string copy_path = copy.path().string();
   remat::nn::save_safetensors(tensors, copy_path, metadata);
   remat::nn::Metadata metadata_again;

@@ -4,7 +4,6 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
-#include <optional>
 #include <string>
 #include <vector>
 
@@ -16,11 +15,10 @@ using remat::fuzz::expect;
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   static const remat::fuzz::InputFile file(".txt");
   const std::filesystem::path& path = file.write(data, size);
-  std::optional<remat::data::CharCorpus> corpus;
-  try {
-    corpus.emplace(remat::data::CharCorpus::from_file(path));
-  } catch (const remat::Error&) {
-    expect(size == 0, "a {}-byte file rejected", size);
+  const auto corpus =
+      remat::fuzz::accepted([&] { return remat::data::CharCorpus::from_file(path); });
+  if (!corpus) {
+    expect(size == 0, "a {}-byte file refused", size);
     return 0;
   }
   const std::string& text = corpus->text();
