@@ -601,6 +601,9 @@ TEST(State, CorruptFilesGiveErrors) {
                          data.substr(0, 16)),
        "data_offsets must be"},
       {safetensors_bytes(R"({"__metadata__": {"k": 1}})", ""), "not a string"},
+      {safetensors_bytes(R"({"": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]}})",
+                         data.substr(0, 16)),
+       "a tensor name must not be empty"},
   };
   for (const Case& c : cases) {
     SCOPED_TRACE(c.problem);

@@ -67,6 +67,8 @@ Entry parse_entry(const std::string& path, const std::string& name, const nlohma
   auto fail = [&](const std::string& problem) {
     return Error(fmt::format("safetensors file {}: tensor '{}': {}", path, name, problem));
   };
+  // What save_safetensors refuses to write, a load refuses to read.
+  if (name.empty()) throw fail("a tensor name must not be empty");
   if (!json.is_object() || !json.contains("dtype") || !json.contains("shape") ||
       !json.contains("data_offsets")) {
     throw fail("expected an object with dtype, shape and data_offsets, got " + json.dump());
