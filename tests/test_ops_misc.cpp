@@ -300,6 +300,38 @@ TEST(CausalSoftmax, GivesKeysAfterTheQueryProbabilityZero) {
                ShapeError);
 }
 
+// The fused backward allocates its result and nothing else (the composed
+// formula held two result-sized temporaries), and equals the formula.
+TEST(SoftmaxBackward, AllocatesOnlyItsResultAndMatchesTheFormula) {
+  for (const char* name : {"softmax_backward", "log_softmax_backward"}) {
+    const bool log = std::string(name) == "log_softmax_backward";
+    Tensor x = uniform({4, 64, 96}, -2, 2, 7, false).to(kFloat32);
+    Tensor y = log ? log_softmax(x, -1) : softmax(x, -1);
+    Tensor g = uniform({4, 64, 96}, -1, 1, 8, false).to(kFloat32);
+    const int64_t before = memory::stats(kCPU).allocated_bytes.current;
+    memory::reset_peak_stats(kCPU);
+    Tensor dx = ops::call1(ops::op(name), {g, y}, {{"dim", int64_t{-1}}});
+    EXPECT_EQ(memory::stats(kCPU).allocated_bytes.peak - before, dx.nbytes()) << name;
+    Tensor want = log ? g - exp(y) * sum(g, {-1}, true) : y * (g - sum(g * y, {-1}, true));
+    const auto got = dx.to_vector<float>(), expected = want.to_vector<float>();
+    for (size_t i = 0; i < got.size(); ++i) ASSERT_NEAR(got[i], expected[i], 1e-6) << name << i;
+  }
+}
+
+// Rows along a dim other than the last are strided; so may be the gradient.
+TEST(SoftmaxBackward, StridedOperandsGiveTheContiguousResult) {
+  Tensor x = uniform({5, 7}, -2, 2, 9, false);
+  Tensor y = softmax(x, 0);
+  Tensor g = uniform({7, 5}, -1, 1, 10, false).transpose(0, 1);
+  Tensor strided = ops::call1(ops::op("softmax_backward"), {g, y}, {{"dim", int64_t{0}}});
+  Tensor dense =
+      ops::call1(ops::op("softmax_backward"), {g.contiguous(), y}, {{"dim", int64_t{0}}});
+  EXPECT_EQ(strided.to_vector<double>(), dense.to_vector<double>());
+  Tensor want = y * (g - sum(g * y, {0}, true));
+  const auto got = strided.to_vector<double>(), expected = want.to_vector<double>();
+  for (size_t i = 0; i < got.size(); ++i) EXPECT_NEAR(got[i], expected[i], 1e-15) << i;
+}
+
 // softmax(q k^T / sqrt(E) + mask) v, one batch at a time.
 std::vector<double> naive_attention(const Tensor& q, const Tensor& k, const Tensor& v,
                                     bool causal) {

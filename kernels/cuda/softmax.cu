@@ -1,16 +1,17 @@
-#include "kernels/cuda/softmax.cuh"
-
+// Softmax and log-softmax on the GPU (contract: kernels/softmax.h): a group
+// of blockDim.x threads per row (a warp, or a whole block for long rows),
+// blockDim.y rows per block; bfloat16/float16 accumulate in float32.
 #include <cmath>
 #include <limits>
 
 #include "kernels/cuda/common.cuh"
+#include "kernels/softmax.h"
 
 namespace remat::kernels::cuda {
 namespace {
 
-// A group of blockDim.x threads per row, blockDim.y rows per block. The row
-// is read three times (max, sum of exponentials, output); the later reads
-// mostly hit the cache.
+// The row is read three times (max, sum of exponentials, output); the later
+// reads mostly hit the cache.
 template <typename D, bool kLog>
 __global__ void softmax_kernel(const D* x, D* out, int64_t rows, int64_t len, int64_t xs,
                                int64_t os, int64_t queries, bool causal, StridedIndexer<2> ix) {
@@ -62,36 +63,89 @@ __global__ void softmax_kernel(const D* x, D* out, int64_t rows, int64_t len, in
   }
 }
 
-}  // namespace
+// One reduction over the row (sum(g * y), log: sum(g)), then the gradient;
+// the second read of g and y mostly hits the cache.
+template <typename D, bool kLog>
+__global__ void softmax_backward_kernel(const D* g, const D* y, D* dx, int64_t rows, int64_t len,
+                                        int64_t gs, int64_t ys, int64_t dxs, StridedIndexer<3> ix) {
+  using A = acc_t<D>;
+  for (int64_t r = blockIdx.x * static_cast<int64_t>(blockDim.y) + threadIdx.y; r < rows;
+       r += static_cast<int64_t>(gridDim.x) * blockDim.y) {
+    int64_t off[3];
+    ix.offsets(r, off);
+    const D *gr = g + off[0], *yr = y + off[1];
+    D* dxr = dx + off[2];
+    A total = 0;
+    for (int64_t k = threadIdx.x; k < len; k += blockDim.x) {
+      total += kLog ? to_acc(gr[k * gs]) : to_acc(gr[k * gs]) * to_acc(yr[k * ys]);
+    }
+    total = group_reduce(
+        total, [](A a, A b) { return a + b; }, A(0));
+    for (int64_t k = threadIdx.x; k < len; k += blockDim.x) {
+      const A gk = to_acc(gr[k * gs]), yk = to_acc(yr[k * ys]);
+      dxr[k * dxs] = from_acc<D>(kLog ? gk - std::exp(yk) * total : yk * (gk - total));
+    }
+  }
+}
 
-void softmax(const Tensor& x, int64_t dim, bool log, bool causal, const Tensor& out) {
-  REMAT_CHECK(out.dtype() == x.dtype() && out.shape() == x.shape() && out.device() == x.device(),
-              "softmax on CUDA: output {} must match the input {}", TensorMeta::of(out).str(),
-              TensorMeta::of(x).str());
-  REMAT_CHECK(!causal || (x.dim() >= 2 && dim == x.dim() - 1),
-              "softmax on CUDA: causal needs scores [..., Lq, Lk] and the last dim, got {} and "
-              "dim {}",
-              TensorMeta::of(x).str(), dim);
+// A warp per row, or a whole block for long rows.
+dim3 row_block(int64_t len) {
+  return len < 1024 ? dim3(kWarp, kThreads / kWarp) : dim3(kThreads, 1);
+}
+
+unsigned row_grid(int64_t rows, dim3 block) {
+  return static_cast<unsigned>(std::min<int64_t>((rows + block.y - 1) / block.y, 65535));
+}
+
+// The shape of the rows along dim: every index of the other dims.
+Shape rows_shape_of(const Shape& shape, size_t dim) {
+  Shape rows = shape;
+  rows[dim] = 1;
+  return rows;
+}
+
+void softmax_forward(const Tensor& x, int64_t dim, bool log, bool causal, const Tensor& out) {
   const auto d = static_cast<size_t>(dim);
   const int64_t len = x.shape()[d];
   const int64_t queries = causal ? x.shape()[d - 1] : 1;
-  // Rows: every index of the other dims.
-  Shape rows_shape = x.shape();
-  rows_shape[d] = 1;
+  const Shape rows_shape = rows_shape_of(x.shape(), d);
   const int64_t rows = numel_of(rows_shape);
   if (rows * len == 0) return;
   DeviceScope scope(x);
   const StridedIndexer<2> ix = make_indexer<2>(rows_shape, {x.strides(), out.strides()});
-  // A warp per row, or a whole block for long rows.
-  const dim3 block = len < 1024 ? dim3(kWarp, kThreads / kWarp) : dim3(kThreads, 1);
-  const auto grid = static_cast<unsigned>(std::min<int64_t>((rows + block.y - 1) / block.y, 65535));
+  const dim3 block = row_block(len);
   visit_floating(x.dtype(), "softmax", [&]<typename D>() {
     auto kernel = log ? softmax_kernel<D, true> : softmax_kernel<D, false>;
-    kernel<<<grid, block, 0, stream_of(x)>>>(static_cast<const D*>(x.data_ptr()),
-                                             static_cast<D*>(out.data_ptr()), rows, len,
-                                             x.strides()[d], out.strides()[d], queries, causal, ix);
+    kernel<<<row_grid(rows, block), block, 0, stream_of(x)>>>(
+        static_cast<const D*>(x.data_ptr()), static_cast<D*>(out.data_ptr()), rows, len,
+        x.strides()[d], out.strides()[d], queries, causal, ix);
   });
   REMAT_CUDA_LAUNCH_CHECK("softmax_kernel");
 }
+
+void softmax_backward(const Tensor& g, const Tensor& y, int64_t dim, bool log,
+                      const Tensor& grad_x) {
+  const auto d = static_cast<size_t>(dim);
+  const int64_t len = y.shape()[d];
+  const Shape rows_shape = rows_shape_of(y.shape(), d);
+  const int64_t rows = numel_of(rows_shape);
+  if (rows * len == 0) return;
+  DeviceScope scope(y);
+  const StridedIndexer<3> ix =
+      make_indexer<3>(rows_shape, {g.strides(), y.strides(), grad_x.strides()});
+  const dim3 block = row_block(len);
+  visit_floating(y.dtype(), "softmax_backward", [&]<typename D>() {
+    auto kernel = log ? softmax_backward_kernel<D, true> : softmax_backward_kernel<D, false>;
+    kernel<<<row_grid(rows, block), block, 0, stream_of(y)>>>(
+        static_cast<const D*>(g.data_ptr()), static_cast<const D*>(y.data_ptr()),
+        static_cast<D*>(grad_x.data_ptr()), rows, len, g.strides()[d], y.strides()[d],
+        grad_x.strides()[d], ix);
+  });
+  REMAT_CUDA_LAUNCH_CHECK("softmax_backward_kernel");
+}
+
+}  // namespace
+
+const SoftmaxKernels softmax_kernels{softmax_forward, softmax_backward};
 
 }  // namespace remat::kernels::cuda

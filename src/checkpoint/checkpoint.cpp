@@ -29,8 +29,8 @@ std::vector<Tensor> checkpoint(
     throw NotImplementedError("checkpoint Policy::offload (saved tensors to pinned host memory)");
   }
   if (!GradMode::is_enabled()) return fn(inputs);  // nothing is recorded, nothing to drop
-  auto segment = std::make_shared<replay::CheckpointSegment>(replay::CheckpointSegment::active(),
-                                                             std::move(opts));
+  auto segment = std::make_shared<checkpointing::CheckpointSegment>(
+      checkpointing::CheckpointSegment::active(), std::move(opts));
   std::vector<Tensor> outputs;
   {
     autograd::ActiveSegmentScope scope(segment.get());
@@ -80,7 +80,7 @@ Tensor checkpoint_sequential(const std::vector<std::function<Tensor(const Tensor
   return checkpoint_sequential(fns, sqrt_segments(fns.size()), x);
 }
 
-CheckpointStats checkpoint_stats() { return replay::current_stats(); }
-void reset_checkpoint_stats() { replay::reset_stats(); }
+CheckpointStats checkpoint_stats() { return checkpointing::current_stats(); }
+void reset_checkpoint_stats() { checkpointing::reset_stats(); }
 
 }  // namespace remat

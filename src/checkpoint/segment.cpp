@@ -5,7 +5,7 @@
 
 #include "remat/core/grad_mode.h"
 
-namespace remat::replay {
+namespace remat::checkpointing {
 namespace {
 
 using autograd::Node;
@@ -364,4 +364,4 @@ void CheckpointSegment::after_backward(bool retain_graph) {
   if (parent_) parent_->after_backward(retain_graph);
 }
 
-}  // namespace remat::replay
+}  // namespace remat::checkpointing

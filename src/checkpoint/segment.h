@@ -15,7 +15,7 @@
 #include "autograd/node.h"
 #include "remat/checkpoint.h"
 
-namespace remat::replay {
+namespace remat::checkpointing {
 
 // A value on the tape: output `output` of the entry with this sequence number.
 struct Source {
@@ -98,4 +98,4 @@ class CheckpointSegment final : public autograd::Segment {
 CheckpointStats current_stats();
 void reset_stats();
 
-}  // namespace remat::replay
+}  // namespace remat::checkpointing

@@ -59,6 +59,7 @@ Registry::Registry() {
   register_shape_ops(*this);
   register_linalg_ops(*this);
   register_activation_ops(*this);
+  register_softmax_ops(*this);
   register_normalization_ops(*this);
   register_random_ops(*this);
   register_loss_ops(*this);

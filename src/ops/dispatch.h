@@ -1,19 +1,21 @@
 // Helpers every op definition uses: device dispatch and operand checks.
 #pragma once
 
-#include <functional>
+#include <type_traits>
 
 #include "ops/registry.h"
 
 namespace remat::ops {
 
-// Runs the kernel for device d. A device without a kernel for this op throws
-// NotImplementedError naming the op; the CUDA backend fills these in.
-inline void on_device(const char* op, Device d, const std::function<void()>& cpu,
-                      const std::function<void()>& cuda = {}) {
+// Runs the kernel for device d: `cpu` or `cuda`, callables taken as template
+// arguments (no std::function, so no allocation per call). A device without
+// a kernel for this op throws NotImplementedError naming the op.
+struct NoKernel {};
+template <typename CpuKernel, typename CudaKernel = NoKernel>
+void on_device(const char* op, Device d, CpuKernel&& cpu, CudaKernel&& cuda = {}) {
   if (d.is_cpu()) {
     cpu();
-  } else if (cuda) {
+  } else if constexpr (!std::is_same_v<std::remove_cvref_t<CudaKernel>, NoKernel>) {
     cuda();
   } else {
     throw NotImplementedError(fmt::format("op '{}' on {}", op, d));
@@ -24,7 +26,25 @@ inline void on_device(const char* op, Device d, const std::function<void()>& cpu
 #if defined(REMAT_WITH_CUDA)
 #define REMAT_CUDA_KERNEL(...) [&] { __VA_ARGS__; }
 #else
-#define REMAT_CUDA_KERNEL(...) std::function<void()>()
+#define REMAT_CUDA_KERNEL(...) \
+  ::remat::ops::NoKernel {}
+#endif
+
+// The kernel table (kernels/<family>.h) of an op family for device d: the
+// CPU's, or the CUDA backend's where REMAT_CUDA_KERNELS names one (CUDA
+// builds; null otherwise). Other devices throw NotImplementedError naming the op.
+template <typename Table>
+const Table& kernels_for(const char* op, Device d, const Table& cpu,
+                         std::type_identity_t<const Table*> cuda) {
+  if (d.is_cpu()) return cpu;
+  if (d.is_cuda() && cuda != nullptr) return *cuda;
+  throw NotImplementedError(fmt::format("op '{}' on {}", op, d));
+}
+
+#if defined(REMAT_WITH_CUDA)
+#define REMAT_CUDA_KERNELS(table) (&::remat::kernels::cuda::table)
+#else
+#define REMAT_CUDA_KERNELS(table) nullptr
 #endif
 
 // A 0-d tensor as the one-element 1-d view that its dim 0 (or -1) stands for,

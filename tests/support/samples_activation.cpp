@@ -1,3 +1,4 @@
+#include "ops/registry.h"
 #include "support/gradcheck.h"
 
 namespace remat::testing {
@@ -32,6 +33,22 @@ std::vector<OpSample> activation_samples() {
       "log_softmax", [](const Tensor& x) { return log_softmax(x, 1); }, -2, 2);
   unary(
       "log_softmax", [](const Tensor& x) { return log_softmax(x, 0); }, -2, 2);
+  // The fused backward ops, on their own (double backward): g and a softmax
+  // output y; along dim 0 the rows are strided.
+  auto backward_op = [&](const char* op, int64_t dim, const char* label, bool log) {
+    Tensor y = uniform({3, 4}, -2, 2, 12, false);
+    y = (log ? log_softmax(y, dim) : softmax(y, dim)).detach().requires_grad_();
+    all.push_back({op,
+                   label,
+                   [op, dim](const std::vector<Tensor>& x) {
+                     return ops::call1(ops::op(op), {x[0], x[1]}, {{"dim", dim}});
+                   },
+                   {uniform({3, 4}, -1, 1, 13), y}});
+  };
+  backward_op("softmax_backward", -1, "rows", false);
+  backward_op("softmax_backward", 0, "strided_rows", false);
+  backward_op("log_softmax_backward", -1, "rows", true);
+  backward_op("log_softmax_backward", 0, "strided_rows", true);
   return all;
 }
 
