@@ -38,6 +38,16 @@ void expect_error(Fn&& fn, std::initializer_list<std::string> fragments) {
 
 // ---- Shapes whose element or byte count overflows int64 ----------------------
 
+// A value outside the enum (a corrupt byte, a bad cast) is refused, not
+// computed on as some type.
+TEST(DTypeDispatch, AValueThatIsNoDTypeThrows) {
+  for (const auto bad : {DType::Count, static_cast<DType>(99)}) {
+    EXPECT_THROW(element_size(bad), Error);
+    EXPECT_STREQ(dtype_name(bad), "(no dtype)");
+  }
+  EXPECT_EQ(element_size(kBool), 1u);
+}
+
 TEST(ShapeOverflow, ByteCountOverflowIsAShapeError) {
   // 2^62 float32 elements fit in int64, their 2^64 bytes do not.
   expect_error<ShapeError>([] { zeros({k2e62}); }, {"[4611686018427387904]", "bytes"});

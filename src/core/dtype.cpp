@@ -1,5 +1,7 @@
 #include "remat/core/dtype.h"
 
+#include "remat/core/error.h"
+
 namespace remat {
 
 size_t element_size(DType t) {
@@ -15,8 +17,13 @@ const char* dtype_name(DType t) {
     case DType::Int64: return "int64";
     case DType::Int32: return "int32";
     case DType::Bool: return "bool";
+    case DType::Count: break;
   }
-  return "?";
+  return "(no dtype)";
+}
+
+void throw_invalid_dtype(DType t) {
+  throw Error(fmt::format("{} is not a dtype", static_cast<int>(t)));
 }
 
 // IEEE binary16 <-> binary32, round to nearest even, with subnormals, inf, NaN.

@@ -10,7 +10,9 @@
 
 namespace remat {
 
-enum class DType : int8_t { Float32, Float64, BFloat16, Float16, Int64, Int32, Bool };
+// Count is not a dtype: the number of them, so switches over DType name
+// every case (-Wswitch) and a value out of range is caught, not computed on.
+enum class DType : int8_t { Float32, Float64, BFloat16, Float16, Int64, Int32, Bool, Count };
 
 inline constexpr DType kFloat32 = DType::Float32;
 inline constexpr DType kFloat64 = DType::Float64;
@@ -21,6 +23,7 @@ inline constexpr DType kInt32 = DType::Int32;
 inline constexpr DType kBool = DType::Bool;
 
 size_t element_size(DType t);
+[[noreturn]] void throw_invalid_dtype(DType t);
 const char* dtype_name(DType t);
 inline bool is_floating(DType t) {
   return t == kFloat32 || t == kFloat64 || t == kBFloat16 || t == kFloat16;
@@ -89,7 +92,8 @@ struct dtype_of<bool> {
 template <typename T>
 inline constexpr DType dtype_of_v = dtype_of<T>::value;
 
-// Calls fn.template operator()<T>() with T the C++ type of dtype.
+// Calls fn.template operator()<T>() with T the C++ type of dtype; a value
+// that is no dtype throws.
 template <typename Fn>
 decltype(auto) visit_dtype(DType t, Fn&& fn) {
   switch (t) {
@@ -100,8 +104,9 @@ decltype(auto) visit_dtype(DType t, Fn&& fn) {
     case DType::Int64: return fn.template operator()<int64_t>();
     case DType::Int32: return fn.template operator()<int32_t>();
     case DType::Bool: return fn.template operator()<bool>();
+    case DType::Count: break;
   }
-  __builtin_unreachable();
+  throw_invalid_dtype(t);
 }
 
 }  // namespace remat
