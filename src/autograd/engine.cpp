@@ -110,14 +110,15 @@ void run_backward(const std::vector<Tensor>& roots, const std::vector<Tensor>& s
                 "backward through op '{}' (tape entry {}) a second time: its saved tensors were "
                 "freed by the first backward; pass retain_graph=true to that one",
                 op.name, node->sequence);
-    if (node->segment) {  // a checkpointed entry: regenerate what it dropped
+    if (node->segment_entry) {  // a checkpointed entry: regenerate what it dropped
+      const std::shared_ptr<Segment>& segment = node->segment_entry->segment;
       if (node->lacks_saved_tensors()) {
         std::vector<const Node*> rest;
         rest.reserve(pending.size());
         for (const auto& [sequence, p] : pending) rest.push_back(p.node.get());
-        node->segment->materialize(*node, rest);
+        segment->materialize(*node, rest);
       }
-      replayed.insert(node->segment);
+      replayed.insert(segment);
     }
 
     // Multi-output ops: an output nobody used still needs a zero gradient.

@@ -52,6 +52,13 @@ class Segment : public std::enable_shared_from_this<Segment> {
   virtual std::string describe() const = 0;
 };
 
+// What a segment holds on one of its entries: the segment, and the values
+// of the inputs it keeps for replay (those from outside it).
+struct SegmentEntry {
+  std::shared_ptr<Segment> segment;
+  std::vector<std::optional<SavedTensor>> input_values;  // indexed like the entry's inputs
+};
+
 // The thread's innermost active segment (null outside checkpoint()).
 Segment* active_segment();
 class ActiveSegmentScope {
@@ -85,10 +92,9 @@ struct Node {
   std::vector<std::optional<SavedTensor>> saved_inputs;   // indexed like inputs
   std::vector<std::optional<SavedTensor>> saved_outputs;  // indexed like outputs
   bool released = false;  // saved tensors freed by a backward without retain_graph
-  // Entries made inside checkpoint(): the segment, and the values of the
-  // inputs the segment keeps for replay (those from outside it).
-  std::shared_ptr<Segment> segment;
-  std::vector<std::optional<SavedTensor>> input_values;  // indexed like inputs
+  // Set only on entries made inside checkpoint(), so any other entry pays one
+  // null pointer for checkpointing.
+  std::unique_ptr<SegmentEntry> segment_entry;
 
   // The saved tensor, checked against in-place modification since it was saved.
   Tensor unpack(const std::optional<SavedTensor>& slot, const char* kind, size_t index) const;

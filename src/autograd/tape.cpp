@@ -57,7 +57,9 @@ bool Node::lacks_saved_tensors() const {
 void Node::release() {
   for (auto& s : saved_inputs) s.reset();
   for (auto& s : saved_outputs) s.reset();
-  for (auto& s : input_values) s.reset();
+  if (segment_entry) {
+    for (auto& s : segment_entry->input_values) s.reset();
+  }
   released = true;
 }
 
@@ -127,7 +129,8 @@ void record(const ops::OpDef& def, const std::vector<Tensor>& inputs, const ops:
     }
   }
   if (Segment* segment = active_segment()) {
-    node->segment = segment->shared_from_this();
+    node->segment_entry = std::make_unique<SegmentEntry>();
+    node->segment_entry->segment = segment->shared_from_this();
     segment->on_record(node, inputs, outputs);
   }
 }

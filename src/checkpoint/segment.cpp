@@ -15,7 +15,13 @@ thread_local CheckpointStats thread_stats;
 
 CheckpointSegment* segment_of(const Node& node) {
   // Only checkpoint() creates segments.
-  return static_cast<CheckpointSegment*>(node.segment.get());
+  return node.segment_entry ? static_cast<CheckpointSegment*>(node.segment_entry->segment.get())
+                            : nullptr;
+}
+
+// The values of inputs from outside the segment that an entry of it holds for replay.
+std::vector<std::optional<SavedTensor>>& held_inputs(const Node& node) {
+  return node.segment_entry->input_values;
 }
 
 Source source_of(const Node& producer, int output) { return {producer.sequence, output}; }
@@ -82,7 +88,7 @@ void CheckpointSegment::on_record(const std::shared_ptr<Node>& node,
     recorded_any_ = true;
   }
   const ops::OpDef& op = *node->op;
-  node->input_values.resize(inputs.size());
+  held_inputs(*node).resize(inputs.size());
   for (size_t i = 0; i < inputs.size(); ++i) {
     const Tensor& x = inputs[i];
     if (!x.defined()) continue;
@@ -93,7 +99,7 @@ void CheckpointSegment::on_record(const std::shared_ptr<Node>& node,
     if (owner == nullptr || root_->kept_.count(source)) {
       // From outside the segment (an input, a weight, a constant) or kept by
       // policy: hold it for replay.
-      node->input_values[i] = SavedTensor{x.detach(), x.version()};
+      held_inputs(*node)[i] = SavedTensor{x.detach(), x.version()};
       continue;
     }
     // Made inside: never held, so the replay recomputes it as it was made. An
@@ -206,7 +212,7 @@ CheckpointSegment::EntrySet CheckpointSegment::entries_to_run(
 Tensor CheckpointSegment::input_for_replay(const Node& node, size_t index,
                                            const std::map<Source, Tensor>& values) const {
   const autograd::Edge& edge = node.inputs[index];
-  if (const auto& held = node.input_values[index]) {
+  if (const auto& held = held_inputs(node)[index]) {
     const uint32_t now = held->value.version();
     REMAT_CHECK(now == held->version,
                 "checkpoint segment '{}': input {} of {}, a tensor from outside the segment "
@@ -268,7 +274,7 @@ void CheckpointSegment::replay(const EntrySet& reachable) {
   std::set<Source> restored;  // values that end in a slot
   for (const DroppedSlot* slot : wanted) {
     auto node = slot->node.lock();
-    if (slot->kind == SlotKind::SavedInput && node->input_values[slot->index].has_value()) continue;
+    if (slot->kind == SlotKind::SavedInput && held_inputs(*node)[slot->index].has_value()) continue;
     restored.insert(slot->source);
     if (auto producer = slot->producer.lock()) want(producer, slot->source);
   }
@@ -277,7 +283,7 @@ void CheckpointSegment::replay(const EntrySet& reachable) {
     unexplored.pop_back();
     for (size_t k = 0; k < entry->inputs.size(); ++k) {
       const autograd::Edge& edge = entry->inputs[k];
-      if (entry->input_values[k].has_value() || !edge.producer) continue;
+      if (held_inputs(*entry)[k].has_value() || !edge.producer) continue;
       REMAT_CHECK(contains(segment_of(*edge.producer)),
                   "checkpoint replay: {} needs a value from outside the segment that is gone",
                   where(*entry));
@@ -292,7 +298,7 @@ void CheckpointSegment::replay(const EntrySet& reachable) {
   for (const auto& [sequence, entry] : to_run) {
     for (size_t k = 0; k < entry->inputs.size(); ++k) {
       const autograd::Edge& edge = entry->inputs[k];
-      if (!entry->input_values[k] && edge.producer) {
+      if (!held_inputs(*entry)[k] && edge.producer) {
         ++readers[source_of(*edge.producer, edge.output_nr)];
       }
     }
@@ -307,7 +313,7 @@ void CheckpointSegment::replay(const EntrySet& reachable) {
     inputs.clear();
     for (size_t k = 0; k < entry->inputs.size(); ++k) {
       const autograd::Edge& edge = entry->inputs[k];
-      if (entry->input_values[k] || !edge.producer) continue;
+      if (held_inputs(*entry)[k] || !edge.producer) continue;
       const Source source = source_of(*edge.producer, edge.output_nr);
       if (--readers[source] == 0 && !restored.count(source)) values.erase(source);
     }
@@ -322,7 +328,7 @@ void CheckpointSegment::replay(const EntrySet& reachable) {
   for (DroppedSlot* slot : wanted) {
     auto node = slot->node.lock();
     check_unchanged(*slot, "after the forward");
-    Tensor value = slot->kind == SlotKind::SavedInput && node->input_values[slot->index]
+    Tensor value = slot->kind == SlotKind::SavedInput && held_inputs(*node)[slot->index]
                        ? input_for_replay(*node, slot->index, values)
                        : values.at(slot->source);
     if (options_.debug) {
@@ -339,7 +345,7 @@ void CheckpointSegment::replay(const EntrySet& reachable) {
     switch (slot->kind) {
       case SlotKind::SavedInput: node->saved_inputs[slot->index] = saved; break;
       case SlotKind::SavedOutput: node->saved_outputs[slot->index] = saved; break;
-      case SlotKind::InputValue: node->input_values[slot->index] = saved; break;
+      case SlotKind::InputValue: held_inputs(*node)[slot->index] = saved; break;
     }
     slot->restored = true;
   }
@@ -357,7 +363,7 @@ void CheckpointSegment::after_backward(bool retain_graph) {
       switch (slot.kind) {
         case SlotKind::SavedInput: node->saved_inputs[slot.index].reset(); break;
         case SlotKind::SavedOutput: node->saved_outputs[slot.index].reset(); break;
-        case SlotKind::InputValue: node->input_values[slot.index].reset(); break;
+        case SlotKind::InputValue: held_inputs(*node)[slot.index].reset(); break;
       }
     }
   }

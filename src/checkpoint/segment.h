@@ -87,7 +87,7 @@ class CheckpointSegment final : public autograd::Segment {
   bool recorded_any_ = false;
   std::vector<DroppedSlot> dropped_;
   // Root only: outputs kept by policy. The values themselves are held by the
-  // entries that read them (input_values), so they go when those are done.
+  // entries that read them (SegmentEntry::input_values), so they go when those are done.
   std::set<Source> kept_;
   // Root only: the version every output of an entry inside had when it was
   // made. A replay recomputes that version, so a later read must see it too.
