@@ -8,10 +8,15 @@
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
+#include "remat/core/small_vector.h"
+
 namespace remat {
 
-using Shape = std::vector<int64_t>;
-using Strides = std::vector<int64_t>;
+// Inline up to 6 dims (a heap block past that): an op makes and copies
+// several shapes, and allocating each was most of its host overhead.
+inline constexpr size_t kInlineDims = 6;
+using Shape = SmallVector<int64_t, kInlineDims>;
+using Strides = SmallVector<int64_t, kInlineDims>;
 
 // The element count of shape. Throws ShapeError naming the shape when a size
 // is negative or the product of the nonzero sizes overflows int64 (so that
