@@ -16,6 +16,20 @@ namespace remat::kernels::cpu {
 
 inline constexpr int64_t kParallelGrain = 32768;  // elements per thread, at least
 
+// fn(i) for every i in [0, n): split over the OpenMP threads when `parallel`,
+// else a plain loop. Small work must not enter a parallel region at all: even
+// with if(false) or one thread, libgomp starts a team and its closing barrier
+// wakes it through a futex, a system call per op.
+template <typename Fn>
+void parallel_for(int64_t n, bool parallel, Fn&& fn) {
+  if (parallel) {
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < n; ++i) fn(i);
+  } else {
+    for (int64_t i = 0; i < n; ++i) fn(i);
+  }
+}
+
 // Calls row(offsets, length, inner_strides) for runs of the innermost dim;
 // offsets are element offsets of each operand at the start of the run.
 template <size_t N, typename RowFn>
@@ -32,18 +46,16 @@ void for_each_row(const Shape& shape, const std::array<Strides, N>& strides, Row
   if (rows == 1) {  // one long run: split it into chunks
     const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>(inner / kParallelGrain, 256));
     const int64_t chunk = (inner + chunks - 1) / chunks;
-#pragma omp parallel for if (chunks > 1) schedule(static)
-    for (int64_t c = 0; c < chunks; ++c) {
+    parallel_for(chunks, chunks > 1, [&](int64_t c) {
       int64_t begin = c * chunk, len = std::min(chunk, inner - begin);
-      if (len <= 0) continue;
+      if (len <= 0) return;
       std::array<int64_t, N> offsets;
       for (size_t k = 0; k < N; ++k) offsets[k] = begin * inner_strides[k];
       row(offsets, len, inner_strides);
-    }
+    });
     return;
   }
-#pragma omp parallel for if (rows * inner >= 2 * kParallelGrain) schedule(static)
-  for (int64_t r = 0; r < rows; ++r) {
+  parallel_for(rows, rows * inner >= 2 * kParallelGrain, [&](int64_t r) {
     std::array<int64_t, N> offsets{};
     int64_t rem = r;
     for (size_t d = nd - 1; d-- > 0;) {
@@ -52,7 +64,7 @@ void for_each_row(const Shape& shape, const std::array<Strides, N>& strides, Row
       for (size_t k = 0; k < N; ++k) offsets[k] += idx * l.strides[k][d];
     }
     row(offsets, inner, inner_strides);
-  }
+  });
 }
 
 // Elementwise map over typed operands: fn(out_ref, in_values...).

@@ -71,8 +71,7 @@ void for_each_slice(const Shape& shape, int64_t dim, const std::array<const Tens
   rows_shape[static_cast<size_t>(dim)] = 1;
   const int64_t rows = numel_of(rows_shape);
   const int64_t len = shape[static_cast<size_t>(dim)];
-#pragma omp parallel for if (rows * len >= 2 * kParallelGrain) schedule(static)
-  for (int64_t r = 0; r < rows; ++r) {
+  parallel_for(rows, rows * len >= 2 * kParallelGrain, [&](int64_t r) {
     std::array<int64_t, N> offsets{};
     int64_t rem = r;
     for (size_t d = rows_shape.size(); d-- > 0;) {
@@ -81,7 +80,7 @@ void for_each_slice(const Shape& shape, int64_t dim, const std::array<const Tens
       for (size_t k = 0; k < N; ++k) offsets[k] += idx * operands[k]->strides()[d];
     }
     row(r, offsets);
-  }
+  });
 }
 
 template <typename T>
