@@ -1,11 +1,18 @@
-// The hyperparameters of one Adam/AdamW step, shared by the CPU and CUDA
-// kernels (kernels/cpu/optimizer.h has the update's formulas).
+// Optimizer kernels: the fused Adam/AdamW update and the vector norm that
+// gradient clipping sums, which every backend implements
+// (kernels/cpu/optimizer.cpp, kernels/cuda/optimizer.cu), declared once.
+// Both devices compute in the same order with the same rounding, and
+// reductions run in a fixed order, so results do not depend on the thread
+// count.
 #pragma once
 
 #include <cstdint>
 
+#include "remat/core/tensor.h"
+
 namespace remat::kernels {
 
+// The hyperparameters of one Adam/AdamW step.
 struct AdamStep {
   double lr = 0;
   double beta1 = 0;
@@ -15,5 +22,31 @@ struct AdamStep {
   bool decoupled_weight_decay = false;  // AdamW: p *= 1 - lr * wd; Adam: g += wd * p
   int64_t step = 1;                     // this update's count, from 1 (bias correction)
 };
+
+struct OptimizerKernels {
+  // One Adam/AdamW step on one parameter, in place on param, exp_avg and
+  // exp_avg_sq (same shape and dtype as param, any floating dtype, any
+  // strides), in one pass:
+  //   g = grad (+ weight_decay * p unless decoupled);  p *= 1 - lr * wd if decoupled
+  //   m = beta1 * m + (1 - beta1) * g;  v = beta2 * v + (1 - beta2) * g^2
+  //   p -= lr / (1 - beta1^step) * m / (sqrt(v) / sqrt(1 - beta2^step) + eps)
+  // Arithmetic runs in the parameter's dtype (float for the 16-bit ones,
+  // rounded once on store), as torch.optim.Adam's does; products and sums
+  // are rounded one by one, never fused, so both devices take the same step
+  // bit for bit.
+  void (*adam_update)(const Tensor& param, const Tensor& grad, const Tensor& exp_avg,
+                      const Tensor& exp_avg_sq, const AdamStep& step);
+  // ||x||_p accumulated in float64, for p > 0; p = infinity gives max |x|. A
+  // NaN element makes the result NaN. x (contiguous) may be float32, float64,
+  // bfloat16 or float16. CUDA synchronises with the device to return it.
+  double (*vector_norm)(const Tensor& x, double p);
+};
+
+namespace cpu {
+extern const OptimizerKernels optimizer_kernels;
+}
+namespace cuda {
+extern const OptimizerKernels optimizer_kernels;
+}
 
 }  // namespace remat::kernels

@@ -1,10 +1,15 @@
-#include "kernels/cpu/conv.h"
+// 2-d convolution on the CPU (contract: kernels/conv.h): im2col + GEMM, with
+// the column buffer built for a bounded chunk of the batch at a time so its
+// size stays capped whatever the batch.
+#include "kernels/conv.h"
 
 #include <algorithm>
 
+#include "kernels/contiguous.h"
+#include "kernels/cpu/dtype_dispatch.h"
 #include "kernels/cpu/elementwise.h"
-#include "kernels/cpu/gemm.h"
 #include "kernels/cpu/loops.h"
+#include "kernels/gemm.h"
 
 namespace remat::kernels::cpu {
 namespace {
@@ -51,13 +56,8 @@ Tensor transposed(const Tensor& t) {
   return alias(t, shape, strides, 0);
 }
 
-template <typename Fn>
-void for_floating(const char* op, DType dtype, Fn&& fn) {
-  switch (dtype) {
-    case kFloat32: fn(float{}); break;
-    case kFloat64: fn(double{}); break;
-    default: throw Error(fmt::format("{}: no CPU kernel for dtype {}", op, dtype));
-  }
+void matmul(const Tensor& a, const Tensor& b, const Tensor& out) {
+  gemm_kernels.matmul(a, b, Tensor(), out);
 }
 
 // Samples per chunk: as many as keep the column buffer within its budget.
@@ -166,11 +166,9 @@ void add_bias(const T* bias, const ConvDims& d, T* out) {
   }
 }
 
-}  // namespace
-
-void conv2d(const Tensor& x_in, const Tensor& weight, const Tensor& bias, const Conv2dParams& p,
+void conv2d(const Tensor& x, const Tensor& w, const Tensor& bias, const Conv2dParams& p,
             const Tensor& out) {
-  const Tensor x = x_in.contiguous(), w = weight.contiguous();
+  check_contiguous("conv2d", {x, w, bias, out});
   const ConvDims d = dims_of(x.shape(), w.shape(), out.shape(), p.groups);
   const int64_t groups = p.groups, og = d.group_out(), k = d.group_rows(), l = d.out_area();
   const Tensor w_mat = alias(w, {groups, og, k});
@@ -185,8 +183,7 @@ void conv2d(const Tensor& x_in, const Tensor& weight, const Tensor& bias, const 
     const Tensor cols = Tensor::empty({chunk, groups, k, l}, x.dtype(), x.device());
     for (int64_t n0 = 0; n0 < d.n; n0 += chunk) {
       const int64_t samples = std::min(chunk, d.n - n0);
-      for_floating("conv2d", x.dtype(), [&](auto zero) {
-        using T = decltype(zero);
+      visit_floating(x.dtype(), "conv2d", [&]<typename T>() {
         im2col(static_cast<const T*>(x.data_ptr()) + n0 * d.c * d.in_area(), samples, d, p,
                static_cast<T*>(cols.data_ptr()), d.rows() * l, l);
       });
@@ -194,17 +191,15 @@ void conv2d(const Tensor& x_in, const Tensor& weight, const Tensor& bias, const 
     }
   }
   if (bias.defined()) {
-    const Tensor b = bias.contiguous();
-    for_floating("conv2d", out.dtype(), [&](auto zero) {
-      using T = decltype(zero);
-      add_bias(static_cast<const T*>(b.data_ptr()), d, static_cast<T*>(out.data_ptr()));
+    visit_floating(out.dtype(), "conv2d", [&]<typename T>() {
+      add_bias(static_cast<const T*>(bias.data_ptr()), d, static_cast<T*>(out.data_ptr()));
     });
   }
 }
 
-void conv2d_backward_input(const Tensor& grad_out, const Tensor& weight, const Conv2dParams& p,
+void conv2d_backward_input(const Tensor& gy, const Tensor& w, const Conv2dParams& p,
                            const Tensor& grad_input) {
-  const Tensor gy = grad_out.contiguous(), w = weight.contiguous();
+  check_contiguous("conv2d_backward_input", {gy, w, grad_input});
   const ConvDims d = dims_of(grad_input.shape(), w.shape(), gy.shape(), p.groups);
   const int64_t groups = p.groups, og = d.group_out(), k = d.group_rows(), l = d.out_area();
   const Tensor w_t = transposed(alias(w, {groups, og, k}));  // [groups, K, O/groups]
@@ -221,17 +216,16 @@ void conv2d_backward_input(const Tensor& grad_out, const Tensor& weight, const C
   for (int64_t n0 = 0; n0 < d.n; n0 += chunk) {
     const int64_t samples = std::min(chunk, d.n - n0);
     matmul(w_t, gy_rows(n0, samples), alias(cols, {samples, groups, k, l}));
-    for_floating("conv2d_backward_input", gy.dtype(), [&](auto zero) {
-      using T = decltype(zero);
+    visit_floating(gy.dtype(), "conv2d_backward_input", [&]<typename T>() {
       col2im(static_cast<const T*>(cols.data_ptr()), samples, d, p,
              static_cast<T*>(grad_input.data_ptr()) + n0 * d.c * d.in_area());
     });
   }
 }
 
-void conv2d_backward_weight(const Tensor& grad_out, const Tensor& x_in, const Conv2dParams& p,
+void conv2d_backward_weight(const Tensor& gy, const Tensor& x, const Conv2dParams& p,
                             const Tensor& grad_weight) {
-  const Tensor gy = grad_out.contiguous(), x = x_in.contiguous();
+  check_contiguous("conv2d_backward_weight", {gy, x, grad_weight});
   const ConvDims d = dims_of(x.shape(), grad_weight.shape(), gy.shape(), p.groups);
   const int64_t groups = p.groups, og = d.group_out(), k = d.group_rows(), l = d.out_area();
   const Tensor gw = alias(grad_weight, {groups, og, k});
@@ -247,8 +241,7 @@ void conv2d_backward_weight(const Tensor& grad_out, const Tensor& x_in, const Co
   Tensor partial;  // a later chunk's contribution, added to the first's
   for (int64_t n0 = 0; n0 < d.n; n0 += chunk) {
     const int64_t samples = std::min(chunk, d.n - n0), m = samples * l;
-    for_floating("conv2d_backward_weight", x.dtype(), [&](auto zero) {
-      using T = decltype(zero);
+    visit_floating(x.dtype(), "conv2d_backward_weight", [&]<typename T>() {
       im2col(static_cast<const T*>(x.data_ptr()) + n0 * d.c * d.in_area(), samples, d, p,
              static_cast<T*>(cols.data_ptr()), l, m);
     });
@@ -263,5 +256,9 @@ void conv2d_backward_weight(const Tensor& grad_out, const Tensor& x_in, const Co
     if (n0 > 0) binary(BinaryOp::Add, gw, partial, gw);
   }
 }
+
+}  // namespace
+
+const ConvKernels conv_kernels{conv2d, conv2d_backward_input, conv2d_backward_weight};
 
 }  // namespace remat::kernels::cpu

@@ -31,3 +31,18 @@ void visit_arith(DType t, const char* what, Fn&& fn) {
 }
 
 }  // namespace remat::kernels::cpu
+
+namespace remat::kernels::cpu {
+
+// visit_floating, plus bfloat16 and float16 (as BFloat16 and Float16): for
+// kernels of ops that opt out of widening and compute on 16-bit storage.
+template <typename Fn>
+void visit_all_floating(DType t, const char* what, Fn&& fn) {
+  switch (t) {
+    case kBFloat16: fn.template operator()<BFloat16>(); return;
+    case kFloat16: fn.template operator()<Float16>(); return;
+    default: visit_floating(t, what, fn);
+  }
+}
+
+}  // namespace remat::kernels::cpu

@@ -1,8 +1,11 @@
-#include "kernels/cpu/embedding.h"
+// Embedding lookup and its gradient on the CPU (contract: kernels/embedding.h).
+#include "kernels/embedding.h"
 
 #include <algorithm>
 #include <cstring>
 
+#include "kernels/contiguous.h"
+#include "kernels/cpu/dtype_dispatch.h"
 #include "kernels/cpu/elementwise.h"
 #include "kernels/cpu/loops.h"
 
@@ -18,10 +21,8 @@ void check_indices(const char* op, const int64_t* idx, int64_t n, int64_t num_we
   }
 }
 
-}  // namespace
-
-void embedding(const Tensor& weight, const Tensor& indices, const Tensor& out) {
-  Tensor w = weight.contiguous(), idx_t = indices.contiguous();
+void embedding(const Tensor& w, const Tensor& idx_t, const Tensor& out) {
+  check_contiguous("embedding", {w, idx_t, out});
   const int64_t n = idx_t.numel(), num_weights = w.shape()[0], width = w.shape()[1];
   const int64_t* idx = static_cast<const int64_t*>(idx_t.data_ptr());
   check_indices("embedding", idx, n, num_weights);
@@ -35,8 +36,8 @@ void embedding(const Tensor& weight, const Tensor& indices, const Tensor& out) {
   }
 }
 
-void embedding_backward(const Tensor& grad, const Tensor& indices, const Tensor& out) {
-  Tensor g = grad.contiguous(), idx_t = indices.contiguous();
+void embedding_backward(const Tensor& g, const Tensor& idx_t, const Tensor& out) {
+  check_contiguous("embedding_backward", {g, idx_t, out});
   const int64_t n = idx_t.numel(), num_weights = out.shape()[0], width = out.shape()[1];
   const int64_t* idx = static_cast<const int64_t*>(idx_t.data_ptr());
   check_indices("embedding_backward", idx, n, num_weights);
@@ -45,7 +46,7 @@ void embedding_backward(const Tensor& grad, const Tensor& indices, const Tensor&
   // sums are the same for any thread count.
   constexpr int64_t kBlock = 64;
   const int64_t blocks = (width + kBlock - 1) / kBlock;
-  auto run = [&]<typename T>() {
+  visit_floating(out.dtype(), "embedding_backward", [&]<typename T>() {
     const T* pg = static_cast<const T*>(g.data_ptr());
     T* o = static_cast<T*>(out.data_ptr());
 #pragma omp parallel for if (blocks > 1 && n * width >= 2 * kParallelGrain) schedule(static)
@@ -57,13 +58,11 @@ void embedding_backward(const Tensor& grad, const Tensor& indices, const Tensor&
         for (int64_t d = begin; d < end; ++d) target[d] += row[d];
       }
     }
-  };
-  switch (out.dtype()) {
-    case kFloat32: run.operator()<float>(); break;
-    case kFloat64: run.operator()<double>(); break;
-    default:
-      throw Error(fmt::format("embedding_backward: no CPU kernel for dtype {}", out.dtype()));
-  }
+  });
 }
+
+}  // namespace
+
+const EmbeddingKernels embedding_kernels{embedding, embedding_backward};
 
 }  // namespace remat::kernels::cpu

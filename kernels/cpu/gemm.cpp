@@ -1,7 +1,9 @@
-#include "kernels/cpu/gemm.h"
+// Matrix products on the CPU through OpenBLAS (contract: kernels/gemm.h).
+#include "kernels/gemm.h"
 
 #include <cblas.h>
 
+#include "kernels/cpu/dtype_dispatch.h"
 #include "kernels/cpu/elementwise.h"
 #include "kernels/cpu/loops.h"
 
@@ -46,16 +48,16 @@ void gemm(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int64_t m, int64_t n, int64_t 
   }
 }
 
-// Every row of the contiguous out [rows, n] set to bias [n].
+// Every row of the contiguous out [rows, n] set to bias [n] (any stride).
 template <typename T>
 void fill_rows(const Tensor& bias, T* out, int64_t rows, int64_t n) {
-  const Tensor b = bias.contiguous();
-  const T* pb = static_cast<const T*>(b.data_ptr());
+  const T* pb = static_cast<const T*>(bias.data_ptr());
+  const int64_t bs = bias.strides()[0];
 #pragma omp parallel for if (rows * n >= 2 * kParallelGrain) schedule(static)
-  for (int64_t r = 0; r < rows; ++r) std::copy(pb, pb + n, out + r * n);
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t j = 0; j < n; ++j) out[r * n + j] = pb[j * bs];
+  }
 }
-
-}  // namespace
 
 void matmul(const Tensor& a, const Tensor& b, const Tensor& bias, const Tensor& out) {
   const size_t nd = out.shape().size();
@@ -68,7 +70,7 @@ void matmul(const Tensor& a, const Tensor& b, const Tensor& bias, const Tensor& 
   Strides b_batch = broadcast_strides(B.storage, out.shape());
   a_batch.resize(nd - 2);
   b_batch.resize(nd - 2);
-  auto run = [&]<typename T>() {
+  visit_floating(out.dtype(), "matmul", [&]<typename T>() {
     const T* pa = static_cast<const T*>(A.storage.data_ptr());
     const T* pb = static_cast<const T*>(B.storage.data_ptr());
     T* pc = static_cast<T*>(out.data_ptr());
@@ -91,12 +93,11 @@ void matmul(const Tensor& a, const Tensor& b, const Tensor& bias, const Tensor& 
       gemm<T>(A.trans, B.trans, m, n, k, pa + oa, A.ld, pb + ob, B.ld, beta, pc + i * m * n,
               std::max<int64_t>(n, 1));
     }
-  };
-  switch (out.dtype()) {
-    case kFloat32: run.operator()<float>(); break;
-    case kFloat64: run.operator()<double>(); break;
-    default: throw Error(fmt::format("matmul: no CPU kernel for dtype {}", out.dtype()));
-  }
+  });
 }
+
+}  // namespace
+
+const GemmKernels gemm_kernels{matmul};
 
 }  // namespace remat::kernels::cpu

@@ -1,10 +1,14 @@
-#include "kernels/cpu/loss.h"
+// Cross-entropy on the CPU (contract: kernels/loss.h), rows in parallel with
+// OpenMP; float32 and float64, each row's logsumexp in float64.
+#include "kernels/loss.h"
 
 #include <algorithm>
 #include <cmath>
 #include <limits>
 #include <vector>
 
+#include "kernels/contiguous.h"
+#include "kernels/cpu/dtype_dispatch.h"
 #include "kernels/cpu/loops.h"
 
 namespace remat::kernels::cpu {
@@ -38,25 +42,14 @@ int64_t count_targets(const int64_t* t, int64_t rows, int64_t classes, int64_t i
   return count;
 }
 
-template <typename Fn>
-void dispatch_float(const char* op, DType dtype, Fn&& fn) {
-  switch (dtype) {
-    case kFloat32: fn.template operator()<float>(); break;
-    case kFloat64: fn.template operator()<double>(); break;
-    default: throw Error(fmt::format("{}: no CPU kernel for dtype {}", op, dtype));
-  }
-}
-
-}  // namespace
-
-void cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore_index,
-                   const Tensor& loss, const Tensor& lse) {
-  Tensor x = logits.contiguous(), t_c = targets.contiguous();
+void cross_entropy(const Tensor& x, const Tensor& t_c, int64_t ignore_index, const Tensor& loss,
+                   const Tensor& lse) {
+  check_contiguous("cross_entropy", {x, t_c, loss, lse});
   const RowLayout l = layout_of(x);
   const int64_t rows = l.rows();
   const int64_t* t = static_cast<const int64_t*>(t_c.data_ptr());
   const int64_t count = count_targets(t, rows, l.classes, ignore_index);
-  dispatch_float("cross_entropy", x.dtype(), [&]<typename T>() {
+  visit_floating(x.dtype(), "cross_entropy", [&]<typename T>() {
     const T* px = static_cast<const T*>(x.data_ptr());
     T* plse = static_cast<T*>(lse.data_ptr());
     // Per-row losses summed serially afterwards: the same total for any thread count.
@@ -83,14 +76,14 @@ void cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore_i
   });
 }
 
-void cross_entropy_backward(const Tensor& grad, const Tensor& logits, const Tensor& targets,
-                            const Tensor& lse, int64_t ignore_index, const Tensor& out) {
-  Tensor x = logits.contiguous(), t_c = targets.contiguous(), lse_c = lse.contiguous();
+void cross_entropy_backward(const Tensor& grad, const Tensor& x, const Tensor& t_c,
+                            const Tensor& lse_c, int64_t ignore_index, const Tensor& out) {
+  check_contiguous("cross_entropy_backward", {grad, x, t_c, lse_c, out});
   const RowLayout l = layout_of(x);
   const int64_t rows = l.rows();
   const int64_t* t = static_cast<const int64_t*>(t_c.data_ptr());
   const int64_t count = count_targets(t, rows, l.classes, ignore_index);
-  dispatch_float("cross_entropy_backward", x.dtype(), [&]<typename T>() {
+  visit_floating(x.dtype(), "cross_entropy_backward", [&]<typename T>() {
     const T* px = static_cast<const T*>(x.data_ptr());
     const T* plse = static_cast<const T*>(lse_c.data_ptr());
     T* o = static_cast<T*>(out.data_ptr());
@@ -111,5 +104,9 @@ void cross_entropy_backward(const Tensor& grad, const Tensor& logits, const Tens
     }
   });
 }
+
+}  // namespace
+
+const LossKernels loss_kernels{cross_entropy, cross_entropy_backward};
 
 }  // namespace remat::kernels::cpu

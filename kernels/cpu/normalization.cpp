@@ -1,9 +1,13 @@
-#include "kernels/cpu/normalization.h"
+// LayerNorm and BatchNorm on the CPU (contract: kernels/normalization.h),
+// float32 and float64.
+#include "kernels/normalization.h"
 
 #include <algorithm>
 #include <array>
 #include <cmath>
 
+#include "kernels/contiguous.h"
+#include "kernels/cpu/dtype_dispatch.h"
 #include "kernels/cpu/loops.h"
 
 namespace remat::kernels::cpu {
@@ -222,15 +226,6 @@ void batch_norm_backward_kernel(const T* g, const T* x, const ChannelLayout& l, 
   }
 }
 
-template <typename Fn>
-void dispatch_float(const char* name, DType dtype, Fn&& fn) {
-  switch (dtype) {
-    case kFloat32: fn.template operator()<float>(); break;
-    case kFloat64: fn.template operator()<double>(); break;
-    default: throw Error(fmt::format("{}: no CPU kernel for dtype {}", name, dtype));
-  }
-}
-
 template <typename T>
 const T* in_ptr(const Tensor& t) {
   return t.defined() ? static_cast<const T*>(t.data_ptr()) : nullptr;
@@ -239,22 +234,19 @@ template <typename T>
 T* out_ptr(const Tensor& t) {
   return t.defined() ? static_cast<T*>(t.data_ptr()) : nullptr;
 }
-Tensor contiguous_or_none(const Tensor& t) { return t.defined() ? t.contiguous() : t; }
 
 // The values per row of layer_norm: the product of x's last normalized_ndim dims.
 int64_t normalized_numel(const Tensor& x, int64_t normalized_ndim) {
   return numel_of(Shape(x.shape().end() - normalized_ndim, x.shape().end()));
 }
 
-}  // namespace
-
 void layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, int64_t normalized_ndim,
                 double eps, const Tensor& y, const Tensor& mean, const Tensor& rstd) {
-  const Tensor xc = x.contiguous(), wc = contiguous_or_none(weight), bc = contiguous_or_none(bias);
+  check_contiguous("layer_norm", {x, weight, bias, y, mean, rstd});
   const int64_t cols = normalized_numel(x, normalized_ndim);
   const int64_t rows = cols == 0 ? 0 : x.numel() / cols;
-  dispatch_float("layer_norm", x.dtype(), [&]<typename T>() {
-    layer_norm_kernel<T>(in_ptr<T>(xc), in_ptr<T>(wc), in_ptr<T>(bc), eps, rows, cols,
+  visit_floating(x.dtype(), "layer_norm", [&]<typename T>() {
+    layer_norm_kernel<T>(in_ptr<T>(x), in_ptr<T>(weight), in_ptr<T>(bias), eps, rows, cols,
                          out_ptr<T>(y), out_ptr<T>(mean), out_ptr<T>(rstd));
   });
 }
@@ -262,27 +254,26 @@ void layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, int64
 void layer_norm_backward(const Tensor& grad, const Tensor& x, const Tensor& weight,
                          const Tensor& mean, const Tensor& rstd, int64_t normalized_ndim,
                          const Tensor& dx, const Tensor& dweight, const Tensor& dbias) {
-  const Tensor gc = grad.contiguous(), xc = x.contiguous(), wc = contiguous_or_none(weight);
-  const Tensor mc = mean.contiguous(), rc = rstd.contiguous();
+  check_contiguous("layer_norm_backward", {grad, x, weight, mean, rstd, dx, dweight, dbias});
   const int64_t cols = normalized_numel(x, normalized_ndim);
   const int64_t rows = cols == 0 ? 0 : x.numel() / cols;
-  dispatch_float("layer_norm_backward", x.dtype(), [&]<typename T>() {
-    layer_norm_backward_kernel<T>(in_ptr<T>(gc), in_ptr<T>(xc), in_ptr<T>(wc), in_ptr<T>(mc),
-                                  in_ptr<T>(rc), rows, cols, out_ptr<T>(dx), out_ptr<T>(dweight),
+  visit_floating(x.dtype(), "layer_norm_backward", [&]<typename T>() {
+    layer_norm_backward_kernel<T>(in_ptr<T>(grad), in_ptr<T>(x), in_ptr<T>(weight), in_ptr<T>(mean),
+                                  in_ptr<T>(rstd), rows, cols, out_ptr<T>(dx), out_ptr<T>(dweight),
                                   out_ptr<T>(dbias));
   });
 }
 
 void batch_norm_stats(const Tensor& x, double eps, const Tensor& mean, const Tensor& invstd,
                       const Tensor& running_mean, const Tensor& running_var, double momentum) {
-  const Tensor xc = x.contiguous();
-  const ChannelLayout l(xc);
+  check_contiguous("batch_norm", {x, mean, invstd});
+  const ChannelLayout l(x);
   REMAT_CHECK(l.count() > 0, "batch_norm: no values per channel in {}", TensorMeta::of(x).str());
   // Written through their strides: the update must land in the caller's tensors.
   const int64_t rm_stride = running_mean.defined() ? running_mean.strides()[0] : 0;
   const int64_t rv_stride = running_var.defined() ? running_var.strides()[0] : 0;
-  dispatch_float("batch_norm", x.dtype(), [&]<typename T>() {
-    batch_norm_stats_kernel<T>(in_ptr<T>(xc), l, eps, out_ptr<T>(mean), out_ptr<T>(invstd),
+  visit_floating(x.dtype(), "batch_norm", [&]<typename T>() {
+    batch_norm_stats_kernel<T>(in_ptr<T>(x), l, eps, out_ptr<T>(mean), out_ptr<T>(invstd),
                                out_ptr<T>(running_mean), rm_stride, out_ptr<T>(running_var),
                                rv_stride, momentum);
   });
@@ -290,40 +281,46 @@ void batch_norm_stats(const Tensor& x, double eps, const Tensor& mean, const Ten
 
 void batch_norm_running_stats(const Tensor& running_mean, const Tensor& running_var, double eps,
                               const Tensor& mean, const Tensor& invstd) {
-  const Tensor rm = running_mean.contiguous(), rv = running_var.contiguous();
-  dispatch_float("batch_norm", mean.dtype(), [&]<typename T>() {
-    const T* prm = in_ptr<T>(rm);
-    const T* prv = in_ptr<T>(rv);
+  check_contiguous("batch_norm", {mean, invstd});
+  const int64_t rm_stride = running_mean.strides()[0], rv_stride = running_var.strides()[0];
+  visit_floating(mean.dtype(), "batch_norm", [&]<typename T>() {
+    const T* prm = in_ptr<T>(running_mean);
+    const T* prv = in_ptr<T>(running_var);
     T* pm = out_ptr<T>(mean);
     T* pi = out_ptr<T>(invstd);
     for (int64_t c = 0; c < mean.numel(); ++c) {
-      pm[c] = prm[c];
-      pi[c] = static_cast<T>(1.0 / std::sqrt(static_cast<double>(prv[c]) + eps));
+      pm[c] = prm[c * rm_stride];
+      pi[c] = static_cast<T>(1.0 / std::sqrt(static_cast<double>(prv[c * rv_stride]) + eps));
     }
   });
 }
 
 void batch_norm_apply(const Tensor& x, const Tensor& mean, const Tensor& invstd,
                       const Tensor& weight, const Tensor& bias, const Tensor& y) {
-  const Tensor xc = x.contiguous(), wc = contiguous_or_none(weight), bc = contiguous_or_none(bias);
-  const ChannelLayout l(xc);
-  dispatch_float("batch_norm", x.dtype(), [&]<typename T>() {
-    batch_norm_apply_kernel<T>(in_ptr<T>(xc), l, in_ptr<T>(mean), in_ptr<T>(invstd), in_ptr<T>(wc),
-                               in_ptr<T>(bc), out_ptr<T>(y));
+  check_contiguous("batch_norm", {x, mean, invstd, weight, bias, y});
+  const ChannelLayout l(x);
+  visit_floating(x.dtype(), "batch_norm", [&]<typename T>() {
+    batch_norm_apply_kernel<T>(in_ptr<T>(x), l, in_ptr<T>(mean), in_ptr<T>(invstd),
+                               in_ptr<T>(weight), in_ptr<T>(bias), out_ptr<T>(y));
   });
 }
 
 void batch_norm_backward(const Tensor& grad, const Tensor& x, const Tensor& weight,
                          const Tensor& mean, const Tensor& invstd, bool training, const Tensor& dx,
                          const Tensor& dweight, const Tensor& dbias) {
-  const Tensor gc = grad.contiguous(), xc = x.contiguous(), wc = contiguous_or_none(weight);
-  const Tensor mc = mean.contiguous(), ic = invstd.contiguous();
-  const ChannelLayout l(xc);
-  dispatch_float("batch_norm_backward", x.dtype(), [&]<typename T>() {
-    batch_norm_backward_kernel<T>(in_ptr<T>(gc), in_ptr<T>(xc), l, in_ptr<T>(wc), in_ptr<T>(mc),
-                                  in_ptr<T>(ic), training, out_ptr<T>(dx), out_ptr<T>(dweight),
-                                  out_ptr<T>(dbias));
+  check_contiguous("batch_norm_backward", {grad, x, weight, mean, invstd, dx, dweight, dbias});
+  const ChannelLayout l(x);
+  visit_floating(x.dtype(), "batch_norm_backward", [&]<typename T>() {
+    batch_norm_backward_kernel<T>(in_ptr<T>(grad), in_ptr<T>(x), l, in_ptr<T>(weight),
+                                  in_ptr<T>(mean), in_ptr<T>(invstd), training, out_ptr<T>(dx),
+                                  out_ptr<T>(dweight), out_ptr<T>(dbias));
   });
 }
+
+}  // namespace
+
+const NormalizationKernels normalization_kernels{layer_norm,       layer_norm_backward,
+                                                 batch_norm_stats, batch_norm_running_stats,
+                                                 batch_norm_apply, batch_norm_backward};
 
 }  // namespace remat::kernels::cpu

@@ -1,10 +1,15 @@
-#include "kernels/cpu/optimizer.h"
+// Optimizer kernels on the CPU (contract: kernels/optimizer.h): elementwise
+// work has no cross-element dependence, and the norm sums fixed-size chunks
+// in a fixed order.
+#include "kernels/optimizer.h"
 
 #include <algorithm>
 #include <cmath>
 #include <functional>
 #include <vector>
 
+#include "kernels/contiguous.h"
+#include "kernels/cpu/dtype_dispatch.h"
 #include "kernels/cpu/loops.h"
 
 namespace remat::kernels::cpu {
@@ -98,24 +103,17 @@ double sum_of(const T* x, int64_t n, Term term) {
       std::plus<>());
 }
 
-}  // namespace
-
 void adam_update(const Tensor& param, const Tensor& grad, const Tensor& exp_avg,
                  const Tensor& exp_avg_sq, const AdamStep& step) {
-  switch (param.dtype()) {
-    case kFloat32: adam_typed<float>(param, grad, exp_avg, exp_avg_sq, step); break;
-    case kFloat64: adam_typed<double>(param, grad, exp_avg, exp_avg_sq, step); break;
-    case kBFloat16: adam_typed<BFloat16>(param, grad, exp_avg, exp_avg_sq, step); break;
-    case kFloat16: adam_typed<Float16>(param, grad, exp_avg, exp_avg_sq, step); break;
-    default: throw Error(fmt::format("adam_update: no CPU kernel for dtype {}", param.dtype()));
-  }
+  visit_all_floating(param.dtype(), "adam_update",
+                     [&]<typename T>() { adam_typed<T>(param, grad, exp_avg, exp_avg_sq, step); });
 }
 
-double vector_norm(const Tensor& x, double p) {
-  REMAT_CHECK(is_floating(x.dtype()), "vector_norm: expected a floating-point tensor, got {}",
-              TensorMeta::of(x).str());
+double vector_norm(const Tensor& values, double p) {
+  REMAT_CHECK(is_floating(values.dtype()), "vector_norm: expected a floating-point tensor, got {}",
+              TensorMeta::of(values).str());
   REMAT_CHECK(p > 0, "vector_norm: the order p must be positive or infinity, got {}", p);
-  const Tensor values = x.contiguous();
+  check_contiguous("vector_norm", {values});
   const int64_t n = values.numel();
   return visit_dtype(values.dtype(), [&]<typename T>() {
     const T* data = static_cast<const T*>(values.data_ptr());
@@ -135,5 +133,9 @@ double vector_norm(const Tensor& x, double p) {
     return std::pow(sum_of(data, n, [p](double v) { return std::pow(std::abs(v), p); }), 1 / p);
   });
 }
+
+}  // namespace
+
+const OptimizerKernels optimizer_kernels{adam_update, vector_norm};
 
 }  // namespace remat::kernels::cpu

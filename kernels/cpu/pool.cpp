@@ -1,9 +1,14 @@
-#include "kernels/cpu/pool.h"
+// 2-d pooling on the CPU (contract: kernels/pool.h). Each (n, c) plane is
+// independent, so the kernels run planes in parallel and backward
+// accumulates without atomics.
+#include "kernels/pool.h"
 
 #include <algorithm>
 #include <cmath>
 #include <limits>
 
+#include "kernels/contiguous.h"
+#include "kernels/cpu/dtype_dispatch.h"
 #include "kernels/cpu/loops.h"
 
 namespace remat::kernels::cpu {
@@ -33,15 +38,6 @@ Range window(int64_t o, int64_t stride, int64_t pad, int64_t kernel, int64_t siz
 
 Range adaptive_bin(int64_t i, int64_t in, int64_t out) {
   return {i * in / out, ((i + 1) * in + out - 1) / out};
-}
-
-template <typename Fn>
-void for_floating(const char* op, DType dtype, Fn&& fn) {
-  switch (dtype) {
-    case kFloat32: fn(float{}); break;
-    case kFloat64: fn(double{}); break;
-    default: throw Error(fmt::format("{}: no CPU kernel for dtype {}", op, dtype));
-  }
 }
 
 // fn(plane) for every plane, in parallel once the work pays for the threads.
@@ -104,14 +100,11 @@ void adaptive_bins(const T* src, T* dst, const PlaneDims& d) {
       [](const Range& ry, const Range& rx) { return ry.size() * rx.size(); });
 }
 
-}  // namespace
-
-void max_pool2d(const Tensor& x_in, const Pool2dParams& p, const Tensor& values,
+void max_pool2d(const Tensor& x, const Pool2dParams& p, const Tensor& values,
                 const Tensor& indices) {
-  const Tensor x = x_in.contiguous();
+  check_contiguous("max_pool2d", {x, values, indices});
   const PlaneDims d = plane_dims(x.shape(), values.shape());
-  for_floating("max_pool2d", x.dtype(), [&](auto zero) {
-    using T = decltype(zero);
+  visit_floating(x.dtype(), "max_pool2d", [&]<typename T>() {
     const T* in = static_cast<const T*>(x.data_ptr());
     T* out = static_cast<T*>(values.data_ptr());
     int64_t* at = static_cast<int64_t*>(indices.data_ptr());
@@ -142,11 +135,10 @@ void max_pool2d(const Tensor& x_in, const Pool2dParams& p, const Tensor& values,
   });
 }
 
-void max_pool2d_backward(const Tensor& grad_out, const Tensor& indices, const Tensor& grad_input) {
-  const Tensor g = grad_out.contiguous(), idx = indices.contiguous();
+void max_pool2d_backward(const Tensor& g, const Tensor& idx, const Tensor& grad_input) {
+  check_contiguous("max_pool2d_backward", {g, idx, grad_input});
   const PlaneDims d = plane_dims(grad_input.shape(), g.shape());
-  for_floating("max_pool2d_backward", g.dtype(), [&](auto zero) {
-    using T = decltype(zero);
+  visit_floating(g.dtype(), "max_pool2d_backward", [&]<typename T>() {
     const T* src = static_cast<const T*>(g.data_ptr());
     const int64_t* at = static_cast<const int64_t*>(idx.data_ptr());
     T* dst = static_cast<T*>(grad_input.data_ptr());
@@ -160,42 +152,44 @@ void max_pool2d_backward(const Tensor& grad_out, const Tensor& indices, const Te
   });
 }
 
-void avg_pool2d(const Tensor& x_in, const Pool2dParams& p, const Tensor& out) {
-  const Tensor x = x_in.contiguous();
-  for_floating("avg_pool2d", x.dtype(), [&](auto zero) {
-    using T = decltype(zero);
+void avg_pool2d(const Tensor& x, const Pool2dParams& p, const Tensor& out) {
+  check_contiguous("avg_pool2d", {x, out});
+  visit_floating(x.dtype(), "avg_pool2d", [&]<typename T>() {
     avg_windows<T, false>(static_cast<const T*>(x.data_ptr()), static_cast<T*>(out.data_ptr()),
                           plane_dims(x.shape(), out.shape()), p);
   });
 }
 
-void avg_pool2d_backward(const Tensor& grad_out, const Pool2dParams& p, const Tensor& grad_input) {
-  const Tensor g = grad_out.contiguous();
-  for_floating("avg_pool2d_backward", g.dtype(), [&](auto zero) {
-    using T = decltype(zero);
+void avg_pool2d_backward(const Tensor& g, const Pool2dParams& p, const Tensor& grad_input) {
+  check_contiguous("avg_pool2d_backward", {g, grad_input});
+  visit_floating(g.dtype(), "avg_pool2d_backward", [&]<typename T>() {
     avg_windows<T, true>(static_cast<const T*>(g.data_ptr()),
                          static_cast<T*>(grad_input.data_ptr()),
                          plane_dims(grad_input.shape(), g.shape()), p);
   });
 }
 
-void adaptive_avg_pool2d(const Tensor& x_in, const Tensor& out) {
-  const Tensor x = x_in.contiguous();
-  for_floating("adaptive_avg_pool2d", x.dtype(), [&](auto zero) {
-    using T = decltype(zero);
+void adaptive_avg_pool2d(const Tensor& x, const Tensor& out) {
+  check_contiguous("adaptive_avg_pool2d", {x, out});
+  visit_floating(x.dtype(), "adaptive_avg_pool2d", [&]<typename T>() {
     adaptive_bins<T, false>(static_cast<const T*>(x.data_ptr()), static_cast<T*>(out.data_ptr()),
                             plane_dims(x.shape(), out.shape()));
   });
 }
 
-void adaptive_avg_pool2d_backward(const Tensor& grad_out, const Tensor& grad_input) {
-  const Tensor g = grad_out.contiguous();
-  for_floating("adaptive_avg_pool2d_backward", g.dtype(), [&](auto zero) {
-    using T = decltype(zero);
+void adaptive_avg_pool2d_backward(const Tensor& g, const Tensor& grad_input) {
+  check_contiguous("adaptive_avg_pool2d_backward", {g, grad_input});
+  visit_floating(g.dtype(), "adaptive_avg_pool2d_backward", [&]<typename T>() {
     adaptive_bins<T, true>(static_cast<const T*>(g.data_ptr()),
                            static_cast<T*>(grad_input.data_ptr()),
                            plane_dims(grad_input.shape(), g.shape()));
   });
 }
+
+}  // namespace
+
+const PoolKernels pool_kernels{max_pool2d,          max_pool2d_backward,
+                               avg_pool2d,          avg_pool2d_backward,
+                               adaptive_avg_pool2d, adaptive_avg_pool2d_backward};
 
 }  // namespace remat::kernels::cpu

@@ -117,6 +117,17 @@ void visit_arith(DType t, const char* what, Fn&& fn) {
   }
 }
 
+// float32 and float64 only (as float and double): the dtypes that statistics
+// and accumulators are kept in.
+template <typename Fn>
+void visit_float_or_double(DType t, const char* what, Fn&& fn) {
+  switch (t) {
+    case kFloat32: fn.template operator()<float>(); return;
+    case kFloat64: fn.template operator()<double>(); return;
+    default: throw Error(fmt::format("{}: no CUDA kernel for dtype {}", what, t));
+  }
+}
+
 // ---- launch -------------------------------------------------------------------
 
 inline constexpr int kThreads = 256;

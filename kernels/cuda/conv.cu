@@ -1,10 +1,12 @@
+// 2-d convolution on the GPU through cuDNN (contract: kernels/conv.h).
 #include <algorithm>
 #include <array>
 #include <climits>
 #include <string>
 
+#include "kernels/contiguous.h"
+#include "kernels/conv.h"
 #include "kernels/cuda/common.cuh"
-#include "kernels/cuda/conv.cuh"
 #include "kernels/cuda/handles.cuh"
 #include "remat/core/math_mode.h"
 
@@ -237,18 +239,12 @@ void convolve(const Convolution& c, const Tensor& on, const void* a, const void*
   throw Error(fmt::format("{}: cuDNN has no algorithm for {}", c.op(), c.describe()));
 }
 
-void check_output(const char* op, const Tensor& t, const char* role) {
-  REMAT_CHECK(t.is_contiguous(), "{}: the {} {} ({} on {}) must be contiguous", op, role,
-              shape_str(t.shape()), t.dtype(), t.device());
-}
-
 // All-zero bits are +0 in every floating dtype.
 void zero(const Tensor& t) {
   REMAT_CUDA_CHECK(cudaMemsetAsync(t.data_ptr(), 0, static_cast<size_t>(t.nbytes()), stream_of(t)));
 }
 
-void add_bias(const Tensor& bias_in, const Tensor& out) {
-  const Tensor b = bias_in.contiguous();
+void add_bias(const Tensor& b, const Tensor& out) {
   const int64_t n = out.numel();
   visit_floating(out.dtype(), "conv2d", [&]<typename D>() {
     add_bias_kernel<D><<<blocks_for(n), kThreads, 0, stream_of(out)>>>(
@@ -258,14 +254,11 @@ void add_bias(const Tensor& bias_in, const Tensor& out) {
   REMAT_CUDA_LAUNCH_CHECK("add_bias_kernel");
 }
 
-}  // namespace
-
-void conv2d(const Tensor& x_in, const Tensor& weight, const Tensor& bias, const Conv2dParams& p,
+void conv2d(const Tensor& x, const Tensor& w, const Tensor& bias, const Conv2dParams& p,
             const Tensor& out) {
-  check_output("conv2d", out, "output");
+  check_contiguous("conv2d", {x, w, bias, out});
   if (out.numel() == 0) return;
   DeviceScope scope(out);
-  const Tensor x = x_in.contiguous(), w = weight.contiguous();
   if (x.numel() == 0) {
     zero(out);  // an empty input plane, padded: every window reads padding only
   } else {
@@ -275,23 +268,21 @@ void conv2d(const Tensor& x_in, const Tensor& weight, const Tensor& bias, const 
   if (bias.defined()) add_bias(bias, out);
 }
 
-void conv2d_backward_input(const Tensor& grad_out, const Tensor& weight, const Conv2dParams& p,
+void conv2d_backward_input(const Tensor& gy, const Tensor& w, const Conv2dParams& p,
                            const Tensor& grad_input) {
-  check_output("conv2d_backward_input", grad_input, "input gradient");
+  check_contiguous("conv2d_backward_input", {gy, w, grad_input});
   if (grad_input.numel() == 0) return;
   DeviceScope scope(grad_input);
-  const Tensor gy = grad_out.contiguous(), w = weight.contiguous();
   const Convolution c("conv2d_backward_input", grad_input, grad_input.shape(), w.shape(),
                       gy.shape(), p, grad_input.dtype());
   convolve<BackwardData>(c, grad_input, w.data_ptr(), gy.data_ptr(), grad_input.data_ptr());
 }
 
-void conv2d_backward_weight(const Tensor& grad_out, const Tensor& x_in, const Conv2dParams& p,
+void conv2d_backward_weight(const Tensor& gy, const Tensor& x, const Conv2dParams& p,
                             const Tensor& grad_weight) {
-  check_output("conv2d_backward_weight", grad_weight, "weight gradient");
+  check_contiguous("conv2d_backward_weight", {gy, x, grad_weight});
   if (grad_weight.numel() == 0) return;
   DeviceScope scope(grad_weight);
-  const Tensor gy = grad_out.contiguous(), x = x_in.contiguous();
   if (x.numel() == 0 || gy.numel() == 0) {
     zero(grad_weight);  // an empty batch (or input plane) contributes nothing
     return;
@@ -300,5 +291,9 @@ void conv2d_backward_weight(const Tensor& grad_out, const Tensor& x_in, const Co
                       gy.shape(), p, grad_weight.dtype());
   convolve<BackwardFilter>(c, grad_weight, x.data_ptr(), gy.data_ptr(), grad_weight.data_ptr());
 }
+
+}  // namespace
+
+const ConvKernels conv_kernels{conv2d, conv2d_backward_input, conv2d_backward_weight};
 
 }  // namespace remat::kernels::cuda

@@ -1,10 +1,11 @@
+// Matrix products on the GPU through cuBLAS (contract: kernels/gemm.h).
 #include <climits>
 #include <optional>
 
 #include "kernels/cuda/common.cuh"
 #include "kernels/cuda/elementwise.cuh"
-#include "kernels/cuda/gemm.cuh"
 #include "kernels/cuda/handles.cuh"
+#include "kernels/gemm.h"
 #include "remat/core/math_mode.h"
 
 namespace remat::kernels::cuda {
@@ -105,8 +106,6 @@ cublasComputeType_t compute_type() {
   return CUBLAS_COMPUTE_32F;
 }
 
-}  // namespace
-
 void matmul(const Tensor& a, const Tensor& b, const Tensor& bias, const Tensor& out) {
   REMAT_CHECK(out.is_contiguous(), "matmul on {}: output {} must be contiguous", out.device(),
               TensorMeta::of(out).str());
@@ -145,5 +144,9 @@ void matmul(const Tensor& a, const Tensor& b, const Tensor& bias, const Tensor& 
         CUBLAS_GEMM_DEFAULT));
   });
 }
+
+}  // namespace
+
+const GemmKernels gemm_kernels{matmul};
 
 }  // namespace remat::kernels::cuda

@@ -1,9 +1,11 @@
+// Cross-entropy on the GPU (contract: kernels/loss.h).
 #include <cmath>
 
+#include "kernels/contiguous.h"
 #include "kernels/cuda/common.cuh"
-#include "kernels/cuda/embedding.cuh"
 #include "kernels/cuda/handles.cuh"
-#include "kernels/cuda/loss.cuh"
+#include "kernels/cuda/index_scan.cuh"
+#include "kernels/loss.h"
 
 namespace remat::kernels::cuda {
 namespace {
@@ -98,17 +100,9 @@ int64_t count_targets(const Tensor& targets, int64_t classes, int64_t ignore_ind
   return scan.counted;
 }
 
-void check_output(const char* op, const Tensor& out) {
-  REMAT_CHECK(out.is_contiguous(), "{} on {}: outputs must be contiguous, got {}", op, out.device(),
-              TensorMeta::of(out).str());
-}
-
-}  // namespace
-
-void cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore_index,
-                   const Tensor& loss, const Tensor& lse) {
-  check_output("cross_entropy", lse);
-  const Tensor x = logits.contiguous(), t = targets.contiguous();
+void cross_entropy(const Tensor& x, const Tensor& t, int64_t ignore_index, const Tensor& loss,
+                   const Tensor& lse) {
+  check_contiguous("cross_entropy", {x, t, loss, lse});
   const RowLayout l = layout_of(x);
   const int64_t rows = l.rows();
   const int64_t count = count_targets(t, l.classes, ignore_index);
@@ -140,10 +134,9 @@ void cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore_i
   });
 }
 
-void cross_entropy_backward(const Tensor& grad, const Tensor& logits, const Tensor& targets,
-                            const Tensor& lse, int64_t ignore_index, const Tensor& out) {
-  check_output("cross_entropy_backward", out);
-  const Tensor x = logits.contiguous(), t = targets.contiguous(), lse_c = lse.contiguous();
+void cross_entropy_backward(const Tensor& grad, const Tensor& x, const Tensor& t,
+                            const Tensor& lse_c, int64_t ignore_index, const Tensor& out) {
+  check_contiguous("cross_entropy_backward", {grad, x, t, lse_c, out});
   const RowLayout l = layout_of(x);
   const int64_t count = count_targets(t, l.classes, ignore_index);
   const int64_t total = x.numel();
@@ -158,5 +151,9 @@ void cross_entropy_backward(const Tensor& grad, const Tensor& logits, const Tens
   });
   REMAT_CUDA_LAUNCH_CHECK("cross_entropy_backward_kernel");
 }
+
+}  // namespace
+
+const LossKernels loss_kernels{cross_entropy, cross_entropy_backward};
 
 }  // namespace remat::kernels::cuda

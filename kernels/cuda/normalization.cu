@@ -1,11 +1,12 @@
+// LayerNorm and BatchNorm on the GPU (contract: kernels/normalization.h).
 #include <algorithm>
 #include <initializer_list>
 #include <utility>
 
+#include "kernels/contiguous.h"
 #include "kernels/cuda/common.cuh"
-#include "kernels/cuda/elementwise.cuh"
 #include "kernels/cuda/handles.cuh"
-#include "kernels/cuda/normalization.cuh"
+#include "kernels/normalization.h"
 
 namespace remat::kernels::cuda {
 namespace {
@@ -346,14 +347,6 @@ T* out_ptr(const Tensor& t) {
   return t.defined() ? static_cast<T*>(t.data_ptr()) : nullptr;
 }
 
-// t itself when contiguous (or undefined), else a contiguous copy.
-Tensor contiguous_input(const Tensor& t) {
-  if (!t.defined() || t.is_contiguous()) return t;
-  Tensor c = Tensor::empty(t.shape(), t.dtype(), t.device());
-  copy(t, c);
-  return c;
-}
-
 // Statistics of bfloat16/float16 inputs are float32 (what they accumulate in).
 DType stat_dtype(DType x) { return is_reduced_float(x) ? kFloat32 : x; }
 
@@ -367,46 +360,24 @@ void check_stats(const char* op, const Tensor& x,
   }
 }
 
-// Each defined output must be contiguous (the kernels write them densely).
-void check_outputs(const char* op,
-                   std::initializer_list<std::pair<const Tensor*, const char*>> outs) {
-  for (const auto& [t, role] : outs) {
-    REMAT_CHECK(!t->defined() || t->is_contiguous(), "{}: output {} {} must be contiguous", op,
-                role, TensorMeta::of(*t).str());
-  }
-}
-
-// Calls fn.template operator()<A>() with A the scalar of a statistics dtype.
-template <typename Fn>
-void visit_stat(DType t, const char* what, Fn&& fn) {
-  switch (t) {
-    case kFloat32: fn.template operator()<float>(); return;
-    case kFloat64: fn.template operator()<double>(); return;
-    default: throw Error(fmt::format("{}: statistics must be float32 or float64, got {}", what, t));
-  }
-}
-
 // The values per row of layer_norm: the product of x's last normalized_ndim dims.
 int64_t normalized_numel(const Tensor& x, int64_t normalized_ndim) {
   return numel_of(Shape(x.shape().end() - normalized_ndim, x.shape().end()));
 }
 
-}  // namespace
-
 void layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, int64_t normalized_ndim,
                 double eps, const Tensor& y, const Tensor& mean, const Tensor& rstd) {
-  check_outputs("layer_norm", {{&y, "y"}, {&mean, "mean"}, {&rstd, "rstd"}});
+  check_contiguous("layer_norm", {x, weight, bias, y, mean, rstd});
   check_stats("layer_norm", x, {{&mean, "mean"}, {&rstd, "rstd"}});
   const int64_t cols = normalized_numel(x, normalized_ndim);
   const int64_t rows = cols == 0 ? 0 : x.numel() / cols;
   if (rows == 0) return;
   DeviceScope scope(x);
-  const Tensor xc = contiguous_input(x), wc = contiguous_input(weight), bc = contiguous_input(bias);
   visit_floating(x.dtype(), "layer_norm", [&]<typename D>() {
     using A = acc_t<D>;
     layer_norm_kernel<D><<<row_blocks(rows), row_threads(cols), 0, stream_of(x)>>>(
-        in_ptr<D>(xc), in_ptr<D>(wc), in_ptr<D>(bc), rows, cols, static_cast<A>(eps), out_ptr<D>(y),
-        out_ptr<A>(mean), out_ptr<A>(rstd));
+        in_ptr<D>(x), in_ptr<D>(weight), in_ptr<D>(bias), rows, cols, static_cast<A>(eps),
+        out_ptr<D>(y), out_ptr<A>(mean), out_ptr<A>(rstd));
     REMAT_CUDA_LAUNCH_CHECK("layer_norm_kernel");
   });
 }
@@ -414,20 +385,18 @@ void layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, int64
 void layer_norm_backward(const Tensor& grad, const Tensor& x, const Tensor& weight,
                          const Tensor& mean, const Tensor& rstd, int64_t normalized_ndim,
                          const Tensor& dx, const Tensor& dweight, const Tensor& dbias) {
-  check_outputs("layer_norm_backward", {{&dx, "dx"}, {&dweight, "dweight"}, {&dbias, "dbias"}});
+  check_contiguous("layer_norm_backward", {grad, x, weight, mean, rstd, dx, dweight, dbias});
   check_stats("layer_norm_backward", x, {{&mean, "mean"}, {&rstd, "rstd"}});
   const int64_t cols = normalized_numel(x, normalized_ndim);
   const int64_t rows = cols == 0 ? 0 : x.numel() / cols;
   DeviceScope scope(x);
   const cudaStream_t stream = stream_of(x);
-  const Tensor gc = contiguous_input(grad), xc = contiguous_input(x), wc = contiguous_input(weight),
-               mc = contiguous_input(mean), rc = contiguous_input(rstd);
   visit_floating(x.dtype(), "layer_norm_backward", [&]<typename D>() {
     using A = acc_t<D>;
     if (dx.defined() && rows > 0) {
       layer_norm_backward_dx_kernel<D><<<row_blocks(rows), row_threads(cols), 0, stream>>>(
-          in_ptr<D>(gc), in_ptr<D>(xc), in_ptr<D>(wc), in_ptr<A>(mc), in_ptr<A>(rc), rows, cols,
-          out_ptr<D>(dx));
+          in_ptr<D>(grad), in_ptr<D>(x), in_ptr<D>(weight), in_ptr<A>(mean), in_ptr<A>(rstd), rows,
+          cols, out_ptr<D>(dx));
       REMAT_CUDA_LAUNCH_CHECK("layer_norm_backward_dx_kernel");
     }
     if (!(dweight.defined() || dbias.defined()) || cols == 0) return;
@@ -438,7 +407,7 @@ void layer_norm_backward(const Tensor& grad, const Tensor& x, const Tensor& weig
       const dim3 grid(static_cast<unsigned>(ceil_div(cols, kTileCols)),
                       static_cast<unsigned>(chunks));
       layer_norm_affine_partial_kernel<D><<<grid, dim3(kTileCols, kTileRows), 0, stream>>>(
-          in_ptr<D>(gc), in_ptr<D>(xc), in_ptr<A>(mc), in_ptr<A>(rc), rows, cols,
+          in_ptr<D>(grad), in_ptr<D>(x), in_ptr<A>(mean), in_ptr<A>(rstd), rows, cols,
           ceil_div(rows, chunks), static_cast<SumPair<A>*>(partial.get()));
       REMAT_CUDA_LAUNCH_CHECK("layer_norm_affine_partial_kernel");
     }
@@ -451,7 +420,7 @@ void layer_norm_backward(const Tensor& grad, const Tensor& x, const Tensor& weig
 
 void batch_norm_stats(const Tensor& x, double eps, const Tensor& mean, const Tensor& invstd,
                       const Tensor& running_mean, const Tensor& running_var, double momentum) {
-  check_outputs("batch_norm", {{&mean, "mean"}, {&invstd, "invstd"}});
+  check_contiguous("batch_norm", {x, mean, invstd});
   check_stats("batch_norm", x,
               {{&mean, "mean"},
                {&invstd, "invstd"},
@@ -462,7 +431,6 @@ void batch_norm_stats(const Tensor& x, double eps, const Tensor& mean, const Ten
   if (l.channels == 0) return;
   DeviceScope scope(x);
   const cudaStream_t stream = stream_of(x);
-  const Tensor xc = contiguous_input(x);
   // Written through their strides: the update must land in the caller's tensors.
   const int64_t rm_stride = running_mean.defined() ? running_mean.strides()[0] : 0;
   const int64_t rv_stride = running_var.defined() ? running_var.strides()[0] : 0;
@@ -472,7 +440,7 @@ void batch_norm_stats(const Tensor& x, double eps, const Tensor& mean, const Ten
     memory::Allocation partial =
         workspace(x, static_cast<size_t>(l.channels * splits) * sizeof(Moments<A>));
     batch_norm_moments_kernel<D><<<split_grid(l, splits), kThreads, 0, stream>>>(
-        in_ptr<D>(xc), l, ceil_div(l.count(), splits), static_cast<Moments<A>*>(partial.get()));
+        in_ptr<D>(x), l, ceil_div(l.count(), splits), static_cast<Moments<A>*>(partial.get()));
     REMAT_CUDA_LAUNCH_CHECK("batch_norm_moments_kernel");
     batch_norm_stats_kernel<A><<<blocks_for(l.channels), kThreads, 0, stream>>>(
         static_cast<const Moments<A>*>(partial.get()), l.channels, splits, static_cast<A>(eps),
@@ -484,11 +452,11 @@ void batch_norm_stats(const Tensor& x, double eps, const Tensor& mean, const Ten
 
 void batch_norm_running_stats(const Tensor& running_mean, const Tensor& running_var, double eps,
                               const Tensor& mean, const Tensor& invstd) {
-  check_outputs("batch_norm", {{&mean, "mean"}, {&invstd, "invstd"}});
+  check_contiguous("batch_norm", {mean, invstd});
   const int64_t channels = mean.numel();
   if (channels == 0) return;
   DeviceScope scope(mean);
-  visit_stat(mean.dtype(), "batch_norm", [&]<typename A>() {
+  visit_float_or_double(mean.dtype(), "batch_norm", [&]<typename A>() {
     for (const Tensor* t : {&running_mean, &running_var, &invstd}) {
       REMAT_CHECK(t->dtype() == mean.dtype(), "batch_norm: statistics of mixed dtypes: {} and {}",
                   TensorMeta::of(mean).str(), TensorMeta::of(*t).str());
@@ -503,18 +471,16 @@ void batch_norm_running_stats(const Tensor& running_mean, const Tensor& running_
 
 void batch_norm_apply(const Tensor& x, const Tensor& mean, const Tensor& invstd,
                       const Tensor& weight, const Tensor& bias, const Tensor& y) {
-  check_outputs("batch_norm", {{&y, "y"}});
+  check_contiguous("batch_norm", {x, mean, invstd, weight, bias, y});
   check_stats("batch_norm", x, {{&mean, "mean"}, {&invstd, "invstd"}});
   const int64_t n = x.numel();
   if (n == 0) return;
   DeviceScope scope(x);
-  const Tensor xc = contiguous_input(x), mc = contiguous_input(mean), ic = contiguous_input(invstd),
-               wc = contiguous_input(weight), bc = contiguous_input(bias);
   const ChannelLayout l = channel_layout(x);
   visit_floating(x.dtype(), "batch_norm", [&]<typename D>() {
     using A = acc_t<D>;
     batch_norm_apply_kernel<D><<<blocks_for(n), kThreads, 0, stream_of(x)>>>(
-        in_ptr<D>(xc), l, n, in_ptr<A>(mc), in_ptr<A>(ic), in_ptr<D>(wc), in_ptr<D>(bc),
+        in_ptr<D>(x), l, n, in_ptr<A>(mean), in_ptr<A>(invstd), in_ptr<D>(weight), in_ptr<D>(bias),
         out_ptr<D>(y));
     REMAT_CUDA_LAUNCH_CHECK("batch_norm_apply_kernel");
   });
@@ -523,14 +489,12 @@ void batch_norm_apply(const Tensor& x, const Tensor& mean, const Tensor& invstd,
 void batch_norm_backward(const Tensor& grad, const Tensor& x, const Tensor& weight,
                          const Tensor& mean, const Tensor& invstd, bool training, const Tensor& dx,
                          const Tensor& dweight, const Tensor& dbias) {
-  check_outputs("batch_norm_backward", {{&dx, "dx"}, {&dweight, "dweight"}, {&dbias, "dbias"}});
+  check_contiguous("batch_norm_backward", {grad, x, weight, mean, invstd, dx, dweight, dbias});
   check_stats("batch_norm_backward", x, {{&mean, "mean"}, {&invstd, "invstd"}});
   const ChannelLayout l = channel_layout(x);
   if (l.channels == 0) return;
   DeviceScope scope(x);
   const cudaStream_t stream = stream_of(x);
-  const Tensor gc = contiguous_input(grad), xc = contiguous_input(x), wc = contiguous_input(weight),
-               mc = contiguous_input(mean), ic = contiguous_input(invstd);
   const bool need_sums = dweight.defined() || dbias.defined() || (dx.defined() && training);
   const int64_t splits = need_sums ? channel_splits(l) : 0;
   visit_floating(x.dtype(), "batch_norm_backward", [&]<typename D>() {
@@ -539,7 +503,7 @@ void batch_norm_backward(const Tensor& grad, const Tensor& x, const Tensor& weig
     if (splits > 0) {
       partial = workspace(x, static_cast<size_t>(l.channels * splits) * sizeof(SumPair<A>));
       batch_norm_grad_sums_kernel<D><<<split_grid(l, splits), kThreads, 0, stream>>>(
-          in_ptr<D>(gc), in_ptr<D>(xc), l, in_ptr<A>(mc), ceil_div(l.count(), splits),
+          in_ptr<D>(grad), in_ptr<D>(x), l, in_ptr<A>(mean), ceil_div(l.count(), splits),
           static_cast<SumPair<A>*>(partial.get()));
       REMAT_CUDA_LAUNCH_CHECK("batch_norm_grad_sums_kernel");
     }
@@ -547,17 +511,23 @@ void batch_norm_backward(const Tensor& grad, const Tensor& x, const Tensor& weig
       coefs = workspace(x, static_cast<size_t>(l.channels) * sizeof(GradCoefs<A>));
     }
     batch_norm_grad_coefs_kernel<D><<<blocks_for(l.channels), kThreads, 0, stream>>>(
-        static_cast<const SumPair<A>*>(partial.get()), l.channels, splits, l.count(), in_ptr<D>(wc),
-        in_ptr<A>(ic), training, out_ptr<D>(dweight), out_ptr<D>(dbias),
+        static_cast<const SumPair<A>*>(partial.get()), l.channels, splits, l.count(),
+        in_ptr<D>(weight), in_ptr<A>(invstd), training, out_ptr<D>(dweight), out_ptr<D>(dbias),
         static_cast<GradCoefs<A>*>(coefs.get()));
     REMAT_CUDA_LAUNCH_CHECK("batch_norm_grad_coefs_kernel");
     if (dx.defined() && x.numel() > 0) {
       batch_norm_backward_dx_kernel<D><<<blocks_for(x.numel()), kThreads, 0, stream>>>(
-          in_ptr<D>(gc), in_ptr<D>(xc), l, x.numel(), in_ptr<A>(mc),
+          in_ptr<D>(grad), in_ptr<D>(x), l, x.numel(), in_ptr<A>(mean),
           static_cast<const GradCoefs<A>*>(coefs.get()), out_ptr<D>(dx));
       REMAT_CUDA_LAUNCH_CHECK("batch_norm_backward_dx_kernel");
     }
   });
 }
+
+}  // namespace
+
+const NormalizationKernels normalization_kernels{layer_norm,       layer_norm_backward,
+                                                 batch_norm_stats, batch_norm_running_stats,
+                                                 batch_norm_apply, batch_norm_backward};
 
 }  // namespace remat::kernels::cuda

@@ -1,8 +1,10 @@
+// Optimizer kernels on the GPU (contract: kernels/optimizer.h).
 #include <cmath>
 
+#include "kernels/contiguous.h"
 #include "kernels/cuda/common.cuh"
 #include "kernels/cuda/handles.cuh"
-#include "kernels/cuda/optimizer.cuh"
+#include "kernels/optimizer.h"
 
 namespace remat::kernels::cuda {
 namespace {
@@ -44,10 +46,9 @@ __global__ void adam_kernel(T* param, const T* grad, T* exp_avg, T* exp_avg_sq, 
   }
 }
 
-template <typename T>
+template <typename D>
 void adam_typed(const Tensor& param, const Tensor& grad, const Tensor& exp_avg,
                 const Tensor& exp_avg_sq, const AdamStep& st) {
-  using D = device_t<T>;
   using C = acc_t<D>;
   // Scalars in float64, rounded once, as PyTorch's Python floats are.
   const double bias_correction1 = 1 - std::pow(st.beta1, static_cast<double>(st.step));
@@ -158,30 +159,27 @@ double fold(const Tensor& x, double p) {
   return result;
 }
 
-}  // namespace
-
 void adam_update(const Tensor& param, const Tensor& grad, const Tensor& exp_avg,
                  const Tensor& exp_avg_sq, const AdamStep& step) {
   DeviceScope scope(param);
-  switch (param.dtype()) {
-    case kFloat32: adam_typed<float>(param, grad, exp_avg, exp_avg_sq, step); break;
-    case kFloat64: adam_typed<double>(param, grad, exp_avg, exp_avg_sq, step); break;
-    case kBFloat16: adam_typed<BFloat16>(param, grad, exp_avg, exp_avg_sq, step); break;
-    case kFloat16: adam_typed<Float16>(param, grad, exp_avg, exp_avg_sq, step); break;
-    default: throw Error(fmt::format("adam_update: no CUDA kernel for dtype {}", param.dtype()));
-  }
+  visit_floating(param.dtype(), "adam_update",
+                 [&]<typename D>() { adam_typed<D>(param, grad, exp_avg, exp_avg_sq, step); });
 }
 
-double vector_norm(const Tensor& x, double p) {
-  REMAT_CHECK(is_floating(x.dtype()), "vector_norm: expected a floating-point tensor, got {}",
-              TensorMeta::of(x).str());
+double vector_norm(const Tensor& values, double p) {
+  REMAT_CHECK(is_floating(values.dtype()), "vector_norm: expected a floating-point tensor, got {}",
+              TensorMeta::of(values).str());
   REMAT_CHECK(p > 0, "vector_norm: the order p must be positive or infinity, got {}", p);
-  const Tensor values = x.contiguous();
+  check_contiguous("vector_norm", {values});
   if (values.numel() == 0) return 0;
   DeviceScope scope(values);
   if (std::isinf(p)) return fold<NormKind::Max>(values, p);
   if (p == 2) return std::sqrt(fold<NormKind::Square>(values, p));
   return std::pow(fold<NormKind::Power>(values, p), 1 / p);
 }
+
+}  // namespace
+
+const OptimizerKernels optimizer_kernels{adam_update, vector_norm};
 
 }  // namespace remat::kernels::cuda

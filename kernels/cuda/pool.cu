@@ -1,13 +1,14 @@
-// Own kernels rather than cuDNN pooling: cuDNN returns no argmax positions
-// (max_pool2d's backward scatters through them), and its average-pooling
-// backward wants the forward's input and output, which the op does not keep.
+// 2-d pooling on the GPU (contract: kernels/pool.h). Own kernels rather than cuDNN pooling: cuDNN
+// returns no argmax positions (max_pool2d's backward scatters through them), and its
+// average-pooling backward wants the forward's input and output, which the op does not keep.
 // Backward kernels gather (or, for max, sum per warp in a fixed order), so
 // results do not depend on thread timing.
 #include <algorithm>
 #include <limits>
 
+#include "kernels/contiguous.h"
 #include "kernels/cuda/common.cuh"
-#include "kernels/cuda/pool.cuh"
+#include "kernels/pool.h"
 
 namespace remat::kernels::cuda {
 namespace {
@@ -146,11 +147,6 @@ __global__ void window_mean_kernel(const D* src, D* dst, int64_t n, Windows rows
   }
 }
 
-void check_output(const char* op, const Tensor& t, const char* role) {
-  REMAT_CHECK(t.is_contiguous(), "{}: the {} {} ({} on {}) must be contiguous", op, role,
-              shape_str(t.shape()), t.dtype(), t.device());
-}
-
 // The windows of a [N, C, H, W] input pooled to [N, C, oH, oW].
 FixedWindows fixed_rows(const Pool2dParams& p, const Shape& input, const Shape& output) {
   return {p.kernel_h, p.stride_h, p.pad_h, input[2], output[2]};
@@ -162,13 +158,12 @@ FixedWindows fixed_cols(const Pool2dParams& p, const Shape& input, const Shape& 
 // Forward (src = x, dst = out) or backward (src = grad_out, dst = grad_input)
 // of a window mean; dst is written whole.
 template <bool Backward, typename Windows>
-void window_means(const char* op, const Tensor& src_in, const Tensor& dst, Windows rows,
+void window_means(const char* op, const Tensor& src, const Tensor& dst, Windows rows,
                   Windows cols) {
-  check_output(op, dst, Backward ? "input gradient" : "output");
+  check_contiguous(op, {src, dst});
   const int64_t n = dst.numel();
   if (n == 0) return;
   DeviceScope scope(dst);
-  const Tensor src = src_in.contiguous();
   visit_floating(dst.dtype(), op, [&]<typename D>() {
     window_mean_kernel<D, Windows, Backward><<<blocks_for(n), kThreads, 0, stream_of(dst)>>>(
         static_cast<const D*>(src.data_ptr()), static_cast<D*>(dst.data_ptr()), n, rows, cols);
@@ -176,16 +171,12 @@ void window_means(const char* op, const Tensor& src_in, const Tensor& dst, Windo
   REMAT_CUDA_LAUNCH_CHECK("window_mean_kernel");
 }
 
-}  // namespace
-
-void max_pool2d(const Tensor& x_in, const Pool2dParams& p, const Tensor& values,
+void max_pool2d(const Tensor& x, const Pool2dParams& p, const Tensor& values,
                 const Tensor& indices) {
-  check_output("max_pool2d", values, "output");
-  check_output("max_pool2d", indices, "indices");
+  check_contiguous("max_pool2d", {x, values, indices});
   const int64_t n = values.numel();
   if (n == 0) return;
   DeviceScope scope(values);
-  const Tensor x = x_in.contiguous();
   const FixedWindows rows = fixed_rows(p, x.shape(), values.shape()),
                      cols = fixed_cols(p, x.shape(), values.shape());
   visit_floating(values.dtype(), "max_pool2d", [&]<typename D>() {
@@ -196,11 +187,10 @@ void max_pool2d(const Tensor& x_in, const Pool2dParams& p, const Tensor& values,
   REMAT_CUDA_LAUNCH_CHECK("max_pool_kernel");
 }
 
-void max_pool2d_backward(const Tensor& grad_out, const Tensor& indices, const Tensor& grad_input) {
-  check_output("max_pool2d_backward", grad_input, "input gradient");
+void max_pool2d_backward(const Tensor& g, const Tensor& idx, const Tensor& grad_input) {
+  check_contiguous("max_pool2d_backward", {g, idx, grad_input});
   if (grad_input.numel() == 0) return;
   DeviceScope scope(grad_input);
-  const Tensor g = grad_out.contiguous(), idx = indices.contiguous();
   const Shape &in = grad_input.shape(), &out = g.shape();
   const int64_t planes = in[0] * in[1];
   visit_floating(grad_input.dtype(), "max_pool2d_backward", [&]<typename D>() {
@@ -233,5 +223,11 @@ void adaptive_avg_pool2d_backward(const Tensor& grad_out, const Tensor& grad_inp
   window_means<true>("adaptive_avg_pool2d_backward", grad_out, grad_input,
                      AdaptiveWindows{in[2], o[2]}, AdaptiveWindows{in[3], o[3]});
 }
+
+}  // namespace
+
+const PoolKernels pool_kernels{max_pool2d,          max_pool2d_backward,
+                               avg_pool2d,          avg_pool2d_backward,
+                               adaptive_avg_pool2d, adaptive_avg_pool2d_backward};
 
 }  // namespace remat::kernels::cuda

@@ -1,12 +1,8 @@
 // 2-d convolution (NCHW). conv2d's operands are (x, weight, bias), the bias
 // possibly undefined.
-#include "kernels/cpu/conv.h"
+#include "kernels/conv.h"
 #include "ops/dispatch.h"
 #include "remat/ops.h"
-
-#if defined(REMAT_WITH_CUDA)
-#include "kernels/cuda/conv.cuh"
-#endif
 
 namespace remat::ops {
 namespace {
@@ -70,6 +66,10 @@ Shape conv2d_shape(const std::vector<Tensor>& in, const kernels::Conv2dParams& p
   return {xs[0], ws[0], oh, ow};
 }
 
+const kernels::ConvKernels& conv_kernels(const char* op, Device d) {
+  return kernels_for(op, d, kernels::cpu::conv_kernels, REMAT_CUDA_KERNELS(conv_kernels));
+}
+
 Attrs with_shape(Attrs attrs, const char* key, const Shape& shape) {
   attrs.set(key, shape);
   return attrs;
@@ -97,9 +97,8 @@ void register_conv_ops(Registry& r) {
   };
   def.forward = [](const std::vector<Tensor>& in, const Attrs& a, std::vector<Tensor>& out) {
     const kernels::Conv2dParams p = conv_params(a);
-    on_device(
-        "conv2d", out[0].device(), [&] { kernels::cpu::conv2d(in[0], in[1], in[2], p, out[0]); },
-        REMAT_CUDA_KERNEL(kernels::cuda::conv2d(in[0], in[1], in[2], p, out[0])));
+    conv_kernels("conv2d", out[0].device())
+        .conv2d(in[0].contiguous(), in[1].contiguous(), contiguous_operand(in[2]), p, out[0]);
   };
   def.save_inputs = {0, 1};
   def.backward = [](const BackwardArgs& a) {
@@ -119,25 +118,19 @@ void register_conv_ops(Registry& r) {
   r.add(std::move(def));
 
   // dx = col2im(W^T dY), from (grad_out, weight).
-  r.add(backward_def(
-      "conv2d_backward_input", "input_shape",
-      [](const std::vector<Tensor>& in, const Attrs& a, std::vector<Tensor>& out) {
-        const kernels::Conv2dParams p = conv_params(a);
-        on_device(
-            "conv2d_backward_input", out[0].device(),
-            [&] { kernels::cpu::conv2d_backward_input(in[0], in[1], p, out[0]); },
-            REMAT_CUDA_KERNEL(kernels::cuda::conv2d_backward_input(in[0], in[1], p, out[0])));
-      }));
+  r.add(backward_def("conv2d_backward_input", "input_shape",
+                     [](const std::vector<Tensor>& in, const Attrs& a, std::vector<Tensor>& out) {
+                       const kernels::Conv2dParams p = conv_params(a);
+                       conv_kernels("conv2d_backward_input", out[0].device())
+                           .backward_input(in[0].contiguous(), in[1].contiguous(), p, out[0]);
+                     }));
   // dW = dY im2col(x)^T summed over the batch, from (grad_out, input).
-  r.add(backward_def(
-      "conv2d_backward_weight", "weight_shape",
-      [](const std::vector<Tensor>& in, const Attrs& a, std::vector<Tensor>& out) {
-        const kernels::Conv2dParams p = conv_params(a);
-        on_device(
-            "conv2d_backward_weight", out[0].device(),
-            [&] { kernels::cpu::conv2d_backward_weight(in[0], in[1], p, out[0]); },
-            REMAT_CUDA_KERNEL(kernels::cuda::conv2d_backward_weight(in[0], in[1], p, out[0])));
-      }));
+  r.add(backward_def("conv2d_backward_weight", "weight_shape",
+                     [](const std::vector<Tensor>& in, const Attrs& a, std::vector<Tensor>& out) {
+                       const kernels::Conv2dParams p = conv_params(a);
+                       conv_kernels("conv2d_backward_weight", out[0].device())
+                           .backward_weight(in[0].contiguous(), in[1].contiguous(), p, out[0]);
+                     }));
 }
 
 }  // namespace remat::ops

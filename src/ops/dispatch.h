@@ -47,6 +47,10 @@ const Table& kernels_for(const char* op, Device d, const Table& cpu,
 #define REMAT_CUDA_KERNELS(table) nullptr
 #endif
 
+// t made contiguous for a kernel whose contract needs it (kernels/<family>.h);
+// an undefined optional operand stays undefined.
+inline Tensor contiguous_operand(const Tensor& t) { return t.defined() ? t.contiguous() : t; }
+
 // A 0-d tensor as the one-element 1-d view that its dim 0 (or -1) stands for,
 // for ops along a dim that accept scalars as PyTorch does (softmax, max).
 inline Tensor scalar_as_1d(const Tensor& t) {

@@ -1,14 +1,17 @@
 // Embedding lookup. Backward saves only the indices: the weight's gradient is
 // the incoming rows scattered (summed) into a dense [V, D] tensor.
-#include "kernels/cpu/embedding.h"
+#include "kernels/embedding.h"
 #include "ops/dispatch.h"
 #include "remat/ops.h"
 
-#if defined(REMAT_WITH_CUDA)
-#include "kernels/cuda/embedding.cuh"
-#endif
-
 namespace remat::ops {
+namespace {
+
+const kernels::EmbeddingKernels& embedding_kernels(const char* op, Device d) {
+  return kernels_for(op, d, kernels::cpu::embedding_kernels, REMAT_CUDA_KERNELS(embedding_kernels));
+}
+
+}  // namespace
 
 void register_embedding_ops(Registry& r) {
   OpDef def;
@@ -24,9 +27,8 @@ void register_embedding_ops(Registry& r) {
     return std::vector<TensorMeta>{{out, weight.dtype(), weight.device()}};
   };
   def.forward = [](const std::vector<Tensor>& in, const Attrs&, std::vector<Tensor>& out) {
-    on_device(
-        "embedding", out[0].device(), [&] { kernels::cpu::embedding(in[0], in[1], out[0]); },
-        REMAT_CUDA_KERNEL(kernels::cuda::embedding(in[0], in[1], out[0])));
+    embedding_kernels("embedding", out[0].device())
+        .forward(in[0].contiguous(), in[1].contiguous(), out[0]);
   };
   def.compute_reduced_in_float = false;  // rows are copied as bytes
   def.save_inputs = {1};
@@ -54,10 +56,8 @@ void register_embedding_ops(Registry& r) {
         {{a.i("num_weights"), grad.shape().back()}, grad.dtype(), grad.device()}};
   };
   backward.forward = [](const std::vector<Tensor>& in, const Attrs&, std::vector<Tensor>& out) {
-    on_device(
-        "embedding_backward", out[0].device(),
-        [&] { kernels::cpu::embedding_backward(in[0], in[1], out[0]); },
-        REMAT_CUDA_KERNEL(kernels::cuda::embedding_backward(in[0], in[1], out[0])));
+    embedding_kernels("embedding_backward", out[0].device())
+        .backward(in[0].contiguous(), in[1].contiguous(), out[0]);
   };
   r.add(std::move(backward));
 }

@@ -1,13 +1,9 @@
 // Matrix products: matmul's operands are (a, b, bias), the bias possibly
 // undefined; with one, the op is a linear layer's whole affine map, so a
 // checkpoint policy that keeps matmul outputs keeps the biased result.
-#include "kernels/cpu/gemm.h"
+#include "kernels/gemm.h"
 #include "ops/dispatch.h"
 #include "remat/ops.h"
-
-#if defined(REMAT_WITH_CUDA)
-#include "kernels/cuda/gemm.cuh"
-#endif
 
 namespace remat::ops {
 
@@ -39,9 +35,9 @@ void register_linalg_ops(Registry& r) {
     return std::vector<TensorMeta>{{batch, a.dtype(), a.device()}};
   };
   def.forward = [](const std::vector<Tensor>& in, const Attrs&, std::vector<Tensor>& out) {
-    on_device(
-        "matmul", out[0].device(), [&] { kernels::cpu::matmul(in[0], in[1], in[2], out[0]); },
-        REMAT_CUDA_KERNEL(kernels::cuda::matmul(in[0], in[1], in[2], out[0])));
+    kernels_for("matmul", out[0].device(), kernels::cpu::gemm_kernels,
+                REMAT_CUDA_KERNELS(gemm_kernels))
+        .matmul(in[0], in[1], in[2], out[0]);
   };
   def.save_inputs = {0, 1};
   // dA = dC B^T, dB = A^T dC, each summed over broadcast batch dims; dbias

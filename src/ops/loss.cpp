@@ -2,13 +2,9 @@
 // log-likelihood: its forward keeps each row's logsumexp as an auxiliary
 // output, so backward rebuilds the softmax without a second pass over exp.
 // mse_loss is composed of sub, mul and mean.
-#include "kernels/cpu/loss.h"
+#include "kernels/loss.h"
 #include "ops/dispatch.h"
 #include "remat/ops.h"
-
-#if defined(REMAT_WITH_CUDA)
-#include "kernels/cuda/loss.cuh"
-#endif
 
 namespace remat::ops {
 namespace {
@@ -27,6 +23,10 @@ void check_cross_entropy_operands(const char* name, const Tensor& logits, const 
                     shape_str(expected), shape_str(logits.shape()), shape_str(targets.shape()));
 }
 
+const kernels::LossKernels& loss_kernels(const char* op, Device d) {
+  return kernels_for(op, d, kernels::cpu::loss_kernels, REMAT_CUDA_KERNELS(loss_kernels));
+}
+
 }  // namespace
 
 void register_loss_ops(Registry& r) {
@@ -38,11 +38,8 @@ void register_loss_ops(Registry& r) {
                                    {in[1].shape(), in[0].dtype(), in[0].device()}};
   };
   def.forward = [](const std::vector<Tensor>& in, const Attrs& a, std::vector<Tensor>& out) {
-    on_device(
-        "cross_entropy", out[0].device(),
-        [&] { kernels::cpu::cross_entropy(in[0], in[1], a.i("ignore_index"), out[0], out[1]); },
-        REMAT_CUDA_KERNEL(
-            kernels::cuda::cross_entropy(in[0], in[1], a.i("ignore_index"), out[0], out[1])));
+    loss_kernels("cross_entropy", out[0].device())
+        .cross_entropy(in[0].contiguous(), in[1].contiguous(), a.i("ignore_index"), out[0], out[1]);
   };
   def.visible_outputs = 1;  // output 1: per-row logsumexp, kept for backward
   def.save_inputs = {0, 1};
@@ -69,14 +66,9 @@ void register_loss_ops(Registry& r) {
     return std::vector<TensorMeta>{TensorMeta::of(in[1])};
   };
   backward.forward = [](const std::vector<Tensor>& in, const Attrs& a, std::vector<Tensor>& out) {
-    on_device(
-        "cross_entropy_backward", out[0].device(),
-        [&] {
-          kernels::cpu::cross_entropy_backward(in[0], in[1], in[2], in[3], a.i("ignore_index"),
-                                               out[0]);
-        },
-        REMAT_CUDA_KERNEL(kernels::cuda::cross_entropy_backward(in[0], in[1], in[2], in[3],
-                                                                a.i("ignore_index"), out[0])));
+    loss_kernels("cross_entropy_backward", out[0].device())
+        .cross_entropy_backward(in[0].contiguous(), in[1].contiguous(), in[2].contiguous(),
+                                in[3].contiguous(), a.i("ignore_index"), out[0]);
   };
   r.add(std::move(backward));
 }

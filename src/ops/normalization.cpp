@@ -11,16 +11,17 @@
 #include <array>
 
 #include "core/overlap.h"
-#include "kernels/cpu/normalization.h"
+#include "kernels/normalization.h"
 #include "ops/dispatch.h"
 #include "remat/ops.h"
 
-#if defined(REMAT_WITH_CUDA)
-#include "kernels/cuda/normalization.cuh"
-#endif
-
 namespace remat::ops {
 namespace {
+
+const kernels::NormalizationKernels& normalization_kernels(const char* op, Device d) {
+  return kernels_for(op, d, kernels::cpu::normalization_kernels,
+                     REMAT_CUDA_KERNELS(normalization_kernels));
+}
 
 // Statistics of bfloat16/float16 inputs stay in float32, what the CPU kernels
 // compute in; rounding them to 16 bits would cost backward its precision.
@@ -111,13 +112,9 @@ OpDef layer_norm_def() {
   };
   def.forward = [](const std::vector<Tensor>& in, const Attrs& a, std::vector<Tensor>& out) {
     const int64_t ndim = layer_norm_ndim(in[0], in[1], in[2], a);
-    on_device(
-        "layer_norm", in[0].device(),
-        [&] {
-          kernels::cpu::layer_norm(in[0], in[1], in[2], ndim, a.f("eps"), out[0], out[1], out[2]);
-        },
-        REMAT_CUDA_KERNEL(kernels::cuda::layer_norm(in[0], in[1], in[2], ndim, a.f("eps"), out[0],
-                                                    out[1], out[2])));
+    normalization_kernels("layer_norm", in[0].device())
+        .layer_norm(in[0].contiguous(), contiguous_operand(in[1]), contiguous_operand(in[2]), ndim,
+                    a.f("eps"), out[0], out[1], out[2]);
   };
   def.save_inputs = {0, 1};
   def.save_outputs = {1, 2};
@@ -156,14 +153,11 @@ OpDef layer_norm_backward_def() {
   };
   def.forward = [](const std::vector<Tensor>& in, const Attrs& a, std::vector<Tensor>& out) {
     const std::vector<int64_t> mask = output_mask("layer_norm_backward", a);
-    // The same call on either backend.
-    auto run = [&](auto* kernel) {
-      kernel(in[0], in[1], in[2], in[3], in[4], a.i("normalized_ndim"), if_asked(mask[0], out[0]),
-             if_asked(mask[1], out[1]), if_asked(mask[2], out[2]));
-    };
-    on_device(
-        "layer_norm_backward", in[1].device(), [&] { run(&kernels::cpu::layer_norm_backward); },
-        REMAT_CUDA_KERNEL(run(&kernels::cuda::layer_norm_backward)));
+    normalization_kernels("layer_norm_backward", in[1].device())
+        .layer_norm_backward(in[0].contiguous(), in[1].contiguous(), contiguous_operand(in[2]),
+                             in[3].contiguous(), in[4].contiguous(), a.i("normalized_ndim"),
+                             if_asked(mask[0], out[0]), if_asked(mask[1], out[1]),
+                             if_asked(mask[2], out[2]));
   };
   return def;
 }
@@ -235,28 +229,20 @@ OpDef batch_norm_def() {
     return std::vector<TensorMeta>{TensorMeta::of(x), stat, stat};
   };
   def.forward = [](const std::vector<Tensor>& in, const Attrs& a, std::vector<Tensor>& out) {
-    const Tensor &x = in[0], &running_mean = in[1], &running_var = in[2];
+    const Tensor &running_mean = in[1], &running_var = in[2];
     const bool training = a.b("training");
     const bool update = updates_running_stats(in, a);
-    // The same steps on either backend, given its three kernels.
-    auto run = [&](auto* stats, auto* running_stats, auto* apply) {
-      if (training) {
-        stats(x, a.f("eps"), out[1], out[2], update ? running_mean : Tensor(),
-              update ? running_var : Tensor(), a.f("momentum"));
-      } else {
-        running_stats(running_mean, running_var, a.f("eps"), out[1], out[2]);
-      }
-      apply(x, out[1], out[2], in[3], in[4], out[0]);
-    };
-    on_device(
-        "batch_norm", x.device(),
-        [&] {
-          run(&kernels::cpu::batch_norm_stats, &kernels::cpu::batch_norm_running_stats,
-              &kernels::cpu::batch_norm_apply);
-        },
-        REMAT_CUDA_KERNEL(run(&kernels::cuda::batch_norm_stats,
-                              &kernels::cuda::batch_norm_running_stats,
-                              &kernels::cuda::batch_norm_apply)));
+    const kernels::NormalizationKernels& k = normalization_kernels("batch_norm", in[0].device());
+    // The running statistics go as they are: an update must land in the caller's tensors.
+    const Tensor x = in[0].contiguous();
+    if (training) {
+      k.batch_norm_stats(x, a.f("eps"), out[1], out[2], update ? running_mean : Tensor(),
+                         update ? running_var : Tensor(), a.f("momentum"));
+    } else {
+      k.batch_norm_running_stats(running_mean, running_var, a.f("eps"), out[1], out[2]);
+    }
+    k.batch_norm_apply(x, out[1], out[2], contiguous_operand(in[3]), contiguous_operand(in[4]),
+                       out[0]);
     if (update) {
       running_mean.bump_version();
       running_var.bump_version();
@@ -299,14 +285,11 @@ OpDef batch_norm_backward_def() {
   };
   def.forward = [](const std::vector<Tensor>& in, const Attrs& a, std::vector<Tensor>& out) {
     const std::vector<int64_t> mask = output_mask("batch_norm_backward", a);
-    // The same call on either backend.
-    auto run = [&](auto* kernel) {
-      kernel(in[0], in[1], in[2], in[3], in[4], a.b("training"), if_asked(mask[0], out[0]),
-             if_asked(mask[1], out[1]), if_asked(mask[2], out[2]));
-    };
-    on_device(
-        "batch_norm_backward", in[1].device(), [&] { run(&kernels::cpu::batch_norm_backward); },
-        REMAT_CUDA_KERNEL(run(&kernels::cuda::batch_norm_backward)));
+    normalization_kernels("batch_norm_backward", in[1].device())
+        .batch_norm_backward(in[0].contiguous(), in[1].contiguous(), contiguous_operand(in[2]),
+                             in[3].contiguous(), in[4].contiguous(), a.b("training"),
+                             if_asked(mask[0], out[0]), if_asked(mask[1], out[1]),
+                             if_asked(mask[2], out[2]));
   };
   return def;
 }

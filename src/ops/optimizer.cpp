@@ -2,25 +2,27 @@
 // one definition. They are not differentiable and have no outputs: they write
 // their operands in place and bump those operands' versions, like
 // batch_norm's running statistics.
-#include "kernels/cpu/optimizer.h"
+#include "ops/optimizer.h"
+
 #include <array>
 
 #include "core/overlap.h"
+#include "kernels/optimizer.h"
 #include "ops/dispatch.h"
-
-#if defined(REMAT_WITH_CUDA)
-#include "kernels/cuda/optimizer.cuh"
-#endif
 
 namespace remat::ops {
 namespace {
+
+const kernels::OptimizerKernels& optimizer_kernels(const char* op, Device d) {
+  return kernels_for(op, d, kernels::cpu::optimizer_kernels, REMAT_CUDA_KERNELS(optimizer_kernels));
+}
 
 // The operands adam_update writes, element by element, in place.
 constexpr std::array<size_t, 3> kUpdated{0, 2, 3};
 
 // inputs: param, grad, exp_avg, exp_avg_sq (one shape, dtype and device);
 // attrs: lr, beta1, beta2, eps, weight_decay, decoupled_weight_decay, step.
-// Updates param, exp_avg and exp_avg_sq in place (kernels/cpu/optimizer.h has
+// Updates param, exp_avg and exp_avg_sq in place (kernels/optimizer.h has
 // the formulas).
 OpDef adam_update_def() {
   OpDef def;
@@ -53,16 +55,18 @@ OpDef adam_update_def() {
                                  .weight_decay = a.f("weight_decay"),
                                  .decoupled_weight_decay = a.b("decoupled_weight_decay"),
                                  .step = a.i("step")};
-    on_device(
-        "adam_update", in[0].device(),
-        [&] { kernels::cpu::adam_update(in[0], in[1], in[2], in[3], step); },
-        REMAT_CUDA_KERNEL(kernels::cuda::adam_update(in[0], in[1], in[2], in[3], step)));
+    // Any strides: the operands written in place cannot be contiguous copies.
+    optimizer_kernels("adam_update", in[0].device()).adam_update(in[0], in[1], in[2], in[3], step);
     for (size_t updated : kUpdated) in[updated].bump_version();
   };
   return def;
 }
 
 }  // namespace
+
+double vector_norm(const char* op, const Tensor& x, double p) {
+  return optimizer_kernels(op, x.device()).vector_norm(x.contiguous(), p);
+}
 
 void register_optimizer_ops(Registry& r) { r.add(adam_update_def()); }
 

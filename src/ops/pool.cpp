@@ -1,12 +1,8 @@
 // 2-d pooling (NCHW): max (with an auxiliary indices output that backward
 // scatters through), average, and adaptive average.
-#include "kernels/cpu/pool.h"
+#include "kernels/pool.h"
 #include "ops/dispatch.h"
 #include "remat/ops.h"
-
-#if defined(REMAT_WITH_CUDA)
-#include "kernels/cuda/pool.cuh"
-#endif
 
 namespace remat::ops {
 namespace {
@@ -57,6 +53,10 @@ Attrs with_input_shape(Attrs attrs, const Shape& shape) {
 
 // An internal backward op: the gradient of the pooled input, shaped by the
 // "input_shape" attribute, from the operands `in` (gradient first).
+const kernels::PoolKernels& pool_kernels(const char* op, Device d) {
+  return kernels_for(op, d, kernels::cpu::pool_kernels, REMAT_CUDA_KERNELS(pool_kernels));
+}
+
 OpDef backward_def(const char* name, ForwardFn forward) {
   OpDef def;
   def.name = name;
@@ -79,9 +79,7 @@ void register_pool_ops(Registry& r) {
   };
   max_def.forward = [](const std::vector<Tensor>& in, const Attrs& a, std::vector<Tensor>& out) {
     const kernels::Pool2dParams p = pool_params("max_pool2d", in[0], a);
-    on_device(
-        "max_pool2d", out[0].device(), [&] { kernels::cpu::max_pool2d(in[0], p, out[0], out[1]); },
-        REMAT_CUDA_KERNEL(kernels::cuda::max_pool2d(in[0], p, out[0], out[1])));
+    pool_kernels("max_pool2d", out[0].device()).max_pool2d(in[0].contiguous(), p, out[0], out[1]);
   };
   max_def.save_outputs = {1};
   max_def.backward = [](const BackwardArgs& a) {
@@ -90,13 +88,11 @@ void register_pool_ops(Registry& r) {
   };
   r.add(std::move(max_def));
   // Scatters (grad_out, indices) to the recorded maxima.
-  r.add(backward_def("max_pool2d_backward", [](const std::vector<Tensor>& in, const Attrs&,
-                                               std::vector<Tensor>& out) {
-    on_device(
-        "max_pool2d_backward", out[0].device(),
-        [&] { kernels::cpu::max_pool2d_backward(in[0], in[1], out[0]); },
-        REMAT_CUDA_KERNEL(kernels::cuda::max_pool2d_backward(in[0], in[1], out[0])));
-  }));
+  r.add(backward_def("max_pool2d_backward",
+                     [](const std::vector<Tensor>& in, const Attrs&, std::vector<Tensor>& out) {
+                       pool_kernels("max_pool2d_backward", out[0].device())
+                           .max_pool2d_backward(in[0].contiguous(), in[1].contiguous(), out[0]);
+                     }));
 
   OpDef avg_def;
   avg_def.name = "avg_pool2d";
@@ -106,9 +102,7 @@ void register_pool_ops(Registry& r) {
   };
   avg_def.forward = [](const std::vector<Tensor>& in, const Attrs& a, std::vector<Tensor>& out) {
     const kernels::Pool2dParams p = pool_params("avg_pool2d", in[0], a);
-    on_device(
-        "avg_pool2d", out[0].device(), [&] { kernels::cpu::avg_pool2d(in[0], p, out[0]); },
-        REMAT_CUDA_KERNEL(kernels::cuda::avg_pool2d(in[0], p, out[0])));
+    pool_kernels("avg_pool2d", out[0].device()).avg_pool2d(in[0].contiguous(), p, out[0]);
   };
   avg_def.backward = [](const BackwardArgs& a) {
     return std::vector<Tensor>{call1(op<"avg_pool2d_backward">(), {a.grad()},
@@ -118,11 +112,8 @@ void register_pool_ops(Registry& r) {
   // Spreads grad_out evenly over each window.
   r.add(backward_def("avg_pool2d_backward",
                      [](const std::vector<Tensor>& in, const Attrs& a, std::vector<Tensor>& out) {
-                       const kernels::Pool2dParams p = params_of(a);
-                       on_device(
-                           "avg_pool2d_backward", out[0].device(),
-                           [&] { kernels::cpu::avg_pool2d_backward(in[0], p, out[0]); },
-                           REMAT_CUDA_KERNEL(kernels::cuda::avg_pool2d_backward(in[0], p, out[0])));
+                       pool_kernels("avg_pool2d_backward", out[0].device())
+                           .avg_pool2d_backward(in[0].contiguous(), params_of(a), out[0]);
                      }));
 
   OpDef adaptive_def;
@@ -141,10 +132,8 @@ void register_pool_ops(Registry& r) {
         {{x.shape()[0], x.shape()[1], size[0], size[1]}, x.dtype(), x.device()}};
   };
   adaptive_def.forward = [](const std::vector<Tensor>& in, const Attrs&, std::vector<Tensor>& out) {
-    on_device(
-        "adaptive_avg_pool2d", out[0].device(),
-        [&] { kernels::cpu::adaptive_avg_pool2d(in[0], out[0]); },
-        REMAT_CUDA_KERNEL(kernels::cuda::adaptive_avg_pool2d(in[0], out[0])));
+    pool_kernels("adaptive_avg_pool2d", out[0].device())
+        .adaptive_avg_pool2d(in[0].contiguous(), out[0]);
   };
   adaptive_def.backward = [](const BackwardArgs& a) {
     return std::vector<Tensor>{call1(op<"adaptive_avg_pool2d_backward">(), {a.grad()},
@@ -152,13 +141,11 @@ void register_pool_ops(Registry& r) {
   };
   r.add(std::move(adaptive_def));
   // Spreads grad_out evenly over each bin.
-  r.add(backward_def("adaptive_avg_pool2d_backward", [](const std::vector<Tensor>& in, const Attrs&,
-                                                        std::vector<Tensor>& out) {
-    on_device(
-        "adaptive_avg_pool2d_backward", out[0].device(),
-        [&] { kernels::cpu::adaptive_avg_pool2d_backward(in[0], out[0]); },
-        REMAT_CUDA_KERNEL(kernels::cuda::adaptive_avg_pool2d_backward(in[0], out[0])));
-  }));
+  r.add(backward_def("adaptive_avg_pool2d_backward",
+                     [](const std::vector<Tensor>& in, const Attrs&, std::vector<Tensor>& out) {
+                       pool_kernels("adaptive_avg_pool2d_backward", out[0].device())
+                           .adaptive_avg_pool2d_backward(in[0].contiguous(), out[0]);
+                     }));
 }
 
 }  // namespace remat::ops

@@ -2,12 +2,7 @@
 
 #include <cmath>
 
-#include "kernels/cpu/optimizer.h"
-#include "ops/dispatch.h"
-
-#if defined(REMAT_WITH_CUDA)
-#include "kernels/cuda/optimizer.cuh"
-#endif
+#include "ops/optimizer.h"
 
 namespace remat::optim {
 
@@ -20,15 +15,12 @@ double clip_grad_norm(const std::vector<Tensor>& params, double max_norm, double
   for (const Tensor& p : params) {
     Tensor grad = p.grad();
     if (!grad.defined()) continue;
-    ops::on_device(
-        "clip_grad_norm", grad.device(),
-        [&] { norms.push_back(kernels::cpu::vector_norm(grad, norm_type)); },
-        REMAT_CUDA_KERNEL(norms.push_back(kernels::cuda::vector_norm(grad, norm_type))));
+    norms.push_back(ops::vector_norm("clip_grad_norm", grad, norm_type));
     grads.push_back(grad);
   }
   // The norm of the per-gradient norms, as PyTorch takes it.
   const Tensor per_grad = from_vector(norms, {static_cast<int64_t>(norms.size())});
-  const double total = kernels::cpu::vector_norm(per_grad, norm_type);
+  const double total = ops::vector_norm("clip_grad_norm", per_grad, norm_type);
   const double clip_coef = max_norm / (total + 1e-6);
   // PyTorch clamps the coefficient to at most 1, and a NaN one passes the clamp.
   if (clip_coef < 1 || std::isnan(clip_coef)) {

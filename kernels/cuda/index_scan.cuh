@@ -1,5 +1,4 @@
-// Embedding lookup and its gradient on the GPU, and the index check that the
-// embedding and cross-entropy kernels share. Indices are int64.
+// The index check that the CUDA embedding and cross-entropy kernels share.
 #pragma once
 
 #include <cstdint>
@@ -8,16 +7,6 @@
 #include "remat/core/tensor.h"
 
 namespace remat::kernels::cuda {
-
-// out [..., D] (contiguous) row k = weight[indices[k]]; weight [V, D]. Rows are
-// copied as bits, so every dtype works. Throws naming the op, the index and V
-// when an index is outside [0, V).
-void embedding(const Tensor& weight, const Tensor& indices, const Tensor& out);
-// out [V, D] (contiguous) = sum of grad rows [..., D] scattered to their
-// indices, any floating dtype (16-bit ones summed in float32). Deterministic,
-// and the same sums in the same order as the CPU kernel: each element sums
-// its rows in index order.
-void embedding_backward(const Tensor& grad, const Tensor& indices, const Tensor& out);
 
 // What scan_indices found: `counted` indices other than the skipped value,
 // and the position and value of the first one outside [0, limit), if any.
