@@ -1,5 +1,5 @@
-// Fills on the GPU: a constant, or draws from the Philox stream (the same
-// numbers the CPU kernels draw for the same seed, offset and index).
+// Random fills on the GPU: draws from the Philox stream (the same numbers the
+// CPU kernels draw for the same seed, offset and index).
 #pragma once
 
 #include <cstdint>
@@ -8,7 +8,6 @@
 
 namespace remat::kernels::cuda {
 
-void fill(const Tensor& out, double value);
 // normal: standard normal; otherwise uniform in (0, 1]. out must be contiguous.
 void fill_random(const Tensor& out, bool normal, uint64_t seed, uint64_t offset);
 

@@ -3,8 +3,8 @@
 #include <algorithm>
 
 #include "kernels/cuda/common.cuh"
-#include "kernels/cuda/fill.cuh"
 #include "kernels/cuda/handles.cuh"
+#include "kernels/elementwise.h"
 
 namespace remat::kernels::cuda {
 namespace {
@@ -231,7 +231,7 @@ void scatter_along(const Tensor& grad, const Tensor& indices, int64_t dim, const
               "{} of its shape without dim {}",
               TensorMeta::of(out).str(), TensorMeta::of(grad).str(), TensorMeta::of(indices).str(),
               dim);
-  fill(out, 0.0);
+  elementwise_kernels.fill(out, 0.0);
   const int64_t n = numel_of(l.kept_shape);
   if (n == 0) return;
   DeviceScope scope(out);

@@ -1,7 +1,7 @@
 // Tensor creation. Random factories draw from the default Philox stream.
-#include "kernels/cpu/elementwise.h"
 #include "kernels/cpu/random.h"
 #include "ops/dispatch.h"
+#include "ops/elementwise_defs.h"
 #include "remat/core/generator.h"
 
 #if defined(REMAT_WITH_CUDA)
@@ -40,9 +40,7 @@ Tensor from_vector(const std::vector<bool>& values, const Shape& shape, Device d
 
 Tensor full(const Shape& shape, double value, DType dtype, Device device) {
   Tensor out = Tensor::empty(shape, dtype, device);
-  ops::on_device(
-      "full", device, [&] { kernels::cpu::fill(out, value); },
-      REMAT_CUDA_KERNEL(kernels::cuda::fill(out, value)));
+  ops::elementwise_kernels("full", device).fill(out, value);
   return out;
 }
 Tensor zeros(const Shape& shape, DType dtype, Device device) {

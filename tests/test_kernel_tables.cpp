@@ -1,0 +1,39 @@
+// The kernel tables (kernels/<family>.h) as the op layer calls them: what
+// their contracts promise beyond the ops' own tests.
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+#include "kernels/elementwise.h"
+#include "kernels/scalar_math.h"
+#include "remat/remat.h"
+#include "support/error_message.h"
+
+namespace remat {
+namespace {
+
+using testing::error_message;
+
+// Integer tensors take only the ops integer_op admits; the others are refused
+// before any element is computed, also when the loop would run in parallel.
+TEST(ElementwiseKernels, IntegerTensorsRefuseFloatingOps) {
+  for (int64_t n : {0, 4, 1 << 17}) {
+    const Tensor a = ones({n}, kInt64);
+    EXPECT_NE(error_message([&] { div(a, a); }).find("elementwise op"), std::string::npos) << n;
+    EXPECT_NE(error_message([&] { pow(a, 2.0); }).find("elementwise op"), std::string::npos) << n;
+  }
+  const Tensor a = from_vector(std::vector<int64_t>{-3, 2}, {2});
+  EXPECT_EQ((a + a).to_vector<int64_t>(), (std::vector<int64_t>{-6, 4}));
+}
+
+// The CPU computes float64 GELU with the shared formula, bit for bit.
+TEST(ElementwiseKernels, CpuFloat64GeluIsTheSharedFormula) {
+  const std::vector<double> xs{-4.0, -1.5, -0.25, 0.0, 0.3, 2.0, 6.0};
+  const std::vector<double> y = gelu(from_vector(xs, {7})).to_vector<double>();
+  for (size_t i = 0; i < xs.size(); ++i) {
+    EXPECT_EQ(y[i], kernels::apply_unary<kernels::UnaryOp::Gelu>(xs[i])) << xs[i];
+  }
+}
+
+}  // namespace
+}  // namespace remat
