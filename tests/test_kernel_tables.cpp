@@ -35,5 +35,18 @@ TEST(ElementwiseKernels, CpuFloat64GeluIsTheSharedFormula) {
   }
 }
 
+// max's backward reads the gradient as it comes: sum's broadcast (stride 0)
+// view, or a transposed one.
+TEST(ReduceKernels, MaxBackwardTakesStridedGradients) {
+  Tensor x = from_vector(std::vector<double>{1, 5, 2, 7, 3, 0}, {2, 3}).requires_grad_();
+  sum(max(x, 1).values).backward();
+  EXPECT_EQ(x.grad().to_vector<double>(), (std::vector<double>{0, 1, 0, 1, 0, 0}));
+
+  Tensor z = from_vector(std::vector<double>{1, 5, 2, 7, 3, 0, 4, 6}, {2, 2, 2}).requires_grad_();
+  const Tensor g = from_vector(std::vector<double>{10, 20, 30, 40}, {2, 2}).transpose(0, 1);
+  max(z, 2).values.backward(g);
+  EXPECT_EQ(z.grad().to_vector<double>(), (std::vector<double>{0, 10, 0, 30, 20, 0, 0, 40}));
+}
+
 }  // namespace
 }  // namespace remat
