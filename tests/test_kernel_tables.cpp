@@ -4,8 +4,10 @@
 
 #include <cmath>
 
+#include "kernels/dropout.h"
 #include "kernels/elementwise.h"
 #include "kernels/scalar_math.h"
+#include "ops/registry.h"
 #include "remat/remat.h"
 #include "support/error_message.h"
 
@@ -46,6 +48,23 @@ TEST(ReduceKernels, MaxBackwardTakesStridedGradients) {
   const Tensor g = from_vector(std::vector<double>{10, 20, 30, 40}, {2, 2}).transpose(0, 1);
   max(z, 2).values.backward(g);
   EXPECT_EQ(z.grad().to_vector<double>(), (std::vector<double>{0, 10, 0, 30, 20, 0, 0, 40}));
+}
+
+// The op layer hands dropout's kernel contiguous operands: a transposed input
+// is masked by row-major position, as its contiguous copy is, and the kernel
+// itself refuses a strided one.
+TEST(DropoutKernels, StridedInputsAreMaskedByRowMajorPosition) {
+  const Tensor x = (randn({16, 24}, kFloat64) + 10.0).transpose(0, 1);
+  auto dropout_at = [](const Tensor& in) {
+    return ops::call1(ops::op("dropout"), {in},
+                      {{"p", 0.5}, {"seed", int64_t{99}}, {"offset", int64_t{5}}});
+  };
+  EXPECT_EQ(dropout_at(x).to_vector<double>(), dropout_at(x.contiguous()).to_vector<double>());
+  const Tensor out = Tensor::empty(x.shape(), kFloat64);
+  EXPECT_NE(error_message([&] {
+              kernels::cpu::dropout_kernels.apply_mask(x, 0.5, 2.0, 99, 5, out);
+            }).find("dropout: input"),
+            std::string::npos);
 }
 
 }  // namespace
