@@ -1,12 +1,15 @@
-// The dropout mask rule, shared by the CPU and CUDA kernels so that one seed
-// and offset give the same mask on every device: element i (row-major over the
-// tensor's shape) is kept iff dropout_keeps(seed, offset, i, p), a pure
-// function of the Philox stream of kernels/philox.h.
+// Dropout: the kernels every backend implements (kernels/cpu/dropout.cpp,
+// kernels/cuda/dropout.cu), declared once, and the mask rule they share so
+// that one seed and offset give the same mask on every device: element i
+// (row-major over the tensor's shape) is kept iff dropout_keeps(seed, offset,
+// i, p), a pure function of the Philox stream of kernels/philox.h. The mask is
+// never stored: backward and tape replay regenerate the one the forward used.
 #pragma once
 
 #include <cstdint>
 
 #include "kernels/philox.h"
+#include "remat/core/tensor.h"
 
 namespace remat::kernels {
 
@@ -20,6 +23,22 @@ REMAT_HOST_DEVICE inline bool dropout_keeps_bits(uint32_t bits, float p) {
 REMAT_HOST_DEVICE inline bool dropout_keeps(uint64_t seed, uint64_t offset, uint64_t index,
                                             float p) {
   return dropout_keeps_bits(philox_u32(seed, offset, index), p);
+}
+
+struct DropoutKernels {
+  // out = x * scale where element i is kept, 0 elsewhere; x and out
+  // contiguous (i is the row-major position), float32 or float64 (CUDA also
+  // bfloat16/float16, scaled in float32). The forward passes the input, the
+  // backward the incoming gradient.
+  void (*apply_mask)(const Tensor& x, double p, double scale, uint64_t seed, uint64_t offset,
+                     const Tensor& out);
+};
+
+namespace cpu {
+extern const DropoutKernels dropout_kernels;
+}
+namespace cuda {
+extern const DropoutKernels dropout_kernels;
 }
 
 }  // namespace remat::kernels

@@ -1,6 +1,14 @@
-// The elementwise operations, named once for both backends (kernels/cpu and
-// kernels/cuda compute the same formulas).
+// The elementwise kernels every backend implements (kernels/cpu/elementwise.cpp,
+// kernels/cuda/elementwise.cu), declared once, with the operations they
+// compute (the formulas: kernels/scalar_math.h). Operands may be strided
+// views, outputs included (in-place ops write through them), and inputs are
+// broadcast (NumPy rules) to the output's shape. Arithmetic takes float32 and
+// float64, and int64 and int32 for the ops integer_op admits (Error for the
+// others); CUDA computes bfloat16/float16 in float32, rounding once (on the
+// CPU the op layer widens them). copy and fill take every dtype.
 #pragma once
+
+#include "remat/core/tensor.h"
 
 namespace remat::kernels {
 
@@ -19,5 +27,30 @@ enum class BinaryOp {
   TanhBackward,      // g * (1 - y^2)
   SigmoidBackward,   // g * y * (1 - y)
 };
+
+struct ElementwiseKernels {
+  void (*unary)(UnaryOp op, const Tensor& x, const Tensor& out);
+  // out = a op b.
+  void (*binary)(BinaryOp op, const Tensor& a, const Tensor& b, const Tensor& out);
+  // out = a op scalar, the scalar rounded to the compute type first (float32
+  // for float32 and 16-bit tensors).
+  void (*binary_scalar)(BinaryOp op, const Tensor& a, double scalar, const Tensor& out);
+  // dst = src converted to dst's dtype (kernels::convert); both on this device.
+  void (*copy)(const Tensor& src, const Tensor& dst);
+  // Every element of out = value in out's dtype (kernels::fill_value); an
+  // expanded out too, every address getting the same value.
+  void (*fill)(const Tensor& out, double value);
+  // dst = src between this backend's device and another (the host, or a
+  // second device): same shape and dtype, both contiguous. Null on the CPU,
+  // where copy serves.
+  void (*copy_between_devices)(const Tensor& src, const Tensor& dst);
+};
+
+namespace cpu {
+extern const ElementwiseKernels elementwise_kernels;
+}
+namespace cuda {
+extern const ElementwiseKernels elementwise_kernels;
+}
 
 }  // namespace remat::kernels

@@ -6,11 +6,7 @@
 #include <cmath>
 #include <cstdint>
 
-#if defined(__CUDACC__)
-#define REMAT_HOST_DEVICE __host__ __device__
-#else
-#define REMAT_HOST_DEVICE
-#endif
+#include "kernels/host_device.h"
 
 namespace remat::kernels {
 

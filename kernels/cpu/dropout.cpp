@@ -1,17 +1,22 @@
-#include "kernels/cpu/dropout.h"
+// Dropout on the CPU (contract: kernels/dropout.h): one Philox block per
+// four elements, blocks in parallel with OpenMP.
+#include "kernels/dropout.h"
 
+#include "kernels/cpu/dtype_dispatch.h"
 #include "kernels/cpu/loops.h"
 
 namespace remat::kernels::cpu {
+namespace {
 
 void dropout(const Tensor& x, double p, double scale, uint64_t seed, uint64_t offset,
              const Tensor& out) {
-  // Index i must be the row-major position, whatever x's strides.
-  Tensor src = x.contiguous();
+  REMAT_CHECK(x.is_contiguous() && out.is_contiguous(),
+              "dropout: input {} and output {} must be contiguous", TensorMeta::of(x).str(),
+              TensorMeta::of(out).str());
   const int64_t n = out.numel();
   const auto threshold = static_cast<float>(p);
-  auto run = [&]<typename T>() {
-    const T* in = static_cast<const T*>(src.data_ptr());
+  visit_floating(out.dtype(), "dropout", [&]<typename T>() {
+    const T* in = static_cast<const T*>(x.data_ptr());
     T* o = static_cast<T*>(out.data_ptr());
     const auto s = static_cast<T>(scale);
     // Stream position offset + i is lane (offset + i) % 4 of Philox block
@@ -30,12 +35,11 @@ void dropout(const Tensor& x, double p, double scale, uint64_t seed, uint64_t of
         o[i] = dropout_keeps_bits(draws.v[lane], threshold) ? in[i] * s : T(0);
       }
     }
-  };
-  switch (out.dtype()) {
-    case kFloat32: run.operator()<float>(); break;
-    case kFloat64: run.operator()<double>(); break;
-    default: throw Error(fmt::format("dropout: no CPU kernel for dtype {}", out.dtype()));
-  }
+  });
 }
+
+}  // namespace
+
+const DropoutKernels dropout_kernels{dropout};
 
 }  // namespace remat::kernels::cpu

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <type_traits>
 
 #include "remat/core/dtype.h"
 #include "remat/core/error.h"
@@ -29,6 +30,11 @@ void visit_arith(DType t, const char* what, Fn&& fn) {
     default: visit_floating(t, what, fn);
   }
 }
+
+// The type a CPU sum of T accumulates in: double for the floating types
+// (float32 too), int64 for the integers.
+template <typename T>
+using sum_acc_t = std::conditional_t<std::is_floating_point_v<T>, double, int64_t>;
 
 }  // namespace remat::kernels::cpu
 

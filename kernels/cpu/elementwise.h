@@ -1,24 +1,17 @@
-// Elementwise CPU kernels: unary maps, binary maps with NumPy broadcasting,
-// casting copies and fills. Outputs may be strided views (in-place ops write
-// through them). Arithmetic runs on float32 and float64 (the op layer computes
-// bfloat16/float16 in float32); copy and fill take every dtype.
+// The elementwise kernels that CPU kernels of other families call as one step
+// of their work (gemm and conv pack operands with copy, embedding and conv
+// zero with fill, conv adds partial sums with binary): the table's entries
+// (kernels/elementwise.h) by name.
 #pragma once
 
 #include "kernels/elementwise.h"
-#include "remat/core/tensor.h"
 
 namespace remat::kernels::cpu {
 
-using kernels::BinaryOp;
-using kernels::UnaryOp;
-
-void unary(UnaryOp op, const Tensor& x, const Tensor& out);
-// out = a op b, with a and b broadcast to out's shape.
-void binary(BinaryOp op, const Tensor& a, const Tensor& b, const Tensor& out);
-// out = a op scalar.
-void binary_scalar(BinaryOp op, const Tensor& a, double scalar, const Tensor& out);
-// dst = src converted to dst's dtype; src broadcast to dst's shape.
-void copy(const Tensor& src, const Tensor& dst);
-void fill(const Tensor& out, double value);
+inline void copy(const Tensor& src, const Tensor& dst) { elementwise_kernels.copy(src, dst); }
+inline void fill(const Tensor& out, double value) { elementwise_kernels.fill(out, value); }
+inline void binary(BinaryOp op, const Tensor& a, const Tensor& b, const Tensor& out) {
+  elementwise_kernels.binary(op, a, b, out);
+}
 
 }  // namespace remat::kernels::cpu

@@ -1,9 +1,11 @@
-#include "kernels/cpu/random.h"
+// Random fills on the CPU (contract: kernels/random.h).
+#include "kernels/random.h"
 
 #include "kernels/cpu/loops.h"
 #include "kernels/philox.h"
 
 namespace remat::kernels::cpu {
+namespace {
 
 void fill_random(const Tensor& out, Distribution dist, uint64_t seed, uint64_t offset) {
   REMAT_CHECK(out.is_contiguous(), "fill_random: output must be contiguous");
@@ -23,5 +25,9 @@ void fill_random(const Tensor& out, Distribution dist, uint64_t seed, uint64_t o
     }
   });
 }
+
+}  // namespace
+
+const RandomKernels random_kernels{fill_random};
 
 }  // namespace remat::kernels::cpu

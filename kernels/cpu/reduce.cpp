@@ -1,10 +1,13 @@
-#include "kernels/cpu/reduce.h"
+// Reductions on the CPU (contract: kernels/reduce.h): one output per
+// iteration of a loop over the kept dims, in parallel with OpenMP.
+#include "kernels/reduce.h"
 
 #include <algorithm>
 #include <limits>
 
-#include "kernels/cpu/elementwise.h"
+#include "kernels/cpu/dtype_dispatch.h"
 #include "kernels/cpu/loops.h"
+#include "kernels/elementwise.h"
 
 namespace remat::kernels::cpu {
 namespace {
@@ -18,13 +21,12 @@ int64_t offset_of(int64_t linear, const Shape& shape, const Strides& strides) {
   return offset;
 }
 
-}  // namespace
-
 void sum(const Tensor& x, const std::vector<int64_t>& dims, double scale, const Tensor& out) {
   ReductionLayout l = split_dims(x, dims);
   const int64_t outer = numel_of(l.kept_shape);
   const int64_t inner = numel_of(l.reduced_shape);
-  auto run = [&]<typename T, typename Acc>() {
+  visit_arith(x.dtype(), "sum", [&]<typename T>() {
+    using Acc = sum_acc_t<T>;
     const T* in = static_cast<const T*>(x.data_ptr());
     T* o = static_cast<T*>(out.data_ptr());
     StridedLayout<1> red = merge_dims<1>(l.reduced_shape, {l.reduced_strides});
@@ -48,21 +50,14 @@ void sum(const Tensor& x, const std::vector<int64_t>& dims, double scale, const 
       }
       o[i] = static_cast<T>(acc * static_cast<Acc>(scale));
     }
-  };
-  switch (x.dtype()) {
-    case kFloat32: run.operator()<float, double>(); break;
-    case kFloat64: run.operator()<double, double>(); break;
-    case kInt64: run.operator()<int64_t, int64_t>(); break;
-    case kInt32: run.operator()<int32_t, int64_t>(); break;
-    default: throw Error(fmt::format("sum: no CPU kernel for dtype {}", x.dtype()));
-  }
+  });
 }
 
 void max_along(const Tensor& x, int64_t dim, const Tensor& values, const Tensor& indices) {
   ReductionLayout l = split_dims(x, {dim});
   const int64_t outer = numel_of(l.kept_shape);
   const int64_t len = l.reduced_shape[0], stride = l.reduced_strides[0];
-  auto run = [&]<typename T>() {
+  visit_arith(x.dtype(), "max", [&]<typename T>() {
     const T* in = static_cast<const T*>(x.data_ptr());
     T* v = static_cast<T*>(values.data_ptr());
     int64_t* idx = static_cast<int64_t*>(indices.data_ptr());
@@ -81,38 +76,31 @@ void max_along(const Tensor& x, int64_t dim, const Tensor& values, const Tensor&
       v[i] = best;
       idx[i] = best_k;
     }
-  };
-  switch (x.dtype()) {
-    case kFloat32: run.operator()<float>(); break;
-    case kFloat64: run.operator()<double>(); break;
-    case kInt64: run.operator()<int64_t>(); break;
-    case kInt32: run.operator()<int32_t>(); break;
-    default: throw Error(fmt::format("max: no CPU kernel for dtype {}", x.dtype()));
-  }
+  });
 }
-
-}  // namespace remat::kernels::cpu
-
-namespace remat::kernels::cpu {
 
 void scatter_along(const Tensor& grad, const Tensor& indices, int64_t dim, const Tensor& out) {
-  fill(out, 0.0);
-  Tensor g = grad.contiguous(), idx = indices.contiguous();
   ReductionLayout l = split_dims(out, {dim});
+  REMAT_CHECK(grad.shape() == l.kept_shape && indices.shape() == l.kept_shape,
+              "max backward: grad {} and indices {} must have the output {}'s shape without dim {}",
+              TensorMeta::of(grad).str(), TensorMeta::of(indices).str(), TensorMeta::of(out).str(),
+              dim);
+  elementwise_kernels.fill(out, 0.0);
   const int64_t outer = numel_of(l.kept_shape), stride = l.reduced_strides[0];
-  auto run = [&]<typename T>() {
-    const T* pg = static_cast<const T*>(g.data_ptr());
-    const int64_t* pi = static_cast<const int64_t*>(idx.data_ptr());
+  visit_floating(out.dtype(), "max backward", [&]<typename T>() {
+    const T* pg = static_cast<const T*>(grad.data_ptr());
+    const int64_t* pi = static_cast<const int64_t*>(indices.data_ptr());
     T* o = static_cast<T*>(out.data_ptr());
     for (int64_t i = 0; i < outer; ++i) {
-      o[offset_of(i, l.kept_shape, l.kept_strides) + pi[i] * stride] = pg[i];
+      const int64_t at = pi[offset_of(i, l.kept_shape, indices.strides())];
+      o[offset_of(i, l.kept_shape, l.kept_strides) + at * stride] =
+          pg[offset_of(i, l.kept_shape, grad.strides())];
     }
-  };
-  switch (out.dtype()) {
-    case kFloat32: run.operator()<float>(); break;
-    case kFloat64: run.operator()<double>(); break;
-    default: throw Error(fmt::format("max backward: no CPU kernel for dtype {}", out.dtype()));
-  }
+  });
 }
+
+}  // namespace
+
+const ReduceKernels reduce_kernels{sum, max_along, scatter_along};
 
 }  // namespace remat::kernels::cpu

@@ -11,7 +11,6 @@
 #include <algorithm>
 #include <array>
 #include <cstdint>
-#include <cstring>
 #include <type_traits>
 
 #include "core/cuda_check.h"
@@ -76,22 +75,6 @@ __host__ __device__ inline T from_acc(A v) {
   } else {
     return static_cast<T>(v);
   }
-}
-
-// `value` in host storage type T (rounded as the CPU rounds it), as the
-// device scalar with the same bits: what a fill kernel writes.
-template <typename T>
-device_t<T> device_value(double value) {
-  T host_value;
-  if constexpr (std::is_same_v<T, BFloat16> || std::is_same_v<T, Float16>) {
-    host_value = T(static_cast<float>(value));
-  } else {
-    host_value = static_cast<T>(value);
-  }
-  device_t<T> out;
-  static_assert(sizeof(device_t<T>) == sizeof(T));
-  std::memcpy(static_cast<void*>(&out), &host_value, sizeof(T));
-  return out;
 }
 
 // Calls fn.template operator()<D>() with D the device scalar of a floating

@@ -1,5 +1,6 @@
+// Dropout on the GPU (contract: kernels/dropout.h): for the same seed and
+// offset the kept elements are exactly those the CPU kernel keeps.
 #include "kernels/cuda/common.cuh"
-#include "kernels/cuda/dropout.cuh"
 #include "kernels/dropout.h"
 
 namespace remat::kernels::cuda {
@@ -26,14 +27,11 @@ __global__ void dropout_kernel(const D* in, D* out, int64_t n, float p, acc_t<D>
   }
 }
 
-}  // namespace
-
 void dropout(const Tensor& x, double p, double scale, uint64_t seed, uint64_t offset,
              const Tensor& out) {
-  REMAT_CHECK(out.is_contiguous(), "dropout on {}: output must be contiguous, got {}", out.device(),
-              TensorMeta::of(out).str());
-  // Index i must be the row-major position, whatever x's strides.
-  const Tensor src = x.contiguous();
+  REMAT_CHECK(x.is_contiguous() && out.is_contiguous(),
+              "dropout on {}: input {} and output {} must be contiguous", out.device(),
+              TensorMeta::of(x).str(), TensorMeta::of(out).str());
   const int64_t n = out.numel();
   if (n == 0) return;
   const auto first_block = static_cast<int64_t>(offset / 4);
@@ -41,10 +39,14 @@ void dropout(const Tensor& x, double p, double scale, uint64_t seed, uint64_t of
   DeviceScope scope(out);
   visit_floating(out.dtype(), "dropout", [&]<typename D>() {
     dropout_kernel<D><<<blocks_for(blocks), kThreads, 0, stream_of(out)>>>(
-        static_cast<const D*>(src.data_ptr()), static_cast<D*>(out.data_ptr()), n,
+        static_cast<const D*>(x.data_ptr()), static_cast<D*>(out.data_ptr()), n,
         static_cast<float>(p), static_cast<acc_t<D>>(scale), seed, offset, first_block, blocks);
   });
   REMAT_CUDA_LAUNCH_CHECK("dropout_kernel");
 }
+
+}  // namespace
+
+const DropoutKernels dropout_kernels{dropout};
 
 }  // namespace remat::kernels::cuda

@@ -1,115 +1,19 @@
-#include "kernels/cuda/elementwise.cuh"
-
+// Elementwise maps on the GPU (contract: kernels/elementwise.h; formulas:
+// kernels/scalar_math.h, in the accumulation type): a flat kernel moving 16
+// bytes per load where every operand is contiguous, an indexed one otherwise.
 #include <cmath>
+#include <cstring>
 #include <utility>
 
 #include "kernels/cuda/common.cuh"
-#include "kernels/cuda/fill.cuh"
+#include "kernels/elementwise.h"
+#include "kernels/scalar_math.h"
 
 namespace remat::kernels::cuda {
 namespace {
 
-constexpr double kSqrt2 = 1.4142135623730951;
-constexpr double kSqrt2OverPi = 0.7978845608028654;
-constexpr double kInvSqrt2Pi = 0.3989422804014327;
-
 constexpr int kUnaryOps = static_cast<int>(UnaryOp::Abs) + 1;
 constexpr int kBinaryOps = static_cast<int>(BinaryOp::SigmoidBackward) + 1;
-
-// ---- math: the CPU formulas in the accumulation type A (float or double) ----
-
-// Exact-erf GELU's normal CDF and density.
-template <typename A>
-__device__ A normal_cdf(A x) {
-  return A(0.5) * (A(1) + std::erf(x / A(kSqrt2)));
-}
-
-template <typename A>
-__device__ A normal_pdf(A x) {
-  return A(kInvSqrt2Pi) * std::exp(A(-0.5) * x * x);
-}
-
-template <UnaryOp kOp, typename A>
-__device__ A apply_unary(A x) {
-  if constexpr (kOp == UnaryOp::Neg) {
-    return -x;
-  } else if constexpr (kOp == UnaryOp::Abs) {
-    if constexpr (std::is_integral_v<A>)
-      return x < A(0) ? -x : x;
-    else
-      return std::abs(x);
-  } else if constexpr (kOp == UnaryOp::Exp) {
-    return std::exp(x);
-  } else if constexpr (kOp == UnaryOp::Log) {
-    return std::log(x);
-  } else if constexpr (kOp == UnaryOp::Sqrt) {
-    return std::sqrt(x);
-  } else if constexpr (kOp == UnaryOp::Tanh) {
-    return std::tanh(x);
-  } else if constexpr (kOp == UnaryOp::Sigmoid) {
-    return A(1) / (A(1) + std::exp(-x));
-  } else if constexpr (kOp == UnaryOp::Relu) {
-    return x < A(0) ? A(0) : x;  // NaN stays NaN, -0 stays -0 (PyTorch)
-  } else if constexpr (kOp == UnaryOp::Gelu) {
-    return x * normal_cdf(x);
-  } else {
-    static_assert(kOp == UnaryOp::GeluTanh);
-    return A(0.5) * x * (A(1) + std::tanh(A(kSqrt2OverPi) * (x + A(0.044715) * x * x * x)));
-  }
-}
-
-template <BinaryOp kOp, typename A>
-__device__ A apply_binary(A a, A b) {
-  if constexpr (kOp == BinaryOp::Add) {
-    return a + b;
-  } else if constexpr (kOp == BinaryOp::Sub) {
-    return a - b;
-  } else if constexpr (kOp == BinaryOp::Mul) {
-    return a * b;
-  } else if constexpr (kOp == BinaryOp::Div) {
-    return a / b;
-  } else if constexpr (kOp == BinaryOp::Pow) {
-    return std::pow(a, b);
-  } else if constexpr (kOp == BinaryOp::Maximum) {
-    return a > b || a != a ? a : b;  // a NaN either side wins
-  } else if constexpr (kOp == BinaryOp::ReluBackward) {
-    return b <= A(0) ? A(0) : a;  // a NaN output passes g
-  } else if constexpr (kOp == BinaryOp::GeluBackward) {
-    return a * (normal_cdf(b) + b * normal_pdf(b));
-  } else if constexpr (kOp == BinaryOp::GeluTanhBackward) {
-    const A t = std::tanh(A(kSqrt2OverPi) * (b + A(0.044715) * b * b * b));
-    const A d_inner = A(kSqrt2OverPi) * (A(1) + A(3 * 0.044715) * b * b);
-    return a * (A(0.5) * (A(1) + t) + A(0.5) * b * (A(1) - t * t) * d_inner);
-  } else if constexpr (kOp == BinaryOp::TanhBackward) {
-    return a * (A(1) - b * b);
-  } else {
-    static_assert(kOp == BinaryOp::SigmoidBackward);
-    return a * b * (A(1) - b);
-  }
-}
-
-// Integer tensors (indices) take only these ops, as on the CPU.
-constexpr bool integer_op(UnaryOp op) { return op == UnaryOp::Neg || op == UnaryOp::Abs; }
-constexpr bool integer_op(BinaryOp op) {
-  return op == BinaryOp::Add || op == BinaryOp::Sub || op == BinaryOp::Mul ||
-         op == BinaryOp::Maximum;
-}
-
-// A value converted as kernels/cpu copy converts it: 16-bit floats through
-// float32 both ways, bool as "nonzero in float32".
-template <typename Dst, typename Src>
-__device__ Dst convert(Src v) {
-  if constexpr (std::is_same_v<Dst, Src>) {
-    return v;
-  } else if constexpr (std::is_same_v<Dst, bool>) {
-    return static_cast<float>(to_acc(v)) != 0.0f;
-  } else if constexpr (std::is_same_v<Src, __nv_bfloat16> || std::is_same_v<Src, __half> ||
-                       std::is_same_v<Dst, __nv_bfloat16> || std::is_same_v<Dst, __half>) {
-    return from_acc<Dst>(static_cast<float>(to_acc(v)));
-  } else {
-    return static_cast<Dst>(v);
-  }
-}
 
 // ---- functors: one output element from the input elements ----
 
@@ -143,7 +47,23 @@ struct ConstFn {
   __device__ D operator()() const { return value; }
 };
 
+// `value` as fill writes it (kernels::fill_value), as the device scalar with
+// the same bits.
+template <typename T>
+device_t<T> device_value(double value) {
+  const T host_value = fill_value<T>(value);
+  device_t<T> out;
+  static_assert(sizeof(device_t<T>) == sizeof(T));
+  std::memcpy(static_cast<void*>(&out), &host_value, sizeof(T));
+  return out;
+}
+
 // ---- kernels ----
+
+template <typename T>
+__global__ void fill_kernel(T* out, int64_t n, T value) {
+  REMAT_GRID_STRIDE_LOOP(i, n) { out[i] = value; }
+}
 
 // kVec consecutive elements, aligned so that one load or store moves them all.
 template <typename T, int kVec>
@@ -242,8 +162,6 @@ void check_operands(const char* what, const Tensor& a, const Tensor& out) {
               TensorMeta::of(a).str(), TensorMeta::of(out).str());
 }
 
-}  // namespace
-
 void unary(UnaryOp op, const Tensor& x, const Tensor& out) {
   check_operands("unary", x, out);
   visit_arith(x.dtype(), "unary", [&]<typename D>() {
@@ -310,17 +228,44 @@ void copy(const Tensor& src, const Tensor& dst) {
   });
 }
 
-void fill_strided(const Tensor& out, double value) {
-  if (out.is_contiguous()) {
-    fill(out, value);
-    return;
-  }
+void fill(const Tensor& out, double value) {
+  const int64_t n = out.numel();
+  if (n == 0) return;
+  DeviceScope scope(out);
   visit_dtype(out.dtype(), [&]<typename T>() {
     using D = device_t<T>;
-    ConstFn<D> fn;
-    fn.value = device_value<T>(value);
-    map<D>(fn, out);
+    const D v = device_value<T>(value);
+    if (out.is_contiguous()) {
+      fill_kernel<D>
+          <<<blocks_for(n), kThreads, 0, stream_of(out)>>>(static_cast<D*>(out.data_ptr()), n, v);
+      REMAT_CUDA_LAUNCH_CHECK("fill_kernel");
+    } else {
+      map<D>(ConstFn<D>{v}, out);
+    }
   });
 }
+
+void copy_between_devices(const Tensor& src, const Tensor& dst) {
+  REMAT_CHECK(src.is_contiguous() && dst.is_contiguous() && src.dtype() == dst.dtype() &&
+                  src.shape() == dst.shape(),
+              "copy from {} to {}: needs contiguous tensors of one shape and dtype ({} and {})",
+              src.device(), dst.device(), TensorMeta::of(src).str(), TensorMeta::of(dst).str());
+  if (src.nbytes() == 0) return;
+  // Queued on the device's current stream, behind the kernels that produce
+  // src, then waited for: the host side may be pageable memory that is freed
+  // or read as soon as this returns. cudaMemcpyDefault: unified addressing
+  // tells the direction from the pointers.
+  const Tensor& on_device = src.device().is_cuda() ? src : dst;
+  DeviceScope scope(on_device);
+  const cudaStream_t stream = stream_of(on_device);
+  REMAT_CUDA_CHECK(cudaMemcpyAsync(dst.data_ptr(), src.data_ptr(),
+                                   static_cast<size_t>(src.nbytes()), cudaMemcpyDefault, stream));
+  REMAT_CUDA_CHECK(cudaStreamSynchronize(stream));
+}
+
+}  // namespace
+
+const ElementwiseKernels elementwise_kernels{unary, binary, binary_scalar,
+                                             copy,  fill,   copy_between_devices};
 
 }  // namespace remat::kernels::cuda

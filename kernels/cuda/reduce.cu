@@ -1,10 +1,13 @@
-#include "kernels/cuda/reduce.cuh"
+// Reductions on the GPU (contract: kernels/reduce.h): sums by rows or
+// columns of the kept dims, split across blocks when few outputs are long;
+// max along a dim a warp per output.
+#include "kernels/reduce.h"
 
 #include <algorithm>
 
 #include "kernels/cuda/common.cuh"
-#include "kernels/cuda/fill.cuh"
 #include "kernels/cuda/handles.cuh"
+#include "kernels/elementwise.h"
 
 namespace remat::kernels::cuda {
 namespace {
@@ -185,8 +188,6 @@ __global__ void scatter_along_kernel(const D* grad, const int64_t* indices, D* o
   }
 }
 
-}  // namespace
-
 void sum(const Tensor& x, const std::vector<int64_t>& dims, double scale, const Tensor& out) {
   REMAT_CHECK(out.is_contiguous() && out.dtype() == x.dtype() && out.device() == x.device(),
               "sum on CUDA: output {} must be contiguous, of the input's dtype and device ({})",
@@ -231,7 +232,7 @@ void scatter_along(const Tensor& grad, const Tensor& indices, int64_t dim, const
               "{} of its shape without dim {}",
               TensorMeta::of(out).str(), TensorMeta::of(grad).str(), TensorMeta::of(indices).str(),
               dim);
-  fill(out, 0.0);
+  elementwise_kernels.fill(out, 0.0);
   const int64_t n = numel_of(l.kept_shape);
   if (n == 0) return;
   DeviceScope scope(out);
@@ -244,5 +245,9 @@ void scatter_along(const Tensor& grad, const Tensor& indices, int64_t dim, const
   });
   REMAT_CUDA_LAUNCH_CHECK("scatter_along_kernel");
 }
+
+}  // namespace
+
+const ReduceKernels reduce_kernels{sum, max_along, scatter_along};
 
 }  // namespace remat::kernels::cuda

@@ -3,7 +3,7 @@
 #include <algorithm>
 #include <atomic>
 
-#include "kernels/cpu/elementwise.h"
+#include "kernels/elementwise.h"
 #include "remat/core/generator.h"
 #include "remat/core/grad_mode.h"
 
@@ -179,7 +179,7 @@ std::atomic<RecordFn> recorder{nullptr};
 
 Tensor cast_for_compute(const Tensor& t, DType to) {
   Tensor out = Tensor::empty(t.shape(), to, t.device());
-  kernels::cpu::copy(t, out);
+  kernels::cpu::elementwise_kernels.copy(t, out);
   return out;
 }
 }  // namespace

@@ -2,13 +2,8 @@
 // maps whose derivatives are written with other ops.
 #include "ops/elementwise_defs.h"
 
-#include "kernels/cpu/elementwise.h"
 #include "ops/dispatch.h"
 #include "remat/ops.h"
-
-#if defined(REMAT_WITH_CUDA)
-#include "kernels/cuda/elementwise.cuh"
-#endif
 
 namespace remat::ops {
 namespace {
@@ -28,6 +23,11 @@ Tensor scalar_call(const OpDef& def, const Tensor& x, double s) {
 
 }  // namespace
 
+const kernels::ElementwiseKernels& elementwise_kernels(const char* op, Device d) {
+  return kernels_for(op, d, kernels::cpu::elementwise_kernels,
+                     REMAT_CUDA_KERNELS(elementwise_kernels));
+}
+
 OpDef binary_def(const char* name, BinaryOp kind, std::vector<int> save, BackwardFn backward) {
   OpDef def;
   def.name = name;
@@ -36,9 +36,7 @@ OpDef binary_def(const char* name, BinaryOp kind, std::vector<int> save, Backwar
   };
   def.forward = [name, kind](const std::vector<Tensor>& in, const Attrs&,
                              std::vector<Tensor>& out) {
-    on_device(
-        name, out[0].device(), [&] { kernels::cpu::binary(kind, in[0], in[1], out[0]); },
-        REMAT_CUDA_KERNEL(kernels::cuda::binary(kind, in[0], in[1], out[0])));
+    elementwise_kernels(name, out[0].device()).binary(kind, in[0], in[1], out[0]);
   };
   def.backward = std::move(backward);
   def.save_inputs = std::move(save);
@@ -51,10 +49,7 @@ OpDef scalar_def(const char* name, BinaryOp kind, std::vector<int> save, Backwar
   def.shape = same_as_input;
   def.forward = [name, kind](const std::vector<Tensor>& in, const Attrs& a,
                              std::vector<Tensor>& out) {
-    on_device(
-        name, out[0].device(),
-        [&] { kernels::cpu::binary_scalar(kind, in[0], a.f("scalar"), out[0]); },
-        REMAT_CUDA_KERNEL(kernels::cuda::binary_scalar(kind, in[0], a.f("scalar"), out[0])));
+    elementwise_kernels(name, out[0].device()).binary_scalar(kind, in[0], a.f("scalar"), out[0]);
   };
   def.backward = std::move(backward);
   def.save_inputs = std::move(save);
@@ -70,9 +65,7 @@ OpDef unary_def(const char* name, UnaryOp kind, Saves saves, BackwardFn backward
   };
   def.forward = [name, kind](const std::vector<Tensor>& in, const Attrs&,
                              std::vector<Tensor>& out) {
-    on_device(
-        name, out[0].device(), [&] { kernels::cpu::unary(kind, in[0], out[0]); },
-        REMAT_CUDA_KERNEL(kernels::cuda::unary(kind, in[0], out[0])));
+    elementwise_kernels(name, out[0].device()).unary(kind, in[0], out[0]);
   };
   def.backward = std::move(backward);
   if (saves == Saves::Input) def.save_inputs = {0};

@@ -10,7 +10,10 @@ namespace remat::ops {
 using kernels::BinaryOp;
 using kernels::UnaryOp;
 
-// A binary op with broadcasting over kernels::{cpu,cuda}::binary(kind); `save` lists
+// The elementwise kernel table (kernels/elementwise.h) of device d, for op.
+const kernels::ElementwiseKernels& elementwise_kernels(const char* op, Device d);
+
+// A binary op with broadcasting over the table's binary(kind); `save` lists
 // the inputs backward reads. A null backward makes a gradient map: the
 // internal ops (relu_backward, ...) that backward formulas call.
 OpDef binary_def(const char* name, BinaryOp kind, std::vector<int> save, BackwardFn backward);

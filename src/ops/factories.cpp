@@ -1,12 +1,8 @@
 // Tensor creation. Random factories draw from the default Philox stream.
-#include "kernels/cpu/elementwise.h"
-#include "kernels/cpu/random.h"
+#include "kernels/random.h"
 #include "ops/dispatch.h"
+#include "ops/elementwise_defs.h"
 #include "remat/core/generator.h"
-
-#if defined(REMAT_WITH_CUDA)
-#include "kernels/cuda/fill.cuh"
-#endif
 
 namespace remat {
 
@@ -40,9 +36,7 @@ Tensor from_vector(const std::vector<bool>& values, const Shape& shape, Device d
 
 Tensor full(const Shape& shape, double value, DType dtype, Device device) {
   Tensor out = Tensor::empty(shape, dtype, device);
-  ops::on_device(
-      "full", device, [&] { kernels::cpu::fill(out, value); },
-      REMAT_CUDA_KERNEL(kernels::cuda::fill(out, value)));
+  ops::elementwise_kernels("full", device).fill(out, value);
   return out;
 }
 Tensor zeros(const Shape& shape, DType dtype, Device device) {
@@ -68,25 +62,22 @@ Tensor arange(int64_t end, DType dtype, Device device) {
 
 namespace {
 Tensor random_tensor(const char* name, const Shape& shape, DType dtype, Device device,
-                     kernels::cpu::Distribution dist) {
+                     kernels::Distribution dist) {
   REMAT_CHECK(is_floating(dtype), "{}: dtype must be floating point, got {}", name, dtype);
   Tensor out = Tensor::empty(shape, dtype, device);
   // Normals use two uniforms each.
-  PhiloxState s =
-      reserve_philox(out.numel() * (dist == kernels::cpu::Distribution::Normal ? 2 : 1));
-  ops::on_device(
-      name, device, [&] { kernels::cpu::fill_random(out, dist, s.seed, s.offset); },
-      REMAT_CUDA_KERNEL(kernels::cuda::fill_random(out, dist == kernels::cpu::Distribution::Normal,
-                                                   s.seed, s.offset)));
+  PhiloxState s = reserve_philox(out.numel() * (dist == kernels::Distribution::Normal ? 2 : 1));
+  ops::kernels_for(name, device, kernels::cpu::random_kernels, REMAT_CUDA_KERNELS(random_kernels))
+      .fill(out, dist, s.seed, s.offset);
   return out;
 }
 }  // namespace
 
 Tensor randn(const Shape& shape, DType dtype, Device device) {
-  return random_tensor("randn", shape, dtype, device, kernels::cpu::Distribution::Normal);
+  return random_tensor("randn", shape, dtype, device, kernels::Distribution::Normal);
 }
 Tensor rand(const Shape& shape, DType dtype, Device device) {
-  return random_tensor("rand", shape, dtype, device, kernels::cpu::Distribution::Uniform);
+  return random_tensor("rand", shape, dtype, device, kernels::Distribution::Uniform);
 }
 
 }  // namespace remat

@@ -2,13 +2,9 @@
 // numel numbers of the default stream and records (seed, offset) as
 // attributes; backward regenerates the same mask from them, so dropout saves
 // no tensor and a replayed forward draws the same mask.
-#include "kernels/cpu/dropout.h"
+#include "kernels/dropout.h"
 #include "ops/dispatch.h"
 #include "remat/ops.h"
-
-#if defined(REMAT_WITH_CUDA)
-#include "kernels/cuda/dropout.cuh"
-#endif
 
 namespace remat::ops {
 namespace {
@@ -35,10 +31,11 @@ OpDef mask_def(const char* name, BackwardFn backward) {
     const double p = a.f("p");
     const auto seed = static_cast<uint64_t>(a.i("seed"));
     const auto offset = static_cast<uint64_t>(a.i("offset"));
-    on_device(
-        name, out[0].device(),
-        [&] { kernels::cpu::dropout(in[0], p, keep_scale(p), seed, offset, out[0]); },
-        REMAT_CUDA_KERNEL(kernels::cuda::dropout(in[0], p, keep_scale(p), seed, offset, out[0])));
+    // The mask is indexed by row-major position, whatever x's strides.
+    const Tensor x = in[0].contiguous();
+    kernels_for(name, out[0].device(), kernels::cpu::dropout_kernels,
+                REMAT_CUDA_KERNELS(dropout_kernels))
+        .apply_mask(x, p, keep_scale(p), seed, offset, out[0]);
   };
   def.backward = std::move(backward);
   return def;

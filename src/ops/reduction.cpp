@@ -1,14 +1,14 @@
 // Reductions: sum and mean over dims, max and argmax along a dim.
-#include "kernels/cpu/reduce.h"
+#include "kernels/reduce.h"
 #include "ops/dispatch.h"
 #include "remat/ops.h"
 
-#if defined(REMAT_WITH_CUDA)
-#include "kernels/cuda/reduce.cuh"
-#endif
-
 namespace remat::ops {
 namespace {
+
+const kernels::ReduceKernels& reduce_kernels(const char* op, Device d) {
+  return kernels_for(op, d, kernels::cpu::reduce_kernels, REMAT_CUDA_KERNELS(reduce_kernels));
+}
 
 // The gradient of a reduction, broadcast back over the reduced dims.
 Tensor expand_reduced(const Tensor& g, const TensorMeta& input, const std::vector<int64_t>& dims,
@@ -39,9 +39,7 @@ OpDef sum_def(const char* name, bool mean) {
                              std::vector<Tensor>& out) {
     auto dims = normalize_dims(name, a.ints("dims"), in[0].dim());
     const double scale = mean ? mean_scale(in[0].shape(), dims) : 1.0;
-    on_device(
-        name, out[0].device(), [&] { kernels::cpu::sum(in[0], dims, scale, out[0]); },
-        REMAT_CUDA_KERNEL(kernels::cuda::sum(in[0], dims, scale, out[0])));
+    reduce_kernels(name, out[0].device()).sum(in[0], dims, scale, out[0]);
   };
   def.backward = [name, mean](const BackwardArgs& a) {
     const TensorMeta& x = a.input_meta[0];
@@ -86,9 +84,7 @@ void register_reduction_ops(Registry& r) {
   max_def.forward = [](const std::vector<Tensor>& in, const Attrs& a, std::vector<Tensor>& out) {
     int64_t dim = wrap_dim(a.i("dim"), in[0].dim(), "max");
     const Tensor x = scalar_as_1d(in[0]);
-    on_device(
-        "max", in[0].device(), [&] { kernels::cpu::max_along(x, dim, out[0], out[1]); },
-        REMAT_CUDA_KERNEL(kernels::cuda::max_along(x, dim, out[0], out[1])));
+    reduce_kernels("max", in[0].device()).max_along(x, dim, out[0], out[1]);
   };
   max_def.save_outputs = {1};
   max_def.backward = [](const BackwardArgs& a) {
@@ -115,9 +111,7 @@ void register_reduction_ops(Registry& r) {
       idx = idx.reshape(squeezed);
     }
     const Tensor o = scalar_as_1d(out[0]);
-    on_device(
-        "max_backward", out[0].device(), [&] { kernels::cpu::scatter_along(g, idx, dim, o); },
-        REMAT_CUDA_KERNEL(kernels::cuda::scatter_along(g, idx, dim, o)));
+    reduce_kernels("max_backward", out[0].device()).scatter_along(g, idx, dim, o);
   };
   r.add(std::move(max_backward));
 }

@@ -2,15 +2,9 @@
 // their input; copies (clone, casts, device moves, concat) do not.
 #include <numeric>
 
-#include "kernels/cpu/elementwise.h"
 #include "ops/dispatch.h"
+#include "ops/elementwise_defs.h"
 #include "remat/ops.h"
-
-#if defined(REMAT_WITH_CUDA)
-#include "kernels/cuda/elementwise.cuh"
-#include "kernels/cuda/fill.cuh"
-#include "kernels/cuda/transfer.cuh"
-#endif
 
 namespace remat::ops {
 namespace {
@@ -118,9 +112,7 @@ SliceSpec slice_spec(const Shape& shape, const Attrs& a) {
 }
 
 void copy_on_device(const char* name, const Tensor& src, const Tensor& dst) {
-  on_device(
-      name, dst.device(), [&] { kernels::cpu::copy(src, dst); },
-      REMAT_CUDA_KERNEL(kernels::cuda::copy(src, dst)));
+  elementwise_kernels(name, dst.device()).copy(src, dst);
 }
 
 int64_t concat_dim(const std::vector<Tensor>& xs, const Attrs& a) {
@@ -212,13 +204,9 @@ void register_shape_ops(Registry& r) {
                               std::vector<Tensor>& out) {
     SliceSpec s = slice_spec(out[0].shape(), a);
     Tensor region = out[0].slice(s.dim, s.start, s.end, s.step);
-    on_device(
-        "slice_backward", out[0].device(),
-        [&] {
-          kernels::cpu::fill(out[0], 0.0);
-          kernels::cpu::copy(in[0], region);
-        },
-        REMAT_CUDA_KERNEL(kernels::cuda::fill(out[0], 0.0); kernels::cuda::copy(in[0], region)));
+    const kernels::ElementwiseKernels& k = elementwise_kernels("slice_backward", out[0].device());
+    k.fill(out[0], 0.0);
+    k.copy(in[0], region);
   };
   r.add(std::move(slice_backward));
 
@@ -361,21 +349,19 @@ void register_shape_ops(Registry& r) {
   to_device_def.forward = [](const std::vector<Tensor>& in, const Attrs&,
                              std::vector<Tensor>& out) {
     const Tensor& src = in[0];
-    if (src.device().is_cpu() && out[0].device().is_cpu()) {
-      kernels::cpu::copy(src, out[0]);
+    // The copy is the kernel of the device other than the host, if any.
+    const Device device = src.device().is_cpu() ? out[0].device() : src.device();
+    const kernels::ElementwiseKernels& k = elementwise_kernels("to_device", device);
+    if (device.is_cpu()) {
+      k.copy(src, out[0]);
       return;
     }
-#if defined(REMAT_WITH_CUDA)
     Tensor packed = src;
     if (!src.is_contiguous()) {  // packed first on its own device
       packed = Tensor::empty(src.shape(), src.dtype(), src.device());
       copy_on_device("to_device", src, packed);
     }
-    kernels::cuda::copy_between_devices(packed, out[0]);
-#else
-    throw NotImplementedError(
-        fmt::format("copy from {} to {} (built without CUDA)", src.device(), out[0].device()));
-#endif
+    k.copy_between_devices(packed, out[0]);
   };
   to_device_def.backward = [](const BackwardArgs& a) {
     return std::vector<Tensor>{a.grad().to(a.input_meta[0].device)};

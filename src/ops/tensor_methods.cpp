@@ -2,14 +2,10 @@
 #include <cmath>
 
 #include "core/overlap.h"
-#include "kernels/cpu/elementwise.h"
 #include "ops/dispatch.h"
+#include "ops/elementwise_defs.h"
 #include "remat/core/grad_mode.h"
 #include "remat/ops.h"
-
-#if defined(REMAT_WITH_CUDA)
-#include "kernels/cuda/elementwise.cuh"
-#endif
 
 namespace remat {
 namespace {
@@ -18,21 +14,15 @@ using kernels::BinaryOp;
 
 // The elementwise kernels of the output's device.
 void binary(const char* op, BinaryOp kind, const Tensor& a, const Tensor& b, const Tensor& out) {
-  ops::on_device(
-      op, out.device(), [&] { kernels::cpu::binary(kind, a, b, out); },
-      REMAT_CUDA_KERNEL(kernels::cuda::binary(kind, a, b, out)));
+  ops::elementwise_kernels(op, out.device()).binary(kind, a, b, out);
 }
 
 void binary_scalar(const char* op, BinaryOp kind, const Tensor& a, double s, const Tensor& out) {
-  ops::on_device(
-      op, out.device(), [&] { kernels::cpu::binary_scalar(kind, a, s, out); },
-      REMAT_CUDA_KERNEL(kernels::cuda::binary_scalar(kind, a, s, out)));
+  ops::elementwise_kernels(op, out.device()).binary_scalar(kind, a, s, out);
 }
 
 void copy(const char* op, const Tensor& src, const Tensor& dst) {
-  ops::on_device(
-      op, dst.device(), [&] { kernels::cpu::copy(src, dst); },
-      REMAT_CUDA_KERNEL(kernels::cuda::copy(src, dst)));
+  ops::elementwise_kernels(op, dst.device()).copy(src, dst);
 }
 
 // In-place writes are invisible to the tape, so they are refused on tensors
@@ -144,9 +134,7 @@ Tensor& Tensor::mul_(double value) {
 // element gets the same value however many indices address it (PyTorch too).
 Tensor& Tensor::fill_(double value) {
   check_in_place(*this, "fill_");
-  ops::on_device(
-      "fill_", device(), [&] { kernels::cpu::fill(*this, value); },
-      REMAT_CUDA_KERNEL(kernels::cuda::fill_strided(*this, value)));
+  ops::elementwise_kernels("fill_", device()).fill(*this, value);
   bump_version();
   return *this;
 }
@@ -166,7 +154,7 @@ template <typename T>
 std::vector<T> Tensor::to_vector() const {
   Tensor host = to(kCPU).detach();
   Tensor converted = Tensor::empty(host.shape(), dtype_of_v<T>, kCPU);
-  kernels::cpu::copy(host, converted);
+  kernels::cpu::elementwise_kernels.copy(host, converted);
   const T* p = converted.data<T>();
   return std::vector<T>(p, p + converted.numel());
 }

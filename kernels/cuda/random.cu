@@ -1,14 +1,11 @@
+// Random fills on the GPU (contract: kernels/random.h): a thread per element,
+// 16-bit floats rounded from the float32 draw.
 #include "kernels/cuda/common.cuh"
-#include "kernels/cuda/fill.cuh"
 #include "kernels/philox.h"
+#include "kernels/random.h"
 
 namespace remat::kernels::cuda {
 namespace {
-
-template <typename T>
-__global__ void fill_kernel(T* out, int64_t n, T value) {
-  REMAT_GRID_STRIDE_LOOP(i, n) { out[i] = value; }
-}
 
 template <typename T>
 __global__ void fill_random_kernel(T* out, int64_t n, bool normal, uint64_t seed, uint64_t offset) {
@@ -19,22 +16,7 @@ __global__ void fill_random_kernel(T* out, int64_t n, bool normal, uint64_t seed
   }
 }
 
-}  // namespace
-
-void fill(const Tensor& out, double value) {
-  REMAT_CHECK(out.is_contiguous(), "fill on {}: output must be contiguous", out.device());
-  const int64_t n = out.numel();
-  if (n == 0) return;
-  DeviceScope scope(out);
-  visit_dtype(out.dtype(), [&]<typename T>() {
-    using D = device_t<T>;
-    fill_kernel<D><<<blocks_for(n), kThreads, 0, stream_of(out)>>>(static_cast<D*>(out.data_ptr()),
-                                                                   n, device_value<T>(value));
-  });
-  REMAT_CUDA_LAUNCH_CHECK("fill_kernel");
-}
-
-void fill_random(const Tensor& out, bool normal, uint64_t seed, uint64_t offset) {
+void fill_random(const Tensor& out, Distribution dist, uint64_t seed, uint64_t offset) {
   REMAT_CHECK(out.is_contiguous(), "fill_random on {}: output must be contiguous", out.device());
   const int64_t n = out.numel();
   if (n == 0) return;
@@ -45,10 +27,14 @@ void fill_random(const Tensor& out, bool normal, uint64_t seed, uint64_t offset)
     } else {
       using D = device_t<T>;
       fill_random_kernel<D><<<blocks_for(n), kThreads, 0, stream_of(out)>>>(
-          static_cast<D*>(out.data_ptr()), n, normal, seed, offset);
+          static_cast<D*>(out.data_ptr()), n, dist == Distribution::Normal, seed, offset);
     }
   });
   REMAT_CUDA_LAUNCH_CHECK("fill_random_kernel");
 }
+
+}  // namespace
+
+const RandomKernels random_kernels{fill_random};
 
 }  // namespace remat::kernels::cuda

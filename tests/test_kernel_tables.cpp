@@ -1,0 +1,71 @@
+// The kernel tables (kernels/<family>.h) as the op layer calls them: what
+// their contracts promise beyond the ops' own tests.
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+#include "kernels/dropout.h"
+#include "kernels/elementwise.h"
+#include "kernels/scalar_math.h"
+#include "ops/registry.h"
+#include "remat/remat.h"
+#include "support/error_message.h"
+
+namespace remat {
+namespace {
+
+using testing::error_message;
+
+// Integer tensors take only the ops integer_op admits; the others are refused
+// before any element is computed, also when the loop would run in parallel.
+TEST(ElementwiseKernels, IntegerTensorsRefuseFloatingOps) {
+  for (int64_t n : {0, 4, 1 << 17}) {
+    const Tensor a = ones({n}, kInt64);
+    EXPECT_NE(error_message([&] { div(a, a); }).find("elementwise op"), std::string::npos) << n;
+    EXPECT_NE(error_message([&] { pow(a, 2.0); }).find("elementwise op"), std::string::npos) << n;
+  }
+  const Tensor a = from_vector(std::vector<int64_t>{-3, 2}, {2});
+  EXPECT_EQ((a + a).to_vector<int64_t>(), (std::vector<int64_t>{-6, 4}));
+}
+
+// The CPU computes float64 GELU with the shared formula, bit for bit.
+TEST(ElementwiseKernels, CpuFloat64GeluIsTheSharedFormula) {
+  const std::vector<double> xs{-4.0, -1.5, -0.25, 0.0, 0.3, 2.0, 6.0};
+  const std::vector<double> y = gelu(from_vector(xs, {7})).to_vector<double>();
+  for (size_t i = 0; i < xs.size(); ++i) {
+    EXPECT_EQ(y[i], kernels::apply_unary<kernels::UnaryOp::Gelu>(xs[i])) << xs[i];
+  }
+}
+
+// max's backward reads the gradient as it comes: sum's broadcast (stride 0)
+// view, or a transposed one.
+TEST(ReduceKernels, MaxBackwardTakesStridedGradients) {
+  Tensor x = from_vector(std::vector<double>{1, 5, 2, 7, 3, 0}, {2, 3}).requires_grad_();
+  sum(max(x, 1).values).backward();
+  EXPECT_EQ(x.grad().to_vector<double>(), (std::vector<double>{0, 1, 0, 1, 0, 0}));
+
+  Tensor z = from_vector(std::vector<double>{1, 5, 2, 7, 3, 0, 4, 6}, {2, 2, 2}).requires_grad_();
+  const Tensor g = from_vector(std::vector<double>{10, 20, 30, 40}, {2, 2}).transpose(0, 1);
+  max(z, 2).values.backward(g);
+  EXPECT_EQ(z.grad().to_vector<double>(), (std::vector<double>{0, 10, 0, 30, 20, 0, 0, 40}));
+}
+
+// The op layer hands dropout's kernel contiguous operands: a transposed input
+// is masked by row-major position, as its contiguous copy is, and the kernel
+// itself refuses a strided one.
+TEST(DropoutKernels, StridedInputsAreMaskedByRowMajorPosition) {
+  const Tensor x = (randn({16, 24}, kFloat64) + 10.0).transpose(0, 1);
+  auto dropout_at = [](const Tensor& in) {
+    return ops::call1(ops::op("dropout"), {in},
+                      {{"p", 0.5}, {"seed", int64_t{99}}, {"offset", int64_t{5}}});
+  };
+  EXPECT_EQ(dropout_at(x).to_vector<double>(), dropout_at(x.contiguous()).to_vector<double>());
+  const Tensor out = Tensor::empty(x.shape(), kFloat64);
+  EXPECT_NE(error_message([&] {
+              kernels::cpu::dropout_kernels.apply_mask(x, 0.5, 2.0, 99, 5, out);
+            }).find("dropout: input"),
+            std::string::npos);
+}
+
+}  // namespace
+}  // namespace remat
