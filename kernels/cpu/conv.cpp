@@ -7,8 +7,8 @@
 
 #include "kernels/contiguous.h"
 #include "kernels/cpu/dtype_dispatch.h"
-#include "kernels/cpu/elementwise.h"
 #include "kernels/cpu/loops.h"
+#include "kernels/elementwise.h"
 #include "kernels/gemm.h"
 
 namespace remat::kernels::cpu {
@@ -91,36 +91,34 @@ template <typename T>
 void im2col(const T* x, int64_t samples, const ConvDims& d, const Conv2dParams& p, T* cols,
             int64_t sample_stride, int64_t row_stride) {
   const int64_t work = samples * d.rows() * d.out_area();
-#pragma omp parallel for collapse(2) if (work >= 2 * kParallelGrain) schedule(static)
-  for (int64_t n = 0; n < samples; ++n) {
-    for (int64_t c = 0; c < d.c; ++c) {
-      const T* plane = x + (n * d.c + c) * d.in_area();
-      for (int64_t i = 0; i < d.kh; ++i) {
-        const int64_t shift_y = i * p.dilation_h - p.pad_h;
-        const Span ys = inside(d.oh, d.h, p.stride_h, shift_y);
-        for (int64_t j = 0; j < d.kw; ++j) {
-          const int64_t shift_x = j * p.dilation_w - p.pad_w;
-          const Span xs = inside(d.ow, d.w, p.stride_w, shift_x);
-          T* row = cols + n * sample_stride + ((c * d.kh + i) * d.kw + j) * row_stride;
-          std::fill(row, row + ys.begin * d.ow, T(0));
-          std::fill(row + ys.end * d.ow, row + d.oh * d.ow, T(0));
-          for (int64_t oy = ys.begin; oy < ys.end; ++oy) {
-            const T* src = plane + (oy * p.stride_h + shift_y) * d.w;
-            T* dst = row + oy * d.ow;
-            std::fill(dst, dst + xs.begin, T(0));
-            std::fill(dst + xs.end, dst + d.ow, T(0));
-            if (p.stride_w == 1) {
-              std::copy(src + xs.begin + shift_x, src + xs.end + shift_x, dst + xs.begin);
-            } else {
-              for (int64_t ox = xs.begin; ox < xs.end; ++ox) {
-                dst[ox] = src[ox * p.stride_w + shift_x];
-              }
+  parallel_for(samples * d.c, work >= 2 * kParallelGrain, [&](int64_t plane_index) {
+    const int64_t n = plane_index / d.c, c = plane_index % d.c;
+    const T* plane = x + (n * d.c + c) * d.in_area();
+    for (int64_t i = 0; i < d.kh; ++i) {
+      const int64_t shift_y = i * p.dilation_h - p.pad_h;
+      const Span ys = inside(d.oh, d.h, p.stride_h, shift_y);
+      for (int64_t j = 0; j < d.kw; ++j) {
+        const int64_t shift_x = j * p.dilation_w - p.pad_w;
+        const Span xs = inside(d.ow, d.w, p.stride_w, shift_x);
+        T* row = cols + n * sample_stride + ((c * d.kh + i) * d.kw + j) * row_stride;
+        std::fill(row, row + ys.begin * d.ow, T(0));
+        std::fill(row + ys.end * d.ow, row + d.oh * d.ow, T(0));
+        for (int64_t oy = ys.begin; oy < ys.end; ++oy) {
+          const T* src = plane + (oy * p.stride_h + shift_y) * d.w;
+          T* dst = row + oy * d.ow;
+          std::fill(dst, dst + xs.begin, T(0));
+          std::fill(dst + xs.end, dst + d.ow, T(0));
+          if (p.stride_w == 1) {
+            std::copy(src + xs.begin + shift_x, src + xs.end + shift_x, dst + xs.begin);
+          } else {
+            for (int64_t ox = xs.begin; ox < xs.end; ++ox) {
+              dst[ox] = src[ox * p.stride_w + shift_x];
             }
           }
         }
       }
     }
-  }
+  });
 }
 
 // The adjoint of im2col (columns laid out [n][r][l]): each input element
@@ -130,40 +128,37 @@ template <typename T>
 void col2im(const T* cols, int64_t samples, const ConvDims& d, const Conv2dParams& p, T* x) {
   const int64_t row_stride = d.out_area(), sample_stride = d.rows() * row_stride;
   const int64_t work = samples * d.rows() * d.out_area();
-#pragma omp parallel for collapse(2) if (work >= 2 * kParallelGrain) schedule(static)
-  for (int64_t n = 0; n < samples; ++n) {
-    for (int64_t c = 0; c < d.c; ++c) {
-      T* plane = x + (n * d.c + c) * d.in_area();
-      std::fill(plane, plane + d.in_area(), T(0));
-      for (int64_t i = 0; i < d.kh; ++i) {
-        const int64_t shift_y = i * p.dilation_h - p.pad_h;
-        const Span ys = inside(d.oh, d.h, p.stride_h, shift_y);
-        for (int64_t j = 0; j < d.kw; ++j) {
-          const int64_t shift_x = j * p.dilation_w - p.pad_w;
-          const Span xs = inside(d.ow, d.w, p.stride_w, shift_x);
-          const T* row = cols + n * sample_stride + ((c * d.kh + i) * d.kw + j) * row_stride;
-          for (int64_t oy = ys.begin; oy < ys.end; ++oy) {
-            const T* src = row + oy * d.ow;
-            T* dst = plane + (oy * p.stride_h + shift_y) * d.w;
-            for (int64_t ox = xs.begin; ox < xs.end; ++ox) {
-              dst[ox * p.stride_w + shift_x] += src[ox];
-            }
+  parallel_for(samples * d.c, work >= 2 * kParallelGrain, [&](int64_t plane_index) {
+    const int64_t n = plane_index / d.c, c = plane_index % d.c;
+    T* plane = x + (n * d.c + c) * d.in_area();
+    std::fill(plane, plane + d.in_area(), T(0));
+    for (int64_t i = 0; i < d.kh; ++i) {
+      const int64_t shift_y = i * p.dilation_h - p.pad_h;
+      const Span ys = inside(d.oh, d.h, p.stride_h, shift_y);
+      for (int64_t j = 0; j < d.kw; ++j) {
+        const int64_t shift_x = j * p.dilation_w - p.pad_w;
+        const Span xs = inside(d.ow, d.w, p.stride_w, shift_x);
+        const T* row = cols + n * sample_stride + ((c * d.kh + i) * d.kw + j) * row_stride;
+        for (int64_t oy = ys.begin; oy < ys.end; ++oy) {
+          const T* src = row + oy * d.ow;
+          T* dst = plane + (oy * p.stride_h + shift_y) * d.w;
+          for (int64_t ox = xs.begin; ox < xs.end; ++ox) {
+            dst[ox * p.stride_w + shift_x] += src[ox];
           }
         }
       }
     }
-  }
+  });
 }
 
 template <typename T>
 void add_bias(const T* bias, const ConvDims& d, T* out) {
   const int64_t planes = d.n * d.o, area = d.out_area();
-#pragma omp parallel for if (planes * area >= 2 * kParallelGrain) schedule(static)
-  for (int64_t r = 0; r < planes; ++r) {
+  parallel_for(planes, planes * area >= 2 * kParallelGrain, [&](int64_t r) {
     const T b = bias[r % d.o];
     T* row = out + r * area;
     for (int64_t l = 0; l < area; ++l) row[l] += b;
-  }
+  });
 }
 
 void conv2d(const Tensor& x, const Tensor& w, const Tensor& bias, const Conv2dParams& p,
@@ -230,7 +225,7 @@ void conv2d_backward_weight(const Tensor& gy, const Tensor& x, const Conv2dParam
   const int64_t groups = p.groups, og = d.group_out(), k = d.group_rows(), l = d.out_area();
   const Tensor gw = alias(grad_weight, {groups, og, k});
   if (d.n == 0) {
-    fill(grad_weight, 0.0);
+    elementwise_kernels.fill(grad_weight, 0.0);
     return;
   }
   // Columns laid out [r][n][l] and grad_out regrouped as [o][n][l] make the
@@ -245,15 +240,15 @@ void conv2d_backward_weight(const Tensor& gy, const Tensor& x, const Conv2dParam
       im2col(static_cast<const T*>(x.data_ptr()) + n0 * d.c * d.in_area(), samples, d, p,
              static_cast<T*>(cols.data_ptr()), l, m);
     });
-    copy(alias(gy, {d.o, samples, l}, {l, d.o * l, 1}, n0 * d.o * l),
-         alias(gy_by_channel, {d.o, samples, l}));
+    elementwise_kernels.copy(alias(gy, {d.o, samples, l}, {l, d.o * l, 1}, n0 * d.o * l),
+                             alias(gy_by_channel, {d.o, samples, l}));
     Tensor target = gw;
     if (n0 > 0) {
       if (!partial.defined()) partial = Tensor::empty(gw.shape(), gw.dtype(), gw.device());
       target = partial;
     }
     matmul(alias(gy_by_channel, {groups, og, m}), transposed(alias(cols, {groups, k, m})), target);
-    if (n0 > 0) binary(BinaryOp::Add, gw, partial, gw);
+    if (n0 > 0) elementwise_kernels.binary(BinaryOp::Add, gw, partial, gw);
   }
 }
 

@@ -24,8 +24,7 @@ void dropout(const Tensor& x, double p, double scale, uint64_t seed, uint64_t of
     const int64_t first_block = static_cast<int64_t>(offset / 4);
     const int64_t blocks =
         n == 0 ? 0 : static_cast<int64_t>((offset + n - 1) / 4) - first_block + 1;
-#pragma omp parallel for if (n >= 2 * kParallelGrain) schedule(static)
-    for (int64_t b = 0; b < blocks; ++b) {
+    parallel_for(blocks, n >= 2 * kParallelGrain, [&](int64_t b) {
       const auto block = static_cast<uint64_t>(first_block + b);
       const Philox4 draws = philox(seed, block);
       for (uint64_t lane = 0; lane < 4; ++lane) {
@@ -34,7 +33,7 @@ void dropout(const Tensor& x, double p, double scale, uint64_t seed, uint64_t of
         const auto i = static_cast<int64_t>(position - offset);
         o[i] = dropout_keeps_bits(draws.v[lane], threshold) ? in[i] * s : T(0);
       }
-    }
+    });
   });
 }
 

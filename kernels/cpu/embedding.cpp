@@ -6,8 +6,8 @@
 
 #include "kernels/contiguous.h"
 #include "kernels/cpu/dtype_dispatch.h"
-#include "kernels/cpu/elementwise.h"
 #include "kernels/cpu/loops.h"
+#include "kernels/elementwise.h"
 
 namespace remat::kernels::cpu {
 namespace {
@@ -29,11 +29,10 @@ void embedding(const Tensor& w, const Tensor& idx_t, const Tensor& out) {
   const auto row_bytes = static_cast<size_t>(width) * w.element_size();
   const char* src = static_cast<const char*>(w.data_ptr());
   char* dst = static_cast<char*>(out.data_ptr());
-#pragma omp parallel for if (n * width >= 2 * kParallelGrain) schedule(static)
-  for (int64_t k = 0; k < n; ++k) {
+  parallel_for(n, n * width >= 2 * kParallelGrain, [&](int64_t k) {
     std::memcpy(dst + static_cast<size_t>(k) * row_bytes,
                 src + static_cast<size_t>(idx[k]) * row_bytes, row_bytes);
-  }
+  });
 }
 
 void embedding_backward(const Tensor& g, const Tensor& idx_t, const Tensor& out) {
@@ -41,7 +40,7 @@ void embedding_backward(const Tensor& g, const Tensor& idx_t, const Tensor& out)
   const int64_t n = idx_t.numel(), num_weights = out.shape()[0], width = out.shape()[1];
   const int64_t* idx = static_cast<const int64_t*>(idx_t.data_ptr());
   check_indices("embedding_backward", idx, n, num_weights);
-  fill(out, 0.0);
+  elementwise_kernels.fill(out, 0.0);
   // Threads own disjoint column blocks and walk every index in order, so the
   // sums are the same for any thread count.
   constexpr int64_t kBlock = 64;
@@ -49,15 +48,14 @@ void embedding_backward(const Tensor& g, const Tensor& idx_t, const Tensor& out)
   visit_floating(out.dtype(), "embedding_backward", [&]<typename T>() {
     const T* pg = static_cast<const T*>(g.data_ptr());
     T* o = static_cast<T*>(out.data_ptr());
-#pragma omp parallel for if (blocks > 1 && n * width >= 2 * kParallelGrain) schedule(static)
-    for (int64_t b = 0; b < blocks; ++b) {
+    parallel_for(blocks, blocks > 1 && n * width >= 2 * kParallelGrain, [&](int64_t b) {
       const int64_t begin = b * kBlock, end = std::min(width, begin + kBlock);
       for (int64_t k = 0; k < n; ++k) {
         const T* row = pg + k * width;
         T* target = o + idx[k] * width;
         for (int64_t d = begin; d < end; ++d) target[d] += row[d];
       }
-    }
+    });
   });
 }
 

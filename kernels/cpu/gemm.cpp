@@ -4,8 +4,8 @@
 #include <cblas.h>
 
 #include "kernels/cpu/dtype_dispatch.h"
-#include "kernels/cpu/elementwise.h"
 #include "kernels/cpu/loops.h"
+#include "kernels/elementwise.h"
 
 namespace remat::kernels::cpu {
 namespace {
@@ -30,7 +30,7 @@ BlasMatrix blas_view(const Tensor& t) {
     return {t, CblasTrans, col_stride};
   }
   Tensor c = Tensor::empty(t.shape(), t.dtype(), t.device());
-  copy(t, c);
+  elementwise_kernels.copy(t, c);
   return {c, CblasNoTrans, std::max<int64_t>(cols, 1)};
 }
 
@@ -53,10 +53,9 @@ template <typename T>
 void fill_rows(const Tensor& bias, T* out, int64_t rows, int64_t n) {
   const T* pb = static_cast<const T*>(bias.data_ptr());
   const int64_t bs = bias.strides()[0];
-#pragma omp parallel for if (rows * n >= 2 * kParallelGrain) schedule(static)
-  for (int64_t r = 0; r < rows; ++r) {
+  parallel_for(rows, rows * n >= 2 * kParallelGrain, [&](int64_t r) {
     for (int64_t j = 0; j < n; ++j) out[r * n + j] = pb[j * bs];
-  }
+  });
 }
 
 void matmul(const Tensor& a, const Tensor& b, const Tensor& bias, const Tensor& out) {

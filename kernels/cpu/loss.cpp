@@ -54,8 +54,7 @@ void cross_entropy(const Tensor& x, const Tensor& t_c, int64_t ignore_index, con
     T* plse = static_cast<T*>(lse.data_ptr());
     // Per-row losses summed serially afterwards: the same total for any thread count.
     std::vector<double> row_loss(static_cast<size_t>(rows), 0.0);
-#pragma omp parallel for if (rows * l.classes >= 2 * kParallelGrain) schedule(static)
-    for (int64_t r = 0; r < rows; ++r) {
+    parallel_for(rows, rows * l.classes >= 2 * kParallelGrain, [&](int64_t r) {
       const T* p = px + l.base(r);
       double m = -std::numeric_limits<double>::infinity();
       for (int64_t c = 0; c < l.classes; ++c) m = std::max(m, static_cast<double>(p[c * l.inner]));
@@ -69,7 +68,7 @@ void cross_entropy(const Tensor& x, const Tensor& t_c, int64_t ignore_index, con
       if (t[r] != ignore_index) {
         row_loss[static_cast<size_t>(r)] = row_lse - static_cast<double>(p[t[r] * l.inner]);
       }
-    }
+    });
     double sum = 0;
     for (double v : row_loss) sum += v;
     static_cast<T*>(loss.data_ptr())[0] = static_cast<T>(sum / static_cast<double>(count));
@@ -89,19 +88,18 @@ void cross_entropy_backward(const Tensor& grad, const Tensor& x, const Tensor& t
     T* o = static_cast<T*>(out.data_ptr());
     const T incoming = *static_cast<const T*>(grad.data_ptr());  // 0-d: one element
     const T scale = incoming / static_cast<T>(count);
-#pragma omp parallel for if (rows * l.classes >= 2 * kParallelGrain) schedule(static)
-    for (int64_t r = 0; r < rows; ++r) {
+    parallel_for(rows, rows * l.classes >= 2 * kParallelGrain, [&](int64_t r) {
       const int64_t base = l.base(r);
       if (t[r] == ignore_index) {
         for (int64_t c = 0; c < l.classes; ++c) o[base + c * l.inner] = T(0);
-        continue;
+        return;
       }
       for (int64_t c = 0; c < l.classes; ++c) {
         const int64_t at = base + c * l.inner;
         T prob = std::exp(px[at] - plse[r]);
         o[at] = (prob - (c == t[r] ? T(1) : T(0))) * scale;
       }
-    }
+    });
   });
 }
 

@@ -51,8 +51,7 @@ constexpr int64_t kColumnChunk = 32;
 template <typename T>
 void layer_norm_kernel(const T* x, const T* w, const T* b, double eps, int64_t rows, int64_t cols,
                        T* y, T* mean, T* rstd) {
-#pragma omp parallel for if (rows * cols >= 2 * kParallelGrain) schedule(static)
-  for (int64_t r = 0; r < rows; ++r) {
+  parallel_for(rows, rows * cols >= 2 * kParallelGrain, [&](int64_t r) {
     const T* xr = x + r * cols;
     ShiftedMoments m(static_cast<double>(xr[0]));
     m.add(xr, cols);
@@ -75,7 +74,7 @@ void layer_norm_kernel(const T* x, const T* w, const T* b, double eps, int64_t r
 #pragma omp simd
       for (int64_t j = 0; j < cols; ++j) yr[j] = (xr[j] - mu) * rs;
     }
-  }
+  });
 }
 
 // dx = rstd * (g w - mean(g w) - xhat * mean(g w xhat)) per row, w = 1 when
@@ -85,8 +84,7 @@ void layer_norm_backward_kernel(const T* g, const T* x, const T* w, const T* mea
                                 int64_t rows, int64_t cols, T* dx, T* dw, T* db) {
   const bool parallel = rows * cols >= 2 * kParallelGrain;
   if (dx) {
-#pragma omp parallel for if (parallel) schedule(static)
-    for (int64_t r = 0; r < rows; ++r) {
+    parallel_for(rows, parallel, [&](int64_t r) {
       const T* gr = g + r * cols;
       const T* xr = x + r * cols;
       const double mu = static_cast<double>(mean[r]), rs = static_cast<double>(rstd[r]);
@@ -106,12 +104,11 @@ void layer_norm_backward_kernel(const T* g, const T* x, const T* w, const T* mea
         const double xhat = (static_cast<double>(xr[j]) - mu) * rs;
         dxr[j] = static_cast<T>(rs * (gw - mean_gw - xhat * mean_gw_xhat));
       }
-    }
+    });
   }
   if (dw || db) {
     const int64_t chunks = (cols + kColumnChunk - 1) / kColumnChunk;
-#pragma omp parallel for if (parallel && chunks > 1) schedule(static)
-    for (int64_t c = 0; c < chunks; ++c) {
+    parallel_for(chunks, parallel && chunks > 1, [&](int64_t c) {
       const int64_t begin = c * kColumnChunk, len = std::min(kColumnChunk, cols - begin);
       std::array<double, kColumnChunk> sum_g_xhat{}, sum_g{};
       for (int64_t r = 0; r < rows; ++r) {
@@ -128,7 +125,7 @@ void layer_norm_backward_kernel(const T* g, const T* x, const T* w, const T* mea
         if (dw) dw[begin + j] = static_cast<T>(sum_g_xhat[static_cast<size_t>(j)]);
         if (db) db[begin + j] = static_cast<T>(sum_g[static_cast<size_t>(j)]);
       }
-    }
+    });
   }
 }
 
@@ -148,8 +145,7 @@ template <typename T>
 void batch_norm_stats_kernel(const T* x, const ChannelLayout& l, double eps, T* mean, T* invstd,
                              T* running_mean, int64_t running_mean_stride, T* running_var,
                              int64_t running_var_stride, double momentum) {
-#pragma omp parallel for if (l.parallel() && l.channels > 1) schedule(static)
-  for (int64_t c = 0; c < l.channels; ++c) {
+  parallel_for(l.channels, l.parallel() && l.channels > 1, [&](int64_t c) {
     ShiftedMoments m(static_cast<double>(x[l.offset(0, c)]));
     for (int64_t n = 0; n < l.batch; ++n) m.add(x + l.offset(n, c), l.spatial);
     const double var = m.biased_var();
@@ -162,22 +158,21 @@ void batch_norm_stats_kernel(const T* x, const ChannelLayout& l, double eps, T* 
       rm = static_cast<T>((1 - momentum) * static_cast<double>(rm) + momentum * m.mean());
       rv = static_cast<T>((1 - momentum) * static_cast<double>(rv) + momentum * var * n / (n - 1));
     }
-  }
+  });
 }
 
 template <typename T>
 void batch_norm_apply_kernel(const T* x, const ChannelLayout& l, const T* mean, const T* invstd,
                              const T* w, const T* b, T* y) {
   const int64_t rows = l.batch * l.channels;
-#pragma omp parallel for if (l.parallel()) schedule(static)
-  for (int64_t r = 0; r < rows; ++r) {
+  parallel_for(rows, l.parallel(), [&](int64_t r) {
     const int64_t c = r % l.channels;
     const T mu = mean[c], scale = w ? invstd[c] * w[c] : invstd[c], shift = b ? b[c] : T(0);
     const T* xr = x + r * l.spatial;
     T* yr = y + r * l.spatial;
 #pragma omp simd
     for (int64_t s = 0; s < l.spatial; ++s) yr[s] = (xr[s] - mu) * scale + shift;
-  }
+  });
 }
 
 // With M = N * S values per channel and xhat = (x - mean) * invstd:
@@ -188,8 +183,7 @@ void batch_norm_backward_kernel(const T* g, const T* x, const ChannelLayout& l, 
                                 const T* mean, const T* invstd, bool training, T* dx, T* dw,
                                 T* db) {
   const bool need_sums = dw || db || (dx && training);
-#pragma omp parallel for if (l.parallel() && l.channels > 1) schedule(static)
-  for (int64_t c = 0; c < l.channels; ++c) {
+  parallel_for(l.channels, l.parallel() && l.channels > 1, [&](int64_t c) {
     const double mu = static_cast<double>(mean[c]), is = static_cast<double>(invstd[c]);
     double sum_g = 0, sum_g_centered = 0;
     if (need_sums) {
@@ -206,7 +200,7 @@ void batch_norm_backward_kernel(const T* g, const T* x, const ChannelLayout& l, 
     }
     if (dw) dw[c] = static_cast<T>(sum_g_centered * is);
     if (db) db[c] = static_cast<T>(sum_g);
-    if (!dx) continue;
+    if (!dx) return;
     const double scale = w ? is * static_cast<double>(w[c]) : is;
     const double count = static_cast<double>(l.count());
     // Centred and scaled in training; zero in eval, where the statistics are constants.
@@ -223,7 +217,7 @@ void batch_norm_backward_kernel(const T* g, const T* x, const ChannelLayout& l, 
                                 scale);
       }
     }
-  }
+  });
 }
 
 template <typename T>

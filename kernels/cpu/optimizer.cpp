@@ -77,11 +77,10 @@ template <typename ChunkFn, typename Combine>
 double fold_chunks(int64_t n, ChunkFn&& chunk, Combine&& combine) {
   const int64_t chunks = (n + kParallelGrain - 1) / kParallelGrain;
   std::vector<double> partial(static_cast<size_t>(chunks));
-#pragma omp parallel for if (chunks > 1) schedule(static)
-  for (int64_t c = 0; c < chunks; ++c) {
+  parallel_for(chunks, chunks > 1, [&](int64_t c) {
     partial[static_cast<size_t>(c)] =
         chunk(c * kParallelGrain, std::min(n, (c + 1) * kParallelGrain));
-  }
+  });
   double total = 0;
   for (double value : partial) total = combine(total, value);
   return total;

@@ -43,8 +43,7 @@ Range adaptive_bin(int64_t i, int64_t in, int64_t out) {
 // fn(plane) for every plane, in parallel once the work pays for the threads.
 template <typename Fn>
 void for_each_plane(int64_t planes, int64_t work_per_plane, Fn&& fn) {
-#pragma omp parallel for if (planes * work_per_plane >= 2 * kParallelGrain) schedule(static)
-  for (int64_t plane = 0; plane < planes; ++plane) fn(plane);
+  parallel_for(planes, planes * work_per_plane >= 2 * kParallelGrain, fn);
 }
 
 // Window means. Forward: out[o] = sum of o's window / divisor. Backward: each

@@ -15,13 +15,12 @@ void fill_random(const Tensor& out, Distribution dist, uint64_t seed, uint64_t o
       throw Error(fmt::format("fill_random: dtype {} is not floating point", out.dtype()));
     } else {
       T* p = static_cast<T*>(out.data_ptr());
-#pragma omp parallel for if (n >= 2 * kParallelGrain) schedule(static)
-      for (int64_t i = 0; i < n; ++i) {
+      parallel_for(n, n >= 2 * kParallelGrain, [&](int64_t i) {
         auto u = static_cast<uint64_t>(i);
         float v = dist == Distribution::Normal ? philox_normal(seed, offset, u)
                                                : philox_uniform(seed, offset, u);
         p[i] = T(v);
-      }
+      });
     }
   });
 }

@@ -34,8 +34,7 @@ void sum(const Tensor& x, const std::vector<int64_t>& dims, double scale, const 
     Shape run_outer_shape(red.shape.begin(), red.shape.end() - 1);
     Strides run_outer_strides(red.strides[0].begin(), red.strides[0].end() - 1);
     const int64_t runs = inner == 0 ? 0 : inner / run_len;
-#pragma omp parallel for if (outer * inner >= 2 * kParallelGrain && outer > 1) schedule(static)
-    for (int64_t i = 0; i < outer; ++i) {
+    parallel_for(outer, outer * inner >= 2 * kParallelGrain && outer > 1, [&](int64_t i) {
       // An offset, not a pointer: an empty input may have no memory to point into.
       const int64_t base = offset_of(i, l.kept_shape, l.kept_strides);
       Acc acc = 0;
@@ -49,7 +48,7 @@ void sum(const Tensor& x, const std::vector<int64_t>& dims, double scale, const 
         }
       }
       o[i] = static_cast<T>(acc * static_cast<Acc>(scale));
-    }
+    });
   });
 }
 
@@ -61,8 +60,7 @@ void max_along(const Tensor& x, int64_t dim, const Tensor& values, const Tensor&
     const T* in = static_cast<const T*>(x.data_ptr());
     T* v = static_cast<T*>(values.data_ptr());
     int64_t* idx = static_cast<int64_t*>(indices.data_ptr());
-#pragma omp parallel for if (outer * len >= 2 * kParallelGrain) schedule(static)
-    for (int64_t i = 0; i < outer; ++i) {
+    parallel_for(outer, outer * len >= 2 * kParallelGrain, [&](int64_t i) {
       const T* p = in + offset_of(i, l.kept_shape, l.kept_strides);
       T best = p[0];
       int64_t best_k = 0;
@@ -75,7 +73,7 @@ void max_along(const Tensor& x, int64_t dim, const Tensor& values, const Tensor&
       }
       v[i] = best;
       idx[i] = best_k;
-    }
+    });
   });
 }
 

@@ -3,7 +3,7 @@
 #include <optional>
 
 #include "kernels/cuda/common.cuh"
-#include "kernels/cuda/elementwise.cuh"
+#include "kernels/elementwise.h"
 #include "kernels/cuda/handles.cuh"
 #include "kernels/gemm.h"
 #include "remat/core/math_mode.h"
@@ -79,7 +79,7 @@ GemmOperand gemm_operand(const Tensor& t, const Shape& batch) {
     if (std::optional<GemmOperand> g = matrix_view(t, *stride)) return *g;
   }
   Tensor c = Tensor::empty(stride ? t.shape() : full, t.dtype(), t.device());
-  copy(t, c);
+  elementwise_kernels.copy(t, c);
   const std::optional<int64_t> c_stride = linear_batch_stride(c, full);
   std::optional<GemmOperand> g = c_stride ? matrix_view(c, *c_stride) : std::nullopt;
   REMAT_CHECK(g.has_value(), "matmul on {}: no cuBLAS layout for a contiguous copy of {}",
