@@ -14,6 +14,7 @@
 #include <type_traits>
 
 #include "core/cuda_check.h"
+#include "kernels/dtype_visit.h"
 #include "kernels/strided.h"
 #include "remat/core/stream.h"
 #include "remat/core/tensor.h"
@@ -77,38 +78,29 @@ __host__ __device__ inline T from_acc(A v) {
   }
 }
 
+using F32 = DTypeCase<kFloat32, float>;
+using F64 = DTypeCase<kFloat64, double>;
+
 // Calls fn.template operator()<D>() with D the device scalar of a floating
 // dtype (float, double, __nv_bfloat16, __half); other dtypes throw naming `what`.
 template <typename Fn>
 void visit_floating(DType t, const char* what, Fn&& fn) {
-  switch (t) {
-    case kFloat32: fn.template operator()<float>(); return;
-    case kFloat64: fn.template operator()<double>(); return;
-    case kBFloat16: fn.template operator()<__nv_bfloat16>(); return;
-    case kFloat16: fn.template operator()<__half>(); return;
-    default: throw Error(fmt::format("{}: no CUDA kernel for dtype {}", what, t));
-  }
+  visit_cases<F32, F64, DTypeCase<kBFloat16, __nv_bfloat16>, DTypeCase<kFloat16, __half>>(t, "CUDA",
+                                                                                          what, fn);
 }
 
 // visit_floating, plus int64 and int32: the dtypes arithmetic and reductions take.
 template <typename Fn>
 void visit_arith(DType t, const char* what, Fn&& fn) {
-  switch (t) {
-    case kInt64: fn.template operator()<int64_t>(); return;
-    case kInt32: fn.template operator()<int32_t>(); return;
-    default: visit_floating(t, what, fn);
-  }
+  visit_cases<F32, F64, DTypeCase<kBFloat16, __nv_bfloat16>, DTypeCase<kFloat16, __half>,
+              DTypeCase<kInt64, int64_t>, DTypeCase<kInt32, int32_t>>(t, "CUDA", what, fn);
 }
 
 // float32 and float64 only (as float and double): the dtypes that statistics
 // and accumulators are kept in.
 template <typename Fn>
 void visit_float_or_double(DType t, const char* what, Fn&& fn) {
-  switch (t) {
-    case kFloat32: fn.template operator()<float>(); return;
-    case kFloat64: fn.template operator()<double>(); return;
-    default: throw Error(fmt::format("{}: no CUDA kernel for dtype {}", what, t));
-  }
+  visit_cases<F32, F64>(t, "CUDA", what, fn);
 }
 
 // ---- launch -------------------------------------------------------------------
