@@ -123,7 +123,7 @@ void run_backward(const std::vector<Tensor>& roots, const std::vector<Tensor>& s
 
     // Multi-output ops: an output nobody used still needs a zero gradient.
     for (size_t i = 0; i < grads.size() && op.visible(i); ++i) {
-      const TensorMeta& m = node->output_meta[i];
+      const TensorMeta& m = node->outputs[i].meta;
       if (!grads[i].defined() && is_floating(m.dtype)) grads[i] = zeros(m.shape, m.dtype, m.device);
     }
     std::vector<Tensor> input_grads;
@@ -131,17 +131,17 @@ void run_backward(const std::vector<Tensor>& roots, const std::vector<Tensor>& s
       ops::BackwardArgs args{op, node->attrs, node->input_meta, std::move(grads), {}, {}, {}};
       args.needs_input_grad.resize(node->inputs.size());
       for (size_t i = 0; i < node->inputs.size(); ++i) {
-        args.needs_input_grad[i] = node->inputs[i].requires_grad;
+        args.needs_input_grad[i] = node->inputs[i].edge.requires_grad;
       }
       args.saved_inputs.resize(node->inputs.size());
       for (int i : op.save_inputs) {
         args.saved_inputs[static_cast<size_t>(i)] = node->unpack(
-            node->saved_inputs[static_cast<size_t>(i)], "input", static_cast<size_t>(i));
+            node->inputs[static_cast<size_t>(i)].saved, "input", static_cast<size_t>(i));
       }
       args.saved_outputs.resize(node->outputs.size());
       for (int i : op.save_outputs) {
         args.saved_outputs[static_cast<size_t>(i)] = node->unpack(
-            node->saved_outputs[static_cast<size_t>(i)], "output", static_cast<size_t>(i));
+            node->outputs[static_cast<size_t>(i)].saved, "output", static_cast<size_t>(i));
       }
       input_grads = op.backward(args);
     }
@@ -151,7 +151,7 @@ void run_backward(const std::vector<Tensor>& roots, const std::vector<Tensor>& s
                 "backward of op '{}' returned {} gradients for {} inputs", op.name,
                 input_grads.size(), node->inputs.size());
     for (size_t i = 0; i < node->inputs.size(); ++i) {
-      const Edge& edge = node->inputs[i];
+      const Edge& edge = node->inputs[i].edge;
       if (!edge.requires_grad || !input_grads[i].defined()) continue;
       check_grad_matches(*node, i, input_grads[i]);
       if (edge.producer) {

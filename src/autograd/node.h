@@ -31,6 +31,21 @@ struct Edge {
   bool requires_grad = false;
 };
 
+// An entry's input: where its gradient goes, and its value where the op's
+// backward reads it (empty otherwise, or once a segment dropped it).
+struct NodeInput {
+  Edge edge;
+  std::optional<SavedTensor> saved;
+};
+
+// An entry's output: the tensor while it lives, its metadata, and its value
+// where the op's backward reads it.
+struct NodeOutput {
+  std::weak_ptr<TensorImpl> tensor;
+  TensorMeta meta;
+  std::optional<SavedTensor> saved;
+};
+
 // A stretch of the tape that drops tensors during the forward and
 // regenerates them before backward needs them. src/checkpoint implements it;
 // the tape and the engine only call these hooks.
@@ -85,12 +100,9 @@ struct Node {
   uint64_t sequence = 0;
   const ops::OpDef* op = nullptr;
   ops::Attrs attrs;
-  std::vector<Edge> inputs;
-  std::vector<TensorMeta> input_meta;
-  std::vector<std::weak_ptr<TensorImpl>> outputs;
-  std::vector<TensorMeta> output_meta;
-  std::vector<std::optional<SavedTensor>> saved_inputs;   // indexed like inputs
-  std::vector<std::optional<SavedTensor>> saved_outputs;  // indexed like outputs
+  std::vector<NodeInput> inputs;
+  std::vector<TensorMeta> input_meta;  // indexed like inputs; what BackwardArgs shows
+  std::vector<NodeOutput> outputs;
   bool released = false;  // saved tensors freed by a backward without retain_graph
   // Set only on entries made inside checkpoint(), so any other entry pays one
   // null pointer for checkpointing.

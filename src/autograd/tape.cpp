@@ -29,10 +29,9 @@ Node::~Node() {
   // so no destructor below this one finds anything left to free recursively.
   std::vector<std::shared_ptr<Node>> orphans;
   auto adopt_producers = [&orphans](Node& node) {
-    for (Edge& edge : node.inputs) {
-      if (edge.producer && edge.producer.use_count() == 1) {
-        orphans.push_back(std::move(edge.producer));
-      }
+    for (NodeInput& input : node.inputs) {
+      std::shared_ptr<Node>& producer = input.edge.producer;
+      if (producer && producer.use_count() == 1) orphans.push_back(std::move(producer));
     }
   };
   adopt_producers(*this);
@@ -45,18 +44,15 @@ Node::~Node() {
 }
 
 bool Node::lacks_saved_tensors() const {
-  auto empty = [](const std::vector<std::optional<SavedTensor>>& slots, int i) {
-    return !slots[static_cast<size_t>(i)].has_value();
-  };
   return std::any_of(op->save_inputs.begin(), op->save_inputs.end(),
-                     [&](int i) { return empty(saved_inputs, i); }) ||
+                     [&](int i) { return !inputs[static_cast<size_t>(i)].saved; }) ||
          std::any_of(op->save_outputs.begin(), op->save_outputs.end(),
-                     [&](int i) { return empty(saved_outputs, i); });
+                     [&](int i) { return !outputs[static_cast<size_t>(i)].saved; });
 }
 
 void Node::release() {
-  for (auto& s : saved_inputs) s.reset();
-  for (auto& s : saved_outputs) s.reset();
+  for (NodeInput& input : inputs) input.saved.reset();
+  for (NodeOutput& output : outputs) output.saved.reset();
   if (segment_entry) {
     for (auto& s : segment_entry->input_values) s.reset();
   }
@@ -91,15 +87,12 @@ void record(const ops::OpDef& def, const std::vector<Tensor>& inputs, const ops:
   node->op = &def;
   node->attrs = attrs;
   node->inputs.resize(inputs.size());
-  node->saved_inputs.resize(inputs.size());
+  node->input_meta.resize(inputs.size());
   for (size_t i = 0; i < inputs.size(); ++i) {
     const Tensor& x = inputs[i];
-    if (!x.defined()) {  // an absent optional operand: no gradient, no metadata
-      node->input_meta.emplace_back();
-      continue;
-    }
-    node->input_meta.push_back(TensorMeta::of(x));
-    Edge& e = node->inputs[i];
+    if (!x.defined()) continue;  // an absent optional operand: no gradient, no metadata
+    node->input_meta[i] = TensorMeta::of(x);
+    Edge& e = node->inputs[i].edge;
     e.requires_grad = x.requires_grad();
     if (x.impl().grad_fn) {
       e.producer = x.impl().grad_fn;
@@ -110,18 +103,18 @@ void record(const ops::OpDef& def, const std::vector<Tensor>& inputs, const ops:
   }
   for (int i : def.save_inputs) {
     const Tensor& x = inputs.at(static_cast<size_t>(i));
-    node->saved_inputs[static_cast<size_t>(i)] =
+    node->inputs[static_cast<size_t>(i)].saved =
         x.defined() ? SavedTensor{x.detach(), x.version()} : SavedTensor{};
   }
-  node->saved_outputs.resize(outputs.size());
+  node->outputs.resize(outputs.size());
   for (int i : def.save_outputs) {
     const Tensor& y = outputs.at(static_cast<size_t>(i));
-    node->saved_outputs[static_cast<size_t>(i)] = SavedTensor{y.detach(), y.version()};
+    node->outputs[static_cast<size_t>(i)].saved = SavedTensor{y.detach(), y.version()};
   }
   for (size_t i = 0; i < outputs.size(); ++i) {
     TensorImpl& y = outputs[i].impl();
-    node->output_meta.push_back(TensorMeta::of(outputs[i]));
-    node->outputs.push_back(outputs[i].impl_ptr());
+    node->outputs[i].meta = TensorMeta::of(outputs[i]);
+    node->outputs[i].tensor = outputs[i].impl_ptr();
     if (is_floating(y.dtype) && def.visible(i)) {
       y.requires_grad = true;
       y.grad_fn = node;

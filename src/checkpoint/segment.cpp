@@ -93,7 +93,7 @@ void CheckpointSegment::on_record(const std::shared_ptr<Node>& node,
     const Tensor& x = inputs[i];
     if (!x.defined()) continue;
     if (op.replay_ignores_input && op.replay_ignores_input(node->attrs, i)) continue;
-    const autograd::Edge& edge = node->inputs[i];
+    const autograd::Edge& edge = node->inputs[i].edge;
     CheckpointSegment* owner = edge.producer ? restoring_segment(*edge.producer) : nullptr;
     const Source source = edge.producer ? source_of(*edge.producer, edge.output_nr) : Source{};
     if (owner == nullptr || root_->kept_.count(source)) {
@@ -118,7 +118,7 @@ void CheckpointSegment::on_record(const std::shared_ptr<Node>& node,
     }
     // A saved copy is dropped; an entry of an outer segment regenerates it
     // for this one's replay.
-    if (node->saved_inputs[i].has_value()) {
+    if (node->inputs[i].saved.has_value()) {
       drop(node, SlotKind::SavedInput, i, edge.producer, source, x, this);
     }
     if (owner != this) drop(node, SlotKind::InputValue, i, edge.producer, source, x, owner);
@@ -129,7 +129,7 @@ void CheckpointSegment::on_record(const std::shared_ptr<Node>& node,
     root_->made_at_version_[source] = outputs[j].version();
     if (keep) {
       root_->kept_.insert(source);
-    } else if (node->saved_outputs[j].has_value()) {
+    } else if (node->outputs[j].saved.has_value()) {
       drop(node, SlotKind::SavedOutput, j, node, source, outputs[j], this);
     }
   }
@@ -147,8 +147,8 @@ void CheckpointSegment::drop(const std::shared_ptr<Node>& node, SlotKind kind, s
                    value.version(),
                    options_.debug ? Fingerprint::of(value) : Fingerprint{}};
   owner->dropped_.push_back(std::move(slot));
-  if (kind == SlotKind::SavedInput) node->saved_inputs[index].reset();
-  if (kind == SlotKind::SavedOutput) node->saved_outputs[index].reset();
+  if (kind == SlotKind::SavedInput) node->inputs[index].saved.reset();
+  if (kind == SlotKind::SavedOutput) node->outputs[index].saved.reset();
 }
 
 std::string CheckpointSegment::describe() const {
@@ -202,7 +202,8 @@ CheckpointSegment::EntrySet CheckpointSegment::entries_to_run(
     const Node* entry = stack.back();
     stack.pop_back();
     if (entry->sequence < first || !seen.insert(entry).second) continue;
-    for (const autograd::Edge& edge : entry->inputs) {
+    for (const autograd::NodeInput& input : entry->inputs) {
+      const autograd::Edge& edge = input.edge;
       if (edge.producer) stack.push_back(edge.producer.get());
     }
   }
@@ -211,7 +212,7 @@ CheckpointSegment::EntrySet CheckpointSegment::entries_to_run(
 
 Tensor CheckpointSegment::input_for_replay(const Node& node, size_t index,
                                            const std::map<Source, Tensor>& values) const {
-  const autograd::Edge& edge = node.inputs[index];
+  const autograd::Edge& edge = node.inputs[index].edge;
   if (const auto& held = held_inputs(node)[index]) {
     const uint32_t now = held->value.version();
     REMAT_CHECK(now == held->version,
@@ -235,7 +236,7 @@ Tensor CheckpointSegment::input_for_replay(const Node& node, size_t index,
 // The tensor an entry of the segment made, when it is still alive (the caller
 // holds it) and unchanged since: the replay takes it instead of a second copy.
 Tensor CheckpointSegment::live_value(const Node& producer, int output) const {
-  std::shared_ptr<TensorImpl> impl = producer.outputs[static_cast<size_t>(output)].lock();
+  std::shared_ptr<TensorImpl> impl = producer.outputs[static_cast<size_t>(output)].tensor.lock();
   if (!impl) return {};
   Tensor value(std::move(impl));
   const auto made = root_->made_at_version_.find(source_of(producer, output));
@@ -282,7 +283,7 @@ void CheckpointSegment::replay(const EntrySet& reachable) {
     Node* entry = unexplored.back();
     unexplored.pop_back();
     for (size_t k = 0; k < entry->inputs.size(); ++k) {
-      const autograd::Edge& edge = entry->inputs[k];
+      const autograd::Edge& edge = entry->inputs[k].edge;
       if (held_inputs(*entry)[k].has_value() || !edge.producer) continue;
       REMAT_CHECK(contains(segment_of(*edge.producer)),
                   "checkpoint replay: {} needs a value from outside the segment that is gone",
@@ -297,7 +298,7 @@ void CheckpointSegment::replay(const EntrySet& reachable) {
   std::map<Source, int> readers;
   for (const auto& [sequence, entry] : to_run) {
     for (size_t k = 0; k < entry->inputs.size(); ++k) {
-      const autograd::Edge& edge = entry->inputs[k];
+      const autograd::Edge& edge = entry->inputs[k].edge;
       if (!held_inputs(*entry)[k] && edge.producer) {
         ++readers[source_of(*edge.producer, edge.output_nr)];
       }
@@ -312,7 +313,7 @@ void CheckpointSegment::replay(const EntrySet& reachable) {
     ++thread_stats.ops_replayed;
     inputs.clear();
     for (size_t k = 0; k < entry->inputs.size(); ++k) {
-      const autograd::Edge& edge = entry->inputs[k];
+      const autograd::Edge& edge = entry->inputs[k].edge;
       if (held_inputs(*entry)[k] || !edge.producer) continue;
       const Source source = source_of(*edge.producer, edge.output_nr);
       if (--readers[source] == 0 && !restored.count(source)) values.erase(source);
@@ -343,8 +344,8 @@ void CheckpointSegment::replay(const EntrySet& reachable) {
     }
     SavedTensor saved{value, value.version()};
     switch (slot->kind) {
-      case SlotKind::SavedInput: node->saved_inputs[slot->index] = saved; break;
-      case SlotKind::SavedOutput: node->saved_outputs[slot->index] = saved; break;
+      case SlotKind::SavedInput: node->inputs[slot->index].saved = saved; break;
+      case SlotKind::SavedOutput: node->outputs[slot->index].saved = saved; break;
       case SlotKind::InputValue: held_inputs(*node)[slot->index] = saved; break;
     }
     slot->restored = true;
@@ -361,8 +362,8 @@ void CheckpointSegment::after_backward(bool retain_graph) {
       auto node = slot.node.lock();
       if (!node) continue;
       switch (slot.kind) {
-        case SlotKind::SavedInput: node->saved_inputs[slot.index].reset(); break;
-        case SlotKind::SavedOutput: node->saved_outputs[slot.index].reset(); break;
+        case SlotKind::SavedInput: node->inputs[slot.index].saved.reset(); break;
+        case SlotKind::SavedOutput: node->outputs[slot.index].saved.reset(); break;
         case SlotKind::InputValue: held_inputs(*node)[slot.index].reset(); break;
       }
     }

@@ -10,6 +10,7 @@
 #include <cstring>
 #include <initializer_list>
 #include <iterator>
+#include <memory>
 #include <new>
 #include <stdexcept>
 #include <type_traits>
@@ -111,7 +112,15 @@ class SmallVector {
   template <std::input_iterator It>
   void assign(It first, It last) {
     clear();
-    for (; first != last; ++first) push_back(*first);
+    if constexpr (std::contiguous_iterator<It>) {  // one copy, not an element at a time
+      const auto count = static_cast<size_t>(last - first);
+      if (count == 0) return;
+      reserve(count);
+      std::memmove(data_, std::to_address(first), count * sizeof(T));
+      size_ = count;
+    } else {
+      for (; first != last; ++first) push_back(*first);
+    }
   }
 
   void push_back(const T& value) {
