@@ -1,4 +1,4 @@
-// Helpers every op definition uses: device dispatch and operand checks.
+// Helpers every op definition uses: the kernel table of a device, and operand checks.
 #pragma once
 
 #include <type_traits>
@@ -6,29 +6,6 @@
 #include "ops/registry.h"
 
 namespace remat::ops {
-
-// Runs the kernel for device d: `cpu` or `cuda`, callables taken as template
-// arguments (no std::function, so no allocation per call). A device without
-// a kernel for this op throws NotImplementedError naming the op.
-struct NoKernel {};
-template <typename CpuKernel, typename CudaKernel = NoKernel>
-void on_device(const char* op, Device d, CpuKernel&& cpu, CudaKernel&& cuda = {}) {
-  if (d.is_cpu()) {
-    cpu();
-  } else if constexpr (!std::is_same_v<std::remove_cvref_t<CudaKernel>, NoKernel>) {
-    cuda();
-  } else {
-    throw NotImplementedError(fmt::format("op '{}' on {}", op, d));
-  }
-}
-
-// The CUDA kernel argument of on_device: a call in CUDA builds, absent otherwise.
-#if defined(REMAT_WITH_CUDA)
-#define REMAT_CUDA_KERNEL(...) [&] { __VA_ARGS__; }
-#else
-#define REMAT_CUDA_KERNEL(...) \
-  ::remat::ops::NoKernel {}
-#endif
 
 // The kernel table (kernels/<family>.h) of an op family for device d: the
 // CPU's, or the CUDA backend's where REMAT_CUDA_KERNELS names one (CUDA
