@@ -57,6 +57,10 @@ TEST(SmallVector, PushAndInsertOfItsOwnElementsSurviveGrowth) {
   EXPECT_EQ(contents(v), (std::vector<int64_t>{1, 2, 3, 1, 1, 2, 3, 1}));
   v.insert(v.begin() + 1, v.back());
   EXPECT_EQ(v[1], 1);
+  Small w{4, 5, 6, 7};  // on the heap already, so growing frees the block w[1] is in
+  w.resize(20, w[1]);
+  EXPECT_EQ(contents(w),
+            (std::vector<int64_t>{4, 5, 6, 7, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5}));
 }
 
 TEST(SmallVector, CopyAndMoveInlineAndOnTheHeap) {

@@ -104,8 +104,9 @@ class SmallVector {
     capacity_ = grown;
   }
   void resize(size_t count, const T& value = T()) {
+    const T copy = value;  // value may live in this vector
     reserve(count);
-    for (size_t i = size_; i < count; ++i) data_[i] = value;
+    for (size_t i = size_; i < count; ++i) data_[i] = copy;
     size_ = count;
   }
   void clear() { size_ = 0; }
