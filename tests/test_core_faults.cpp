@@ -183,10 +183,8 @@ TEST(InPlaceOverlap, ExpandedDestinationIsAnError) {
 }
 
 TEST(InPlaceOverlap, OptimizerOperandsMustNotOverlap) {
-  const ops::Attrs attrs{{"lr", 0.1},           {"beta1", 0.9},
-                         {"beta2", 0.999},      {"eps", 1e-8},
-                         {"weight_decay", 0.0}, {"decoupled_weight_decay", false},
-                         {"step", int64_t{1}}};
+  const ops::Attrs attrs = ops::AdamUpdateAttrs{
+      .lr = 0.1, .beta1 = 0.9, .beta2 = 0.999, .eps = 1e-8, .weight_decay = 0.0, .step = 1};
   auto step = [&](const Tensor& p, const Tensor& g, const Tensor& m, const Tensor& v) {
     NoGradGuard no_grad;
     ops::call(ops::op("adam_update"), {p, g, m, v}, attrs);

@@ -481,8 +481,9 @@ TEST(CudaDevices, DropoutMaskIsTheSameOnCpuAndCuda) {
   manual_seed(8);
   Tensor x = randn({37, 53}) + 10.0;  // no zeros: a zero in the output is a dropped element
   auto dropout_at = [](const Tensor& in) {
-    return ops::call1(ops::op("dropout"), {in},
-                      {{"p", 0.3}, {"seed", int64_t{1234}}, {"offset", int64_t{8}}});
+    ops::Attrs attrs = ops::DropoutAttrs{.p = 0.3};
+    attrs.philox = PhiloxState{.seed = 1234, .offset = 8};
+    return ops::call1(ops::op("dropout"), {in}, attrs);
   };
   auto check_same = [&](const Tensor& on_cpu, const Tensor& on_gpu) {
     std::vector<float> c = on_cpu.to_vector<float>(), g = on_gpu.to_vector<float>();

@@ -35,13 +35,13 @@ std::vector<OpSample> cuda_samples() {
     return [decoupled](const std::vector<Tensor>& x) {
       Tensor param = x[0].clone(), exp_avg = x[2].clone(), exp_avg_sq = x[3].clone();
       ops::call(ops::op("adam_update"), {param, x[1], exp_avg, exp_avg_sq},
-                {{"lr", 1e-2},
-                 {"beta1", 0.9},
-                 {"beta2", 0.999},
-                 {"eps", 1e-8},
-                 {"weight_decay", 0.1},
-                 {"decoupled_weight_decay", decoupled},
-                 {"step", int64_t{3}}});
+                ops::AdamUpdateAttrs{.lr = 1e-2,
+                                     .beta1 = 0.9,
+                                     .beta2 = 0.999,
+                                     .eps = 1e-8,
+                                     .weight_decay = 0.1,
+                                     .decoupled_weight_decay = decoupled,
+                                     .step = 3});
       return concat({param, exp_avg, exp_avg_sq}, 0);
     };
   };

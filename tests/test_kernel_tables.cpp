@@ -56,8 +56,9 @@ TEST(ReduceKernels, MaxBackwardTakesStridedGradients) {
 TEST(DropoutKernels, StridedInputsAreMaskedByRowMajorPosition) {
   const Tensor x = (randn({16, 24}, kFloat64) + 10.0).transpose(0, 1);
   auto dropout_at = [](const Tensor& in) {
-    return ops::call1(ops::op("dropout"), {in},
-                      {{"p", 0.5}, {"seed", int64_t{99}}, {"offset", int64_t{5}}});
+    ops::Attrs attrs = ops::DropoutAttrs{.p = 0.5};
+    attrs.philox = PhiloxState{.seed = 99, .offset = 5};
+    return ops::call1(ops::op("dropout"), {in}, attrs);
   };
   EXPECT_EQ(dropout_at(x).to_vector<double>(), dropout_at(x.contiguous()).to_vector<double>());
   const Tensor out = Tensor::empty(x.shape(), kFloat64);

@@ -147,10 +147,7 @@ TEST(Conv2d, NoBiasGivesGradientsToInputAndWeight) {
 // operand, whose gradient stays undefined while x and weight get theirs.
 TEST(Conv2d, OpTakesAnUndefinedBiasAsItsThirdOperand) {
   Tensor x = uniform({1, 2, 4, 4}, -1, 1, 730), w = uniform({3, 2, 2, 2}, -1, 1, 731);
-  const ops::Attrs attrs{{"stride", std::vector<int64_t>{1, 1}},
-                         {"padding", std::vector<int64_t>{0, 0}},
-                         {"dilation", std::vector<int64_t>{1, 1}},
-                         {"groups", int64_t{1}}};
+  const ops::Attrs attrs = ops::Conv2dAttrs{};
   Tensor y = ops::call1(ops::op("conv2d"), {x, w, Tensor()}, attrs);
   EXPECT_EQ(y.to_vector<double>(), conv2d(x, w).to_vector<double>());
   sum(y).backward();

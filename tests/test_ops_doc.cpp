@@ -1,6 +1,7 @@
 // docs/ops.md's table of ops is the registry as built: every op has one row,
 // every row is an op, and each row says what the definition does (backward,
-// saved inputs and outputs, kind). The page drifted once; this keeps it true.
+// attribute struct, saved inputs and outputs, kind). The page drifted once;
+// this keeps it true.
 #include <gtest/gtest.h>
 
 #include <fstream>
@@ -14,8 +15,10 @@ using namespace remat;
 namespace {
 
 struct Row {
-  std::string backward, saves_inputs, saves_outputs, kind;
+  std::string backward, attributes, saves_inputs, saves_outputs, kind;
 };
+
+constexpr size_t kColumns = 6;
 
 std::string trim(const std::string& s) {
   const size_t first = s.find_first_not_of(' ');
@@ -41,9 +44,10 @@ std::map<std::string, Row> read_table(const std::string& path) {
     std::vector<std::string> cells;
     std::stringstream cells_in(line.substr(1));
     for (std::string cell; std::getline(cells_in, cell, '|');) cells.push_back(trim(cell));
-    EXPECT_EQ(cells.size(), 5u) << line;
-    if (cells.size() != 5) continue;
-    EXPECT_TRUE(rows.emplace(cells[0], Row{cells[1], cells[2], cells[3], cells[4]}).second)
+    EXPECT_EQ(cells.size(), kColumns) << line;
+    if (cells.size() != kColumns) continue;
+    EXPECT_TRUE(
+        rows.emplace(cells[0], Row{cells[1], cells[2], cells[3], cells[4], cells[5]}).second)
         << "two rows for " << cells[0];
   }
   return rows;
@@ -58,6 +62,7 @@ Row describe(const ops::OpDef& def) {
   const bool writes_operands = def.visible_outputs == 0;  // updates its operands in place
   Row row;
   row.backward = def.backward ? "yes" : writes_operands ? "none (optimizer step)" : "internal";
+  row.attributes = def.attrs ? fmt::format("`{}`", def.attrs->name) : "-";
   row.saves_inputs = indices(def.save_inputs);
   row.saves_outputs = indices(def.save_outputs);
   row.kind = def.view ? "view" : def.random_count ? "random" : writes_operands ? "in place" : "";
@@ -77,7 +82,11 @@ TEST(OpsDoc, TableMatchesTheRegistry) {
     }
     const Row want = describe(*def);
     const Row& got = it->second;
-    EXPECT_EQ(got.backward, want.backward) << def->name;
+    const std::string want_line =
+        fmt::format("| {} | {} | {} | {} | {} | {} |", def->name, want.backward, want.attributes,
+                    want.saves_inputs, want.saves_outputs, want.kind);
+    EXPECT_EQ(got.backward, want.backward) << want_line;
+    EXPECT_EQ(got.attributes, want.attributes) << want_line;
     EXPECT_EQ(got.saves_inputs, want.saves_inputs) << def->name;
     EXPECT_EQ(got.saves_outputs, want.saves_outputs) << def->name;
     EXPECT_EQ(got.kind, want.kind) << def->name;

@@ -25,7 +25,10 @@ void expect_near_all(const std::vector<double>& got, const std::vector<double>& 
 using testing::error_message;
 
 Tensor fixed_dropout(const Tensor& x, double p, int64_t seed, int64_t offset) {
-  return ops::call1(ops::op("dropout"), {x}, {{"p", p}, {"seed", seed}, {"offset", offset}});
+  ops::Attrs attrs = ops::DropoutAttrs{.p = p};
+  attrs.philox =
+      PhiloxState{.seed = static_cast<uint64_t>(seed), .offset = static_cast<uint64_t>(offset)};
+  return ops::call1(ops::op("dropout"), {x}, attrs);
 }
 
 std::vector<bool> kept(const Tensor& y) {
@@ -285,7 +288,7 @@ TEST(MseLoss, ValueByHandAndShapeCheck) {
 
 TEST(CausalSoftmax, GivesKeysAfterTheQueryProbabilityZero) {
   Tensor x = from_vector(std::vector<double>{1, 2, 3, 4, 5, 6}, {2, 3});
-  Tensor y = ops::call1(ops::op("softmax"), {x}, {{"dim", int64_t{-1}}, {"causal", true}});
+  Tensor y = ops::call1(ops::op("softmax"), {x}, ops::DimAttrs{.dim = -1, .causal = true});
   // Lq = 2, Lk = 3: query i sees keys j <= i + 1.
   const double e = std::exp(1.0);
   const std::vector<double> want{1 / (1 + e),         e / (1 + e),         0,
@@ -294,9 +297,9 @@ TEST(CausalSoftmax, GivesKeysAfterTheQueryProbabilityZero) {
   for (size_t i = 0; i < want.size(); ++i) EXPECT_NEAR(got[i], want[i], 1e-15) << i;
   // More queries than keys: the first query sees nothing and is NaN.
   Tensor z = ops::call1(ops::op("softmax"), {zeros({3, 2}, kFloat64)},
-                        {{"dim", int64_t{-1}}, {"causal", true}});
+                        ops::DimAttrs{.dim = -1, .causal = true});
   EXPECT_TRUE(std::isnan(z.to_vector<double>()[0]));
-  EXPECT_THROW(ops::call1(ops::op("softmax"), {x}, {{"dim", int64_t{0}}, {"causal", true}}),
+  EXPECT_THROW(ops::call1(ops::op("softmax"), {x}, ops::DimAttrs{.dim = 0, .causal = true}),
                ShapeError);
 }
 
@@ -310,7 +313,7 @@ TEST(SoftmaxBackward, AllocatesOnlyItsResultAndMatchesTheFormula) {
     Tensor g = uniform({4, 64, 96}, -1, 1, 8, false).to(kFloat32);
     const int64_t before = memory::stats(kCPU).allocated_bytes.current;
     memory::reset_peak_stats(kCPU);
-    Tensor dx = ops::call1(ops::op(name), {g, y}, {{"dim", int64_t{-1}}});
+    Tensor dx = ops::call1(ops::op(name), {g, y}, ops::DimAttrs{.dim = -1});
     EXPECT_EQ(memory::stats(kCPU).allocated_bytes.peak - before, dx.nbytes()) << name;
     Tensor want = log ? g - exp(y) * sum(g, {-1}, true) : y * (g - sum(g * y, {-1}, true));
     const auto got = dx.to_vector<float>(), expected = want.to_vector<float>();
@@ -323,9 +326,9 @@ TEST(SoftmaxBackward, StridedOperandsGiveTheContiguousResult) {
   Tensor x = uniform({5, 7}, -2, 2, 9, false);
   Tensor y = softmax(x, 0);
   Tensor g = uniform({7, 5}, -1, 1, 10, false).transpose(0, 1);
-  Tensor strided = ops::call1(ops::op("softmax_backward"), {g, y}, {{"dim", int64_t{0}}});
+  Tensor strided = ops::call1(ops::op("softmax_backward"), {g, y}, ops::DimAttrs{.dim = 0});
   Tensor dense =
-      ops::call1(ops::op("softmax_backward"), {g.contiguous(), y}, {{"dim", int64_t{0}}});
+      ops::call1(ops::op("softmax_backward"), {g.contiguous(), y}, ops::DimAttrs{.dim = 0});
   EXPECT_EQ(strided.to_vector<double>(), dense.to_vector<double>());
   Tensor want = y * (g - sum(g * y, {0}, true));
   const auto got = strided.to_vector<double>(), expected = want.to_vector<double>();

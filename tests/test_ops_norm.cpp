@@ -109,7 +109,8 @@ TEST(LayerNorm, ForwardAndStatisticsMatchNaiveLoop) {
   expect_near(layer_norm(x, w, b, eps).to_vector<double>(),
               naive_layer_norm(xv, 12, w.to_vector<double>(), b.to_vector<double>(), eps), 1e-12);
 
-  std::vector<Tensor> outs = ops::run_forward(ops::op("layer_norm"), {x, w, b}, {{"eps", eps}});
+  std::vector<Tensor> outs =
+      ops::run_forward(ops::op("layer_norm"), {x, w, b}, ops::LayerNormAttrs{.eps = eps});
   ASSERT_EQ(outs.size(), 3u);
   EXPECT_EQ(outs[1].shape(), (Shape{2, 1, 1}));
   Stats s = row_stats(xv, 2, 12);
@@ -152,22 +153,23 @@ TEST(LayerNorm, OpTakesWeightAndBiasInFixedSlotsEitherUndefined) {
   const std::vector<double> xv = x.to_vector<double>();
   const std::vector<double> unit(12, 1.0), zero(12, 0.0);
   const ops::OpDef& op = ops::op("layer_norm");
-  expect_near(ops::call1(op, {x, w, Tensor()}, {{"eps", 1e-5}}).to_vector<double>(),
+  const ops::LayerNormAttrs eps{.eps = 1e-5};
+  expect_near(ops::call1(op, {x, w, Tensor()}, eps).to_vector<double>(),
               naive_layer_norm(xv, 12, w.to_vector<double>(), zero, 1e-5), 1e-12);
-  expect_near(ops::call1(op, {x, Tensor(), b}, {{"eps", 1e-5}}).to_vector<double>(),
+  expect_near(ops::call1(op, {x, Tensor(), b}, eps).to_vector<double>(),
               naive_layer_norm(xv, 12, unit, b.to_vector<double>(), 1e-5), 1e-12);
   // Without either, the attribute says how many trailing dims to normalise.
-  expect_near(
-      ops::call1(op, {x, Tensor(), Tensor()}, {{"eps", 1e-5}, {"normalized_ndim", int64_t{2}}})
-          .to_vector<double>(),
-      naive_layer_norm(xv, 12, unit, zero, 1e-5), 1e-12);
-  EXPECT_THROW(ops::call1(op, {x, Tensor(), Tensor()}, {{"eps", 1e-5}}), Error);
+  expect_near(ops::call1(op, {x, Tensor(), Tensor()},
+                         ops::LayerNormAttrs{.eps = 1e-5, .normalized_ndim = 2})
+                  .to_vector<double>(),
+              naive_layer_norm(xv, 12, unit, zero, 1e-5), 1e-12);
+  EXPECT_THROW(ops::call1(op, {x, Tensor(), Tensor()}, eps), Error);
   expect_shape_error(
       [&] {
-        ops::call1(op, {x, w, Tensor()}, {{"eps", 1e-5}, {"normalized_ndim", int64_t{1}}});
+        ops::call1(op, {x, w, Tensor()}, ops::LayerNormAttrs{.eps = 1e-5, .normalized_ndim = 1});
       },
       {"layer_norm", "normalized_ndim=1", "weight", "[3, 4]"});
-  EXPECT_THROW(ops::call1(op, {x, w}, {{"eps", 1e-5}}), Error);
+  EXPECT_THROW(ops::call1(op, {x, w}, eps), Error);
 }
 
 // No ones weight stands in for an absent one: the op allocates its three
@@ -187,7 +189,7 @@ TEST(LayerNorm, BFloat16KeepsFloat32Statistics) {
   Tensor x = uniform({3, 16}, -1, 1, 9, false);
   Tensor w = uniform({16}, 0.5, 1.5, 10, false);
   std::vector<Tensor> outs = ops::run_forward(
-      ops::op("layer_norm"), {x.to(kBFloat16), w.to(kBFloat16), Tensor()}, {{"eps", 1e-5}});
+      ops::op("layer_norm"), {x.to(kBFloat16), w.to(kBFloat16), Tensor()}, ops::LayerNormAttrs{});
   EXPECT_EQ(outs[0].dtype(), kBFloat16);
   EXPECT_EQ(outs[1].dtype(), kFloat32);
   EXPECT_EQ(outs[2].dtype(), kFloat32);
@@ -263,8 +265,7 @@ TEST(BatchNorm, TrainingForwardAndStatisticsMatchNaiveLoop) {
               1e-12);
 
   std::vector<Tensor> outs =
-      ops::run_forward(ops::op("batch_norm"), {x, Tensor(), Tensor(), w, b},
-                       {{"training", true}, {"momentum", 0.1}, {"eps", 1e-5}});
+      ops::run_forward(ops::op("batch_norm"), {x, Tensor(), Tensor(), w, b}, ops::BatchNormAttrs{});
   expect_near(outs[1].to_vector<double>(), s.mean, 1e-12);
   std::vector<double> invstd;
   for (double v : s.var) invstd.push_back(1 / std::sqrt(v + 1e-5));
@@ -291,9 +292,7 @@ TEST(BatchNorm, WeightOnlyAndBiasOnlyMatchNaiveLoop) {
   expect_near(batch_norm(x, {}, {}, {}, b, true).to_vector<double>(),
               naive_batch_norm(xv, 3, 2, 4, s.mean, s.var, {1, 1}, b.to_vector<double>(), 1e-5),
               1e-12);
-  EXPECT_THROW(ops::call1(ops::op("batch_norm"), {x, w, b},
-                          {{"training", true}, {"momentum", 0.1}, {"eps", 1e-5}}),
-               Error);
+  EXPECT_THROW(ops::call1(ops::op("batch_norm"), {x, w, b}, ops::BatchNormAttrs{}), Error);
 }
 
 TEST(BatchNorm, WithoutWeightAllocatesOnlyItsOutputs) {
@@ -355,9 +354,8 @@ TEST(BatchNorm, ReplayWithoutUpdateLeavesRunningStatisticsAlone) {
   Tensor running_var = ones({3}, kFloat64);
   Tensor w = ones({3}, kFloat64);
   Tensor updated = batch_norm(x, zeros({3}, kFloat64), ones({3}, kFloat64), w, {}, true);
-  Tensor y = ops::call1(
-      ops::op("batch_norm"), {x, running_mean, running_var, w, Tensor()},
-      {{"training", true}, {"momentum", 0.1}, {"eps", 1e-5}, {"update_running_stats", false}});
+  Tensor y = ops::call1(ops::op("batch_norm"), {x, running_mean, running_var, w, Tensor()},
+                        ops::BatchNormAttrs{.update_running_stats = false});
   EXPECT_EQ(y.to_vector<double>(), updated.to_vector<double>());
   EXPECT_EQ(running_mean.to_vector<double>(), (std::vector<double>{0, 0, 0}));
   EXPECT_EQ(running_var.to_vector<double>(), (std::vector<double>{1, 1, 1}));

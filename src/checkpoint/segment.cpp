@@ -307,9 +307,14 @@ void CheckpointSegment::replay(const EntrySet& reachable) {
   for (const auto& [sequence, entry] : to_run) {
     std::vector<Tensor> inputs(entry->inputs.size());
     for (size_t k = 0; k < inputs.size(); ++k) inputs[k] = input_for_replay(*entry, k, values);
-    ops::Attrs attrs = entry->attrs;
-    for (const auto& [key, value] : entry->op->replay_attrs) attrs.set(key, value);
-    std::vector<Tensor> outputs = ops::run_forward(*entry->op, inputs, attrs);
+    std::vector<Tensor> outputs;
+    if (entry->op->for_replay) {
+      ops::Attrs attrs = entry->attrs;
+      entry->op->for_replay(attrs);
+      outputs = ops::run_forward(*entry->op, inputs, attrs);
+    } else {
+      outputs = ops::run_forward(*entry->op, inputs, entry->attrs);
+    }
     ++thread_stats.ops_replayed;
     inputs.clear();
     for (size_t k = 0; k < entry->inputs.size(); ++k) {

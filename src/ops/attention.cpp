@@ -28,7 +28,7 @@ Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tens
   const Tensor scores = matmul(q, k.transpose(-1, -2)) * (1.0 / std::sqrt(static_cast<double>(e)));
   // A query row with no visible key (Lq > Lk) becomes NaN, as in PyTorch.
   const Tensor weights =
-      ops::call1(ops::op<"softmax">(), {scores}, {{"dim", int64_t{-1}}, {"causal", causal}});
+      ops::call1(ops::op<"softmax">(), {scores}, ops::DimAttrs{.dim = -1, .causal = causal});
   return matmul(weights, v);
 }
 

@@ -7,20 +7,18 @@
 namespace remat::ops {
 namespace {
 
-// A pair attribute (stride, padding, dilation): two entries, each at least `min`.
-std::vector<int64_t> pair_attr(const Attrs& a, const char* key, int64_t min) {
-  const std::vector<int64_t>& v = a.ints(key);
-  REMAT_CHECK(v.size() == 2 && v[0] >= min && v[1] >= min,
-              "conv2d: {} must be 2 values >= {}, got [{}]", key, min, fmt::join(v, ", "));
-  return v;
+// A pair parameter (stride, padding, dilation): both values at least `min`.
+void check_pair(const char* key, int64_t h, int64_t w, int64_t min) {
+  REMAT_CHECK(h >= min && w >= min, "conv2d: {} must be 2 values >= {}, got [{}, {}]", key, min, h,
+              w);
 }
 
-kernels::Conv2dParams conv_params(const Attrs& a) {
-  const auto stride = pair_attr(a, "stride", 1), padding = pair_attr(a, "padding", 0),
-             dilation = pair_attr(a, "dilation", 1);
-  const int64_t groups = a.i("groups");
-  REMAT_CHECK(groups >= 1, "conv2d: groups must be >= 1, got {}", groups);
-  return {stride[0], stride[1], padding[0], padding[1], dilation[0], dilation[1], groups};
+const Conv2dAttrs& conv_params(const Conv2dAttrs& p) {
+  check_pair("stride", p.stride_h, p.stride_w, 1);
+  check_pair("padding", p.pad_h, p.pad_w, 0);
+  check_pair("dilation", p.dilation_h, p.dilation_w, 1);
+  REMAT_CHECK(p.groups >= 1, "conv2d: groups must be >= 1, got {}", p.groups);
+  return p;
 }
 
 // Output extent of one spatial dim (may come out <= 0: the caller reports it).
@@ -70,17 +68,14 @@ const kernels::ConvKernels& conv_kernels(const char* op, Device d) {
   return kernels_for(op, d, kernels::cpu::conv_kernels, REMAT_CUDA_KERNELS(conv_kernels));
 }
 
-Attrs with_shape(Attrs attrs, const char* key, const Shape& shape) {
-  attrs.set(key, shape);
-  return attrs;
-}
-
-// An internal backward op of conv2d: one output of the shape in attribute `shape_key`.
-OpDef backward_def(const char* name, const char* shape_key, ForwardFn forward) {
+// An internal backward op of conv2d: one output, of the attributes' grad_shape.
+OpDef backward_def(const char* name, ForwardFn forward) {
   OpDef def;
   def.name = name;
-  def.shape = [shape_key](const std::vector<Tensor>& in, const Attrs& a) {
-    return std::vector<TensorMeta>{{a.ints(shape_key), in[0].dtype(), in[0].device()}};
+  def.attrs = attrs_type<Conv2dBackwardAttrs>();
+  def.shape = [](const std::vector<Tensor>& in, const Attrs& a) {
+    return std::vector<TensorMeta>{
+        {a.get<Conv2dBackwardAttrs>().grad_shape, in[0].dtype(), in[0].device()}};
   };
   def.forward = std::move(forward);
   return def;
@@ -91,26 +86,28 @@ OpDef backward_def(const char* name, const char* shape_key, ForwardFn forward) {
 void register_conv_ops(Registry& r) {
   OpDef def;
   def.name = "conv2d";
+  def.attrs = attrs_type<Conv2dAttrs>();
   def.shape = [](const std::vector<Tensor>& in, const Attrs& a) {
     return std::vector<TensorMeta>{
-        {conv2d_shape(in, conv_params(a)), in[0].dtype(), in[0].device()}};
+        {conv2d_shape(in, conv_params(a.get<Conv2dAttrs>())), in[0].dtype(), in[0].device()}};
   };
   def.forward = [](const std::vector<Tensor>& in, const Attrs& a, std::vector<Tensor>& out) {
-    const kernels::Conv2dParams p = conv_params(a);
     conv_kernels("conv2d", out[0].device())
-        .conv2d(in[0].contiguous(), in[1].contiguous(), contiguous_operand(in[2]), p, out[0]);
+        .conv2d(in[0].contiguous(), in[1].contiguous(), contiguous_operand(in[2]),
+                a.get<Conv2dAttrs>(), out[0]);
   };
   def.save_inputs = {0, 1};
   def.backward = [](const BackwardArgs& a) {
     const Tensor& g = a.grad();
+    const Conv2dAttrs& conv = a.attrs.get<Conv2dAttrs>();
     std::vector<Tensor> grads(3);
     if (a.needs(0)) {
       grads[0] = call1(op<"conv2d_backward_input">(), {g, a.input(1)},
-                       with_shape(a.attrs, "input_shape", a.input_meta[0].shape));
+                       Conv2dBackwardAttrs{.conv = conv, .grad_shape = a.input_meta[0].shape});
     }
     if (a.needs(1)) {
       grads[1] = call1(op<"conv2d_backward_weight">(), {g, a.input(0)},
-                       with_shape(a.attrs, "weight_shape", a.input_meta[1].shape));
+                       Conv2dBackwardAttrs{.conv = conv, .grad_shape = a.input_meta[1].shape});
     }
     if (a.needs(2)) grads[2] = sum(g, {0, 2, 3});
     return grads;
@@ -118,16 +115,16 @@ void register_conv_ops(Registry& r) {
   r.add(std::move(def));
 
   // dx = col2im(W^T dY), from (grad_out, weight).
-  r.add(backward_def("conv2d_backward_input", "input_shape",
+  r.add(backward_def("conv2d_backward_input",
                      [](const std::vector<Tensor>& in, const Attrs& a, std::vector<Tensor>& out) {
-                       const kernels::Conv2dParams p = conv_params(a);
+                       const Conv2dAttrs& p = conv_params(a.get<Conv2dBackwardAttrs>().conv);
                        conv_kernels("conv2d_backward_input", out[0].device())
                            .backward_input(in[0].contiguous(), in[1].contiguous(), p, out[0]);
                      }));
   // dW = dY im2col(x)^T summed over the batch, from (grad_out, input).
-  r.add(backward_def("conv2d_backward_weight", "weight_shape",
+  r.add(backward_def("conv2d_backward_weight",
                      [](const std::vector<Tensor>& in, const Attrs& a, std::vector<Tensor>& out) {
-                       const kernels::Conv2dParams p = conv_params(a);
+                       const Conv2dAttrs& p = conv_params(a.get<Conv2dBackwardAttrs>().conv);
                        conv_kernels("conv2d_backward_weight", out[0].device())
                            .backward_weight(in[0].contiguous(), in[1].contiguous(), p, out[0]);
                      }));
@@ -140,11 +137,17 @@ namespace remat {
 Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias,
               std::vector<int64_t> stride, std::vector<int64_t> padding,
               std::vector<int64_t> dilation, int64_t groups) {
+  const auto s = ops::pair_of("conv2d", "stride", stride);
+  const auto p = ops::pair_of("conv2d", "padding", padding);
+  const auto d = ops::pair_of("conv2d", "dilation", dilation);
   return ops::call1(ops::op<"conv2d">(), {x, weight, bias},
-                    {{"stride", std::move(stride)},
-                     {"padding", std::move(padding)},
-                     {"dilation", std::move(dilation)},
-                     {"groups", groups}});
+                    ops::Conv2dAttrs{.stride_h = s[0],
+                                     .stride_w = s[1],
+                                     .pad_h = p[0],
+                                     .pad_w = p[1],
+                                     .dilation_h = d[0],
+                                     .dilation_w = d[1],
+                                     .groups = groups});
 }
 
 }  // namespace remat

@@ -9,48 +9,6 @@
 
 namespace remat::ops {
 
-// ---- Attrs ----------------------------------------------------------------
-
-Attrs& Attrs::set(const std::string& key, AttrValue value) {
-  for (auto& [k, v] : items_) {
-    if (k == key) {
-      v = std::move(value);
-      return *this;
-    }
-  }
-  items_.emplace_back(key, std::move(value));
-  return *this;
-}
-
-bool Attrs::has(std::string_view key) const {
-  return std::any_of(items_.begin(), items_.end(), [&](const auto& kv) { return kv.first == key; });
-}
-
-const AttrValue& Attrs::find(std::string_view key) const {
-  for (const auto& [k, v] : items_) {
-    if (k == key) return v;
-  }
-  throw Error(fmt::format("missing attribute '{}'", key));
-}
-
-std::string Attrs::str() const {
-  std::vector<std::string> parts;
-  for (const auto& [k, v] : items_) {
-    std::string value = std::visit(
-        [](const auto& x) -> std::string {
-          using X = std::decay_t<decltype(x)>;
-          if constexpr (std::is_same_v<X, std::vector<int64_t>>) {
-            return fmt::format("[{}]", fmt::join(x, ", "));
-          } else {
-            return fmt::format("{}", x);
-          }
-        },
-        v);
-    parts.push_back(k + "=" + value);
-  }
-  return fmt::format("{}", fmt::join(parts, ", "));
-}
-
 // ---- Registry ---------------------------------------------------------------
 
 Registry::Registry() {
@@ -144,8 +102,12 @@ void check_dtype(const char* op, const Tensor& x, DType want, const char* role) 
               TensorMeta::of(x).str());
 }
 
-std::vector<int64_t> normalize_dims(const char* op, const std::vector<int64_t>& dims,
-                                    int64_t ndim) {
+std::array<int64_t, 2> pair_of(const char* op, const char* key, const std::vector<int64_t>& v) {
+  REMAT_CHECK(v.size() == 2, "{}: {} must be 2 values, got [{}]", op, key, fmt::join(v, ", "));
+  return {v[0], v[1]};
+}
+
+std::vector<int64_t> normalize_dims(const char* op, std::span<const int64_t> dims, int64_t ndim) {
   std::vector<int64_t> out;
   if (dims.empty()) {
     for (int64_t d = 0; d < ndim; ++d) out.push_back(d);
@@ -223,10 +185,13 @@ std::vector<Tensor> call(const OpDef& def, const std::vector<Tensor>& inputs, At
     REMAT_CHECK(t.device() == first->device(), "{}: operands on different devices ({})", def.name,
                 describe(inputs));
   }
-  if (def.random_count && !attrs.has("seed")) {
-    PhiloxState s = reserve_philox(def.random_count(inputs, attrs));
-    attrs.set("seed", static_cast<int64_t>(s.seed)).set("offset", static_cast<int64_t>(s.offset));
+  if (attrs.type() != def.attrs) {
+    throw Error(fmt::format("{}: attributes must be {}, got {}", def.name,
+                            def.attrs ? def.attrs->name : "none",
+                            attrs.type() ? attrs.type()->name : "none"));
   }
+  if (def.random_count && !attrs.philox)
+    attrs.philox = reserve_philox(def.random_count(inputs, attrs));
   std::vector<Tensor> outs;
   {
     NoGradGuard forward_only;  // ops composed inside a forward are not recorded

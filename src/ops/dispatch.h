@@ -1,6 +1,8 @@
 // Helpers every op definition uses: the kernel table of a device, and operand checks.
 #pragma once
 
+#include <array>
+#include <span>
 #include <type_traits>
 
 #include "ops/registry.h"
@@ -38,8 +40,11 @@ inline Tensor scalar_as_1d(const Tensor& t) {
 void check_same_dtype(const char* op, const Tensor& a, const Tensor& b);
 void check_floating(const char* op, const Tensor& x);
 void check_dtype(const char* op, const Tensor& x, DType want, const char* role);
+// The two values (one per spatial dim) of a 2-d op's parameter, from the
+// list its public signature takes; throws unless there are exactly two.
+std::array<int64_t, 2> pair_of(const char* op, const char* key, const std::vector<int64_t>& v);
 // Wraps and sorts dims (all dims when empty); throws on repeats.
-std::vector<int64_t> normalize_dims(const char* op, const std::vector<int64_t>& dims, int64_t ndim);
+std::vector<int64_t> normalize_dims(const char* op, std::span<const int64_t> dims, int64_t ndim);
 Shape reduced_shape(const Shape& shape, const std::vector<int64_t>& dims, bool keepdim);
 
 }  // namespace remat::ops

@@ -18,7 +18,7 @@ std::vector<TensorMeta> same_as_input(const std::vector<Tensor>& in, const Attrs
 }
 
 Tensor scalar_call(const OpDef& def, const Tensor& x, double s) {
-  return call1(def, {x}, {{"scalar", s}});
+  return call1(def, {x}, ScalarAttrs{.scalar = s});
 }
 
 }  // namespace
@@ -46,10 +46,12 @@ OpDef binary_def(const char* name, BinaryOp kind, std::vector<int> save, Backwar
 OpDef scalar_def(const char* name, BinaryOp kind, std::vector<int> save, BackwardFn backward) {
   OpDef def;
   def.name = name;
+  def.attrs = attrs_type<ScalarAttrs>();
   def.shape = same_as_input;
   def.forward = [name, kind](const std::vector<Tensor>& in, const Attrs& a,
                              std::vector<Tensor>& out) {
-    elementwise_kernels(name, out[0].device()).binary_scalar(kind, in[0], a.f("scalar"), out[0]);
+    elementwise_kernels(name, out[0].device())
+        .binary_scalar(kind, in[0], a.get<ScalarAttrs>().scalar, out[0]);
   };
   def.backward = std::move(backward);
   def.save_inputs = std::move(save);
@@ -96,10 +98,10 @@ void register_elementwise_ops(Registry& r) {
   r.add(scalar_def("add_scalar", BinaryOp::Add, {},
                    [](const BackwardArgs& a) { return std::vector<Tensor>{a.grad()}; }));
   r.add(scalar_def("mul_scalar", BinaryOp::Mul, {}, [](const BackwardArgs& a) {
-    return std::vector<Tensor>{a.grad() * a.attrs.f("scalar")};
+    return std::vector<Tensor>{a.grad() * a.attrs.get<ScalarAttrs>().scalar};
   }));
   r.add(scalar_def("pow_scalar", BinaryOp::Pow, {0}, [](const BackwardArgs& a) {
-    double e = a.attrs.f("scalar");
+    const double e = a.attrs.get<ScalarAttrs>().scalar;
     return std::vector<Tensor>{a.grad() * pow(a.input(0), e - 1.0) * e};
   }));
   r.add(unary_def("neg", UnaryOp::Neg, Saves::Nothing,

@@ -33,15 +33,17 @@ void register_embedding_ops(Registry& r) {
   def.compute_reduced_in_float = false;  // rows are copied as bytes
   def.save_inputs = {1};
   def.backward = [](const BackwardArgs& a) {
-    return std::vector<Tensor>{call1(op<"embedding_backward">(), {a.grad(), a.input(1)},
-                                     {{"num_weights", a.input_meta[0].shape[0]}}),
-                               Tensor()};
+    return std::vector<Tensor>{
+        call1(op<"embedding_backward">(), {a.grad(), a.input(1)},
+              EmbeddingBackwardAttrs{.num_weights = a.input_meta[0].shape[0]}),
+        Tensor()};
   };
   r.add(std::move(def));
 
   // grad [..., D], indices [...] -> dense gradient of the weight [num_weights, D].
   OpDef backward;
   backward.name = "embedding_backward";
+  backward.attrs = attrs_type<EmbeddingBackwardAttrs>();
   backward.shape = [](const std::vector<Tensor>& in, const Attrs& a) {
     const Tensor &grad = in[0], &indices = in[1];
     check_floating("embedding_backward", grad);
@@ -50,10 +52,10 @@ void register_embedding_ops(Registry& r) {
                           Shape(grad.shape().begin(), grad.shape().end() - 1) == indices.shape(),
                       "embedding_backward: grad must be indices' shape plus one dim, got {}",
                       describe(in));
-    REMAT_CHECK(a.i("num_weights") >= 0, "embedding_backward: negative num_weights {}",
-                a.i("num_weights"));
+    const int64_t num_weights = a.get<EmbeddingBackwardAttrs>().num_weights;
+    REMAT_CHECK(num_weights >= 0, "embedding_backward: negative num_weights {}", num_weights);
     return std::vector<TensorMeta>{
-        {{a.i("num_weights"), grad.shape().back()}, grad.dtype(), grad.device()}};
+        {{num_weights, grad.shape().back()}, grad.dtype(), grad.device()}};
   };
   backward.forward = [](const std::vector<Tensor>& in, const Attrs&, std::vector<Tensor>& out) {
     embedding_kernels("embedding_backward", out[0].device())

@@ -32,6 +32,7 @@ const kernels::LossKernels& loss_kernels(const char* op, Device d) {
 void register_loss_ops(Registry& r) {
   OpDef def;
   def.name = "cross_entropy";
+  def.attrs = attrs_type<CrossEntropyAttrs>();
   def.shape = [](const std::vector<Tensor>& in, const Attrs&) {
     check_cross_entropy_operands("cross_entropy", in[0], in[1]);
     return std::vector<TensorMeta>{{{}, in[0].dtype(), in[0].device()},
@@ -39,22 +40,23 @@ void register_loss_ops(Registry& r) {
   };
   def.forward = [](const std::vector<Tensor>& in, const Attrs& a, std::vector<Tensor>& out) {
     loss_kernels("cross_entropy", out[0].device())
-        .cross_entropy(in[0].contiguous(), in[1].contiguous(), a.i("ignore_index"), out[0], out[1]);
+        .cross_entropy(in[0].contiguous(), in[1].contiguous(),
+                       a.get<CrossEntropyAttrs>().ignore_index, out[0], out[1]);
   };
   def.visible_outputs = 1;  // output 1: per-row logsumexp, kept for backward
   def.save_inputs = {0, 1};
   def.save_outputs = {1};
   def.backward = [](const BackwardArgs& a) {
-    return std::vector<Tensor>{
-        call1(op<"cross_entropy_backward">(), {a.grad(), a.input(0), a.input(1), a.output(1)},
-              {{"ignore_index", a.attrs.i("ignore_index")}}),
-        Tensor()};
+    return std::vector<Tensor>{call1(op<"cross_entropy_backward">(),
+                                     {a.grad(), a.input(0), a.input(1), a.output(1)}, a.attrs),
+                               Tensor()};
   };
   r.add(std::move(def));
 
   // (grad, logits, targets, lse) -> gradient of the logits.
   OpDef backward;
   backward.name = "cross_entropy_backward";
+  backward.attrs = attrs_type<CrossEntropyAttrs>();
   backward.shape = [](const std::vector<Tensor>& in, const Attrs&) {
     const char* name = "cross_entropy_backward";
     check_cross_entropy_operands(name, in[1], in[2]);
@@ -68,7 +70,8 @@ void register_loss_ops(Registry& r) {
   backward.forward = [](const std::vector<Tensor>& in, const Attrs& a, std::vector<Tensor>& out) {
     loss_kernels("cross_entropy_backward", out[0].device())
         .cross_entropy_backward(in[0].contiguous(), in[1].contiguous(), in[2].contiguous(),
-                                in[3].contiguous(), a.i("ignore_index"), out[0]);
+                                in[3].contiguous(), a.get<CrossEntropyAttrs>().ignore_index,
+                                out[0]);
   };
   r.add(std::move(backward));
 }
@@ -79,7 +82,7 @@ namespace remat {
 
 Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore_index) {
   return ops::call1(ops::op<"cross_entropy">(), {logits, targets},
-                    {{"ignore_index", ignore_index}});
+                    ops::CrossEntropyAttrs{.ignore_index = ignore_index});
 }
 
 Tensor mse_loss(const Tensor& pred, const Tensor& target) {

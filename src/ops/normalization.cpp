@@ -27,19 +27,16 @@ const kernels::NormalizationKernels& normalization_kernels(const char* op, Devic
 // compute in; rounding them to 16 bits would cost backward its precision.
 DType stat_dtype(DType x) { return is_reduced_float(x) ? kFloat32 : x; }
 
-// The backward kernels compute only the gradients asked for: "output_mask"
-// holds one flag per gradient (dx, dweight, dbias), and a gradient not asked
-// for is an empty [0] output.
-TensorMeta if_asked(int64_t asked, TensorMeta meta) {
+// The backward kernels compute only the gradients their GradMask asks for
+// (dx, dweight, dbias); a gradient not asked for is an empty [0] output.
+TensorMeta if_asked(bool asked, TensorMeta meta) {
   if (!asked) meta.shape = {0};
   return meta;
 }
-Tensor if_asked(int64_t asked, const Tensor& t) { return asked ? t : Tensor(); }
-std::vector<int64_t> output_mask(const char* op, const Attrs& a) {
-  const std::vector<int64_t>& mask = a.ints("output_mask");
-  REMAT_CHECK(mask.size() == 3, "{}: output_mask needs 3 flags (dx, dweight, dbias), got {}", op,
-              mask.size());
-  return mask;
+Tensor if_asked(bool asked, const Tensor& t) { return asked ? t : Tensor(); }
+std::vector<TensorMeta> masked_metas(const GradMask& mask, const TensorMeta& x,
+                                     const TensorMeta& affine) {
+  return {if_asked(mask.input, x), if_asked(mask.weight, affine), if_asked(mask.bias, affine)};
 }
 
 // A defined affine operand (weight or bias) must have x's dtype and `shape`.
@@ -52,19 +49,20 @@ void check_affine(const char* op, const Tensor& x, const Tensor& t, const char* 
 }
 
 // The trailing dims layer_norm normalises: weight's rank, else bias's, else
-// the "normalized_ndim" attribute, which must agree with them when given too.
-int64_t layer_norm_ndim(const Tensor& x, const Tensor& w, const Tensor& b, const Attrs& a) {
+// the normalized_ndim attribute, which must agree with them when given too.
+int64_t layer_norm_ndim(const Tensor& x, const Tensor& w, const Tensor& b,
+                        const LayerNormAttrs& a) {
   const Tensor& affine = w.defined() ? w : b;
   const char* role = w.defined() ? "weight" : "bias";
-  const bool has_attr = a.has("normalized_ndim");
+  const bool has_attr = a.normalized_ndim != 0;
   REMAT_CHECK(affine.defined() || has_attr,
               "layer_norm: without weight and bias the normalized_ndim attribute must say how "
               "many trailing dims to normalise (input {})",
               TensorMeta::of(x).str());
-  const int64_t ndim = affine.defined() ? affine.dim() : a.i("normalized_ndim");
-  REMAT_CHECK_SHAPE(!affine.defined() || !has_attr || a.i("normalized_ndim") == ndim,
-                    "layer_norm: normalized_ndim={} disagrees with {} {}", a.i("normalized_ndim"),
-                    role, shape_str(affine.shape()));
+  const int64_t ndim = affine.defined() ? affine.dim() : a.normalized_ndim;
+  REMAT_CHECK_SHAPE(!affine.defined() || !has_attr || a.normalized_ndim == ndim,
+                    "layer_norm: normalized_ndim={} disagrees with {} {}", a.normalized_ndim, role,
+                    shape_str(affine.shape()));
   REMAT_CHECK_SHAPE(
       ndim >= 1 && ndim <= x.dim(), "layer_norm: cannot normalise the last {} dims{} of input {}",
       ndim,
@@ -84,13 +82,14 @@ int64_t values_per_channel(const Tensor& x) {
   return numel_of(others);
 }
 
-// inputs: x, weight, bias (either may be undefined); attrs: eps, and
-// normalized_ndim (needed only without weight and bias). Normalises over the
-// trailing dims of weight's shape (PyTorch's normalized_shape = weight.shape),
-// else of bias's, else the last normalized_ndim dims.
+// inputs: x, weight, bias (either may be undefined); attrs LayerNormAttrs:
+// eps, and normalized_ndim (needed only without weight and bias). Normalises
+// over the trailing dims of weight's shape (PyTorch's normalized_shape =
+// weight.shape), else of bias's, else the last normalized_ndim dims.
 OpDef layer_norm_def() {
   OpDef def;
   def.name = "layer_norm";
+  def.attrs = attrs_type<LayerNormAttrs>();
   def.visible_outputs = 1;
   def.shape = [](const std::vector<Tensor>& in, const Attrs& a) {
     REMAT_CHECK(in.size() == 3,
@@ -99,7 +98,7 @@ OpDef layer_norm_def() {
                 in.size());
     const Tensor &x = in[0], &w = in[1], &b = in[2];
     check_floating("layer_norm", x);
-    const int64_t ndim = layer_norm_ndim(x, w, b, a);
+    const int64_t ndim = layer_norm_ndim(x, w, b, a.get<LayerNormAttrs>());
     const Shape normalized = trailing_dims(x, ndim);
     check_affine("layer_norm", x, w, "weight", normalized);
     check_affine("layer_norm", x, b, "bias", normalized);
@@ -111,10 +110,11 @@ OpDef layer_norm_def() {
     return std::vector<TensorMeta>{TensorMeta::of(x), stat, stat};
   };
   def.forward = [](const std::vector<Tensor>& in, const Attrs& a, std::vector<Tensor>& out) {
-    const int64_t ndim = layer_norm_ndim(in[0], in[1], in[2], a);
+    const auto& attrs = a.get<LayerNormAttrs>();
+    const int64_t ndim = layer_norm_ndim(in[0], in[1], in[2], attrs);
     normalization_kernels("layer_norm", in[0].device())
         .layer_norm(in[0].contiguous(), contiguous_operand(in[1]), contiguous_operand(in[2]), ndim,
-                    a.f("eps"), out[0], out[1], out[2]);
+                    attrs.eps, out[0], out[1], out[2]);
   };
   def.save_inputs = {0, 1};
   def.save_outputs = {1, 2};
@@ -124,60 +124,65 @@ OpDef layer_norm_def() {
     // through without one of them.
     const Tensor& w = a.input(1);
     int64_t ndim = w.defined() ? w.dim() : static_cast<int64_t>(a.input_meta[2].shape.size());
-    if (a.attrs.has("normalized_ndim")) ndim = a.attrs.i("normalized_ndim");
-    const std::vector<int64_t> mask{a.needs(0), a.needs(1), a.needs(2)};
+    if (const int64_t given = a.attrs.get<LayerNormAttrs>().normalized_ndim; given != 0) {
+      ndim = given;
+    }
+    const GradMask mask{a.needs(0), a.needs(1), a.needs(2)};
     std::vector<Tensor> g =
         call(op<"layer_norm_backward">(), {a.grad(), a.input(0), w, a.output(1), a.output(2)},
-             {{"normalized_ndim", ndim}, {"output_mask", mask}});
-    return std::vector<Tensor>{if_asked(mask[0], g[0]), if_asked(mask[1], g[1]),
-                               if_asked(mask[2], g[2])};
+             LayerNormBackwardAttrs{.normalized_ndim = ndim, .mask = mask});
+    return std::vector<Tensor>{if_asked(mask.input, g[0]), if_asked(mask.weight, g[1]),
+                               if_asked(mask.bias, g[2])};
   };
   return def;
 }
 
-// inputs: grad, x, weight (possibly undefined), mean, rstd; attrs:
-// normalized_ndim, output_mask. Outputs dx, dweight, dbias.
+// inputs: grad, x, weight (possibly undefined), mean, rstd; attrs
+// LayerNormBackwardAttrs. Outputs dx, dweight, dbias.
 OpDef layer_norm_backward_def() {
   OpDef def;
   def.name = "layer_norm_backward";
+  def.attrs = attrs_type<LayerNormBackwardAttrs>();
   def.visible_outputs = -1;
   def.shape = [](const std::vector<Tensor>& in, const Attrs& a) {
     const Tensor &g = in[0], &x = in[1];
     REMAT_CHECK_SHAPE(g.shape() == x.shape(),
                       "layer_norm_backward: gradient {} does not match the input {}",
                       shape_str(g.shape()), shape_str(x.shape()));
-    const std::vector<int64_t> mask = output_mask("layer_norm_backward", a);
-    const TensorMeta affine{trailing_dims(x, a.i("normalized_ndim")), x.dtype(), x.device()};
-    return std::vector<TensorMeta>{if_asked(mask[0], TensorMeta::of(x)), if_asked(mask[1], affine),
-                                   if_asked(mask[2], affine)};
+    const auto& attrs = a.get<LayerNormBackwardAttrs>();
+    REMAT_CHECK_SHAPE(attrs.normalized_ndim >= 1 && attrs.normalized_ndim <= x.dim(),
+                      "layer_norm_backward: cannot normalise the last {} dims of input {}",
+                      attrs.normalized_ndim, shape_str(x.shape()));
+    const TensorMeta affine{trailing_dims(x, attrs.normalized_ndim), x.dtype(), x.device()};
+    return masked_metas(attrs.mask, TensorMeta::of(x), affine);
   };
   def.forward = [](const std::vector<Tensor>& in, const Attrs& a, std::vector<Tensor>& out) {
-    const std::vector<int64_t> mask = output_mask("layer_norm_backward", a);
+    const auto& attrs = a.get<LayerNormBackwardAttrs>();
     normalization_kernels("layer_norm_backward", in[1].device())
-        .layer_norm_backward(in[0].contiguous(), in[1].contiguous(), contiguous_operand(in[2]),
-                             in[3].contiguous(), in[4].contiguous(), a.i("normalized_ndim"),
-                             if_asked(mask[0], out[0]), if_asked(mask[1], out[1]),
-                             if_asked(mask[2], out[2]));
+        .layer_norm_backward(
+            in[0].contiguous(), in[1].contiguous(), contiguous_operand(in[2]), in[3].contiguous(),
+            in[4].contiguous(), attrs.normalized_ndim, if_asked(attrs.mask.input, out[0]),
+            if_asked(attrs.mask.weight, out[1]), if_asked(attrs.mask.bias, out[2]));
   };
   return def;
 }
 
 // Whether a batch_norm call moves its running statistics, in place.
-bool updates_running_stats(const std::vector<Tensor>& in, const Attrs& a) {
-  return a.b("training") && in[1].defined() &&
-         (!a.has("update_running_stats") || a.b("update_running_stats"));
+bool updates_running_stats(const std::vector<Tensor>& in, const BatchNormAttrs& a) {
+  return a.training && in[1].defined() && a.update_running_stats;
 }
 
 // inputs: x [N, C, ...], running_mean, running_var, weight, bias (the last
-// four possibly undefined, the running statistics both or neither); attrs:
-// training, momentum, eps, update_running_stats.
+// four possibly undefined, the running statistics both or neither); attrs
+// BatchNormAttrs: training, momentum, eps, update_running_stats.
 //
 // Training normalises with the batch statistics (biased variance) and, when
 // the running statistics are given and update_running_stats is on (the
 // default), moves them in place: running = (1 - momentum) * running +
 // momentum * batch statistic, with the unbiased variance for running_var.
 // That write is a side effect outside the tape, so it hangs on an attribute:
-// checkpoint replay runs the forward again with update_running_stats off and
+// checkpoint replay runs the forward again with update_running_stats off
+// (OpDef::for_replay) and
 // the statistics move once per step. Eval normalises with the running
 // statistics. Either way the statistics used come out as save_mean and
 // save_invstd, which backward reads; the running statistics are never saved
@@ -185,6 +190,7 @@ bool updates_running_stats(const std::vector<Tensor>& in, const Attrs& a) {
 OpDef batch_norm_def() {
   OpDef def;
   def.name = "batch_norm";
+  def.attrs = attrs_type<BatchNormAttrs>();
   def.visible_outputs = 1;
   def.shape = [](const std::vector<Tensor>& in, const Attrs& a) {
     REMAT_CHECK(in.size() == 5,
@@ -201,7 +207,8 @@ OpDef batch_norm_def() {
     REMAT_CHECK(running_mean.defined() == running_var.defined(),
                 "batch_norm: running_mean and running_var must be given together ({})",
                 describe(in));
-    const bool training = a.b("training");
+    const auto& attrs = a.get<BatchNormAttrs>();
+    const bool training = attrs.training;
     REMAT_CHECK(training || running_mean.defined(),
                 "batch_norm: eval mode normalises with running_mean and running_var; give them "
                 "({})",
@@ -222,7 +229,7 @@ OpDef batch_norm_def() {
     REMAT_CHECK_SHAPE(!training || values_per_channel(x) > 1,
                       "batch_norm: training needs more than one value per channel, got input {}",
                       shape_str(x.shape()));
-    if (updates_running_stats(in, a)) {
+    if (updates_running_stats(in, attrs)) {
       check_written_operands("batch_norm", in, std::array<size_t, 2>{1, 2});
     }
     const TensorMeta stat{{channels}, stats, x.device()};
@@ -230,16 +237,16 @@ OpDef batch_norm_def() {
   };
   def.forward = [](const std::vector<Tensor>& in, const Attrs& a, std::vector<Tensor>& out) {
     const Tensor &running_mean = in[1], &running_var = in[2];
-    const bool training = a.b("training");
-    const bool update = updates_running_stats(in, a);
+    const auto& attrs = a.get<BatchNormAttrs>();
+    const bool update = updates_running_stats(in, attrs);
     const kernels::NormalizationKernels& k = normalization_kernels("batch_norm", in[0].device());
     // The running statistics go as they are: an update must land in the caller's tensors.
     const Tensor x = in[0].contiguous();
-    if (training) {
-      k.batch_norm_stats(x, a.f("eps"), out[1], out[2], update ? running_mean : Tensor(),
-                         update ? running_var : Tensor(), a.f("momentum"));
+    if (attrs.training) {
+      k.batch_norm_stats(x, attrs.eps, out[1], out[2], update ? running_mean : Tensor(),
+                         update ? running_var : Tensor(), attrs.momentum);
     } else {
-      k.batch_norm_running_stats(running_mean, running_var, a.f("eps"), out[1], out[2]);
+      k.batch_norm_running_stats(running_mean, running_var, attrs.eps, out[1], out[2]);
     }
     k.batch_norm_apply(x, out[1], out[2], contiguous_operand(in[3]), contiguous_operand(in[4]),
                        out[0]);
@@ -250,46 +257,48 @@ OpDef batch_norm_def() {
   };
   def.save_inputs = {0, 3};
   def.save_outputs = {1, 2};
-  def.replay_attrs = {{"update_running_stats", false}};
+  def.for_replay = [](Attrs& a) { a.get<BatchNormAttrs>().update_running_stats = false; };
   def.replay_ignores_input = [](const Attrs& a, size_t index) {
-    return a.b("training") && (index == 1 || index == 2);
+    return a.get<BatchNormAttrs>().training && (index == 1 || index == 2);
   };
   def.backward = [](const BackwardArgs& a) {
-    const std::vector<int64_t> mask{a.needs(0), a.needs(3), a.needs(4)};
-    std::vector<Tensor> g = call(op<"batch_norm_backward">(),
-                                 {a.grad(), a.input(0), a.input(3), a.output(1), a.output(2)},
-                                 {{"training", a.attrs.b("training")}, {"output_mask", mask}});
+    const GradMask mask{a.needs(0), a.needs(3), a.needs(4)};
+    std::vector<Tensor> g = call(
+        op<"batch_norm_backward">(), {a.grad(), a.input(0), a.input(3), a.output(1), a.output(2)},
+        BatchNormBackwardAttrs{.training = a.attrs.get<BatchNormAttrs>().training, .mask = mask});
     // The running statistics (never requiring grad) get none.
-    return std::vector<Tensor>{if_asked(mask[0], g[0]), Tensor(), Tensor(), if_asked(mask[1], g[1]),
-                               if_asked(mask[2], g[2])};
+    return std::vector<Tensor>{if_asked(mask.input, g[0]), Tensor(), Tensor(),
+                               if_asked(mask.weight, g[1]), if_asked(mask.bias, g[2])};
   };
   return def;
 }
 
 // inputs: grad, x, weight (possibly undefined), mean, invstd (the statistics
-// batch_norm used); attrs: training (whether they were batch statistics,
-// through which dx flows too), output_mask. Outputs dx, dweight, dbias.
+// batch_norm used); attrs BatchNormBackwardAttrs: training (whether they were
+// batch statistics, through which dx flows too) and the mask. Outputs dx,
+// dweight, dbias.
 OpDef batch_norm_backward_def() {
   OpDef def;
   def.name = "batch_norm_backward";
+  def.attrs = attrs_type<BatchNormBackwardAttrs>();
   def.visible_outputs = -1;
   def.shape = [](const std::vector<Tensor>& in, const Attrs& a) {
     const Tensor &g = in[0], &x = in[1];
     REMAT_CHECK_SHAPE(g.shape() == x.shape(),
                       "batch_norm_backward: gradient {} does not match the input {}",
                       shape_str(g.shape()), shape_str(x.shape()));
-    const std::vector<int64_t> mask = output_mask("batch_norm_backward", a);
+    REMAT_CHECK_SHAPE(x.dim() >= 2, "batch_norm_backward: input must be [N, C, ...], got {}",
+                      TensorMeta::of(x).str());
     const TensorMeta affine{{x.shape()[1]}, x.dtype(), x.device()};
-    return std::vector<TensorMeta>{if_asked(mask[0], TensorMeta::of(x)), if_asked(mask[1], affine),
-                                   if_asked(mask[2], affine)};
+    return masked_metas(a.get<BatchNormBackwardAttrs>().mask, TensorMeta::of(x), affine);
   };
   def.forward = [](const std::vector<Tensor>& in, const Attrs& a, std::vector<Tensor>& out) {
-    const std::vector<int64_t> mask = output_mask("batch_norm_backward", a);
+    const auto& attrs = a.get<BatchNormBackwardAttrs>();
     normalization_kernels("batch_norm_backward", in[1].device())
-        .batch_norm_backward(in[0].contiguous(), in[1].contiguous(), contiguous_operand(in[2]),
-                             in[3].contiguous(), in[4].contiguous(), a.b("training"),
-                             if_asked(mask[0], out[0]), if_asked(mask[1], out[1]),
-                             if_asked(mask[2], out[2]));
+        .batch_norm_backward(
+            in[0].contiguous(), in[1].contiguous(), contiguous_operand(in[2]), in[3].contiguous(),
+            in[4].contiguous(), attrs.training, if_asked(attrs.mask.input, out[0]),
+            if_asked(attrs.mask.weight, out[1]), if_asked(attrs.mask.bias, out[2]));
   };
   return def;
 }
@@ -310,19 +319,19 @@ namespace remat {
 // Without weight and bias, the last dim is normalised (PyTorch has no such
 // default: its layer_norm always takes normalized_shape).
 Tensor layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, double eps) {
-  ops::Attrs attrs{{"eps", eps}};
-  if (!weight.defined() && !bias.defined()) attrs.set("normalized_ndim", int64_t{1});
-  return ops::call1(ops::op<"layer_norm">(), {x, weight, bias}, std::move(attrs));
+  const int64_t ndim = weight.defined() || bias.defined() ? 0 : 1;
+  return ops::call1(ops::op<"layer_norm">(), {x, weight, bias},
+                    ops::LayerNormAttrs{.eps = eps, .normalized_ndim = ndim});
 }
 
 Tensor batch_norm(const Tensor& x, const Tensor& running_mean, const Tensor& running_var,
                   const Tensor& weight, const Tensor& bias, bool training, double momentum,
                   double eps) {
   return ops::call1(ops::op<"batch_norm">(), {x, running_mean, running_var, weight, bias},
-                    {{"training", training},
-                     {"momentum", momentum},
-                     {"eps", eps},
-                     {"update_running_stats", training}});
+                    ops::BatchNormAttrs{.training = training,
+                                        .momentum = momentum,
+                                        .eps = eps,
+                                        .update_running_stats = training});
 }
 
 }  // namespace remat

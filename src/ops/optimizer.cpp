@@ -21,13 +21,15 @@ const kernels::OptimizerKernels& optimizer_kernels(const char* op, Device d) {
 constexpr std::array<size_t, 3> kUpdated{0, 2, 3};
 
 // inputs: param, grad, exp_avg, exp_avg_sq (one shape, dtype and device);
-// attrs: lr, beta1, beta2, eps, weight_decay, decoupled_weight_decay, step.
+// attrs AdamUpdateAttrs (the kernel's AdamStep: lr, betas, eps, weight decay
+// and its kind, step).
 // Updates param, exp_avg and exp_avg_sq in place (kernels/optimizer.h has
 // the formulas).
 OpDef adam_update_def() {
   OpDef def;
   def.name = "adam_update";
   def.visible_outputs = 0;
+  def.attrs = attrs_type<AdamUpdateAttrs>();
   // A widened copy of a bfloat16 parameter would take the update and be dropped.
   def.compute_reduced_in_float = false;
   def.shape = [](const std::vector<Tensor>& in, const Attrs& a) {
@@ -44,19 +46,14 @@ OpDef adam_update_def() {
       check_same_dtype("adam_update", param, in[i]);
     }
     check_written_operands("adam_update", in, kUpdated);
-    REMAT_CHECK(a.i("step") >= 1, "adam_update: step counts from 1, got {}", a.i("step"));
+    const int64_t step = a.get<AdamUpdateAttrs>().step;
+    REMAT_CHECK(step >= 1, "adam_update: step counts from 1, got {}", step);
     return std::vector<TensorMeta>{};
   };
   def.forward = [](const std::vector<Tensor>& in, const Attrs& a, std::vector<Tensor>&) {
-    const kernels::AdamStep step{.lr = a.f("lr"),
-                                 .beta1 = a.f("beta1"),
-                                 .beta2 = a.f("beta2"),
-                                 .eps = a.f("eps"),
-                                 .weight_decay = a.f("weight_decay"),
-                                 .decoupled_weight_decay = a.b("decoupled_weight_decay"),
-                                 .step = a.i("step")};
     // Any strides: the operands written in place cannot be contiguous copies.
-    optimizer_kernels("adam_update", in[0].device()).adam_update(in[0], in[1], in[2], in[3], step);
+    optimizer_kernels("adam_update", in[0].device())
+        .adam_update(in[0], in[1], in[2], in[3], a.get<AdamUpdateAttrs>());
     for (size_t updated : kUpdated) in[updated].bump_version();
   };
   return def;

@@ -1,7 +1,7 @@
 // Dropout: a counter-based Philox mask that is never stored. call() reserves
-// numel numbers of the default stream and records (seed, offset) as
-// attributes; backward regenerates the same mask from them, so dropout saves
-// no tensor and a replayed forward draws the same mask.
+// numel numbers of the default stream and records (seed, offset) with the
+// attributes (Attrs::philox); backward regenerates the same mask from them,
+// so dropout saves no tensor and a replayed forward draws the same mask.
 #include "kernels/dropout.h"
 #include "ops/dispatch.h"
 #include "remat/ops.h"
@@ -22,20 +22,21 @@ double keep_scale(double p) { return p < 1.0 ? 1.0 / (1.0 - p) : 0.0; }
 OpDef mask_def(const char* name, BackwardFn backward) {
   OpDef def;
   def.name = name;
+  def.attrs = attrs_type<DropoutAttrs>();
   def.shape = [name](const std::vector<Tensor>& in, const Attrs& a) {
     check_floating(name, in[0]);
-    check_probability(a.f("p"));
+    check_probability(a.get<DropoutAttrs>().p);
+    REMAT_CHECK(a.philox.has_value(), "{}: no random numbers reserved for the mask", name);
     return std::vector<TensorMeta>{TensorMeta::of(in[0])};
   };
   def.forward = [name](const std::vector<Tensor>& in, const Attrs& a, std::vector<Tensor>& out) {
-    const double p = a.f("p");
-    const auto seed = static_cast<uint64_t>(a.i("seed"));
-    const auto offset = static_cast<uint64_t>(a.i("offset"));
+    const double p = a.get<DropoutAttrs>().p;
+    const PhiloxState philox = *a.philox;
     // The mask is indexed by row-major position, whatever x's strides.
     const Tensor x = in[0].contiguous();
     kernels_for(name, out[0].device(), kernels::cpu::dropout_kernels,
                 REMAT_CUDA_KERNELS(dropout_kernels))
-        .apply_mask(x, p, keep_scale(p), seed, offset, out[0]);
+        .apply_mask(x, p, keep_scale(p), philox.seed, philox.offset, out[0]);
   };
   def.backward = std::move(backward);
   return def;
@@ -45,9 +46,8 @@ OpDef mask_def(const char* name, BackwardFn backward) {
 
 void register_random_ops(Registry& r) {
   OpDef dropout = mask_def("dropout", [](const BackwardArgs& a) {
-    return std::vector<Tensor>{call1(
-        op<"dropout_backward">(), {a.grad()},
-        {{"p", a.attrs.f("p")}, {"seed", a.attrs.i("seed")}, {"offset", a.attrs.i("offset")}})};
+    // The same attributes, the same numbers: the same mask.
+    return std::vector<Tensor>{call1(op<"dropout_backward">(), {a.grad()}, a.attrs)};
   });
   dropout.random_count = [](const std::vector<Tensor>& in, const Attrs&) { return in[0].numel(); };
   r.add(std::move(dropout));
@@ -61,7 +61,7 @@ namespace remat {
 Tensor dropout(const Tensor& x, double p, bool training) {
   ops::check_probability(p);
   if (!training || p == 0.0) return x;
-  return ops::call1(ops::op<"dropout">(), {x}, {{"p", p}});
+  return ops::call1(ops::op<"dropout">(), {x}, ops::DropoutAttrs{.p = p});
 }
 
 }  // namespace remat

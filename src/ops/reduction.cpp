@@ -28,25 +28,28 @@ double mean_scale(const Shape& shape, const std::vector<int64_t>& dims) {
 OpDef sum_def(const char* name, bool mean) {
   OpDef def;
   def.name = name;
+  def.attrs = attrs_type<ReduceAttrs>();
   def.shape = [name, mean](const std::vector<Tensor>& in, const Attrs& a) {
     // An integer mean has no integer answer (PyTorch refuses it too).
     if (mean) check_floating(name, in[0]);
-    auto dims = normalize_dims(name, a.ints("dims"), in[0].dim());
+    const auto& attrs = a.get<ReduceAttrs>();
+    auto dims = normalize_dims(name, attrs.dims, in[0].dim());
     return std::vector<TensorMeta>{
-        {reduced_shape(in[0].shape(), dims, a.b("keepdim")), in[0].dtype(), in[0].device()}};
+        {reduced_shape(in[0].shape(), dims, attrs.keepdim), in[0].dtype(), in[0].device()}};
   };
   def.forward = [name, mean](const std::vector<Tensor>& in, const Attrs& a,
                              std::vector<Tensor>& out) {
-    auto dims = normalize_dims(name, a.ints("dims"), in[0].dim());
+    auto dims = normalize_dims(name, a.get<ReduceAttrs>().dims, in[0].dim());
     const double scale = mean ? mean_scale(in[0].shape(), dims) : 1.0;
     reduce_kernels(name, out[0].device()).sum(in[0], dims, scale, out[0]);
   };
   def.backward = [name, mean](const BackwardArgs& a) {
     const TensorMeta& x = a.input_meta[0];
-    auto dims = normalize_dims(name, a.attrs.ints("dims"), static_cast<int64_t>(x.shape.size()));
+    const auto& attrs = a.attrs.get<ReduceAttrs>();
+    auto dims = normalize_dims(name, attrs.dims, static_cast<int64_t>(x.shape.size()));
     Tensor g = a.grad();
     if (mean) g = g * mean_scale(x.shape, dims);
-    return std::vector<Tensor>{expand_reduced(g, x, dims, a.attrs.b("keepdim"))};
+    return std::vector<Tensor>{expand_reduced(g, x, dims, attrs.keepdim)};
   };
   return def;
 }
@@ -73,39 +76,43 @@ void register_reduction_ops(Registry& r) {
   OpDef max_def;
   max_def.name = "max";
   max_def.visible_outputs = 2;
+  max_def.attrs = attrs_type<MaxAttrs>();
   max_def.shape = [](const std::vector<Tensor>& in, const Attrs& a) {
-    int64_t dim = wrap_dim(a.i("dim"), in[0].dim(), "max");
+    const auto& attrs = a.get<MaxAttrs>();
+    int64_t dim = wrap_dim(attrs.dim, in[0].dim(), "max");
     // A max along an empty dim has no value; other dims may be empty (PyTorch's rule).
     REMAT_CHECK_SHAPE(in[0].dim() == 0 || in[0].shape()[static_cast<size_t>(dim)] > 0,
                       "max: dim {} of {} is empty", dim, TensorMeta::of(in[0]).str());
-    Shape s = reduced_shape(in[0].shape(), {dim}, a.b("keepdim"));
+    Shape s = reduced_shape(in[0].shape(), {dim}, attrs.keepdim);
     return std::vector<TensorMeta>{{s, in[0].dtype(), in[0].device()}, {s, kInt64, in[0].device()}};
   };
   max_def.forward = [](const std::vector<Tensor>& in, const Attrs& a, std::vector<Tensor>& out) {
-    int64_t dim = wrap_dim(a.i("dim"), in[0].dim(), "max");
+    int64_t dim = wrap_dim(a.get<MaxAttrs>().dim, in[0].dim(), "max");
     const Tensor x = scalar_as_1d(in[0]);
     reduce_kernels("max", in[0].device()).max_along(x, dim, out[0], out[1]);
   };
   max_def.save_outputs = {1};
   max_def.backward = [](const BackwardArgs& a) {
-    return std::vector<Tensor>{call1(op<"max_backward">(), {a.grad(), a.output(1)},
-                                     {{"dim", a.attrs.i("dim")},
-                                      {"keepdim", a.attrs.b("keepdim")},
-                                      {"input_shape", a.input_meta[0].shape}})};
+    return std::vector<Tensor>{call1(
+        op<"max_backward">(), {a.grad(), a.output(1)},
+        MaxBackwardAttrs{.max = a.attrs.get<MaxAttrs>(), .input_shape = a.input_meta[0].shape})};
   };
   r.add(std::move(max_def));
 
   // Scatters the gradient of max to where the maxima were.
   OpDef max_backward;
   max_backward.name = "max_backward";
+  max_backward.attrs = attrs_type<MaxBackwardAttrs>();
   max_backward.shape = [](const std::vector<Tensor>& in, const Attrs& a) {
-    return std::vector<TensorMeta>{{a.ints("input_shape"), in[0].dtype(), in[0].device()}};
+    return std::vector<TensorMeta>{
+        {a.get<MaxBackwardAttrs>().input_shape, in[0].dtype(), in[0].device()}};
   };
   max_backward.forward = [](const std::vector<Tensor>& in, const Attrs& a,
                             std::vector<Tensor>& out) {
-    int64_t dim = wrap_dim(a.i("dim"), out[0].dim(), "max_backward");
+    const MaxAttrs& max = a.get<MaxBackwardAttrs>().max;
+    int64_t dim = wrap_dim(max.dim, out[0].dim(), "max_backward");
     Tensor g = in[0], idx = in[1];
-    if (a.b("keepdim")) {
+    if (max.keepdim) {
       Shape squeezed = reduced_shape(out[0].shape(), {dim}, false);
       g = g.reshape(squeezed);
       idx = idx.reshape(squeezed);
@@ -121,15 +128,15 @@ void register_reduction_ops(Registry& r) {
 namespace remat {
 
 Tensor sum(const Tensor& x, const std::vector<int64_t>& dims, bool keepdim) {
-  return ops::call1(ops::op<"sum">(), {x}, {{"dims", dims}, {"keepdim", keepdim}});
+  return ops::call1(ops::op<"sum">(), {x}, ops::ReduceAttrs{.dims = dims, .keepdim = keepdim});
 }
 Tensor sum(const Tensor& x) { return sum(x, {}, false); }
 Tensor mean(const Tensor& x, const std::vector<int64_t>& dims, bool keepdim) {
-  return ops::call1(ops::op<"mean">(), {x}, {{"dims", dims}, {"keepdim", keepdim}});
+  return ops::call1(ops::op<"mean">(), {x}, ops::ReduceAttrs{.dims = dims, .keepdim = keepdim});
 }
 Tensor mean(const Tensor& x) { return mean(x, {}, false); }
 MaxResult max(const Tensor& x, int64_t dim, bool keepdim) {
-  auto outs = ops::call(ops::op<"max">(), {x}, {{"dim", dim}, {"keepdim", keepdim}});
+  auto outs = ops::call(ops::op<"max">(), {x}, ops::MaxAttrs{.dim = dim, .keepdim = keepdim});
   return {outs[0], outs[1]};
 }
 Tensor argmax(const Tensor& x, int64_t dim, bool keepdim) { return max(x, dim, keepdim).indices; }

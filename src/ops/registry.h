@@ -8,41 +8,12 @@
 #include <functional>
 #include <string>
 #include <string_view>
-#include <variant>
 #include <vector>
 
+#include "ops/attrs.h"
 #include "remat/core/tensor.h"
 
 namespace remat::ops {
-
-using AttrValue = std::variant<bool, int64_t, double, std::string, std::vector<int64_t>>;
-
-// Named attributes of one call (dims, eps, seed and offset of random ops...).
-class Attrs {
- public:
-  Attrs() = default;
-  Attrs(std::initializer_list<std::pair<std::string, AttrValue>> items) : items_(items) {}
-  Attrs& set(const std::string& key, AttrValue value);
-  bool has(std::string_view key) const;
-  bool b(std::string_view key) const { return get<bool>(key); }
-  int64_t i(std::string_view key) const { return get<int64_t>(key); }
-  double f(std::string_view key) const { return get<double>(key); }
-  const std::string& s(std::string_view key) const { return get<std::string>(key); }
-  const std::vector<int64_t>& ints(std::string_view key) const {
-    return get<std::vector<int64_t>>(key);
-  }
-  std::string str() const;
-
- private:
-  const AttrValue& find(std::string_view key) const;
-  template <typename T>
-  const T& get(std::string_view key) const {
-    const AttrValue& v = find(key);
-    REMAT_CHECK(std::holds_alternative<T>(v), "attribute '{}' has another type", key);
-    return std::get<T>(v);
-  }
-  std::vector<std::pair<std::string, AttrValue>> items_;
-};
 
 struct OpDef;
 
@@ -70,6 +41,8 @@ using BackwardFn = std::function<std::vector<Tensor>(const BackwardArgs&)>;
 
 struct OpDef {
   std::string name;
+  // The attribute struct of its calls (ops/attrs.h); null: it takes none.
+  const AttrsType* attrs = nullptr;
   // Validates operands (throwing ShapeError/Error naming the op) and returns
   // the outputs' metadata. Outputs past `visible_outputs` are auxiliary: kept
   // for backward (layer_norm's mean and rstd), not returned to the caller.
@@ -84,20 +57,21 @@ struct OpDef {
   std::vector<int> save_outputs;
   int visible_outputs = 1;  // -1: every output is visible (split)
   bool view = false;
-  // Random ops get "seed" and "offset" attributes (reserved from the default
-  // generator, recorded on the tape) consuming `random_count(in, attrs)` numbers.
+  // Random ops draw `random_count(in, attrs)` numbers from Attrs::philox,
+  // which call() reserves from the default generator.
   std::function<int64_t(const std::vector<Tensor>&, const Attrs&)> random_count;
   // On the CPU, bfloat16/float16 operands are computed in float32 and rounded
   // back; ops that move bytes without arithmetic (views, copies) turn this off.
   bool compute_reduced_in_float = true;
-  // Attributes a checkpoint replay sets, to switch off side effects of the
-  // forward that must happen once (batch_norm's running-statistics update).
-  std::vector<std::pair<std::string, AttrValue>> replay_attrs;
-  // Whether the forward run with replay_attrs ignores input `index` of a call
-  // with these attributes (batch_norm in training mode reads its running
+  // Edits a call's attributes for a checkpoint replay, to switch off side
+  // effects of the forward that must happen once (batch_norm's
+  // running-statistics update). Null: a replay runs the call as recorded.
+  void (*for_replay)(Attrs& attrs) = nullptr;
+  // Whether the forward run for a replay ignores input `index` of a call with
+  // these attributes (batch_norm in training mode reads its running
   // statistics only to update them): a segment neither keeps nor checks it.
-  // Empty: the replay reads every input.
-  std::function<bool(const Attrs&, size_t index)> replay_ignores_input;
+  // Null: the replay reads every input.
+  bool (*replay_ignores_input)(const Attrs& attrs, size_t index) = nullptr;
 
   bool visible(size_t output) const {
     return visible_outputs < 0 || static_cast<int>(output) < visible_outputs;
@@ -138,7 +112,8 @@ const OpDef& op() {
   return def;
 }
 
-// Runs an op: checks that operands share a device, applies the shape rule,
+// Runs an op: checks that operands share a device and that the attributes
+// are the op's type (reserving a random op's numbers), applies the shape rule,
 // allocates outputs, runs the forward, and records a tape entry when grad
 // mode is on and an operand requires grad. Returns the visible outputs.
 std::vector<Tensor> call(const OpDef& def, const std::vector<Tensor>& inputs, Attrs attrs = {});

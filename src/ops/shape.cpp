@@ -1,6 +1,7 @@
 // Views (reshape, transpose, permute, slice, expand, split) share storage with
 // their input; copies (clone, casts, device moves, concat) do not.
 #include <numeric>
+#include <span>
 
 #include "ops/dispatch.h"
 #include "ops/elementwise_defs.h"
@@ -75,14 +76,14 @@ OpDef view_def(const char* name) {
   return def;
 }
 
-std::vector<int64_t> inverse_permutation(const std::vector<int64_t>& dims) {
+std::vector<int64_t> inverse_permutation(std::span<const int64_t> dims) {
   std::vector<int64_t> inv(dims.size());
   for (size_t i = 0; i < dims.size(); ++i)
     inv[static_cast<size_t>(dims[i])] = static_cast<int64_t>(i);
   return inv;
 }
 
-std::vector<int64_t> checked_permutation(const Tensor& x, const std::vector<int64_t>& dims) {
+std::vector<int64_t> checked_permutation(const Tensor& x, std::span<const int64_t> dims) {
   REMAT_CHECK_SHAPE(static_cast<int64_t>(dims.size()) == x.dim(),
                     "permute: {} dims given for a {}-d tensor", dims.size(), x.dim());
   std::vector<int64_t> wrapped;
@@ -98,10 +99,10 @@ struct SliceSpec {
   int64_t dim, start, end, step, length;
 };
 
-SliceSpec slice_spec(const Shape& shape, const Attrs& a) {
+SliceSpec slice_spec(const Shape& shape, const SliceAttrs& a) {
   const int64_t nd = static_cast<int64_t>(shape.size());
   REMAT_CHECK_SHAPE(nd > 0, "slice: cannot slice a 0-d tensor");
-  SliceSpec s{wrap_dim(a.i("dim"), nd, "slice"), a.i("start"), a.i("end"), a.i("step"), 0};
+  SliceSpec s{wrap_dim(a.dim, nd, "slice"), a.start, a.end, a.step, 0};
   REMAT_CHECK_SHAPE(s.step > 0, "slice: step must be positive, got {}", s.step);
   const int64_t size = shape[static_cast<size_t>(s.dim)];
   auto clamp = [size](int64_t v) { return std::clamp<int64_t>(v < 0 ? v + size : v, 0, size); };
@@ -118,20 +119,22 @@ void copy_on_device(const char* name, const Tensor& src, const Tensor& dst) {
 int64_t concat_dim(const std::vector<Tensor>& xs, const Attrs& a) {
   REMAT_CHECK(!xs.empty(), "concat: no tensors");
   REMAT_CHECK_SHAPE(xs[0].dim() > 0, "concat: cannot concatenate 0-d tensors ({})", describe(xs));
-  return wrap_dim(a.i("dim"), xs[0].dim(), "concat");
+  return wrap_dim(a.get<DimAttrs>().dim, xs[0].dim(), "concat");
 }
 
 }  // namespace
 
 void register_shape_ops(Registry& r) {
   OpDef reshape_def = view_def("reshape");
+  reshape_def.attrs = attrs_type<ShapeAttrs>();
   reshape_def.shape = [](const std::vector<Tensor>& in, const Attrs& a) {
     return std::vector<TensorMeta>{
-        {infer_shape("reshape", in[0].shape(), a.ints("shape")), in[0].dtype(), in[0].device()}};
+        {infer_shape("reshape", in[0].shape(), a.get<ShapeAttrs>().shape), in[0].dtype(),
+         in[0].device()}};
   };
   reshape_def.forward = [](const std::vector<Tensor>& in, const Attrs& a,
                            std::vector<Tensor>& out) {
-    Shape shape = infer_shape("reshape", in[0].shape(), a.ints("shape"));
+    Shape shape = infer_shape("reshape", in[0].shape(), a.get<ShapeAttrs>().shape);
     Tensor x = in[0];
     std::optional<Strides> strides = view_strides(x, shape);
     if (!strides) {  // not expressible as a view: copy first
@@ -147,15 +150,16 @@ void register_shape_ops(Registry& r) {
   r.add(std::move(reshape_def));
 
   OpDef permute_def = view_def("permute");
+  permute_def.attrs = attrs_type<DimsAttrs>();
   permute_def.shape = [](const std::vector<Tensor>& in, const Attrs& a) {
-    auto dims = checked_permutation(in[0], a.ints("dims"));
+    auto dims = checked_permutation(in[0], a.get<DimsAttrs>().dims);
     Shape s;
     for (int64_t d : dims) s.push_back(in[0].shape()[static_cast<size_t>(d)]);
     return std::vector<TensorMeta>{{s, in[0].dtype(), in[0].device()}};
   };
   permute_def.forward = [](const std::vector<Tensor>& in, const Attrs& a,
                            std::vector<Tensor>& out) {
-    auto dims = checked_permutation(in[0], a.ints("dims"));
+    auto dims = checked_permutation(in[0], a.get<DimsAttrs>().dims);
     Shape s;
     Strides st;
     for (int64_t d : dims) {
@@ -165,19 +169,21 @@ void register_shape_ops(Registry& r) {
     out.push_back(in[0].as_strided(s, st, in[0].offset()));
   };
   permute_def.backward = [](const BackwardArgs& a) {
-    return std::vector<Tensor>{permute(a.grad(), inverse_permutation(a.attrs.ints("dims")))};
+    return std::vector<Tensor>{
+        permute(a.grad(), inverse_permutation(a.attrs.get<DimsAttrs>().dims))};
   };
   r.add(std::move(permute_def));
 
   OpDef slice_def = view_def("slice");
+  slice_def.attrs = attrs_type<SliceAttrs>();
   slice_def.shape = [](const std::vector<Tensor>& in, const Attrs& a) {
-    SliceSpec s = slice_spec(in[0].shape(), a);
+    SliceSpec s = slice_spec(in[0].shape(), a.get<SliceAttrs>());
     Shape shape = in[0].shape();
     shape[static_cast<size_t>(s.dim)] = s.length;
     return std::vector<TensorMeta>{{shape, in[0].dtype(), in[0].device()}};
   };
   slice_def.forward = [](const std::vector<Tensor>& in, const Attrs& a, std::vector<Tensor>& out) {
-    SliceSpec s = slice_spec(in[0].shape(), a);
+    SliceSpec s = slice_spec(in[0].shape(), a.get<SliceAttrs>());
     Shape shape = in[0].shape();
     Strides strides = in[0].strides();
     const auto d = static_cast<size_t>(s.dim);
@@ -187,9 +193,9 @@ void register_shape_ops(Registry& r) {
     out.push_back(in[0].as_strided(shape, strides, offset));
   };
   slice_def.backward = [](const BackwardArgs& a) {
-    Attrs attrs = a.attrs;
-    attrs.set("input_shape", a.input_meta[0].shape);
-    return std::vector<Tensor>{call1(op<"slice_backward">(), {a.grad()}, attrs)};
+    return std::vector<Tensor>{call1(op<"slice_backward">(), {a.grad()},
+                                     SliceBackwardAttrs{.slice = a.attrs.get<SliceAttrs>(),
+                                                        .input_shape = a.input_meta[0].shape})};
   };
   r.add(std::move(slice_def));
 
@@ -197,12 +203,14 @@ void register_shape_ops(Registry& r) {
   OpDef slice_backward;
   slice_backward.name = "slice_backward";
   slice_backward.compute_reduced_in_float = false;
+  slice_backward.attrs = attrs_type<SliceBackwardAttrs>();
   slice_backward.shape = [](const std::vector<Tensor>& in, const Attrs& a) {
-    return std::vector<TensorMeta>{{a.ints("input_shape"), in[0].dtype(), in[0].device()}};
+    return std::vector<TensorMeta>{
+        {a.get<SliceBackwardAttrs>().input_shape, in[0].dtype(), in[0].device()}};
   };
   slice_backward.forward = [](const std::vector<Tensor>& in, const Attrs& a,
                               std::vector<Tensor>& out) {
-    SliceSpec s = slice_spec(out[0].shape(), a);
+    SliceSpec s = slice_spec(out[0].shape(), a.get<SliceBackwardAttrs>().slice);
     Tensor region = out[0].slice(s.dim, s.start, s.end, s.step);
     const kernels::ElementwiseKernels& k = elementwise_kernels("slice_backward", out[0].device());
     k.fill(out[0], 0.0);
@@ -211,8 +219,9 @@ void register_shape_ops(Registry& r) {
   r.add(std::move(slice_backward));
 
   OpDef expand_def = view_def("expand");
+  expand_def.attrs = attrs_type<ShapeAttrs>();
   expand_def.shape = [](const std::vector<Tensor>& in, const Attrs& a) {
-    const Shape& want = a.ints("shape");
+    const Shape& want = a.get<ShapeAttrs>().shape;
     const Shape& have = in[0].shape();
     REMAT_CHECK_SHAPE(want.size() >= have.size(), "expand: cannot expand {} to {}", shape_str(have),
                       shape_str(want));
@@ -243,10 +252,12 @@ void register_shape_ops(Registry& r) {
 
   OpDef split_def = view_def("split");
   split_def.visible_outputs = -1;
+  split_def.attrs = attrs_type<SplitAttrs>();
   split_def.shape = [](const std::vector<Tensor>& in, const Attrs& a) {
     REMAT_CHECK_SHAPE(in[0].dim() > 0, "split: cannot split a 0-d tensor");
-    int64_t dim = wrap_dim(a.i("dim"), in[0].dim(), "split");
-    const auto& sizes = a.ints("sizes");
+    const auto& attrs = a.get<SplitAttrs>();
+    int64_t dim = wrap_dim(attrs.dim, in[0].dim(), "split");
+    const IntList& sizes = attrs.sizes;
     int64_t total = std::accumulate(sizes.begin(), sizes.end(), int64_t{0});
     REMAT_CHECK_SHAPE(total == in[0].shape()[static_cast<size_t>(dim)],
                       "split: sizes [{}] do not add up to dim {} of {}", fmt::join(sizes, ", "),
@@ -260,9 +271,10 @@ void register_shape_ops(Registry& r) {
     return metas;
   };
   split_def.forward = [](const std::vector<Tensor>& in, const Attrs& a, std::vector<Tensor>& out) {
-    int64_t dim = wrap_dim(a.i("dim"), in[0].dim(), "split");
+    const auto& attrs = a.get<SplitAttrs>();
+    int64_t dim = wrap_dim(attrs.dim, in[0].dim(), "split");
     int64_t start = 0;
-    for (int64_t s : a.ints("sizes")) {
+    for (int64_t s : attrs.sizes) {
       Shape shape = in[0].shape();
       shape[static_cast<size_t>(dim)] = s;
       out.push_back(
@@ -272,13 +284,14 @@ void register_shape_ops(Registry& r) {
     }
   };
   split_def.backward = [](const BackwardArgs& a) {
-    return std::vector<Tensor>{concat(a.grad_outputs, a.attrs.i("dim"))};
+    return std::vector<Tensor>{concat(a.grad_outputs, a.attrs.get<SplitAttrs>().dim)};
   };
   r.add(std::move(split_def));
 
   OpDef concat_def;
   concat_def.name = "concat";
   concat_def.compute_reduced_in_float = false;
+  concat_def.attrs = attrs_type<DimAttrs>();
   concat_def.shape = [](const std::vector<Tensor>& in, const Attrs& a) {
     int64_t dim = concat_dim(in, a);
     Shape shape = in[0].shape();
@@ -305,8 +318,8 @@ void register_shape_ops(Registry& r) {
   };
   concat_def.backward = [](const BackwardArgs& a) {
     std::vector<int64_t> sizes;
-    int64_t dim =
-        wrap_dim(a.attrs.i("dim"), static_cast<int64_t>(a.input_meta[0].shape.size()), "concat");
+    int64_t dim = wrap_dim(a.attrs.get<DimAttrs>().dim,
+                           static_cast<int64_t>(a.input_meta[0].shape.size()), "concat");
     for (const TensorMeta& m : a.input_meta) sizes.push_back(m.shape[static_cast<size_t>(dim)]);
     return split(a.grad(), sizes, dim);
   };
@@ -327,9 +340,9 @@ void register_shape_ops(Registry& r) {
   OpDef cast_def;
   cast_def.name = "to_dtype";
   cast_def.compute_reduced_in_float = false;
+  cast_def.attrs = attrs_type<ToDTypeAttrs>();
   cast_def.shape = [](const std::vector<Tensor>& in, const Attrs& a) {
-    return std::vector<TensorMeta>{
-        {in[0].shape(), static_cast<DType>(a.i("dtype")), in[0].device()}};
+    return std::vector<TensorMeta>{{in[0].shape(), a.get<ToDTypeAttrs>().dtype, in[0].device()}};
   };
   cast_def.forward = [](const std::vector<Tensor>& in, const Attrs&, std::vector<Tensor>& out) {
     copy_on_device("to_dtype", in[0], out[0]);
@@ -342,9 +355,9 @@ void register_shape_ops(Registry& r) {
   OpDef to_device_def;
   to_device_def.name = "to_device";
   to_device_def.compute_reduced_in_float = false;
+  to_device_def.attrs = attrs_type<ToDeviceAttrs>();
   to_device_def.shape = [](const std::vector<Tensor>& in, const Attrs& a) {
-    Device d{static_cast<DeviceType>(a.i("device_type")), static_cast<int>(a.i("device_index"))};
-    return std::vector<TensorMeta>{{in[0].shape(), in[0].dtype(), d}};
+    return std::vector<TensorMeta>{{in[0].shape(), in[0].dtype(), a.get<ToDeviceAttrs>().device}};
   };
   to_device_def.forward = [](const std::vector<Tensor>& in, const Attrs&,
                              std::vector<Tensor>& out) {
@@ -377,7 +390,7 @@ using ops::call1;
 using ops::op;
 
 Tensor reshape(const Tensor& x, const Shape& shape) {
-  return call1(op<"reshape">(), {x}, {{"shape", shape}});
+  return call1(op<"reshape">(), {x}, ops::ShapeAttrs{.shape = shape});
 }
 Tensor view(const Tensor& x, const Shape& shape) {
   Shape resolved = ops::infer_shape("view", x.shape(), shape);
@@ -387,7 +400,7 @@ Tensor view(const Tensor& x, const Shape& shape) {
   return reshape(x, resolved);
 }
 Tensor permute(const Tensor& x, const std::vector<int64_t>& dims) {
-  return call1(op<"permute">(), {x}, {{"dims", dims}});
+  return call1(op<"permute">(), {x}, ops::DimsAttrs{.dims = dims});
 }
 Tensor transpose(const Tensor& x, int64_t d0, int64_t d1) {
   std::vector<int64_t> dims(static_cast<size_t>(x.dim()));
@@ -398,28 +411,27 @@ Tensor transpose(const Tensor& x, int64_t d0, int64_t d1) {
   return permute(x, dims);
 }
 Tensor slice(const Tensor& x, int64_t dim, int64_t start, int64_t end, int64_t step) {
-  return call1(op<"slice">(), {x}, {{"dim", dim}, {"start", start}, {"end", end}, {"step", step}});
+  return call1(op<"slice">(), {x},
+               ops::SliceAttrs{.dim = dim, .start = start, .end = end, .step = step});
 }
 Tensor expand(const Tensor& x, const Shape& shape) {
-  return call1(op<"expand">(), {x}, {{"shape", shape}});
+  return call1(op<"expand">(), {x}, ops::ShapeAttrs{.shape = shape});
 }
 Tensor contiguous(const Tensor& x) { return x.is_contiguous() ? x : call1(op<"clone">(), {x}); }
 Tensor concat(const std::vector<Tensor>& xs, int64_t dim) {
-  return call1(op<"concat">(), xs, {{"dim", dim}});
+  return call1(op<"concat">(), xs, ops::DimAttrs{.dim = dim});
 }
 std::vector<Tensor> split(const Tensor& x, const std::vector<int64_t>& sizes, int64_t dim) {
-  return ops::call(op<"split">(), {x}, {{"sizes", sizes}, {"dim", dim}});
+  return ops::call(op<"split">(), {x}, ops::SplitAttrs{.sizes = sizes, .dim = dim});
 }
 
 Tensor Tensor::to(Device d) const {
   if (d == device()) return *this;
-  return call1(op<"to_device">(), {*this},
-               {{"device_type", static_cast<int64_t>(d.type)},
-                {"device_index", static_cast<int64_t>(d.index)}});
+  return call1(op<"to_device">(), {*this}, ops::ToDeviceAttrs{.device = d});
 }
 Tensor Tensor::to(DType t) const {
   if (t == dtype()) return *this;
-  return call1(op<"to_dtype">(), {*this}, {{"dtype", static_cast<int64_t>(t)}});
+  return call1(op<"to_dtype">(), {*this}, ops::ToDTypeAttrs{.dtype = t});
 }
 Tensor Tensor::contiguous() const { return remat::contiguous(*this); }
 Tensor Tensor::clone() const { return call1(op<"clone">(), {*this}); }

@@ -9,11 +9,10 @@
 namespace remat::ops {
 namespace {
 
-// attrs: dim; softmax also takes "causal" (the attention mask, fused: masked
-// keys are never exponentiated). Backward reads the output only, and masked
-// outputs are 0, so their gradient is 0 without a mask of its own.
-bool is_causal(const Attrs& a) { return a.has("causal") && a.b("causal"); }
-
+// Attributes DimAttrs: dim, and for softmax `causal` (the attention mask,
+// fused: masked keys are never exponentiated). Backward reads the output
+// only, and masked outputs are 0, so their gradient is 0 without a mask of
+// its own.
 const kernels::SoftmaxKernels& softmax_kernels(const char* op, Device d) {
   return kernels_for(op, d, kernels::cpu::softmax_kernels, REMAT_CUDA_KERNELS(softmax_kernels));
 }
@@ -21,43 +20,48 @@ const kernels::SoftmaxKernels& softmax_kernels(const char* op, Device d) {
 OpDef softmax_def(const char* name, bool log, BackwardFn backward) {
   OpDef def;
   def.name = name;
+  def.attrs = attrs_type<DimAttrs>();
   def.shape = [name, log](const std::vector<Tensor>& in, const Attrs& a) {
     check_floating(name, in[0]);
-    const int64_t dim = wrap_dim(a.i("dim"), in[0].dim(), name);
-    if (is_causal(a)) {
+    const auto& attrs = a.get<DimAttrs>();
+    const int64_t dim = wrap_dim(attrs.dim, in[0].dim(), name);
+    if (attrs.causal) {
       REMAT_CHECK(!log, "{}: causal is a softmax option only", name);
       REMAT_CHECK_SHAPE(in[0].dim() >= 2 && dim == in[0].dim() - 1,
                         "{}: causal needs scores [..., Lq, Lk] and the last dim, got {} and dim {}",
-                        name, describe(in), a.i("dim"));
+                        name, describe(in), attrs.dim);
     }
     return std::vector<TensorMeta>{TensorMeta::of(in[0])};
   };
   def.forward = [name, log](const std::vector<Tensor>& in, const Attrs& a,
                             std::vector<Tensor>& out) {
-    const int64_t dim = wrap_dim(a.i("dim"), in[0].dim(), name);
+    const auto& attrs = a.get<DimAttrs>();
+    const int64_t dim = wrap_dim(attrs.dim, in[0].dim(), name);
     softmax_kernels(name, out[0].device())
-        .forward(scalar_as_1d(in[0]), dim, log, is_causal(a), scalar_as_1d(out[0]));
+        .forward(scalar_as_1d(in[0]), dim, log, attrs.causal, scalar_as_1d(out[0]));
   };
   def.backward = std::move(backward);
   def.save_outputs = {0};
   return def;
 }
 
-// Inputs (g, y): the gradient of a softmax's output and that output; attr dim.
+// Inputs (g, y): the gradient of a softmax's output and that output; attrs
+// DimAttrs (dim).
 OpDef softmax_backward_def(const char* name, bool log, BackwardFn backward) {
   OpDef def;
   def.name = name;
+  def.attrs = attrs_type<DimAttrs>();
   def.shape = [name](const std::vector<Tensor>& in, const Attrs& a) {
     check_floating(name, in[1]);
     check_same_dtype(name, in[0], in[1]);
     REMAT_CHECK_SHAPE(in[0].shape() == in[1].shape(), "{}: gradient and output differ: {}", name,
                       describe(in));
-    wrap_dim(a.i("dim"), in[1].dim(), name);
+    wrap_dim(a.get<DimAttrs>().dim, in[1].dim(), name);
     return std::vector<TensorMeta>{TensorMeta::of(in[1])};
   };
   def.forward = [name, log](const std::vector<Tensor>& in, const Attrs& a,
                             std::vector<Tensor>& out) {
-    const int64_t dim = wrap_dim(a.i("dim"), in[1].dim(), name);
+    const int64_t dim = wrap_dim(a.get<DimAttrs>().dim, in[1].dim(), name);
     softmax_kernels(name, out[0].device())
         .backward(scalar_as_1d(in[0]), scalar_as_1d(in[1]), dim, log, scalar_as_1d(out[0]));
   };
@@ -67,26 +71,26 @@ OpDef softmax_backward_def(const char* name, bool log, BackwardFn backward) {
 }
 
 Tensor softmax_backward(const OpDef& def, const Tensor& g, const Tensor& y, int64_t dim) {
-  return call1(def, {g, y}, {{"dim", dim}});
+  return call1(def, {g, y}, DimAttrs{.dim = dim});
 }
 
 }  // namespace
 
 void register_softmax_ops(Registry& r) {
   r.add(softmax_def("softmax", false, [](const BackwardArgs& a) {
-    return std::vector<Tensor>{
-        softmax_backward(op<"softmax_backward">(), a.grad(), a.output(0), a.attrs.i("dim"))};
+    return std::vector<Tensor>{softmax_backward(op<"softmax_backward">(), a.grad(), a.output(0),
+                                                a.attrs.get<DimAttrs>().dim)};
   }));
   r.add(softmax_def("log_softmax", true, [](const BackwardArgs& a) {
-    return std::vector<Tensor>{
-        softmax_backward(op<"log_softmax_backward">(), a.grad(), a.output(0), a.attrs.i("dim"))};
+    return std::vector<Tensor>{softmax_backward(op<"log_softmax_backward">(), a.grad(), a.output(0),
+                                                a.attrs.get<DimAttrs>().dim)};
   }));
 
   // dx = y * (g - s), s = sum(g * y). With u the gradient of dx:
   // d/dg = y * (u - sum(u * y)) (the same op), d/dy = u * (g - s) - g * sum(u * y).
   r.add(softmax_backward_def("softmax_backward", false, [](const BackwardArgs& a) {
     const Tensor &u = a.grad(), &g = a.input(0), &y = a.input(1);
-    const int64_t dim = a.attrs.i("dim");
+    const int64_t dim = a.attrs.get<DimAttrs>().dim;
     std::vector<Tensor> grads(2);
     if (a.needs(0)) grads[0] = softmax_backward(op<"softmax_backward">(), u, y, dim);
     if (a.needs(1)) {
@@ -97,7 +101,7 @@ void register_softmax_ops(Registry& r) {
   // dx = g - exp(y) * sum(g). d/dg = u - sum(u * exp(y)), d/dy = -u * exp(y) * sum(g).
   r.add(softmax_backward_def("log_softmax_backward", true, [](const BackwardArgs& a) {
     const Tensor &u = a.grad(), &g = a.input(0), &y = a.input(1);
-    const int64_t dim = a.attrs.i("dim");
+    const int64_t dim = a.attrs.get<DimAttrs>().dim;
     const Tensor p = exp(y);
     std::vector<Tensor> grads(2);
     if (a.needs(0)) grads[0] = u - sum(u * p, {dim}, true);
@@ -111,10 +115,10 @@ void register_softmax_ops(Registry& r) {
 namespace remat {
 
 Tensor softmax(const Tensor& x, int64_t dim) {
-  return ops::call1(ops::op<"softmax">(), {x}, {{"dim", dim}});
+  return ops::call1(ops::op<"softmax">(), {x}, ops::DimAttrs{.dim = dim});
 }
 Tensor log_softmax(const Tensor& x, int64_t dim) {
-  return ops::call1(ops::op<"log_softmax">(), {x}, {{"dim", dim}});
+  return ops::call1(ops::op<"log_softmax">(), {x}, ops::DimAttrs{.dim = dim});
 }
 
 }  // namespace remat

@@ -37,13 +37,13 @@ void Adam::prepare(const Tensor& param, const Tensor& /*grad*/, PendingUpdate& n
 void Adam::commit(Tensor& param, const Tensor& grad, const PendingUpdate& next) {
   const ParamState& state = next.state;
   ops::call(ops::op<"adam_update">(), {param, grad, state.exp_avg, state.exp_avg_sq},
-            {{"lr", lr()},
-             {"beta1", beta1_},
-             {"beta2", beta2_},
-             {"eps", eps_},
-             {"weight_decay", weight_decay_},
-             {"decoupled_weight_decay", decoupled_weight_decay_},
-             {"step", state.step}});
+            ops::AdamUpdateAttrs{.lr = lr(),
+                                 .beta1 = beta1_,
+                                 .beta2 = beta2_,
+                                 .eps = eps_,
+                                 .weight_decay = weight_decay_,
+                                 .decoupled_weight_decay = decoupled_weight_decay_,
+                                 .step = state.step});
 }
 
 AdamW::AdamW(std::vector<Tensor> params, AdamOptions options)

@@ -41,7 +41,7 @@ std::vector<OpSample> activation_samples() {
     all.push_back({op,
                    label,
                    [op, dim](const std::vector<Tensor>& x) {
-                     return ops::call1(ops::op(op), {x[0], x[1]}, {{"dim", dim}});
+                     return ops::call1(ops::op(op), {x[0], x[1]}, ops::DimAttrs{.dim = dim});
                    },
                    {uniform({3, 4}, -1, 1, 13), y}});
   };

@@ -5,7 +5,7 @@ namespace remat::testing {
 
 std::vector<OpSample> attention_samples() {
   auto causal_softmax = [](const std::vector<Tensor>& x) {
-    return ops::call1(ops::op("softmax"), {x[0]}, {{"dim", int64_t{-1}}, {"causal", true}});
+    return ops::call1(ops::op("softmax"), {x[0]}, ops::DimAttrs{.dim = -1, .causal = true});
   };
   auto sdpa = [](bool causal) {
     return [causal](const std::vector<Tensor>& x) {

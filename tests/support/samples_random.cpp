@@ -9,8 +9,9 @@ std::vector<OpSample> random_samples() {
   auto fixed_dropout = [](double p, bool transposed) {
     return [p, transposed](const std::vector<Tensor>& x) {
       Tensor in = transposed ? x[0].transpose(0, 1) : x[0];
-      return ops::call1(ops::op("dropout"), {in},
-                        {{"p", p}, {"seed", int64_t{1234}}, {"offset", int64_t{8}}});
+      ops::Attrs attrs = ops::DropoutAttrs{.p = p};
+      attrs.philox = PhiloxState{.seed = 1234, .offset = 8};
+      return ops::call1(ops::op("dropout"), {in}, attrs);
     };
   };
   return {
