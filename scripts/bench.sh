@@ -2,10 +2,14 @@
 # Reproduces docs/benchmarks.md on this machine's CPU: builds remat, runs every
 # bench_checkpoint preset and the same models in PyTorch (torch.utils.checkpoint,
 # use_reentrant=False) from the same weights, compares them, runs
-# bench_allocator and draws the plots.
+# bench_allocator and draws the plots. On the CPU it first compares the per-op
+# host overhead: bench_ops' Tiny cases, the same in PyTorch from Python
+# (bench_overhead.py) and from C++ (libtorch, bench_overhead_libtorch.cpp), one
+# thread each.
 #
 #   bash scripts/bench.sh                 # everything (about an hour on 2 cores)
 #   PRESETS="deep-mlp resnet" bash scripts/bench.sh
+#   OVERHEAD=only bash scripts/bench.sh   # host overhead only (a minute + build)
 #
 # Environment: OUT (results, default bench-results/<device>), PRESETS (default
 # "deep-mlp resnet wide long-seq"), DEVICE (cpu or cuda; scripts/gpu.sh bench
@@ -13,7 +17,8 @@
 # default: all cores), PLOTS (where the PNGs go, default docs/img/<device>),
 # PYTHON (default /usr/bin/python3: Debian's, which has torch and matplotlib),
 # SKIP_BUILD=1 (use the existing build/), WARMUP and STEPS (passed to both
-# tools; default theirs: 2 warm-up and 3 timed steps).
+# tools; default theirs: 2 warm-up and 3 timed steps), OVERHEAD (1: run the
+# host-overhead step, the default on the CPU; 0: skip it; only: run only it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DEVICE=${DEVICE:-cpu}
@@ -23,13 +28,18 @@ PRESETS=${PRESETS:-deep-mlp resnet wide long-seq}
 PYTHON=${PYTHON:-/usr/bin/python3}
 THREADS=${THREADS:-$(nproc)}
 BUILD_DIR=${BUILD_DIR:-build}
+OVERHEAD=${OVERHEAD:-$([[ $DEVICE == cpu ]] && echo 1 || echo 0)}
 export OMP_NUM_THREADS=$THREADS OMP_WAIT_POLICY=passive
 
 if [[ $DEVICE == cpu ]]; then
-  # Debian's PyTorch and matplotlib, the CPU anchor and the plotter.
+  # Debian's PyTorch and matplotlib, the CPU anchor and the plotter; its
+  # libtorch for the C++ side of the host-overhead step.
   need=()
   "$PYTHON" -c 'import torch' 2>/dev/null || need+=(python3-torch)
-  "$PYTHON" -c 'import matplotlib' 2>/dev/null || need+=(python3-matplotlib)
+  [[ $OVERHEAD == only ]] || "$PYTHON" -c 'import matplotlib' 2>/dev/null ||
+    need+=(python3-matplotlib)
+  [[ $OVERHEAD == 0 || -f /usr/include/torch/csrc/api/include/torch/torch.h ]] ||
+    need+=(libtorch-dev)
   if ((${#need[@]})); then
     SUDO=$([[ $(id -u) == 0 ]] || echo sudo)
     $SUDO apt-get update -qq && $SUDO apt-get install -y -qq "${need[@]}"
@@ -37,6 +47,20 @@ if [[ $DEVICE == cpu ]]; then
 fi
 [[ ${SKIP_BUILD:-0} == 1 ]] || BUILD_DIR=$BUILD_DIR bash scripts/build.sh
 mkdir -p "$OUT" "$PLOTS"
+
+if [[ $OVERHEAD != 0 ]]; then
+  # Per-op host overhead (docs/benchmarks.md), one thread on every side.
+  echo "== overhead: remat, PyTorch from Python, libtorch from C++"
+  bash benchmarks/pytorch/build_libtorch_anchor.sh "$BUILD_DIR"
+  OMP_NUM_THREADS=1 "$BUILD_DIR/benchmarks/bench_ops" --benchmark_filter=Tiny \
+    --benchmark_repetitions=5 --benchmark_report_aggregates_only=true \
+    --benchmark_out="$OUT/overhead-remat.json" --benchmark_out_format=json | tee "$OUT/overhead.txt"
+  "$PYTHON" benchmarks/pytorch/bench_overhead.py --json "$OUT/overhead-pytorch.json" |
+    tee -a "$OUT/overhead.txt"
+  "$BUILD_DIR/bench_overhead_libtorch" --json "$OUT/overhead-libtorch.json" |
+    tee -a "$OUT/overhead.txt"
+  [[ $OVERHEAD != only ]] || { echo "results in $OUT"; exit 0; }
+fi
 
 step_args=()
 [[ -z ${WARMUP:-} ]] || step_args+=(--warmup "$WARMUP")
