@@ -6,7 +6,7 @@
 #include <cmath>
 #include <cstdint>
 
-#include "kernels/host_device.h"
+#include "remat/core/host_device.h"
 
 namespace remat::kernels {
 

@@ -9,7 +9,7 @@
 #include <type_traits>
 
 #include "kernels/elementwise.h"
-#include "kernels/host_device.h"
+#include "remat/core/host_device.h"
 #include "remat/core/dtype.h"
 
 namespace remat::kernels {

@@ -476,6 +476,39 @@ TEST(CudaDevices, ToDeviceRoundTripKeepsEveryValue) {
   EXPECT_EQ(on_gpu.to_vector<float>(), (std::vector<float>{1, 2, 3}));
 }
 
+// Both backends round through the same BFloat16/Float16 code
+// (remat/core/dtype.h): every 16-bit value, every midpoint between two
+// neighbours (the ties of round-to-nearest-even), NaNs and values past the
+// largest finite one round to the same bits on the device as on the host.
+TEST(CudaDevices, SixteenBitRoundingIsBitwiseTheHosts) {
+  if (!cuda_is_available()) GTEST_SKIP() << "no CUDA device";
+  auto bits = [](const Tensor& t) {
+    const std::vector<float> v = t.to_vector<float>();
+    std::vector<uint32_t> out(v.size());
+    std::memcpy(out.data(), v.data(), v.size() * sizeof(float));
+    return out;
+  };
+  for (DType dtype : {kBFloat16, kFloat16}) {
+    std::vector<float> values;
+    for (uint32_t h = 0; h < 0x10000u; ++h) {
+      const auto b = static_cast<uint16_t>(h);
+      const float here = dtype == kBFloat16 ? static_cast<float>(BFloat16::from_bits(b))
+                                            : static_cast<float>(Float16::from_bits(b));
+      values.push_back(here);
+      values.push_back(std::nextafter(here, std::numeric_limits<float>::infinity()));
+      const uint16_t next = static_cast<uint16_t>(h + 1);
+      const float above = dtype == kBFloat16 ? static_cast<float>(BFloat16::from_bits(next))
+                                             : static_cast<float>(Float16::from_bits(next));
+      values.push_back(here + (above - here) / 2);  // the tie (NaN or inf stay so)
+    }
+    values.insert(values.end(), {1e30f, -1e30f, 65519.996f, 65520.0f, 3.4e38f, 1e-45f});
+    const Tensor x = from_vector(values, {static_cast<int64_t>(values.size())});
+    const Tensor on_host = x.to(dtype).to(kFloat32);
+    const Tensor on_device = x.to(kGpu).to(dtype).to(kFloat32).to(kCPU);
+    EXPECT_EQ(bits(on_device), bits(on_host)) << dtype_name(dtype);
+  }
+}
+
 TEST(CudaDevices, DropoutMaskIsTheSameOnCpuAndCuda) {
   if (!cuda_is_available()) GTEST_SKIP() << "no CUDA device";
   manual_seed(8);

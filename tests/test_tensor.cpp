@@ -145,6 +145,34 @@ TEST(Tensor, ReducedPrecisionRoundTrip) {
   EXPECT_FLOAT_EQ(sum2.to_vector<float>()[1], -5.0f);
 }
 
+// Widening is exact and narrowing rounds back to the same bits, for every
+// 16-bit pattern but NaNs, which come back as NaNs of the same sign; ties
+// round to the even neighbour.
+TEST(Tensor, SixteenBitConversionsRoundTripEveryPattern) {
+  auto check = [](auto tag, uint16_t exponent_mask) {
+    using T = decltype(tag);
+    auto is_nan = [&](uint16_t b) {
+      return (b & exponent_mask) == exponent_mask && (b & ~(exponent_mask | 0x8000u)) != 0;
+    };
+    for (uint32_t h = 0; h < 0x10000u; ++h) {
+      const auto b = static_cast<uint16_t>(h);
+      const float f = T::from_bits(b);
+      const uint16_t back = T(f).bits;
+      if (is_nan(b)) {
+        ASSERT_TRUE(std::isnan(f) && is_nan(back) && (back & 0x8000u) == (b & 0x8000u))
+            << std::hex << h;
+      } else {
+        ASSERT_EQ(back, b) << std::hex << h;
+      }
+    }
+  };
+  check(BFloat16{}, 0x7f80u);
+  check(Float16{}, 0x7c00u);
+  EXPECT_EQ(BFloat16(1.0f + 0x1p-8f).bits, BFloat16(1.0f).bits);  // tie: to the even 1.0
+  EXPECT_EQ(BFloat16(1.0f + 3 * 0x1p-8f).bits, BFloat16(1.0f + 0x1p-6f).bits);
+  EXPECT_EQ(Float16(1.0f + 0x1p-11f).bits, Float16(1.0f).bits);
+}
+
 TEST(Tensor, InPlaceOpsBumpVersion) {
   NoGradGuard g;
   Tensor x = zeros({3});

@@ -4,8 +4,6 @@
 // dims. Include from .cu files only.
 #pragma once
 
-#include <cuda_bf16.h>
-#include <cuda_fp16.h>
 #include <cuda_runtime_api.h>
 
 #include <algorithm>
@@ -23,34 +21,20 @@ namespace remat::kernels::cuda {
 
 // ---- dtypes -------------------------------------------------------------------
 
-// Device-side scalar of each host storage type (same bits).
-template <typename T>
-struct DeviceScalar {
-  using type = T;
-};
-template <>
-struct DeviceScalar<BFloat16> {
-  using type = __nv_bfloat16;
-};
-template <>
-struct DeviceScalar<Float16> {
-  using type = __half;
-};
-template <typename T>
-using device_t = typename DeviceScalar<T>::type;
-
-// The type arithmetic on T accumulates in: float for the 16-bit floats and
-// float32, double for float64, T itself for integers.
+// Kernels take the host's element types (BFloat16 and Float16 are
+// host/device types, remat/core/dtype.h), so a 16-bit value rounds the same
+// on both backends. Arithmetic accumulates in acc_t: float for the 16-bit
+// floats and float32, double for float64, T itself for integers.
 template <typename T>
 struct Accumulate {
   using type = T;
 };
 template <>
-struct Accumulate<__nv_bfloat16> {
+struct Accumulate<BFloat16> {
   using type = float;
 };
 template <>
-struct Accumulate<__half> {
+struct Accumulate<Float16> {
   using type = float;
 };
 template <typename T>
@@ -58,21 +42,13 @@ using acc_t = typename Accumulate<T>::type;
 
 template <typename T>
 __host__ __device__ inline acc_t<T> to_acc(T v) {
-  if constexpr (std::is_same_v<T, __nv_bfloat16>) {
-    return __bfloat162float(v);
-  } else if constexpr (std::is_same_v<T, __half>) {
-    return __half2float(v);
-  } else {
-    return v;
-  }
+  return static_cast<acc_t<T>>(v);
 }
 
 template <typename T, typename A>
 __host__ __device__ inline T from_acc(A v) {
-  if constexpr (std::is_same_v<T, __nv_bfloat16>) {
-    return __float2bfloat16(static_cast<float>(v));
-  } else if constexpr (std::is_same_v<T, __half>) {
-    return __float2half(static_cast<float>(v));
+  if constexpr (std::is_same_v<T, BFloat16> || std::is_same_v<T, Float16>) {
+    return T(static_cast<float>(v));
   } else {
     return static_cast<T>(v);
   }
@@ -80,20 +56,21 @@ __host__ __device__ inline T from_acc(A v) {
 
 using F32 = DTypeCase<kFloat32, float>;
 using F64 = DTypeCase<kFloat64, double>;
+using BF16 = DTypeCase<kBFloat16, BFloat16>;
+using F16 = DTypeCase<kFloat16, Float16>;
 
-// Calls fn.template operator()<D>() with D the device scalar of a floating
-// dtype (float, double, __nv_bfloat16, __half); other dtypes throw naming `what`.
+// Calls fn.template operator()<T>() with T the element type of a floating
+// dtype (float, double, BFloat16, Float16); other dtypes throw naming `what`.
 template <typename Fn>
 void visit_floating(DType t, const char* what, Fn&& fn) {
-  visit_cases<F32, F64, DTypeCase<kBFloat16, __nv_bfloat16>, DTypeCase<kFloat16, __half>>(t, "CUDA",
-                                                                                          what, fn);
+  visit_cases<F32, F64, BF16, F16>(t, "CUDA", what, fn);
 }
 
 // visit_floating, plus int64 and int32: the dtypes arithmetic and reductions take.
 template <typename Fn>
 void visit_arith(DType t, const char* what, Fn&& fn) {
-  visit_cases<F32, F64, DTypeCase<kBFloat16, __nv_bfloat16>, DTypeCase<kFloat16, __half>,
-              DTypeCase<kInt64, int64_t>, DTypeCase<kInt32, int32_t>>(t, "CUDA", what, fn);
+  visit_cases<F32, F64, BF16, F16, DTypeCase<kInt64, int64_t>, DTypeCase<kInt32, int32_t>>(
+      t, "CUDA", what, fn);
 }
 
 // float32 and float64 only (as float and double): the dtypes that statistics

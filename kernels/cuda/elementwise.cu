@@ -47,17 +47,6 @@ struct ConstFn {
   __device__ D operator()() const { return value; }
 };
 
-// `value` as fill writes it (kernels::fill_value), as the device scalar with
-// the same bits.
-template <typename T>
-device_t<T> device_value(double value) {
-  const T host_value = fill_value<T>(value);
-  device_t<T> out;
-  static_assert(sizeof(device_t<T>) == sizeof(T));
-  std::memcpy(static_cast<void*>(&out), &host_value, sizeof(T));
-  return out;
-}
-
 // ---- kernels ----
 
 template <typename T>
@@ -220,11 +209,8 @@ void copy(const Tensor& src, const Tensor& dst) {
     return;
   }
   visit_dtype(dst.dtype(), [&]<typename DstT>() {
-    visit_dtype(src.dtype(), [&]<typename SrcT>() {
-      using Dst = device_t<DstT>;
-      using Src = device_t<SrcT>;
-      map<Dst, Src>(CastFn<Dst, Src>{}, dst, src);
-    });
+    visit_dtype(src.dtype(),
+                [&]<typename SrcT>() { map<DstT, SrcT>(CastFn<DstT, SrcT>{}, dst, src); });
   });
 }
 
@@ -233,14 +219,13 @@ void fill(const Tensor& out, double value) {
   if (n == 0) return;
   DeviceScope scope(out);
   visit_dtype(out.dtype(), [&]<typename T>() {
-    using D = device_t<T>;
-    const D v = device_value<T>(value);
+    const T v = fill_value<T>(value);
     if (out.is_contiguous()) {
-      fill_kernel<D>
-          <<<blocks_for(n), kThreads, 0, stream_of(out)>>>(static_cast<D*>(out.data_ptr()), n, v);
+      fill_kernel<T>
+          <<<blocks_for(n), kThreads, 0, stream_of(out)>>>(static_cast<T*>(out.data_ptr()), n, v);
       REMAT_CUDA_LAUNCH_CHECK("fill_kernel");
     } else {
-      map<D>(ConstFn<D>{v}, out);
+      map<T>(ConstFn<T>{v}, out);
     }
   });
 }

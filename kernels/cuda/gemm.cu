@@ -3,8 +3,8 @@
 #include <optional>
 
 #include "kernels/cuda/common.cuh"
-#include "kernels/elementwise.h"
 #include "kernels/cuda/handles.cuh"
+#include "kernels/elementwise.h"
 #include "kernels/gemm.h"
 #include "remat/core/math_mode.h"
 
@@ -91,8 +91,8 @@ template <typename D>
 constexpr cudaDataType_t cuda_data_type() {
   if constexpr (std::is_same_v<D, float>) return CUDA_R_32F;
   if constexpr (std::is_same_v<D, double>) return CUDA_R_64F;
-  if constexpr (std::is_same_v<D, __nv_bfloat16>) return CUDA_R_16BF;
-  if constexpr (std::is_same_v<D, __half>) return CUDA_R_16F;
+  if constexpr (std::is_same_v<D, BFloat16>) return CUDA_R_16BF;
+  if constexpr (std::is_same_v<D, Float16>) return CUDA_R_16F;
 }
 
 // float64 in float64; the 16-bit floats in float32; float32 in float32 or,

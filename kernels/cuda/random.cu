@@ -25,9 +25,8 @@ void fill_random(const Tensor& out, Distribution dist, uint64_t seed, uint64_t o
     if constexpr (std::is_integral_v<T>) {
       throw Error(fmt::format("fill_random: dtype {} is not floating point", out.dtype()));
     } else {
-      using D = device_t<T>;
-      fill_random_kernel<D><<<blocks_for(n), kThreads, 0, stream_of(out)>>>(
-          static_cast<D*>(out.data_ptr()), n, dist == Distribution::Normal, seed, offset);
+      fill_random_kernel<T><<<blocks_for(n), kThreads, 0, stream_of(out)>>>(
+          static_cast<T*>(out.data_ptr()), n, dist == Distribution::Normal, seed, offset);
     }
   });
   REMAT_CUDA_LAUNCH_CHECK("fill_random_kernel");

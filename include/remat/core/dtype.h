@@ -8,6 +8,8 @@
 
 #include <fmt/format.h>
 
+#include "remat/core/host_device.h"
+
 namespace remat {
 
 // Count is not a dtype: the number of them, so switches over DType name
@@ -31,32 +33,91 @@ inline bool is_floating(DType t) {
 // bfloat16 and float16: stored narrow, computed in float32.
 inline bool is_reduced_float(DType t) { return t == kBFloat16 || t == kFloat16; }
 
-// 16-bit float storage types. Conversions round to nearest even.
+// 16-bit float storage types, the same type on the host and in CUDA kernels,
+// so a value rounds the same on both: conversions from float32 round to
+// nearest even, keep subnormals, overflow to infinity (float16) and keep NaN
+// a quiet NaN of the same sign; conversions to float32 are exact.
+namespace detail {
+REMAT_HOST_DEVICE inline uint32_t float_bits(float f) {
+#if defined(__CUDA_ARCH__)
+  return __float_as_uint(f);
+#else
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  return u;
+#endif
+}
+REMAT_HOST_DEVICE inline float bits_float(uint32_t u) {
+#if defined(__CUDA_ARCH__)
+  return __uint_as_float(u);
+#else
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+#endif
+}
+}  // namespace detail
+
 struct BFloat16 {
   uint16_t bits = 0;
   BFloat16() = default;
-  BFloat16(float f) {  // NOLINT(google-explicit-constructor): numeric type
-    uint32_t u;
-    std::memcpy(&u, &f, 4);
+  static REMAT_HOST_DEVICE BFloat16 from_bits(uint16_t b) {
+    BFloat16 v;
+    v.bits = b;
+    return v;
+  }
+  REMAT_HOST_DEVICE BFloat16(float f) {  // NOLINT(google-explicit-constructor): numeric type
+    const uint32_t u = detail::float_bits(f);
     if ((u & 0x7fffffffu) > 0x7f800000u) {
       bits = static_cast<uint16_t>((u >> 16) | 0x40);  // quiet NaN
     } else {
       bits = static_cast<uint16_t>((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
     }
   }
-  operator float() const {  // NOLINT(google-explicit-constructor)
-    uint32_t u = static_cast<uint32_t>(bits) << 16;
-    float f;
-    std::memcpy(&f, &u, 4);
-    return f;
+  REMAT_HOST_DEVICE operator float() const {  // NOLINT(google-explicit-constructor)
+    return detail::bits_float(static_cast<uint32_t>(bits) << 16);
   }
 };
 
+// IEEE binary16.
 struct Float16 {
   uint16_t bits = 0;
   Float16() = default;
-  Float16(float f);        // NOLINT(google-explicit-constructor)
-  operator float() const;  // NOLINT(google-explicit-constructor)
+  static REMAT_HOST_DEVICE Float16 from_bits(uint16_t b) {
+    Float16 v;
+    v.bits = b;
+    return v;
+  }
+  REMAT_HOST_DEVICE Float16(float f) {  // NOLINT(google-explicit-constructor): numeric type
+    const uint32_t x = detail::float_bits(f);
+    const uint32_t sign = (x >> 16) & 0x8000u;
+    uint32_t abs = x & 0x7fffffffu;
+    if (abs > 0x7f800000u) {
+      bits = static_cast<uint16_t>(sign | 0x7e00u);
+    } else if (abs >= 0x477ff000u) {  // rounds to >= 65520: overflow to inf
+      bits = static_cast<uint16_t>(sign | 0x7c00u);
+    } else if (abs < 0x38800000u) {  // below the smallest normal half: subnormal or zero
+      // Adding 0.5 (2^-1) aligns the half subnormal LSB (2^-24) with float's
+      // mantissa LSB, and the float addition rounds to nearest even.
+      const uint32_t s = detail::float_bits(detail::bits_float(abs) + 0.5f);
+      bits = static_cast<uint16_t>(sign | (s - 0x3f000000u));
+    } else {
+      const uint32_t mantissa_odd = (abs >> 13) & 1u;
+      abs += 0xc8000fffu + mantissa_odd;  // rebias exponent (-112 << 23) and round
+      bits = static_cast<uint16_t>(sign | (abs >> 13));
+    }
+  }
+  REMAT_HOST_DEVICE operator float() const {  // NOLINT(google-explicit-constructor)
+    const uint32_t sign = (static_cast<uint32_t>(bits) & 0x8000u) << 16;
+    const uint32_t exponent = (bits >> 10) & 0x1fu;
+    const uint32_t mantissa = bits & 0x3ffu;
+    if (exponent == 0x1f) return detail::bits_float(sign | 0x7f800000u | (mantissa << 13));
+    if (exponent == 0) {
+      const float magnitude = static_cast<float>(mantissa) * (1.0f / 16777216.0f);  // * 2^-24
+      return detail::bits_float(detail::float_bits(magnitude) | sign);
+    }
+    return detail::bits_float(sign | ((exponent + 112) << 23) | (mantissa << 13));
+  }
 };
 
 template <typename T>

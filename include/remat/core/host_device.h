@@ -1,5 +1,6 @@
-// Marks the scalar functions that CPU and CUDA kernels share (kernels/philox.h,
-// kernels/scalar_math.h): compiled for both sides under nvcc, plain C++ otherwise.
+// Marks the scalar functions that CPU and CUDA code share (the 16-bit float
+// conversions in remat/core/dtype.h, kernels/philox.h, kernels/scalar_math.h):
+// compiled for both sides under nvcc, plain C++ otherwise.
 #pragma once
 
 #if defined(__CUDACC__)
