@@ -2,6 +2,7 @@
 // four elements, blocks in parallel with OpenMP.
 #include "kernels/dropout.h"
 
+#include "kernels/contiguous.h"
 #include "kernels/cpu/dtype_dispatch.h"
 #include "kernels/cpu/loops.h"
 
@@ -10,9 +11,7 @@ namespace {
 
 void dropout(const Tensor& x, double p, double scale, uint64_t seed, uint64_t offset,
              const Tensor& out) {
-  REMAT_CHECK(x.is_contiguous() && out.is_contiguous(),
-              "dropout: input {} and output {} must be contiguous", TensorMeta::of(x).str(),
-              TensorMeta::of(out).str());
+  check_contiguous("dropout", {x, out});
   const int64_t n = out.numel();
   const auto threshold = static_cast<float>(p);
   visit_floating(out.dtype(), "dropout", [&]<typename T>() {

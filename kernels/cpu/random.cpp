@@ -1,6 +1,7 @@
 // Random fills on the CPU (contract: kernels/random.h).
 #include "kernels/random.h"
 
+#include "kernels/contiguous.h"
 #include "kernels/cpu/loops.h"
 #include "kernels/philox.h"
 
@@ -8,7 +9,7 @@ namespace remat::kernels::cpu {
 namespace {
 
 void fill_random(const Tensor& out, Distribution dist, uint64_t seed, uint64_t offset) {
-  REMAT_CHECK(out.is_contiguous(), "fill_random: output must be contiguous");
+  check_contiguous("fill_random", {out});
   const int64_t n = out.numel();
   visit_dtype(out.dtype(), [&]<typename T>() {
     if constexpr (std::is_same_v<T, bool> || std::is_integral_v<T>) {

@@ -1,5 +1,6 @@
 // Dropout on the GPU (contract: kernels/dropout.h): for the same seed and
 // offset the kept elements are exactly those the CPU kernel keeps.
+#include "kernels/contiguous.h"
 #include "kernels/cuda/common.cuh"
 #include "kernels/dropout.h"
 
@@ -29,9 +30,7 @@ __global__ void dropout_kernel(const D* in, D* out, int64_t n, float p, acc_t<D>
 
 void dropout(const Tensor& x, double p, double scale, uint64_t seed, uint64_t offset,
              const Tensor& out) {
-  REMAT_CHECK(x.is_contiguous() && out.is_contiguous(),
-              "dropout on {}: input {} and output {} must be contiguous", out.device(),
-              TensorMeta::of(x).str(), TensorMeta::of(out).str());
+  check_contiguous("dropout", {x, out});
   const int64_t n = out.numel();
   if (n == 0) return;
   const auto first_block = static_cast<int64_t>(offset / 4);

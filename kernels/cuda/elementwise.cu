@@ -5,6 +5,7 @@
 #include <cstring>
 #include <utility>
 
+#include "kernels/contiguous.h"
 #include "kernels/cuda/common.cuh"
 #include "kernels/elementwise.h"
 #include "kernels/scalar_math.h"
@@ -231,10 +232,10 @@ void fill(const Tensor& out, double value) {
 }
 
 void copy_between_devices(const Tensor& src, const Tensor& dst) {
-  REMAT_CHECK(src.is_contiguous() && dst.is_contiguous() && src.dtype() == dst.dtype() &&
-                  src.shape() == dst.shape(),
-              "copy from {} to {}: needs contiguous tensors of one shape and dtype ({} and {})",
-              src.device(), dst.device(), TensorMeta::of(src).str(), TensorMeta::of(dst).str());
+  check_contiguous("copy_between_devices", {src, dst});
+  REMAT_CHECK(src.dtype() == dst.dtype() && src.shape() == dst.shape(),
+              "copy from {} to {}: needs tensors of one shape and dtype ({} and {})", src.device(),
+              dst.device(), TensorMeta::of(src).str(), TensorMeta::of(dst).str());
   if (src.nbytes() == 0) return;
   // Queued on the device's current stream, behind the kernels that produce
   // src, then waited for: the host side may be pageable memory that is freed

@@ -2,6 +2,7 @@
 #include <climits>
 #include <optional>
 
+#include "kernels/contiguous.h"
 #include "kernels/cuda/common.cuh"
 #include "kernels/cuda/handles.cuh"
 #include "kernels/elementwise.h"
@@ -107,8 +108,7 @@ cublasComputeType_t compute_type() {
 }
 
 void matmul(const Tensor& a, const Tensor& b, const Tensor& bias, const Tensor& out) {
-  REMAT_CHECK(out.is_contiguous(), "matmul on {}: output {} must be contiguous", out.device(),
-              TensorMeta::of(out).str());
+  check_contiguous("matmul", {out});
   const size_t nd = out.shape().size();
   const int64_t m = out.shape()[nd - 2], n = out.shape()[nd - 1];
   const int64_t k = a.shape().back();

@@ -1,5 +1,6 @@
 // scan_indices (kernels/cuda/index_scan.cuh): one pass over the indices, one
 // small copy back.
+#include "kernels/contiguous.h"
 #include "kernels/cuda/common.cuh"
 #include "kernels/cuda/handles.cuh"
 #include "kernels/cuda/index_scan.cuh"
@@ -32,8 +33,8 @@ __global__ void scan_indices_kernel(const int64_t* idx, int64_t n, int64_t limit
 }  // namespace
 
 IndexScan scan_indices(const Tensor& indices, int64_t limit, std::optional<int64_t> skip) {
-  REMAT_CHECK(indices.dtype() == kInt64 && indices.is_contiguous(),
-              "scan_indices: expected contiguous int64 indices, got {}",
+  check_contiguous("scan_indices", {indices});
+  REMAT_CHECK(indices.dtype() == kInt64, "scan_indices: expected int64 indices, got {}",
               TensorMeta::of(indices).str());
   IndexScan scan;
   const int64_t n = indices.numel();

@@ -1,5 +1,6 @@
 // Random fills on the GPU (contract: kernels/random.h): a thread per element,
 // 16-bit floats rounded from the float32 draw.
+#include "kernels/contiguous.h"
 #include "kernels/cuda/common.cuh"
 #include "kernels/philox.h"
 #include "kernels/random.h"
@@ -17,7 +18,7 @@ __global__ void fill_random_kernel(T* out, int64_t n, bool normal, uint64_t seed
 }
 
 void fill_random(const Tensor& out, Distribution dist, uint64_t seed, uint64_t offset) {
-  REMAT_CHECK(out.is_contiguous(), "fill_random on {}: output must be contiguous", out.device());
+  check_contiguous("fill_random", {out});
   const int64_t n = out.numel();
   if (n == 0) return;
   DeviceScope scope(out);

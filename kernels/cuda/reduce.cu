@@ -5,6 +5,7 @@
 
 #include <algorithm>
 
+#include "kernels/contiguous.h"
 #include "kernels/cuda/common.cuh"
 #include "kernels/cuda/handles.cuh"
 #include "kernels/elementwise.h"
@@ -189,8 +190,9 @@ __global__ void scatter_along_kernel(const D* grad, const int64_t* indices, D* o
 }
 
 void sum(const Tensor& x, const std::vector<int64_t>& dims, double scale, const Tensor& out) {
-  REMAT_CHECK(out.is_contiguous() && out.dtype() == x.dtype() && out.device() == x.device(),
-              "sum on CUDA: output {} must be contiguous, of the input's dtype and device ({})",
+  check_contiguous("sum", {out});
+  REMAT_CHECK(out.dtype() == x.dtype() && out.device() == x.device(),
+              "sum on CUDA: output {} must be of the input's dtype and device ({})",
               TensorMeta::of(out).str(), TensorMeta::of(x).str());
   const ReductionLayout l = split_dims(x, dims);
   DeviceScope scope(x);
@@ -203,9 +205,9 @@ void sum(const Tensor& x, const std::vector<int64_t>& dims, double scale, const 
 }
 
 void max_along(const Tensor& x, int64_t dim, const Tensor& values, const Tensor& indices) {
-  REMAT_CHECK(values.is_contiguous() && indices.is_contiguous() && values.dtype() == x.dtype() &&
-                  indices.dtype() == kInt64,
-              "max on CUDA: values {} and indices {} must be contiguous, of dtypes {} and int64",
+  check_contiguous("max_along", {values, indices});
+  REMAT_CHECK(values.dtype() == x.dtype() && indices.dtype() == kInt64,
+              "max on CUDA: values {} and indices {} must be of dtypes {} and int64",
               TensorMeta::of(values).str(), TensorMeta::of(indices).str(), x.dtype());
   const ReductionLayout l = split_dims(x, {dim});
   const int64_t outer = numel_of(l.kept_shape);
@@ -226,9 +228,10 @@ void max_along(const Tensor& x, int64_t dim, const Tensor& values, const Tensor&
 
 void scatter_along(const Tensor& grad, const Tensor& indices, int64_t dim, const Tensor& out) {
   const ReductionLayout l = split_dims(out, {dim});
-  REMAT_CHECK(out.is_contiguous() && grad.dtype() == out.dtype() && indices.dtype() == kInt64 &&
+  check_contiguous("scatter_along", {out});
+  REMAT_CHECK(grad.dtype() == out.dtype() && indices.dtype() == kInt64 &&
                   grad.shape() == l.kept_shape && indices.shape() == l.kept_shape,
-              "max backward on CUDA: needs a contiguous output {}, and grad {} and int64 indices "
+              "max backward on CUDA: needs an output {}, and grad {} and int64 indices "
               "{} of its shape without dim {}",
               TensorMeta::of(out).str(), TensorMeta::of(grad).str(), TensorMeta::of(indices).str(),
               dim);
