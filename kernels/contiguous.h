@@ -24,4 +24,15 @@ inline void check_contiguous(const char* kernel,
   }
 }
 
+// The elements of an optional operand, null where it is left out (a kernel
+// that skips a scale, a shift or a gradient not asked for).
+template <typename T>
+const T* in_ptr(const Tensor& t) {
+  return t.defined() ? static_cast<const T*>(t.data_ptr()) : nullptr;
+}
+template <typename T>
+T* out_ptr(const Tensor& t) {
+  return t.defined() ? static_cast<T*>(t.data_ptr()) : nullptr;
+}
+
 }  // namespace remat::kernels

@@ -84,37 +84,57 @@ Span inside(int64_t count, int64_t size, int64_t stride, int64_t shift) {
   return {b, std::clamp(end, b, count)};
 }
 
+// One kernel tap (i, j) of input plane (n, c): its column row
+// r = (c*kH + i)*kW + j, the input offsets it reads at, and the outputs
+// whose reads fall inside the input.
+struct Tap {
+  int64_t n, c;
+  int64_t index;  // i*kW + j: 0 for a plane's first tap
+  int64_t row;
+  int64_t shift_y, shift_x;
+  Span ys, xs;
+};
+
+// Calls fn(tap) for every tap of every input plane, a plane's taps in order
+// on one thread: the walk im2col and col2im share.
+template <typename Fn>
+void for_each_tap(int64_t samples, const ConvDims& d, const Conv2dParams& p, Fn&& fn) {
+  const int64_t work = samples * d.rows() * d.out_area();
+  parallel_for(samples * d.c, work >= 2 * kParallelGrain, [&](int64_t plane_index) {
+    const int64_t n = plane_index / d.c, c = plane_index % d.c;
+    for (int64_t i = 0; i < d.kh; ++i) {
+      const int64_t shift_y = i * p.dilation_h - p.pad_h;
+      const Span ys = inside(d.oh, d.h, p.stride_h, shift_y);
+      for (int64_t j = 0; j < d.kw; ++j) {
+        const int64_t shift_x = j * p.dilation_w - p.pad_w;
+        fn(Tap{n, c, i * d.kw + j, (c * d.kh + i) * d.kw + j, shift_y, shift_x, ys,
+               inside(d.ow, d.w, p.stride_w, shift_x)});
+      }
+    }
+  });
+}
+
 // Column entry (n, r, l), r = (c*kH + i)*kW + j and l = oy*oW + ox, lives at
 // cols[n*sample_stride + r*row_stride + l] and holds
 // x[n, c, oy*sh - ph + i*dh, ox*sw - pw + j*dw] (zero outside the input).
 template <typename T>
 void im2col(const T* x, int64_t samples, const ConvDims& d, const Conv2dParams& p, T* cols,
             int64_t sample_stride, int64_t row_stride) {
-  const int64_t work = samples * d.rows() * d.out_area();
-  parallel_for(samples * d.c, work >= 2 * kParallelGrain, [&](int64_t plane_index) {
-    const int64_t n = plane_index / d.c, c = plane_index % d.c;
-    const T* plane = x + (n * d.c + c) * d.in_area();
-    for (int64_t i = 0; i < d.kh; ++i) {
-      const int64_t shift_y = i * p.dilation_h - p.pad_h;
-      const Span ys = inside(d.oh, d.h, p.stride_h, shift_y);
-      for (int64_t j = 0; j < d.kw; ++j) {
-        const int64_t shift_x = j * p.dilation_w - p.pad_w;
-        const Span xs = inside(d.ow, d.w, p.stride_w, shift_x);
-        T* row = cols + n * sample_stride + ((c * d.kh + i) * d.kw + j) * row_stride;
-        std::fill(row, row + ys.begin * d.ow, T(0));
-        std::fill(row + ys.end * d.ow, row + d.oh * d.ow, T(0));
-        for (int64_t oy = ys.begin; oy < ys.end; ++oy) {
-          const T* src = plane + (oy * p.stride_h + shift_y) * d.w;
-          T* dst = row + oy * d.ow;
-          std::fill(dst, dst + xs.begin, T(0));
-          std::fill(dst + xs.end, dst + d.ow, T(0));
-          if (p.stride_w == 1) {
-            std::copy(src + xs.begin + shift_x, src + xs.end + shift_x, dst + xs.begin);
-          } else {
-            for (int64_t ox = xs.begin; ox < xs.end; ++ox) {
-              dst[ox] = src[ox * p.stride_w + shift_x];
-            }
-          }
+  for_each_tap(samples, d, p, [&](const Tap& t) {
+    const T* plane = x + (t.n * d.c + t.c) * d.in_area();
+    T* row = cols + t.n * sample_stride + t.row * row_stride;
+    std::fill(row, row + t.ys.begin * d.ow, T(0));
+    std::fill(row + t.ys.end * d.ow, row + d.oh * d.ow, T(0));
+    for (int64_t oy = t.ys.begin; oy < t.ys.end; ++oy) {
+      const T* src = plane + (oy * p.stride_h + t.shift_y) * d.w;
+      T* dst = row + oy * d.ow;
+      std::fill(dst, dst + t.xs.begin, T(0));
+      std::fill(dst + t.xs.end, dst + d.ow, T(0));
+      if (p.stride_w == 1) {
+        std::copy(src + t.xs.begin + t.shift_x, src + t.xs.end + t.shift_x, dst + t.xs.begin);
+      } else {
+        for (int64_t ox = t.xs.begin; ox < t.xs.end; ++ox) {
+          dst[ox] = src[ox * p.stride_w + t.shift_x];
         }
       }
     }
@@ -122,30 +142,21 @@ void im2col(const T* x, int64_t samples, const ConvDims& d, const Conv2dParams& 
 }
 
 // The adjoint of im2col (columns laid out [n][r][l]): each input element
-// (zeroed first) sums the column entries that were read from it. One thread
-// owns one (n, c) plane, so the accumulation needs no atomics.
+// (zeroed at the plane's first tap) sums the column entries that were read
+// from it. One thread owns one (n, c) plane, so the accumulation needs no
+// atomics.
 template <typename T>
 void col2im(const T* cols, int64_t samples, const ConvDims& d, const Conv2dParams& p, T* x) {
   const int64_t row_stride = d.out_area(), sample_stride = d.rows() * row_stride;
-  const int64_t work = samples * d.rows() * d.out_area();
-  parallel_for(samples * d.c, work >= 2 * kParallelGrain, [&](int64_t plane_index) {
-    const int64_t n = plane_index / d.c, c = plane_index % d.c;
-    T* plane = x + (n * d.c + c) * d.in_area();
-    std::fill(plane, plane + d.in_area(), T(0));
-    for (int64_t i = 0; i < d.kh; ++i) {
-      const int64_t shift_y = i * p.dilation_h - p.pad_h;
-      const Span ys = inside(d.oh, d.h, p.stride_h, shift_y);
-      for (int64_t j = 0; j < d.kw; ++j) {
-        const int64_t shift_x = j * p.dilation_w - p.pad_w;
-        const Span xs = inside(d.ow, d.w, p.stride_w, shift_x);
-        const T* row = cols + n * sample_stride + ((c * d.kh + i) * d.kw + j) * row_stride;
-        for (int64_t oy = ys.begin; oy < ys.end; ++oy) {
-          const T* src = row + oy * d.ow;
-          T* dst = plane + (oy * p.stride_h + shift_y) * d.w;
-          for (int64_t ox = xs.begin; ox < xs.end; ++ox) {
-            dst[ox * p.stride_w + shift_x] += src[ox];
-          }
-        }
+  for_each_tap(samples, d, p, [&](const Tap& t) {
+    T* plane = x + (t.n * d.c + t.c) * d.in_area();
+    if (t.index == 0) std::fill(plane, plane + d.in_area(), T(0));
+    const T* row = cols + t.n * sample_stride + t.row * row_stride;
+    for (int64_t oy = t.ys.begin; oy < t.ys.end; ++oy) {
+      const T* src = row + oy * d.ow;
+      T* dst = plane + (oy * p.stride_h + t.shift_y) * d.w;
+      for (int64_t ox = t.xs.begin; ox < t.xs.end; ++ox) {
+        dst[ox * p.stride_w + t.shift_x] += src[ox];
       }
     }
   });

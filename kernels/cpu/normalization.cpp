@@ -220,15 +220,6 @@ void batch_norm_backward_kernel(const T* g, const T* x, const ChannelLayout& l, 
   });
 }
 
-template <typename T>
-const T* in_ptr(const Tensor& t) {
-  return t.defined() ? static_cast<const T*>(t.data_ptr()) : nullptr;
-}
-template <typename T>
-T* out_ptr(const Tensor& t) {
-  return t.defined() ? static_cast<T*>(t.data_ptr()) : nullptr;
-}
-
 // The values per row of layer_norm: the product of x's last normalized_ndim dims.
 int64_t normalized_numel(const Tensor& x, int64_t normalized_ndim) {
   return numel_of(Shape(x.shape().end() - normalized_ndim, x.shape().end()));

@@ -338,15 +338,6 @@ __global__ void batch_norm_backward_dx_kernel(const D* g, const D* x, ChannelLay
 
 // ---- host helpers ---------------------------------------------------------------
 
-template <typename T>
-const T* in_ptr(const Tensor& t) {
-  return t.defined() ? static_cast<const T*>(t.data_ptr()) : nullptr;
-}
-template <typename T>
-T* out_ptr(const Tensor& t) {
-  return t.defined() ? static_cast<T*>(t.data_ptr()) : nullptr;
-}
-
 // Statistics of bfloat16/float16 inputs are float32 (what they accumulate in).
 DType stat_dtype(DType x) { return is_reduced_float(x) ? kFloat32 : x; }
 
