@@ -167,69 +167,22 @@ namespace {
 // keeps one tensor on the plain tape: the ReLU output (X bytes), which ReLU's
 // backward and the next Linear's backward both read (the Linear output dies
 // at once: ReLU saves its output). A plan is a list of segments in forward
-// order, each either a run of blocks recorded plainly or a checkpointed
-// segment of further segments. Backward visits a level's segments last to
+// order (a remat::CheckpointSchedule level), each a block recorded plainly or
+// a checkpointed segment of further items. Backward visits a level's segments last to
 // first; inside segment j the outputs of the j segments before it are alive
 // and segment j costs what its contents cost. On top comes backward's working
 // set: one weight's gradient (W, before it is added into .grad) and two
 // activation gradients.
-struct Segment {
-  int64_t blocks = 0;             // a plain run of blocks
-  std::vector<Segment> children;  // or a checkpointed segment of these
-};
-
-double cost(const std::vector<Segment>& level, double x) {
+double cost(const std::vector<remat::CheckpointSchedule::Item>& level, double x) {
   double worst = 0;
   for (size_t j = 0; j < level.size(); ++j) {
-    const Segment& s = level[j];
-    const double inside =
-        s.children.empty() ? static_cast<double>(s.blocks) * x : cost(s.children, x);
+    const remat::CheckpointSchedule::Item& item = level[j];
+    if (item.keep_matmuls) return -1;  // not in this model
+    const double inside = item.segment ? cost(item.children, x) : x;
+    if (inside < 0) return -1;
     worst = std::max(worst, static_cast<double>(j) * x + inside);
   }
   return worst;
-}
-
-Segment checkpointed(std::vector<Segment> children) { return {0, std::move(children)}; }
-
-// Consecutive near-equal groups, as checkpoint_sequential splits them.
-std::vector<int64_t> group_sizes(int64_t blocks, int64_t groups) {
-  std::vector<int64_t> sizes;
-  for (int64_t g = 0; g < groups; ++g) sizes.push_back(blocks / groups + (g < blocks % groups));
-  return sizes;
-}
-
-std::optional<std::vector<Segment>> layout(const remat::CheckpointPlan& plan, int64_t blocks) {
-  using K = remat::CheckpointPlan::Kind;
-  const int64_t sqrt_groups = remat::sqrt_segments(static_cast<size_t>(blocks));
-  std::vector<Segment> level;
-  switch (plan.kind) {
-    case K::None: return std::vector<Segment>{{blocks, {}}};
-    case K::Block:
-      for (int64_t i = 0; i < blocks; ++i) level.push_back(checkpointed({{1, {}}}));
-      return level;
-    case K::EveryN:
-      for (int64_t begin = 0; begin < blocks; begin += plan.group) {
-        level.push_back(checkpointed({{std::min<int64_t>(plan.group, blocks - begin), {}}}));
-      }
-      return level;
-    case K::Alternate:
-      for (int64_t i = 0; i < blocks; ++i) {
-        level.push_back(i % 2 == 0 ? checkpointed({{1, {}}}) : Segment{1, {}});
-      }
-      return level;
-    case K::Sqrt:
-      for (int64_t size : group_sizes(blocks, sqrt_groups))
-        level.push_back(checkpointed({{size, {}}}));
-      return level;
-    case K::Nested:
-      for (int64_t size : group_sizes(blocks, sqrt_groups)) {
-        std::vector<Segment> inner(static_cast<size_t>(size), checkpointed({{1, {}}}));
-        level.push_back(checkpointed(std::move(inner)));
-      }
-      return level;
-    case K::Selective: return std::nullopt;
-  }
-  return std::nullopt;
 }
 
 }  // namespace
@@ -237,12 +190,13 @@ std::optional<std::vector<Segment>> layout(const remat::CheckpointPlan& plan, in
 std::optional<int64_t> predicted_activation_bytes(const ModelConfig& config, remat::DType dtype,
                                                   const Plan& plan) {
   if (config.model != "mlp" || plan.attention_segment || plan.mlp_segment) return std::nullopt;
-  const auto segments = layout(plan.blocks, config.depth);
-  if (!segments) return std::nullopt;
+  if (plan.blocks.kind == remat::CheckpointPlan::Kind::Budget) return std::nullopt;
   const double element = static_cast<double>(remat::element_size(dtype));
   const double x = static_cast<double>(config.batch * config.width) * element;
   const double w = static_cast<double>(config.width * config.width) * element;
-  return static_cast<int64_t>(cost(*segments, x) + w + 2 * x);
+  const double activations = cost(plan.blocks.schedule(config.depth).items, x);
+  if (activations < 0) return std::nullopt;
+  return static_cast<int64_t>(activations + w + 2 * x);
 }
 
 }  // namespace bench

@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <functional>
+#include <memory>
 #include <set>
 #include <string>
 #include <vector>
@@ -81,30 +82,117 @@ Tensor checkpoint_sequential(const std::vector<std::function<Tensor(const Tensor
 Tensor checkpoint_sequential(const std::vector<std::function<Tensor(const Tensor&)>>& fns,
                              const Tensor& x);
 
+// How a stack of blocks is checkpointed, as a tree: each item covers blocks
+// [begin, end) and is either one block run plainly or a checkpoint segment
+// of child items (nested segments are segments among the children). Every
+// named plan is one of these; the budget planner makes others.
+struct CheckpointSchedule {
+  struct Item {
+    int64_t begin = 0, end = 0;
+    bool segment = false;
+    bool keep_matmuls = false;   // a segment keeping matmul outputs (Policy::save_ops)
+    std::vector<Item> children;  // a segment's contents, covering [begin, end)
+  };
+  std::vector<Item> items;  // the top level, covering every block in order
+
+  // Throws Error unless the items cover [0, blocks) in order, a segment's
+  // children cover the segment and a plain item is one block.
+  void validate(int64_t blocks) const;
+  // One line per block: the segments it is in (outermost first) or "plain".
+  std::string describe() const;
+};
+
+// What one block costs, measured by profile_blocks: the numbers the memory
+// estimator and the budget planner work from (docs/checkpointing.md).
+struct BlockProfile {
+  double forward_ms = 0;      // one forward, wall time (CUDA: synchronised)
+  int64_t input_bytes = 0;    // the block's input (the previous block's output)
+  int64_t output_bytes = 0;   // its output
+  int64_t kept_bytes = 0;     // what a plain forward keeps for backward, input and output aside
+  bool keeps_input = false;   // its backward reads its input, so a plain run keeps it alive
+  bool keeps_output = false;  // its backward reads its output
+  int64_t forward_peak = 0;   // peak above the live set during its plain forward
+  int64_t backward_peak = 0;  // peak above the live set (what it kept included) during its
+                              // backward: incoming and input gradients and temporaries
+};
+
+struct StepProfile {
+  std::vector<BlockProfile> blocks;
+  Shape input_shape;  // the input the profile was taken with: a new shape needs a new one
+  DType dtype = kFloat32;
+  Device device = kCPU;
+};
+
+// Runs each block once on its own, from the output of the one before (the
+// first from x), recording it and running its backward from a gradient of
+// ones, and measures it through the allocator's statistics. Only one block's
+// tape is alive at a time, so it needs little more memory than the largest
+// block. Parameters' gradients are left as they were. Needs grad mode and
+// blocks whose parameters require grad.
+StepProfile profile_blocks(const std::vector<std::function<Tensor(const Tensor&)>>& blocks,
+                           const Tensor& x);
+
+// The peak bytes above what is alive when the stack starts (parameters,
+// gradients, the input) that a forward and backward of the stack under the
+// schedule reaches, as docs/checkpointing.md derives it from the profile.
+// Segments keeping matmul outputs are not modelled (throws NotImplementedError).
+int64_t predict_peak(const StepProfile& profile, const CheckpointSchedule& schedule);
+// The forward time that the schedule's replays repeat, in ms.
+double predict_recompute_ms(const StepProfile& profile, const CheckpointSchedule& schedule);
+
+// The schedule with the least predicted recompute whose predicted_peak is at
+// most `bytes` (optimal at block granularity over every nesting, with sizes
+// rounded up to 1/`resolution` of the budget). Throws Error naming the
+// smallest budget that is feasible when none fits.
+CheckpointSchedule plan_for_budget(const StepProfile& profile, int64_t bytes, int resolution = 256);
+
+// Parses "512MiB", "2GiB", "100KB" (KB/MB/GB are powers of 1000) or plain bytes.
+int64_t parse_bytes(const std::string& text);
+
 // A named way to checkpoint a stack of blocks, as the examples' and
 // benchmarks' --checkpoint flag spells it (docs/checkpointing.md):
-//   none       no checkpoint
-//   block      every block its own segment
-//   every-N    consecutive groups of N blocks, each group one segment
-//   alternate  every other block its own segment (blocks 0, 2, 4, ...), the rest plain
-//   sqrt       round(sqrt(L)) equal groups (checkpoint_sequential)
-//   selective  every block its own segment, keeping matmul outputs (Policy::save_ops)
-//   nested     round(sqrt(L)) groups, each block inside them an inner segment
+//   none          no checkpoint
+//   block         every block its own segment
+//   every-N       consecutive groups of N blocks, each group one segment
+//   alternate     every other block its own segment (blocks 0, 2, 4, ...), the rest plain
+//   sqrt          round(sqrt(L)) equal groups (checkpoint_sequential)
+//   selective     every block its own segment, keeping matmul outputs (Policy::save_ops)
+//   nested        round(sqrt(L)) groups, each block inside them an inner segment
+//   budget:SIZE   the planner's schedule for a peak of SIZE bytes for the
+//                 stack (profiled on the first call and whenever the input's
+//                 shape changes)
 struct CheckpointPlan {
-  enum class Kind { None, Block, EveryN, Alternate, Sqrt, Selective, Nested };
+  enum class Kind { None, Block, EveryN, Alternate, Sqrt, Selective, Nested, Budget };
   Kind kind = Kind::None;
-  int group = 1;  // blocks per segment for every-N
+  int group = 1;             // blocks per segment for every-N
+  int64_t budget_bytes = 0;  // for budget
 
   // Throws remat::Error listing the accepted names for anything else.
   static CheckpointPlan parse(const std::string& name);
+  // The budget plan of `bytes` (what "budget:<bytes>" parses to).
+  static CheckpointPlan budget(int64_t bytes);
   std::string name() const;
+  // The schedule for `blocks` blocks; for a budget plan, the one planned
+  // last (throws before its first checkpoint_blocks call).
+  CheckpointSchedule schedule(int64_t blocks) const;
+  // The schedule per block, with a budget plan's predicted peak and
+  // recompute time.
+  std::string describe(int64_t blocks) const;
+
+  // A budget plan's profile and schedule, shared by copies of the plan.
+  struct BudgetState;
+  std::shared_ptr<BudgetState> state;
 };
 
 // Runs x through the blocks in order, checkpointed as the plan says.
 // opts.policy is overridden by the selective plan; the tag and debug flag
-// apply to every segment.
+// apply to every segment. A budget plan profiles the blocks on its first call
+// (and when x's shape changes) and then runs the planned schedule.
 Tensor checkpoint_blocks(const std::vector<std::function<Tensor(const Tensor&)>>& blocks,
                          const Tensor& x, const CheckpointPlan& plan, CheckpointOptions opts = {});
+Tensor checkpoint_blocks(const std::vector<std::function<Tensor(const Tensor&)>>& blocks,
+                         const Tensor& x, const CheckpointSchedule& schedule,
+                         CheckpointOptions opts = {});
 
 // Counters of this thread's replays since the last reset.
 struct CheckpointStats {

@@ -13,6 +13,16 @@ void manual_seed(uint64_t seed) {
   default_state = {seed, 0};
 }
 
+PhiloxState generator_state() {
+  std::lock_guard lock(generator_mutex);
+  return default_state;
+}
+
+void set_generator_state(PhiloxState state) {
+  std::lock_guard lock(generator_mutex);
+  default_state = state;
+}
+
 PhiloxState reserve_philox(int64_t count) {
   std::lock_guard lock(generator_mutex);
   PhiloxState start = default_state;

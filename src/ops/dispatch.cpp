@@ -148,6 +148,15 @@ Tensor cast_for_compute(const Tensor& t, DType to) {
 
 void install_recorder(RecordFn fn) { recorder.store(fn); }
 
+namespace {
+thread_local bool replay_side_effects = false;
+}  // namespace
+
+ReplaySideEffectsScope::ReplaySideEffectsScope() : previous_(replay_side_effects) {
+  replay_side_effects = true;
+}
+ReplaySideEffectsScope::~ReplaySideEffectsScope() { replay_side_effects = previous_; }
+
 std::vector<Tensor> run_forward(const OpDef& def, const std::vector<Tensor>& inputs,
                                 const Attrs& attrs) {
   std::vector<TensorMeta> metas = def.shape(inputs, attrs);
@@ -192,6 +201,7 @@ std::vector<Tensor> call(const OpDef& def, const std::vector<Tensor>& inputs, At
   }
   if (def.random_count && !attrs.philox)
     attrs.philox = reserve_philox(def.random_count(inputs, attrs));
+  if (replay_side_effects && def.for_replay) def.for_replay(attrs);
   std::vector<Tensor> outs;
   {
     NoGradGuard forward_only;  // ops composed inside a forward are not recorded

@@ -124,6 +124,20 @@ Tensor call1(const OpDef& def, const std::vector<Tensor>& inputs, Attrs attrs = 
 std::vector<Tensor> run_forward(const OpDef& def, const std::vector<Tensor>& inputs,
                                 const Attrs& attrs);
 
+// While it lives, this thread's calls of ops with a for_replay hook run as a
+// replay would (batch_norm leaves its running statistics alone): for runs
+// that measure a forward without being one, such as profile_blocks.
+class ReplaySideEffectsScope {
+ public:
+  ReplaySideEffectsScope();
+  ~ReplaySideEffectsScope();
+  ReplaySideEffectsScope(const ReplaySideEffectsScope&) = delete;
+  ReplaySideEffectsScope& operator=(const ReplaySideEffectsScope&) = delete;
+
+ private:
+  bool previous_;
+};
+
 // The tape's entry point: the autograd layer installs it when the first
 // tensor is marked requires_grad (no tensor needs recording before that).
 using RecordFn = void (*)(const OpDef& def, const std::vector<Tensor>& inputs, const Attrs& attrs,

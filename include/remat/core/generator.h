@@ -17,5 +17,9 @@ struct PhiloxState {
 void manual_seed(uint64_t seed);
 // Reserves `count` numbers of the default stream; returns where they start.
 PhiloxState reserve_philox(int64_t count);
+// Where the default stream is, and putting it back there (a profiling run
+// that must not move the numbers the real one draws).
+PhiloxState generator_state();
+void set_generator_state(PhiloxState state);
 
 }  // namespace remat

@@ -1,0 +1,376 @@
+// Checkpointing under a memory budget: the per-block profile, the memory
+// estimator of a schedule, and the planner that finds the schedule with the
+// least recompute that fits (docs/checkpointing.md, "Planning for a budget").
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <limits>
+#include <unordered_set>
+
+#include "autograd/node.h"
+#include "ops/registry.h"
+#include "remat/autograd.h"
+#include "remat/checkpoint.h"
+#include "remat/core/generator.h"
+#include "remat/core/grad_mode.h"
+#include "remat/memory/memory.h"
+
+namespace remat {
+namespace {
+
+using Block = std::function<Tensor(const Tensor&)>;
+using Item = CheckpointSchedule::Item;
+
+int64_t allocated_now(Device d) { return memory::stats(d).allocated_bytes.current; }
+int64_t allocated_peak(Device d) { return memory::stats(d).allocated_bytes.peak; }
+
+// The tape entries of one block's graph: everything reachable from its
+// output (its input is a leaf, so the walk stops at the block's start).
+std::vector<const autograd::Node*> entries_of(const Tensor& y) {
+  std::vector<const autograd::Node*> out;
+  std::unordered_set<const autograd::Node*> seen;
+  std::vector<const autograd::Node*> stack;
+  if (y.impl().grad_fn) stack.push_back(y.impl().grad_fn.get());
+  while (!stack.empty()) {
+    const autograd::Node* node = stack.back();
+    stack.pop_back();
+    if (!seen.insert(node).second) continue;
+    out.push_back(node);
+    for (const autograd::NodeInput& in : node->inputs) {
+      if (in.edge.producer) stack.push_back(in.edge.producer.get());
+    }
+  }
+  return out;
+}
+
+// The storages the entries keep for backward.
+std::unordered_set<const Storage*> saved_storages(const std::vector<const autograd::Node*>& nodes) {
+  std::unordered_set<const Storage*> out;
+  auto add = [&](const std::optional<autograd::SavedTensor>& s) {
+    if (s && s->value.defined()) out.insert(s->value.impl().storage.get());
+  };
+  for (const autograd::Node* node : nodes) {
+    for (const autograd::NodeInput& in : node->inputs) add(in.saved);
+    for (const autograd::NodeOutput& o : node->outputs) add(o.saved);
+  }
+  return out;
+}
+
+// Swaps the .grad of the block's parameters for zeros for the length of the
+// profile's backward, so it accumulates as a later training step does (into
+// existing gradients) and leaves the real ones untouched.
+class StashedGrads {
+ public:
+  explicit StashedGrads(const std::vector<const autograd::Node*>& nodes, const Tensor& input) {
+    std::unordered_set<TensorImpl*> seen;
+    for (const autograd::Node* node : nodes) {
+      for (const autograd::NodeInput& in : node->inputs) {
+        std::shared_ptr<TensorImpl> leaf = in.edge.leaf.lock();
+        if (!leaf || leaf.get() == input.impl_ptr().get() || !seen.insert(leaf.get()).second) {
+          continue;
+        }
+        Tensor zeros = zeros_like(Tensor(leaf).detach());
+        stashed_.emplace_back(leaf, leaf->grad);
+        leaf->grad = zeros.impl_ptr();
+      }
+    }
+  }
+  ~StashedGrads() {
+    for (auto& [leaf, grad] : stashed_) leaf->grad = std::move(grad);
+  }
+  StashedGrads(const StashedGrads&) = delete;
+  StashedGrads& operator=(const StashedGrads&) = delete;
+
+ private:
+  std::vector<std::pair<std::shared_ptr<TensorImpl>, std::shared_ptr<TensorImpl>>> stashed_;
+};
+
+BlockProfile profile_one(const Block& block, Tensor& current) {
+  const Device d = current.device();
+  BlockProfile p;
+  Tensor h = current.detach();
+  h.requires_grad_();  // a leaf: its .grad is the block's input gradient
+  current = Tensor();
+  p.input_bytes = h.nbytes();
+
+  synchronize(d);
+  memory::reset_peak_stats(d);
+  const int64_t before = allocated_now(d);
+  const auto start = std::chrono::steady_clock::now();
+  Tensor y = block(h);
+  synchronize(d);
+  p.forward_ms =
+      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+  p.forward_peak = allocated_peak(d) - before;
+  p.output_bytes = y.nbytes();
+  REMAT_CHECK(y.requires_grad(),
+              "profile_blocks: a block's output does not require grad; its parameters must");
+
+  const std::vector<const autograd::Node*> nodes = entries_of(y);
+  const std::unordered_set<const Storage*> saved = saved_storages(nodes);
+  const Storage* input_storage = h.impl().storage.get();
+  const Storage* output_storage = y.impl().storage.get();
+  p.keeps_input = saved.count(input_storage) > 0;
+  p.keeps_output = saved.count(output_storage) > 0;
+  const int64_t new_output = output_storage == input_storage ? 0 : y.impl().storage->data.size();
+  p.kept_bytes = std::max<int64_t>(0, allocated_now(d) - before - new_output);
+
+  {
+    StashedGrads stash(nodes, h);
+    memory::reset_peak_stats(d);
+    const int64_t start_bytes = allocated_now(d);
+    backward(y, ones_like(y));
+    p.backward_peak = allocated_peak(d) - start_bytes;
+  }
+  current = y.detach();
+  return p;
+}
+
+// ---- the estimator ----------------------------------------------------------------
+
+// Bytes block i keeps when run plainly at a level where its input is already
+// counted (`input_counted`: kept by the segment or the block before) and its
+// output perhaps too (`output_counted`: the stack's result, which the caller
+// holds through backward).
+int64_t plain_kept(const BlockProfile& b, bool input_counted, bool output_counted) {
+  return b.kept_bytes + (b.keeps_input && !input_counted ? b.input_bytes : 0) +
+         (b.keeps_output && !output_counted ? b.output_bytes : 0);
+}
+
+// The peak of one level of the schedule above what is alive outside it:
+// backward visits the items last to first, and while it is in item k the
+// items before it hold what they kept. A plain block costs what it keeps
+// plus its backward's working set (or its forward's peak, plus the gradient
+// `replay_gradient` that waits while a segment's replay runs it); a segment
+// costs its input (unless already counted) plus its own level's peak, with
+// the gradient of its output waiting during its replay.
+int64_t level_peak(const StepProfile& prof, const std::vector<Item>& items, bool input_counted,
+                   int64_t replay_gradient) {
+  int64_t prefix = 0, peak = 0;
+  bool counted = input_counted;
+  const int64_t last = static_cast<int64_t>(prof.blocks.size()) - 1;
+  for (const Item& item : items) {
+    if (!item.segment) {
+      const BlockProfile& b = prof.blocks[static_cast<size_t>(item.begin)];
+      const int64_t kept = plain_kept(b, counted, item.begin == last);
+      peak = std::max(peak,
+                      prefix + std::max(replay_gradient + b.forward_peak, kept + b.backward_peak));
+      prefix += kept;
+      counted = b.keeps_output;
+    } else {
+      if (item.keep_matmuls) {
+        throw NotImplementedError(
+            "predict_peak of a segment keeping matmul outputs (the selective plan)");
+      }
+      const int64_t kept = counted ? 0 : prof.blocks[static_cast<size_t>(item.begin)].input_bytes;
+      const int64_t out = prof.blocks[static_cast<size_t>(item.end - 1)].output_bytes;
+      peak = std::max(peak, prefix + kept + level_peak(prof, item.children, true, out));
+      prefix += kept;
+      counted = false;
+    }
+  }
+  return peak;
+}
+
+double level_recompute_ms(const StepProfile& prof, const std::vector<Item>& items) {
+  double ms = 0;
+  for (const Item& item : items) {
+    if (!item.segment) continue;
+    for (int64_t i = item.begin; i < item.end; ++i) {
+      ms += prof.blocks[static_cast<size_t>(i)].forward_ms;
+    }
+    ms += level_recompute_ms(prof, item.children);
+  }
+  return ms;
+}
+
+void check_covers(const StepProfile& prof, const CheckpointSchedule& schedule) {
+  schedule.validate(static_cast<int64_t>(prof.blocks.size()));
+}
+
+// ---- the planner ----------------------------------------------------------------
+
+// The optimal schedule by dynamic programming over (first block s, end e of
+// the level, memory left m in units, whether s's input is counted, whether
+// the level is the top one, whether a segment may span the whole level):
+// the best first item of the level is a plain block s or a segment [s, d),
+// whose contents are themselves an optimal level; what the first item keeps
+// is memory the rest of the level cannot use. This is the recursion of
+// level_peak read backwards, so a schedule it accepts fits the budget in
+// level_peak's bytes (sizes are rounded up to units); it is the persistent
+// checkpointing DP of Beaumont et al. ("rotor") in remat's segment model.
+class Planner {
+ public:
+  Planner(const StepProfile& prof, int64_t budget, int resolution)
+      : prof_(prof), blocks_(static_cast<int64_t>(prof.blocks.size())) {
+    unit_ = std::max<int64_t>(1, (budget + resolution - 1) / resolution);
+    units_ = static_cast<int>(budget / unit_);
+    prefix_ms_.assign(static_cast<size_t>(blocks_) + 1, 0.0);
+    for (int64_t i = 0; i < blocks_; ++i) {
+      prefix_ms_[static_cast<size_t>(i) + 1] =
+          prefix_ms_[static_cast<size_t>(i)] + prof.blocks[static_cast<size_t>(i)].forward_ms;
+    }
+    memo_.assign(index(blocks_, blocks_, units_, true, true, true) + 1, Entry{});
+  }
+
+  // The schedule, or nullopt when none fits. The stack's output is alive
+  // through all of backward (the caller holds it).
+  std::optional<CheckpointSchedule> solve() {
+    const int m = units_ - units_of(block(blocks_ - 1).output_bytes);
+    if (cost(0, blocks_, m, true, true, true) == kInfeasible) return std::nullopt;
+    CheckpointSchedule schedule;
+    schedule.items = build(0, blocks_, m, true, true, true);
+    return schedule;
+  }
+
+ private:
+  static constexpr double kInfeasible = std::numeric_limits<double>::infinity();
+  struct Entry {
+    float cost = -1;      // < 0: not computed
+    int32_t choice = -1;  // -1: plain first block; d: a segment [s, d)
+  };
+
+  int units_of(int64_t bytes) const { return static_cast<int>((bytes + unit_ - 1) / unit_); }
+  const BlockProfile& block(int64_t i) const { return prof_.blocks[static_cast<size_t>(i)]; }
+
+  size_t index(int64_t s, int64_t e, int m, bool counted, bool top, bool whole) const {
+    const auto b = static_cast<size_t>(blocks_ + 1);
+    return ((((static_cast<size_t>(s) * b + static_cast<size_t>(e)) *
+                  (static_cast<size_t>(units_) + 1) +
+              static_cast<size_t>(m)) *
+                 2 +
+             counted) *
+                2 +
+            top) *
+               2 +
+           whole;
+  }
+
+  double cost(int64_t s, int64_t e, int m, bool counted, bool top, bool whole) {
+    if (s == e) return 0;
+    if (m < 0) return kInfeasible;
+    Entry& entry = memo_[index(s, e, m, counted, top, whole)];
+    if (entry.cost >= 0) return static_cast<double>(entry.cost);
+    double best = kInfeasible;
+    int64_t choice = -1;
+    const int64_t waiting = top ? 0 : block(e - 1).output_bytes;
+    // A plain first block.
+    const BlockProfile& b = block(s);
+    const int kept = units_of(plain_kept(b, counted, s == blocks_ - 1));
+    const int need = std::max(units_of(waiting + b.forward_peak), kept + units_of(b.backward_peak));
+    if (need <= m) best = cost(s + 1, e, m - kept, b.keeps_output, top, true);
+    // A segment [s, d) first.
+    const int input = counted ? 0 : units_of(b.input_bytes);
+    for (int64_t d = s + 1; d <= e && input <= m; ++d) {
+      if (d == e && !whole) continue;  // a segment of exactly its parent's blocks changes nothing
+      const double inside = cost(s, d, m - input, true, false, false);
+      if (inside == kInfeasible) continue;
+      const double total = prefix_ms_[static_cast<size_t>(d)] - prefix_ms_[static_cast<size_t>(s)] +
+                           inside + cost(d, e, m - input, false, top, true);
+      if (total < best) {
+        best = total;
+        choice = d;
+      }
+    }
+    entry = {static_cast<float>(best), static_cast<int32_t>(choice)};
+    return static_cast<double>(entry.cost);
+  }
+
+  std::vector<Item> build(int64_t s, int64_t e, int m, bool counted, bool top, bool whole) {
+    std::vector<Item> items;
+    while (s < e) {
+      cost(s, e, m, counted, top, whole);
+      const Entry& entry = memo_[index(s, e, m, counted, top, whole)];
+      if (entry.choice < 0) {
+        items.push_back({s, s + 1, false, false, {}});
+        m -= units_of(plain_kept(block(s), counted, s == blocks_ - 1));
+        counted = block(s).keeps_output;
+        ++s;
+      } else {
+        const int64_t d = entry.choice;
+        const int input = counted ? 0 : units_of(block(s).input_bytes);
+        items.push_back({s, d, true, false, build(s, d, m - input, true, false, false)});
+        m -= input;
+        counted = false;
+        s = d;
+      }
+      whole = true;
+    }
+    return items;
+  }
+
+  const StepProfile& prof_;
+  int64_t blocks_;
+  int64_t unit_ = 1;
+  int units_ = 0;
+  std::vector<double> prefix_ms_;
+  std::vector<Entry> memo_;
+};
+
+// The smallest budget any schedule fits: a bisection over budgets, since a
+// schedule that fits one budget fits every larger one.
+int64_t minimum_feasible(const StepProfile& prof, int resolution) {
+  int64_t hi =
+      predict_peak(prof, CheckpointSchedule{[&] {
+                     std::vector<Item> plain;
+                     for (int64_t i = 0; i < static_cast<int64_t>(prof.blocks.size()); ++i) {
+                       plain.push_back({i, i + 1, false, false, {}});
+                     }
+                     return plain;
+                   }()});
+  int64_t lo = 0;
+  while (hi - lo > std::max<int64_t>(1, hi / 1000)) {
+    const int64_t mid = lo + (hi - lo) / 2;
+    (Planner(prof, mid, resolution).solve() ? hi : lo) = mid;
+  }
+  return hi;
+}
+
+}  // namespace
+
+StepProfile profile_blocks(const std::vector<Block>& blocks, const Tensor& x) {
+  REMAT_CHECK(GradMode::is_enabled(), "profile_blocks: needs grad mode (it records each block)");
+  StepProfile prof;
+  prof.input_shape = x.shape();
+  prof.dtype = x.dtype();
+  prof.device = x.device();
+  // The profile is not a step: it leaves the random stream and the
+  // BatchNorm running statistics where the real forward will find them.
+  const PhiloxState generator = generator_state();
+  ops::ReplaySideEffectsScope no_side_effects;
+  memory::TagScope tag("profile");
+  Tensor current = x;
+  for (const Block& block : blocks) prof.blocks.push_back(profile_one(block, current));
+  set_generator_state(generator);
+  return prof;
+}
+
+int64_t predict_peak(const StepProfile& profile, const CheckpointSchedule& schedule) {
+  check_covers(profile, schedule);
+  if (profile.blocks.empty()) return 0;
+  // The stack's output is alive through all of backward: the caller holds it.
+  return profile.blocks.back().output_bytes + level_peak(profile, schedule.items, true, 0);
+}
+
+double predict_recompute_ms(const StepProfile& profile, const CheckpointSchedule& schedule) {
+  check_covers(profile, schedule);
+  return level_recompute_ms(profile, schedule.items);
+}
+
+CheckpointSchedule plan_for_budget(const StepProfile& profile, int64_t bytes, int resolution) {
+  REMAT_CHECK(resolution >= 1, "plan_for_budget: resolution must be >= 1, got {}", resolution);
+  if (profile.blocks.empty()) return {};
+  if (bytes > 0) {
+    if (std::optional<CheckpointSchedule> s = Planner(profile, bytes, resolution).solve()) {
+      return *s;
+    }
+  }
+  const int64_t minimum = minimum_feasible(profile, resolution);
+  throw Error(fmt::format(
+      "checkpoint budget of {} bytes ({:.1f} MiB) is below what {} blocks need under any "
+      "schedule: the smallest feasible budget is {} bytes ({:.1f} MiB)",
+      bytes, static_cast<double>(bytes) / (1 << 20), profile.blocks.size(), minimum,
+      static_cast<double>(minimum) / (1 << 20)));
+}
+
+}  // namespace remat

@@ -1,0 +1,269 @@
+// Checkpointing under a memory budget: schedules of the named plans, the
+// estimator against the allocator on three models, the planner against brute
+// force, and budget plans end to end (docs/checkpointing.md, "Planning for a
+// budget").
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <random>
+
+#include "remat/remat.h"
+#include "support/error_message.h"
+
+using namespace remat;
+using remat::testing::error_message;
+using Item = CheckpointSchedule::Item;
+using Blocks = std::vector<std::function<Tensor(const Tensor&)>>;
+
+namespace {
+
+// ---- synthetic chains and every schedule of them ----------------------------------
+
+StepProfile random_chain(std::mt19937& rng, int blocks, int64_t unit) {
+  std::uniform_int_distribution<int64_t> size(1, 12);
+  std::uniform_int_distribution<int> coin(0, 1);
+  std::uniform_real_distribution<double> ms(0.5, 4.0);
+  StepProfile p;
+  int64_t x = size(rng) * unit;
+  for (int i = 0; i < blocks; ++i) {
+    BlockProfile b;
+    b.forward_ms = ms(rng);
+    b.input_bytes = x;
+    x = size(rng) * unit;
+    b.output_bytes = x;
+    b.kept_bytes = size(rng) * unit * 2;
+    b.keeps_input = coin(rng) == 1;
+    b.keeps_output = coin(rng) == 1;
+    b.forward_peak = b.kept_bytes + b.output_bytes + size(rng) * unit;
+    b.backward_peak = b.output_bytes + b.input_bytes + size(rng) * unit;
+    p.blocks.push_back(b);
+  }
+  return p;
+}
+
+// Every level over [begin, end): sequences of plain blocks and segments, each
+// segment's contents again any level (but not one segment of exactly the
+// same blocks, which changes nothing).
+std::vector<std::vector<Item>> all_levels(int64_t begin, int64_t end, bool whole_ok) {
+  if (begin == end) return {{}};
+  std::vector<std::vector<Item>> out;
+  for (const auto& rest : all_levels(begin + 1, end, true)) {
+    std::vector<Item> level{{begin, begin + 1, false, false, {}}};
+    level.insert(level.end(), rest.begin(), rest.end());
+    out.push_back(std::move(level));
+  }
+  for (int64_t d = begin + 1; d <= end; ++d) {
+    if (d == end && !whole_ok) continue;
+    for (const auto& inside : all_levels(begin, d, false)) {
+      for (const auto& rest : all_levels(d, end, true)) {
+        std::vector<Item> level{{begin, d, true, false, inside}};
+        level.insert(level.end(), rest.begin(), rest.end());
+        out.push_back(std::move(level));
+      }
+    }
+  }
+  return out;
+}
+
+// Every one-level schedule: consecutive groups, each a segment or plain blocks.
+std::vector<std::vector<Item>> one_level_schedules(int64_t blocks) {
+  std::vector<std::vector<Item>> out{{}};
+  for (int64_t i = 0; i < blocks; ++i) {
+    std::vector<std::vector<Item>> next;
+    for (const auto& s : out) {
+      auto plain = s;
+      plain.push_back({i, i + 1, false, false, {}});
+      next.push_back(std::move(plain));
+      auto alone = s;
+      alone.push_back({i, i + 1, true, false, {{i, i + 1, false, false, {}}}});
+      next.push_back(std::move(alone));
+      if (!s.empty() && s.back().segment) {  // grow the last segment by block i
+        auto grown = s;
+        grown.back().end = i + 1;
+        grown.back().children.push_back({i, i + 1, false, false, {}});
+        next.push_back(std::move(grown));
+      }
+    }
+    out = std::move(next);
+  }
+  return out;
+}
+
+struct Best {
+  double ms = INFINITY;
+  int64_t min_peak = INT64_MAX;
+};
+
+Best brute_force(const StepProfile& p, const std::vector<std::vector<Item>>& schedules,
+                 int64_t budget) {
+  Best best;
+  for (const auto& items : schedules) {
+    const CheckpointSchedule s{items};
+    const int64_t peak = predict_peak(p, s);
+    best.min_peak = std::min(best.min_peak, peak);
+    if (peak <= budget) best.ms = std::min(best.ms, predict_recompute_ms(p, s));
+  }
+  return best;
+}
+
+}  // namespace
+
+TEST(BudgetPlanner, NamedPlansAreSchedules) {
+  EXPECT_EQ(CheckpointPlan::parse("none").schedule(3).describe(),
+            "block 0: plain\nblock 1: plain\nblock 2: plain\n");
+  EXPECT_EQ(CheckpointPlan::parse("nested").schedule(4).describe(),
+            "block 0: segment [0-1] > [0-0]\nblock 1: segment [0-1] > [1-1]\n"
+            "block 2: segment [2-3] > [2-2]\nblock 3: segment [2-3] > [3-3]\n");
+  EXPECT_EQ(CheckpointPlan::parse("sqrt").schedule(5).items.size(), 2u);
+  EXPECT_EQ(CheckpointPlan::parse("sqrt").schedule(5).items[0].end, 3);
+  for (const char* name :
+       {"none", "block", "every-3", "alternate", "sqrt", "selective", "nested"}) {
+    EXPECT_NO_THROW(CheckpointPlan::parse(name).schedule(7).validate(7)) << name;
+  }
+  CheckpointSchedule gap{{{0, 1, false, false, {}}, {2, 3, false, false, {}}}};
+  EXPECT_NE(error_message([&] { gap.validate(3); }).find("block 1"), std::string::npos);
+}
+
+TEST(BudgetPlanner, ParsesSizes) {
+  EXPECT_EQ(parse_bytes("512MiB"), int64_t{512} << 20);
+  EXPECT_EQ(parse_bytes("2GiB"), int64_t{2} << 30);
+  EXPECT_EQ(parse_bytes("1500"), 1500);
+  EXPECT_EQ(parse_bytes("3MB"), 3000000);
+  EXPECT_EQ(CheckpointPlan::parse("budget:64KiB").budget_bytes, 65536);
+  EXPECT_EQ(CheckpointPlan::parse("budget:64KiB").name(), "budget:65536");
+  for (const char* bad : {"", "MiB", "12XB", "-5", "1.5GiB", "99999999999999GiB"}) {
+    EXPECT_THROW(parse_bytes(bad), Error) << bad;
+  }
+  EXPECT_THROW(CheckpointPlan::parse("budget:0"), Error);
+}
+
+// The planner is optimal: over every schedule of chains of up to 6 blocks
+// (every nesting), its schedule fits and costs exactly the least recompute of
+// any schedule that fits; below the smallest feasible budget it says so.
+TEST(BudgetPlanner, IsOptimalAgainstEveryScheduleOfSmallChains) {
+  std::mt19937 rng(7);
+  const int64_t unit = 1024;
+  for (int blocks = 1; blocks <= 6; ++blocks) {
+    const auto schedules = all_levels(0, blocks, true);
+    for (int trial = 0; trial < 4; ++trial) {
+      const StepProfile p = random_chain(rng, blocks, unit);
+      const Best floor = brute_force(p, schedules, 0);
+      for (double fraction : {0.0, 0.3, 0.6, 1.0}) {
+        const int64_t none = predict_peak(p, CheckpointPlan::parse("none").schedule(blocks));
+        const int64_t budget =
+            floor.min_peak +
+            static_cast<int64_t>(fraction * static_cast<double>(none)) / unit * unit;
+        const Best best = brute_force(p, schedules, budget);
+        // Sizes are whole units of budget / resolution: no rounding.
+        const auto resolution = static_cast<int>(budget / unit);
+        const CheckpointSchedule s = plan_for_budget(p, budget, resolution);
+        EXPECT_LE(predict_peak(p, s), budget);
+        EXPECT_NEAR(predict_recompute_ms(p, s), best.ms, 1e-4)
+            << blocks << " blocks, budget " << budget;
+      }
+      const std::string msg = error_message([&] {
+        plan_for_budget(p, floor.min_peak - unit, static_cast<int>(floor.min_peak / unit));
+      });
+      EXPECT_NE(msg.find("smallest feasible budget"), std::string::npos) << msg;
+    }
+  }
+}
+
+// On longer chains, against every one-level schedule (every subset of blocks
+// as segment boundaries, each group checkpointed or not): the planner, which
+// may also nest, never does worse.
+TEST(BudgetPlanner, BeatsEveryOneLevelScheduleOfTwelveBlocks) {
+  std::mt19937 rng(11);
+  const int64_t unit = 1024;
+  const int blocks = 12;
+  const auto schedules = one_level_schedules(blocks);
+  for (int trial = 0; trial < 2; ++trial) {
+    const StepProfile p = random_chain(rng, blocks, unit);
+    const Best floor = brute_force(p, schedules, 0);
+    const int64_t none = predict_peak(p, CheckpointPlan::parse("none").schedule(blocks));
+    for (double fraction : {0.0, 0.25, 0.5, 1.0}) {
+      const int64_t budget =
+          floor.min_peak +
+          static_cast<int64_t>(fraction * static_cast<double>(none - floor.min_peak)) / unit * unit;
+      const Best best = brute_force(p, schedules, budget);
+      const CheckpointSchedule s = plan_for_budget(p, budget, static_cast<int>(budget / unit));
+      EXPECT_LE(predict_peak(p, s), budget);
+      EXPECT_LE(predict_recompute_ms(p, s), best.ms + 1e-4) << "budget " << budget;
+    }
+  }
+}
+
+// ---- the estimator against the allocator ----------------------------------------------
+
+namespace {
+
+struct Stack {
+  std::string name;
+  std::shared_ptr<nn::Sequential> blocks;
+  Tensor x;
+};
+
+Stack mlp_stack() {
+  manual_seed(1);
+  auto seq = std::make_shared<nn::Sequential>();
+  for (int i = 0; i < 8; ++i) {
+    auto block = std::make_shared<nn::Sequential>();
+    block->push_back(std::make_shared<nn::Linear>(128, 512));
+    block->push_back(std::make_shared<nn::GELU>());
+    block->push_back(std::make_shared<nn::Linear>(512, 128));
+    block->push_back(std::make_shared<nn::Dropout>(0.1));
+    seq->push_back(block);
+  }
+  return {"mlp", seq, randn({256, 128})};
+}
+
+Stack transformer_stack() {
+  manual_seed(2);
+  auto seq = std::make_shared<nn::Sequential>();
+  for (int i = 0; i < 6; ++i) {
+    seq->push_back(std::make_shared<nn::TransformerBlock>(64, 4, true, 0.1));
+  }
+  return {"transformer", seq, randn({2, 64, 64})};
+}
+
+Stack resnet_stack() {
+  manual_seed(3);
+  auto seq = std::make_shared<nn::Sequential>();
+  for (int i = 0; i < 6; ++i) seq->push_back(std::make_shared<nn::BasicBlock>(16, 16));
+  return {"resnet", seq, randn({4, 16, 16, 16})};
+}
+
+// One forward and backward of the stack, seeded with ones as the profile
+// seeds; returns the allocator's peak above what was alive before.
+int64_t measured_peak(const Stack& s, const CheckpointPlan& plan) {
+  for (const Tensor& p : s.blocks->parameters()) {
+    if (p.grad().defined()) p.grad().zero_();
+  }
+  Tensor x = s.x.detach();
+  x.requires_grad_();
+  memory::reset_peak_stats(kCPU);
+  const int64_t before = memory::stats(kCPU).allocated_bytes.current;
+  {
+    Tensor h = checkpoint_blocks(s.blocks->functions(), x, plan);
+    backward(h, ones_like(h));
+  }
+  return memory::stats(kCPU).allocated_bytes.peak - before;
+}
+
+}  // namespace
+
+TEST(BudgetEstimator, PredictsTheMeasuredPeakOfEveryNamedPlan) {
+  for (const Stack& s : {mlp_stack(), transformer_stack(), resnet_stack()}) {
+    measured_peak(s, CheckpointPlan::parse("none"));  // gradients exist from here on
+    const StepProfile profile = profile_blocks(s.blocks->functions(), s.x);
+    const auto blocks = static_cast<int64_t>(s.blocks->size());
+    for (const char* name : {"none", "block", "every-2", "alternate", "sqrt", "nested"}) {
+      const CheckpointPlan plan = CheckpointPlan::parse(name);
+      const auto measured = static_cast<double>(measured_peak(s, plan));
+      const auto predicted = static_cast<double>(predict_peak(profile, plan.schedule(blocks)));
+      std::printf("%-12s %-10s measured %8.1f KiB predicted %8.1f KiB (%+.1f%%)\n", s.name.c_str(),
+                  name, measured / 1024, predicted / 1024, 100 * (predicted / measured - 1));
+      EXPECT_NEAR(predicted, measured, 0.05 * measured) << s.name << " " << name;
+    }
+  }
+}
