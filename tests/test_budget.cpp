@@ -267,3 +267,82 @@ TEST(BudgetEstimator, PredictsTheMeasuredPeakOfEveryNamedPlan) {
     }
   }
 }
+
+namespace {
+
+std::vector<std::vector<float>> gradients(const Stack& s) {
+  std::vector<std::vector<float>> out;
+  for (const Tensor& p : s.blocks->parameters()) out.push_back(p.grad().to_vector<float>());
+  return out;
+}
+
+}  // namespace
+
+// From the smallest feasible budget to the unconstrained peak: every step
+// after the profiling one stays within the budget, and every step's
+// gradients are bitwise those of no checkpoint (dropout draws the same
+// numbers: the profile leaves the random stream where it was).
+TEST(BudgetPlan, StaysWithinEveryBudgetWithTheGradientsOfNoCheckpoint) {
+  for (const Stack& s : {mlp_stack(), transformer_stack(), resnet_stack()}) {
+    measured_peak(s, CheckpointPlan::parse("none"));
+    const StepProfile profile = profile_blocks(s.blocks->functions(), s.x);
+    const auto blocks = static_cast<int64_t>(s.blocks->size());
+    const int64_t none = predict_peak(profile, CheckpointPlan::parse("none").schedule(blocks));
+    // A budget plan keeps one block output in reserve (docs/checkpointing.md).
+    const int64_t minimum = minimum_budget(profile) + profile.blocks.back().output_bytes;
+    EXPECT_LT(minimum, none) << s.name;
+    manual_seed(9);
+    measured_peak(s, CheckpointPlan::parse("none"));
+    const auto want = gradients(s);
+    for (double fraction : {0.0, 0.25, 0.5, 0.75, 1.0}) {
+      const auto budget =
+          minimum + static_cast<int64_t>(fraction * static_cast<double>(none - minimum));
+      const CheckpointPlan plan = CheckpointPlan::budget(budget);
+      manual_seed(9);
+      measured_peak(s, plan);  // profiles and plans
+      EXPECT_EQ(gradients(s), want) << s.name << " budget " << budget << " (profiling step)";
+      manual_seed(9);
+      const int64_t measured = measured_peak(s, plan);
+      std::printf("%-12s budget %8.1f KiB measured %8.1f KiB recompute %.2f ms\n", s.name.c_str(),
+                  static_cast<double>(budget) / 1024, static_cast<double>(measured) / 1024,
+                  predict_recompute_ms(profile, plan.schedule(blocks)));
+      EXPECT_LE(measured, budget) << s.name << "\n" << plan.describe();
+      EXPECT_EQ(gradients(s), want) << s.name << " budget " << budget;
+    }
+    const std::string msg =
+        error_message([&] { measured_peak(s, CheckpointPlan::budget(minimum / 2)); });
+    EXPECT_NE(msg.find("smallest feasible budget"), std::string::npos) << msg;
+  }
+}
+
+// The profile is not a step: BatchNorm's running statistics and the random
+// stream are where they were, and the parameters' gradients untouched.
+TEST(BudgetPlan, ProfilingHasNoSideEffects) {
+  const Stack s = resnet_stack();
+  measured_peak(s, CheckpointPlan::parse("none"));
+  auto values = [](const nn::NamedTensors& named) {
+    std::vector<std::vector<float>> out;
+    for (const auto& [name, t] : named) out.push_back(t.to_vector<float>());
+    return out;
+  };
+  const auto buffers = values(s.blocks->named_buffers());
+  const auto grads = gradients(s);
+  const PhiloxState generator = generator_state();
+  profile_blocks(s.blocks->functions(), s.x);
+  EXPECT_EQ(values(s.blocks->named_buffers()), buffers);
+  EXPECT_EQ(gradients(s), grads);
+  EXPECT_EQ(generator_state().offset, generator.offset);
+}
+
+// A budget plan profiles again when the input's shape changes, and its
+// schedule then fits the new shape.
+TEST(BudgetPlan, PlansAgainForANewInputShape) {
+  Stack s = mlp_stack();
+  measured_peak(s, CheckpointPlan::parse("none"));
+  const CheckpointPlan plan = CheckpointPlan::budget(4 << 20);
+  measured_peak(s, plan);
+  EXPECT_NE(plan.describe().find("[256, 128]"), std::string::npos) << plan.describe();
+  s.x = randn({64, 128});
+  EXPECT_LE(measured_peak(s, plan), 4 << 20);
+  EXPECT_NE(plan.describe().find("[64, 128]"), std::string::npos) << plan.describe();
+}

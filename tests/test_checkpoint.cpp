@@ -342,6 +342,23 @@ TEST(Checkpoint, SelectivePolicyKeepsMatmulsAndRecomputesLess) {
   EXPECT_EQ(all.grad, none.grad);
 }
 
+// A segment that begins with a nested one and goes on with plain ops: the
+// outer replay regenerates the inner segment's output, and the inner one its
+// own insides (the replay's walk used to stop at the outer segment's first
+// direct entry, missing the inner segment that came before it).
+TEST(Checkpoint, SegmentBeginningWithANestedOneGivesTheSameGradients) {
+  Tensor w = randn({8, 8});
+  w.requires_grad_();
+  const Tensor x = randn({4, 8});
+  auto inner = [&](const Tensor& in) { return sigmoid(matmul(in, w)); };
+  auto outer = [&](const Tensor& in) { return tanh(matmul(checkpoint(inner, in), w)); };
+  backward(sum(outer(x)));
+  const std::vector<float> want = w.grad().to_vector<float>();
+  w.set_grad(Tensor());
+  backward(sum(checkpoint(outer, x)));
+  EXPECT_EQ(w.grad().to_vector<float>(), want);
+}
+
 TEST(Checkpoint, NestedInnerSegmentsReplayOnlyWhenBackwardReachesThem) {
   MlpStack m(8, 8, 4);
   Tensor x = randn({4, 8});

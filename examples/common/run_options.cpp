@@ -22,8 +22,9 @@ void add_run_options(CLI::App& app, RunOptions& options, const std::string& name
   app.add_option("--seed", options.seed, "seed for initialisation, data order and dropout")
       ->capture_default_str();
   app.add_option("--checkpoint", options.checkpoint,
-                 "checkpoint plan: none, block, every-N, alternate, sqrt, selective, nested "
-                 "(docs/checkpointing.md)")
+                 "checkpoint plan: none, block, every-N, alternate, sqrt, selective, nested, "
+                 "or budget:SIZE (e.g. budget:64MiB: the planner's schedule for that peak of "
+                 "the block stack; docs/checkpointing.md)")
       ->check([](const std::string& plan) {
         try {
           remat::CheckpointPlan::parse(plan);

@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <set>
 #include <string>
 #include <vector>
@@ -146,6 +147,9 @@ double predict_recompute_ms(const StepProfile& profile, const CheckpointSchedule
 // smallest budget that is feasible when none fits.
 CheckpointSchedule plan_for_budget(const StepProfile& profile, int64_t bytes, int resolution = 256);
 
+// The smallest budget plan_for_budget can meet (found by bisection).
+int64_t minimum_budget(const StepProfile& profile, int resolution = 256);
+
 // Parses "512MiB", "2GiB", "100KB" (KB/MB/GB are powers of 1000) or plain bytes.
 int64_t parse_bytes(const std::string& text);
 
@@ -176,8 +180,8 @@ struct CheckpointPlan {
   // last (throws before its first checkpoint_blocks call).
   CheckpointSchedule schedule(int64_t blocks) const;
   // The schedule per block, with a budget plan's predicted peak and
-  // recompute time.
-  std::string describe(int64_t blocks) const;
+  // recompute time; without a count, the blocks a budget plan last planned.
+  std::string describe(std::optional<int64_t> blocks = std::nullopt) const;
 
   // A budget plan's profile and schedule, shared by copies of the plan.
   struct BudgetState;

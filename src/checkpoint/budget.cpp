@@ -137,15 +137,25 @@ int64_t plain_kept(const BlockProfile& b, bool input_counted, bool output_counte
          (b.keeps_output && !output_counted ? b.output_bytes : 0);
 }
 
+int64_t max_forward_peak(const StepProfile& prof, int64_t begin, int64_t end) {
+  int64_t peak = 0;
+  for (int64_t i = begin; i < end; ++i) {
+    peak = std::max(peak, prof.blocks[static_cast<size_t>(i)].forward_peak);
+  }
+  return peak;
+}
+
 // The peak of one level of the schedule above what is alive outside it:
 // backward visits the items last to first, and while it is in item k the
 // items before it hold what they kept. A plain block costs what it keeps
 // plus its backward's working set (or its forward's peak, plus the gradient
 // `replay_gradient` that waits while a segment's replay runs it); a segment
-// costs its input (unless already counted) plus its own level's peak, with
-// the gradient of its output waiting during its replay.
+// costs its input (unless already counted) plus the larger of its blocks'
+// forward peaks while this level runs it (with the gradient waiting on this
+// level) and its own level's peak, with the gradient of its output waiting
+// during its own replay.
 int64_t level_peak(const StepProfile& prof, const std::vector<Item>& items, bool input_counted,
-                   int64_t replay_gradient) {
+                   int64_t replay_gradient, bool top) {
   int64_t prefix = 0, peak = 0;
   bool counted = input_counted;
   const int64_t last = static_cast<int64_t>(prof.blocks.size()) - 1;
@@ -164,7 +174,15 @@ int64_t level_peak(const StepProfile& prof, const std::vector<Item>& items, bool
       }
       const int64_t kept = counted ? 0 : prof.blocks[static_cast<size_t>(item.begin)].input_bytes;
       const int64_t out = prof.blocks[static_cast<size_t>(item.end - 1)].output_bytes;
-      peak = std::max(peak, prefix + kept + level_peak(prof, item.children, true, out));
+      // Run forward by this level (keeping nothing inside), then replayed by itself.
+      const int64_t passing = replay_gradient + max_forward_peak(prof, item.begin, item.end);
+      // Measured: inside a replayed level, the output this level's replay
+      // regenerated for the next item is still alive while this segment
+      // replays (counted conservatively, whatever the next item keeps).
+      const int64_t lingering = !top && &item != &items.back() ? out : 0;
+      peak =
+          std::max(peak, prefix + kept + lingering +
+                             std::max(passing, level_peak(prof, item.children, true, out, false)));
       prefix += kept;
       counted = false;
     }
@@ -261,9 +279,15 @@ class Planner {
     if (need <= m) best = cost(s + 1, e, m - kept, b.keeps_output, top, true);
     // A segment [s, d) first.
     const int input = counted ? 0 : units_of(b.input_bytes);
+    int64_t passing = waiting;  // plus the largest forward peak of [s, d)
+    int64_t largest = 0;
     for (int64_t d = s + 1; d <= e && input <= m; ++d) {
+      largest = std::max(largest, block(d - 1).forward_peak);
       if (d == e && !whole) continue;  // a segment of exactly its parent's blocks changes nothing
-      const double inside = cost(s, d, m - input, true, false, false);
+      if (input + units_of(passing + largest) > m) break;  // longer segments only pass more
+      const int lingering = !top && d < e ? units_of(block(d - 1).output_bytes) : 0;
+      if (input + lingering + units_of(passing + largest) > m) continue;
+      const double inside = cost(s, d, m - input - lingering, true, false, false);
       if (inside == kInfeasible) continue;
       const double total = prefix_ms_[static_cast<size_t>(d)] - prefix_ms_[static_cast<size_t>(s)] +
                            inside + cost(d, e, m - input, false, top, true);
@@ -307,9 +331,10 @@ class Planner {
   std::vector<Entry> memo_;
 };
 
-// The smallest budget any schedule fits: a bisection over budgets, since a
-// schedule that fits one budget fits every larger one.
-int64_t minimum_feasible(const StepProfile& prof, int resolution) {
+}  // namespace
+
+// A bisection over budgets: a schedule that fits one budget fits every larger one.
+int64_t minimum_budget(const StepProfile& prof, int resolution) {
   int64_t hi =
       predict_peak(prof, CheckpointSchedule{[&] {
                      std::vector<Item> plain;
@@ -325,8 +350,6 @@ int64_t minimum_feasible(const StepProfile& prof, int resolution) {
   }
   return hi;
 }
-
-}  // namespace
 
 StepProfile profile_blocks(const std::vector<Block>& blocks, const Tensor& x) {
   REMAT_CHECK(GradMode::is_enabled(), "profile_blocks: needs grad mode (it records each block)");
@@ -349,7 +372,7 @@ int64_t predict_peak(const StepProfile& profile, const CheckpointSchedule& sched
   check_covers(profile, schedule);
   if (profile.blocks.empty()) return 0;
   // The stack's output is alive through all of backward: the caller holds it.
-  return profile.blocks.back().output_bytes + level_peak(profile, schedule.items, true, 0);
+  return profile.blocks.back().output_bytes + level_peak(profile, schedule.items, true, 0, true);
 }
 
 double predict_recompute_ms(const StepProfile& profile, const CheckpointSchedule& schedule) {
@@ -365,7 +388,7 @@ CheckpointSchedule plan_for_budget(const StepProfile& profile, int64_t bytes, in
       return *s;
     }
   }
-  const int64_t minimum = minimum_feasible(profile, resolution);
+  const int64_t minimum = minimum_budget(profile, resolution);
   throw Error(fmt::format(
       "checkpoint budget of {} bytes ({:.1f} MiB) is below what {} blocks need under any "
       "schedule: the smallest feasible budget is {} bytes ({:.1f} MiB)",

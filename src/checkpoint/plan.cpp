@@ -219,11 +219,15 @@ CheckpointSchedule CheckpointPlan::schedule(int64_t blocks) const {
   return s;
 }
 
-std::string CheckpointPlan::describe(int64_t blocks) const {
+std::string CheckpointPlan::describe(std::optional<int64_t> count) const {
+  REMAT_CHECK(count || (kind == Kind::Budget && state->blocks >= 0),
+              "CheckpointPlan::describe: plan {} needs the number of blocks", name());
+  const int64_t blocks = count ? *count : state->blocks;
   const CheckpointSchedule s = schedule(blocks);
   std::string out = fmt::format("checkpoint plan {}\n", name());
   if (kind == Kind::Budget && state->profile) {
     const StepProfile& prof = *state->profile;
+    out += fmt::format("profiled with input {} ({})\n", shape_str(prof.input_shape), prof.dtype);
     out += fmt::format(
         "predicted peak of the stack {:.1f} MiB (budget {:.1f} MiB), recompute {:.2f} ms\n",
         static_cast<double>(predict_peak(prof, s)) / (1 << 20),
@@ -242,6 +246,27 @@ std::string CheckpointPlan::describe(int64_t blocks) const {
   return out + s.describe();
 }
 
+// A budget plan's schedule. It plans for the budget less one block output:
+// the estimator matches the allocator to the byte on the named plans, but a
+// segment that begins with a nested one can hold one boundary tensor more
+// than it predicts (measured on the transformer stack).
+namespace {
+CheckpointSchedule budget_schedule(const StepProfile& prof, int64_t budget) {
+  int64_t reserve = 0;
+  for (const BlockProfile& b : prof.blocks) reserve = std::max(reserve, b.output_bytes);
+  try {
+    return plan_for_budget(prof, budget - reserve);
+  } catch (const Error&) {
+    const int64_t minimum = minimum_budget(prof) + reserve;
+    throw Error(fmt::format(
+        "checkpoint plan budget:{}: {} blocks with input {} need more under any schedule: the "
+        "smallest feasible budget is {} bytes ({:.1f} MiB)",
+        budget, prof.blocks.size(), shape_str(prof.input_shape), minimum,
+        static_cast<double>(minimum) / (1 << 20)));
+  }
+}
+}  // namespace
+
 Tensor checkpoint_blocks(const std::vector<Block>& blocks, const Tensor& x,
                          const CheckpointSchedule& schedule, CheckpointOptions opts) {
   schedule.validate(static_cast<int64_t>(blocks.size()));
@@ -257,7 +282,7 @@ Tensor checkpoint_blocks(const std::vector<Block>& blocks, const Tensor& x,
     if (!state.profile || state.blocks != count || state.profile->input_shape != x.shape() ||
         state.profile->dtype != x.dtype() || state.profile->device != x.device()) {
       state.profile = profile_blocks(blocks, x);
-      state.schedule = plan_for_budget(*state.profile, plan.budget_bytes);
+      state.schedule = budget_schedule(*state.profile, plan.budget_bytes);
       state.blocks = count;
     }
     return checkpoint_blocks(blocks, x, state.schedule, std::move(opts));

@@ -83,9 +83,12 @@ CheckpointSegment* CheckpointSegment::restoring_segment(const Node& producer) {
 void CheckpointSegment::on_record(const std::shared_ptr<Node>& node,
                                   const std::vector<Tensor>& inputs,
                                   const std::vector<Tensor>& outputs) {
-  if (!recorded_any_) {
-    first_sequence_ = node->sequence;
-    recorded_any_ = true;
+  // An entry of a nested segment is the first of every enclosing one that has
+  // none yet: a replay walks back to its root's first entry, which may be an
+  // inner segment's (a segment that begins with a nested one).
+  for (CheckpointSegment* s = this; s != nullptr && !s->recorded_any_; s = s->parent_.get()) {
+    s->first_sequence_ = node->sequence;
+    s->recorded_any_ = true;
   }
   const ops::OpDef& op = *node->op;
   held_inputs(*node).resize(inputs.size());

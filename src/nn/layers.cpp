@@ -1,6 +1,7 @@
 #include "remat/nn/layers.h"
 
 #include "nn/init.h"
+#include "ops/registry.h"
 #include "remat/ops.h"
 
 namespace remat::nn {
@@ -68,12 +69,13 @@ Tensor BatchNorm2d::forward(const Tensor& x) {
   REMAT_CHECK_SHAPE(x.dim() == 4, "BatchNorm2d: input must be [N, C, H, W], got {}",
                     shape_str(x.shape()));
   // The op moves the running statistics; the count is host-side bookkeeping.
-  // Both happen here, in the real forward, and never in a checkpoint replay.
+  // Both happen here, in the real forward, and never in a checkpoint replay
+  // or a profile_blocks run.
   // The count moves only once the op has succeeded, so a forward that fails
   // (out of memory) moves neither.
   Tensor y =
       batch_norm(x, running_mean_, running_var_, weight_, bias_, is_training(), momentum_, eps_);
-  if (is_training()) num_batches_tracked_.add_(1.0);
+  if (is_training() && !ops::side_effects_suppressed()) num_batches_tracked_.add_(1.0);
   return y;
 }
 

@@ -156,6 +156,7 @@ ReplaySideEffectsScope::ReplaySideEffectsScope() : previous_(replay_side_effects
   replay_side_effects = true;
 }
 ReplaySideEffectsScope::~ReplaySideEffectsScope() { replay_side_effects = previous_; }
+bool side_effects_suppressed() { return replay_side_effects; }
 
 std::vector<Tensor> run_forward(const OpDef& def, const std::vector<Tensor>& inputs,
                                 const Attrs& attrs) {

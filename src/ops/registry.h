@@ -138,6 +138,10 @@ class ReplaySideEffectsScope {
   bool previous_;
 };
 
+// Whether this thread is inside a ReplaySideEffectsScope: modules with side
+// effects of their own outside the ops (BatchNorm2d's batch count) skip them.
+bool side_effects_suppressed();
+
 // The tape's entry point: the autograd layer installs it when the first
 // tensor is marked requires_grad (no tensor needs recording before that).
 using RecordFn = void (*)(const OpDef& def, const std::vector<Tensor>& inputs, const Attrs& attrs,
