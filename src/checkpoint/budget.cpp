@@ -177,9 +177,10 @@ int64_t level_peak(const StepProfile& prof, const std::vector<Item>& items, bool
       // Run forward by this level (keeping nothing inside), then replayed by itself.
       const int64_t passing = replay_gradient + max_forward_peak(prof, item.begin, item.end);
       // Measured: inside a replayed level, the output this level's replay
-      // regenerated for the next item is still alive while this segment
-      // replays (counted conservatively, whatever the next item keeps).
-      const int64_t lingering = !top && &item != &items.back() ? out : 0;
+      // regenerated for a plain next item is still alive while this segment
+      // replays (a segment next holds it as its input instead).
+      const bool plain_next = &item != &items.back() && !(&item + 1)->segment;
+      const int64_t lingering = !top && plain_next ? out : 0;
       peak =
           std::max(peak, prefix + kept + lingering +
                              std::max(passing, level_peak(prof, item.children, true, out, false)));
@@ -228,14 +229,14 @@ class Planner {
       prefix_ms_[static_cast<size_t>(i) + 1] =
           prefix_ms_[static_cast<size_t>(i)] + prof.blocks[static_cast<size_t>(i)].forward_ms;
     }
-    memo_.assign(index(blocks_, blocks_, units_, true, true, true) + 1, Entry{});
+    memo_.assign(index(blocks_, blocks_, units_, true, true, true, kSegmentFirst) + 1, Entry{});
   }
 
   // The schedule, or nullopt when none fits. The stack's output is alive
   // through all of backward (the caller holds it).
   std::optional<CheckpointSchedule> solve() {
     const int m = units_ - units_of(block(blocks_ - 1).output_bytes);
-    if (cost(0, blocks_, m, true, true, true) == kInfeasible) return std::nullopt;
+    if (cost(0, blocks_, m, true, true, true, kAnyFirst) == kInfeasible) return std::nullopt;
     CheckpointSchedule schedule;
     schedule.items = build(0, blocks_, m, true, true, true);
     return schedule;
@@ -243,80 +244,96 @@ class Planner {
 
  private:
   static constexpr double kInfeasible = std::numeric_limits<double>::infinity();
+  // What the level's first item may be: a segment's cost depends on whether
+  // a plain item follows it (see level_peak), so the choice of a segment
+  // also fixes the kind of the item after it.
+  enum First : int { kAnyFirst, kPlainFirst, kSegmentFirst };
   struct Entry {
-    float cost = -1;      // < 0: not computed
-    int32_t choice = -1;  // -1: plain first block; d: a segment [s, d)
+    float cost = -1;         // < 0: not computed
+    int32_t choice = -1;     // -1: plain first block; d: a segment [s, d)
+    First next = kAnyFirst;  // after a segment: the kind of the item at d
   };
 
   int units_of(int64_t bytes) const { return static_cast<int>((bytes + unit_ - 1) / unit_); }
   const BlockProfile& block(int64_t i) const { return prof_.blocks[static_cast<size_t>(i)]; }
 
-  size_t index(int64_t s, int64_t e, int m, bool counted, bool top, bool whole) const {
+  size_t index(int64_t s, int64_t e, int m, bool counted, bool top, bool whole, First first) const {
     const auto b = static_cast<size_t>(blocks_ + 1);
-    return ((((static_cast<size_t>(s) * b + static_cast<size_t>(e)) *
-                  (static_cast<size_t>(units_) + 1) +
-              static_cast<size_t>(m)) *
-                 2 +
-             counted) *
-                2 +
-            top) *
-               2 +
-           whole;
+    size_t i = static_cast<size_t>(s) * b + static_cast<size_t>(e);
+    i = i * (static_cast<size_t>(units_) + 1) + static_cast<size_t>(m);
+    i = ((i * 2 + counted) * 2 + top) * 2 + whole;
+    return i * 3 + static_cast<size_t>(first);
   }
 
-  double cost(int64_t s, int64_t e, int m, bool counted, bool top, bool whole) {
+  double cost(int64_t s, int64_t e, int m, bool counted, bool top, bool whole, First first) {
     if (s == e) return 0;
     if (m < 0) return kInfeasible;
-    Entry& entry = memo_[index(s, e, m, counted, top, whole)];
+    Entry& entry = memo_[index(s, e, m, counted, top, whole, first)];
     if (entry.cost >= 0) return static_cast<double>(entry.cost);
     double best = kInfeasible;
     int64_t choice = -1;
+    First next_kind = kAnyFirst;
     const int64_t waiting = top ? 0 : block(e - 1).output_bytes;
     // A plain first block.
     const BlockProfile& b = block(s);
     const int kept = units_of(plain_kept(b, counted, s == blocks_ - 1));
     const int need = std::max(units_of(waiting + b.forward_peak), kept + units_of(b.backward_peak));
-    if (need <= m) best = cost(s + 1, e, m - kept, b.keeps_output, top, true);
+    if (first != kSegmentFirst && need <= m) {
+      best = cost(s + 1, e, m - kept, b.keeps_output, top, true, kAnyFirst);
+    }
     // A segment [s, d) first.
     const int input = counted ? 0 : units_of(b.input_bytes);
     int64_t passing = waiting;  // plus the largest forward peak of [s, d)
     int64_t largest = 0;
-    for (int64_t d = s + 1; d <= e && input <= m; ++d) {
+    for (int64_t d = s + 1; d <= e && input <= m && first != kPlainFirst; ++d) {
       largest = std::max(largest, block(d - 1).forward_peak);
       if (d == e && !whole) continue;  // a segment of exactly its parent's blocks changes nothing
       if (input + units_of(passing + largest) > m) break;  // longer segments only pass more
-      const int lingering = !top && d < e ? units_of(block(d - 1).output_bytes) : 0;
-      if (input + lingering + units_of(passing + largest) > m) continue;
-      const double inside = cost(s, d, m - input - lingering, true, false, false);
-      if (inside == kInfeasible) continue;
-      const double total = prefix_ms_[static_cast<size_t>(d)] - prefix_ms_[static_cast<size_t>(s)] +
-                           inside + cost(d, e, m - input, false, top, true);
-      if (total < best) {
-        best = total;
-        choice = d;
+      const double forward =
+          prefix_ms_[static_cast<size_t>(d)] - prefix_ms_[static_cast<size_t>(s)];
+      // What follows: nothing, or a plain item (the segment's output lingers
+      // during its replay, below the top level) or a segment.
+      for (First next : d == e ? std::vector<First>{kAnyFirst}
+                               : std::vector<First>{kPlainFirst, kSegmentFirst}) {
+        const int lingering = !top && next == kPlainFirst ? units_of(block(d - 1).output_bytes) : 0;
+        if (input + lingering + units_of(passing + largest) > m) continue;
+        const double inside = cost(s, d, m - input - lingering, true, false, false, kAnyFirst);
+        if (inside == kInfeasible) continue;
+        const double total = forward + inside + cost(d, e, m - input, false, top, true, next);
+        if (total < best) {
+          best = total;
+          choice = d;
+          next_kind = next;
+        }
       }
     }
-    entry = {static_cast<float>(best), static_cast<int32_t>(choice)};
+    entry = {static_cast<float>(best), static_cast<int32_t>(choice), next_kind};
     return static_cast<double>(entry.cost);
   }
 
   std::vector<Item> build(int64_t s, int64_t e, int m, bool counted, bool top, bool whole) {
     std::vector<Item> items;
+    First first = kAnyFirst;
     while (s < e) {
-      cost(s, e, m, counted, top, whole);
-      const Entry& entry = memo_[index(s, e, m, counted, top, whole)];
+      cost(s, e, m, counted, top, whole, first);
+      const Entry entry = memo_[index(s, e, m, counted, top, whole, first)];
       if (entry.choice < 0) {
         items.push_back({s, s + 1, false, false, {}});
         m -= units_of(plain_kept(block(s), counted, s == blocks_ - 1));
         counted = block(s).keeps_output;
         ++s;
+        first = kAnyFirst;
       } else {
         const int64_t d = entry.choice;
         const int input = counted ? 0 : units_of(block(s).input_bytes);
-        items.push_back({s, d, true, false, build(s, d, m - input, true, false, false)});
+        const int lingering =
+            !top && entry.next == kPlainFirst ? units_of(block(d - 1).output_bytes) : 0;
+        items.push_back(
+            {s, d, true, false, build(s, d, m - input - lingering, true, false, false)});
         m -= input;
         counted = false;
         s = d;
+        first = entry.next;
       }
       whole = true;
     }
