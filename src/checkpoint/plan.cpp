@@ -247,9 +247,10 @@ std::string CheckpointPlan::describe(std::optional<int64_t> count) const {
 }
 
 // A budget plan's schedule. It plans for the budget less one block output:
-// the estimator matches the allocator to the byte on the named plans, but a
-// segment that begins with a nested one can hold one boundary tensor more
-// than it predicts (measured on the transformer stack).
+// the estimator matches the allocator to the byte on the named plans, but
+// where a segment of several blocks is followed by a plain block the step
+// holds one boundary tensor more than it predicts (measured on the
+// transformer stack).
 namespace {
 CheckpointSchedule budget_schedule(const StepProfile& prof, int64_t budget) {
   int64_t reserve = 0;
