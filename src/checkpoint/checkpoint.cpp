@@ -1,6 +1,7 @@
 // The public checkpoint API: opens a segment on the tape around fn.
 #include <cmath>
 
+#include "checkpoint/groups.h"
 #include "checkpoint/segment.h"
 #include "ops/registry.h"
 #include "remat/core/grad_mode.h"
@@ -57,20 +58,16 @@ Tensor checkpoint_sequential(const std::vector<std::function<Tensor(const Tensor
   const auto count = static_cast<int64_t>(fns.size());
   REMAT_CHECK(segments >= 1, "checkpoint_sequential: segments must be >= 1, got {}", segments);
   if (count == 0) return x;
-  const int64_t groups = std::min<int64_t>(segments, count);
+  const auto groups = checkpointing::consecutive_groups(count, segments);
   Tensor h = x;
-  int64_t begin = 0;
-  for (int64_t g = 0; g < groups; ++g) {
-    // Spread the remainder over the first groups: sizes differ by at most one.
-    const int64_t end = begin + count / groups + (g < count % groups ? 1 : 0);
-    auto run_group = [&fns, begin, end](const Tensor& in) {
+  for (const auto& [begin, end] : groups) {
+    auto run_group = [&fns, begin = begin, end = end](const Tensor& in) {
       Tensor out = in;
       for (int64_t i = begin; i < end; ++i) out = fns[static_cast<size_t>(i)](out);
       return out;
     };
-    const bool last = g + 1 == groups;
+    const bool last = end == count;
     h = last && !checkpoint_last ? run_group(h) : checkpoint(run_group, h, opts);
-    begin = end;
   }
   return h;
 }

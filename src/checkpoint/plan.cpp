@@ -4,6 +4,7 @@
 #include <limits>
 #include <optional>
 
+#include "checkpoint/groups.h"
 #include "remat/checkpoint.h"
 #include "remat/core/error.h"
 #include "remat/core/grad_mode.h"
@@ -35,19 +36,6 @@ std::vector<Item> plain_run(int64_t begin, int64_t end) {
   return items;
 }
 
-// `groups` consecutive groups of blocks whose sizes differ by at most one,
-// the larger first (as checkpoint_sequential splits).
-std::vector<std::pair<int64_t, int64_t>> groups_of(int64_t blocks, int64_t groups) {
-  std::vector<std::pair<int64_t, int64_t>> out;
-  groups = std::min(groups, blocks);
-  for (int64_t g = 0, begin = 0; g < groups; ++g) {
-    const int64_t end = begin + blocks / groups + (g < blocks % groups ? 1 : 0);
-    out.emplace_back(begin, end);
-    begin = end;
-  }
-  return out;
-}
-
 Tensor run_items(const std::vector<Block>& blocks, const std::vector<Item>& items, const Tensor& x,
                  const CheckpointOptions& opts) {
   Tensor h = x;
@@ -56,8 +44,10 @@ Tensor run_items(const std::vector<Block>& blocks, const std::vector<Item>& item
       h = blocks[static_cast<size_t>(item.begin)](h);
       continue;
     }
+    // Resolved in the registry once, not per segment and step.
+    static const Policy keep_matmuls = Policy::save_ops({"matmul"});
     CheckpointOptions inner = opts;
-    if (item.keep_matmuls) inner.policy = Policy::save_ops({"matmul"});
+    if (item.keep_matmuls) inner.policy = keep_matmuls;
     h = checkpoint([&](const Tensor& in) { return run_items(blocks, item.children, in, opts); }, h,
                    inner);
   }
@@ -199,11 +189,11 @@ CheckpointSchedule CheckpointPlan::schedule(int64_t blocks) const {
         s.items.push_back(i % 2 == 0 ? segment({plain(i)}) : plain(i));
       break;
     case K::Sqrt:
-      for (auto [begin, end] : groups_of(blocks, sqrt_groups))
+      for (auto [begin, end] : checkpointing::consecutive_groups(blocks, sqrt_groups))
         s.items.push_back(segment(plain_run(begin, end)));
       break;
     case K::Nested:
-      for (auto [begin, end] : groups_of(blocks, sqrt_groups)) {
+      for (auto [begin, end] : checkpointing::consecutive_groups(blocks, sqrt_groups)) {
         std::vector<Item> inner;
         for (int64_t i = begin; i < end; ++i) inner.push_back(segment({plain(i)}));
         s.items.push_back(segment(std::move(inner)));
