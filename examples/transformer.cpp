@@ -130,7 +130,7 @@ RunResult train(const Corpus& corpus, const Config& c, const examples::RunOption
     schedule.step();
     const double value = loss.item<double>();
     log.record(value, timer.seconds(), run.batch * c.context);
-    if (step == 0 && plan.kind == remat::CheckpointPlan::Kind::Budget && !run.quiet) {
+    if (step == 1 && plan.kind == remat::CheckpointPlan::Kind::Budget && !run.quiet) {
       fmt::print("{}", plan.describe());
     }
   }

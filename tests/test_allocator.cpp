@@ -661,6 +661,27 @@ TEST(MemoryApi, LimitPeaksCacheAndSnapshotOnCpu) {
   EXPECT_EQ(stats(kCPU).reserved_bytes.peak, base_reserved);
 }
 
+TEST(MemoryApi, PeakWatchesAreIndependentOfResetPeakStatsAndOfEachOther) {
+  const int64_t base = stats(kCPU).allocated_bytes.current;
+  PeakWatch outer(kCPU);
+  EXPECT_EQ(outer.peak(), base);
+  {
+    Allocation a = allocate(kCPU, 4 * kMiB);
+    reset_peak_stats(kCPU);  // the caller's peaks: the watch keeps its own
+  }
+  EXPECT_EQ(outer.peak(), base + 4 * kMiB);
+  EXPECT_EQ(stats(kCPU).allocated_bytes.peak, base + 4 * kMiB);
+  {
+    PeakWatch inner(kCPU);
+    Allocation b = allocate(kCPU, 1 * kMiB);
+    EXPECT_EQ(inner.peak(), base + 1 * kMiB);
+    outer.restart();
+    EXPECT_EQ(outer.peak(), base + 1 * kMiB);
+  }
+  Allocation c = allocate(kCPU, 2 * kMiB);
+  EXPECT_EQ(outer.peak(), base + 2 * kMiB);
+}
+
 TEST(MemoryApi, TimelineOnCpu) {
   enable_timeline(kCPU, true);
   {

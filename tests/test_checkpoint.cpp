@@ -384,6 +384,29 @@ TEST(Checkpoint, RetainGraphReplaysAgainAndGivesTheSameGradients) {
   EXPECT_EQ(checkpoint_stats().segments_replayed, 2 * replays);
 }
 
+// before_replay runs once per backward pass that replays the segment, before
+// anything in it is regenerated, and not in the forward.
+TEST(Checkpoint, BeforeReplayRunsOncePerBackwardBeforeTheReplay) {
+  MlpStack m(3, 8, 6);
+  Tensor x = randn({4, 8});
+  int calls = 0;
+  int64_t replayed_before = -1;
+  CheckpointOptions opts;
+  opts.before_replay = [&] {
+    ++calls;
+    replayed_before = checkpoint_stats().ops_replayed;
+  };
+  reset_checkpoint_stats();
+  Tensor loss = mean(checkpoint_blocks(m.blocks(), x, CheckpointPlan::parse("every-3"), opts));
+  EXPECT_EQ(calls, 0);
+  loss.backward({}, true);
+  EXPECT_EQ(calls, 1);
+  EXPECT_EQ(replayed_before, 0);
+  EXPECT_GT(checkpoint_stats().ops_replayed, 0);
+  loss.backward();
+  EXPECT_EQ(calls, 2);
+}
+
 TEST(Checkpoint, BackwardTwiceWithoutRetainGraphThrows) {
   MlpStack m(2, 8, 6);
   Tensor loss = mean(forward(m, randn({4, 8}), Plan::EveryBlock));

@@ -102,7 +102,7 @@ int train_fashion_mnist(const std::string& name, remat::nn::Module& model,
       schedule.step();
       const double value = loss.item<double>();
       log.record(value, timer.seconds(), run.batch);
-      if (step == 0 && plan.kind == remat::CheckpointPlan::Kind::Budget && !run.quiet) {
+      if (step == 1 && plan.kind == remat::CheckpointPlan::Kind::Budget && !run.quiet) {
         fmt::print("{}", plan.describe());
       }
       ++step;

@@ -23,8 +23,8 @@ void add_run_options(CLI::App& app, RunOptions& options, const std::string& name
       ->capture_default_str();
   app.add_option("--checkpoint", options.checkpoint,
                  "checkpoint plan: none, block, every-N, alternate, sqrt, selective, nested, "
-                 "or budget:SIZE (e.g. budget:64MiB: the planner's schedule for that peak of "
-                 "the block stack; docs/checkpointing.md)")
+                 "or budget:SIZE (e.g. budget:2GiB: the planner's schedule for a training step "
+                 "whose peak of allocated memory stays within SIZE; docs/checkpointing.md)")
       ->check([](const std::string& plan) {
         try {
           remat::CheckpointPlan::parse(plan);

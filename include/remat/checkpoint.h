@@ -62,6 +62,10 @@ struct CheckpointOptions {
   bool debug = false;
   // Labels the segment's replay in the allocator timeline ("replay:<tag>").
   std::string tag = "checkpoint";
+  // Called when backward first reaches the segment, before it regenerates
+  // anything: once per backward pass that replays it. The budget plan
+  // measures what the step needs after the stack's forward with it.
+  std::function<void()> before_replay;
 };
 
 Tensor checkpoint(const std::function<Tensor(const Tensor&)>& fn, const Tensor& x,
@@ -119,6 +123,15 @@ struct BlockProfile {
 
 struct StepProfile {
   std::vector<BlockProfile> blocks;
+  // What the step needs after the stack's forward, above what is alive when
+  // the forward returns: the loss head's forward and backward until backward
+  // reaches the stack. The budget plan measures it in its first step;
+  // profile_blocks leaves it 0.
+  int64_t after_forward_bytes = 0;
+  // What the step holds besides the stack while backward runs through it
+  // (the loss head's output the caller still holds, say), measured by the
+  // budget plan when backward reaches the stack; profile_blocks leaves it 0.
+  int64_t during_backward_bytes = 0;
   Shape input_shape;  // the input the profile was taken with: a new shape needs a new one
   DType dtype = kFloat32;
   Device device = kCPU;
@@ -135,9 +148,14 @@ StepProfile profile_blocks(const std::vector<std::function<Tensor(const Tensor&)
 
 // The peak bytes above what is alive when the stack starts (parameters,
 // gradients, the input) that a forward and backward of the stack under the
-// schedule reaches, as docs/checkpointing.md derives it from the profile.
+// schedule reaches, with profile.after_forward_bytes on top of what the
+// forward keeps and profile.during_backward_bytes on top of the backward, as
+// docs/checkpointing.md derives it from the profile.
 // Segments keeping matmul outputs are not modelled (throws NotImplementedError).
 int64_t predict_peak(const StepProfile& profile, const CheckpointSchedule& schedule);
+// The bytes above the stack's start that its forward leaves alive for
+// backward under the schedule, its output included.
+int64_t predict_kept(const StepProfile& profile, const CheckpointSchedule& schedule);
 // The forward time that the schedule's replays repeat, in ms.
 double predict_recompute_ms(const StepProfile& profile, const CheckpointSchedule& schedule);
 
@@ -162,9 +180,10 @@ int64_t parse_bytes(const std::string& text);
 //   sqrt          round(sqrt(L)) equal groups (checkpoint_sequential)
 //   selective     every block its own segment, keeping matmul outputs (Policy::save_ops)
 //   nested        round(sqrt(L)) groups, each block inside them an inner segment
-//   budget:SIZE   the planner's schedule for a peak of SIZE bytes for the
-//                 stack (profiled on the first call and whenever the input's
-//                 shape changes)
+//   budget:SIZE   the planner's schedule for a training step whose peak of
+//                 allocated bytes on the stack's device stays within SIZE
+//                 (profiled on the first call and whenever the input's shape
+//                 changes; see checkpoint_blocks)
 struct CheckpointPlan {
   enum class Kind { None, Block, EveryN, Alternate, Sqrt, Selective, Nested, Budget };
   Kind kind = Kind::None;
@@ -183,6 +202,9 @@ struct CheckpointPlan {
   // recompute time; without a count, the blocks a budget plan last planned.
   std::string describe(std::optional<int64_t> blocks = std::nullopt) const;
 
+  // A budget plan's profile once checkpoint_blocks has taken it, else null.
+  const StepProfile* profile() const;
+
   // A budget plan's profile and schedule, shared by copies of the plan.
   struct BudgetState;
   std::shared_ptr<BudgetState> state;
@@ -191,7 +213,13 @@ struct CheckpointPlan {
 // Runs x through the blocks in order, checkpointed as the plan says.
 // opts.policy is overridden by the selective plan; the tag and debug flag
 // apply to every segment. A budget plan profiles the blocks on its first call
-// (and when x's shape changes) and then runs the planned schedule.
+// (and when x's shape changes), runs that step under the schedule of least
+// memory and measures what the step needs after the stack's forward; from the
+// next call on it runs the schedule of least recompute whose predicted step
+// peak (what is alive when the stack starts, plus the stack's predicted peak)
+// fits the budget. Every call measures the step before it; one over the
+// budget makes the plan keep the excess free from then on. Throws Error
+// naming the smallest feasible budget when the budget cannot be met.
 Tensor checkpoint_blocks(const std::vector<std::function<Tensor(const Tensor&)>>& blocks,
                          const Tensor& x, const CheckpointPlan& plan, CheckpointOptions opts = {});
 Tensor checkpoint_blocks(const std::vector<std::function<Tensor(const Tensor&)>>& blocks,

@@ -8,6 +8,7 @@
 #include <unordered_set>
 
 #include "autograd/node.h"
+#include "checkpoint/budget.h"
 #include "ops/registry.h"
 #include "remat/autograd.h"
 #include "remat/checkpoint.h"
@@ -22,7 +23,6 @@ using Block = std::function<Tensor(const Tensor&)>;
 using Item = CheckpointSchedule::Item;
 
 int64_t allocated_now(Device d) { return memory::stats(d).allocated_bytes.current; }
-int64_t allocated_peak(Device d) { return memory::stats(d).allocated_bytes.peak; }
 
 // The tape entries of one block's graph: everything reachable from its
 // output (its input is a leaf, so the walk stops at the block's start).
@@ -94,14 +94,14 @@ BlockProfile profile_one(const Block& block, Tensor& current) {
   p.input_bytes = h.nbytes();
 
   synchronize(d);
-  memory::reset_peak_stats(d);
+  memory::PeakWatch watch(d);  // the caller's peak statistics are left alone
   const int64_t before = allocated_now(d);
   const auto start = std::chrono::steady_clock::now();
   Tensor y = block(h);
   synchronize(d);
   p.forward_ms =
       std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
-  p.forward_peak = allocated_peak(d) - before;
+  p.forward_peak = watch.peak() - before;
   p.output_bytes = y.nbytes();
   REMAT_CHECK(y.requires_grad(),
               "profile_blocks: a block's output does not require grad; its parameters must");
@@ -117,10 +117,10 @@ BlockProfile profile_one(const Block& block, Tensor& current) {
 
   {
     StashedGrads stash(nodes, h);
-    memory::reset_peak_stats(d);
+    watch.restart();
     const int64_t start_bytes = allocated_now(d);
     backward(y, ones_like(y));
-    p.backward_peak = allocated_peak(d) - start_bytes;
+    p.backward_peak = watch.peak() - start_bytes;
   }
   current = y.detach();
   return p;
@@ -154,9 +154,13 @@ int64_t max_forward_peak(const StepProfile& prof, int64_t begin, int64_t end) {
 // forward peaks while this level runs it (with the gradient waiting on this
 // level) and its own level's peak, with the gradient of its output waiting
 // during its own replay.
-int64_t level_peak(const StepProfile& prof, const std::vector<Item>& items, bool input_counted,
-                   int64_t replay_gradient, bool top) {
-  int64_t prefix = 0, peak = 0;
+struct LevelBytes {
+  int64_t peak = 0;
+  int64_t kept = 0;  // what the level's items hold when its forward is done
+};
+LevelBytes level_bytes(const StepProfile& prof, const std::vector<Item>& items, bool input_counted,
+                       int64_t replay_gradient, bool top) {
+  int64_t prefix = 0, peak = 0;  // prefix: what the items so far keep
   bool counted = input_counted;
   const int64_t last = static_cast<int64_t>(prof.blocks.size()) - 1;
   for (const Item& item : items) {
@@ -181,14 +185,13 @@ int64_t level_peak(const StepProfile& prof, const std::vector<Item>& items, bool
       // replays (a segment next holds it as its input instead).
       const bool plain_next = &item != &items.back() && !(&item + 1)->segment;
       const int64_t lingering = !top && plain_next ? out : 0;
-      peak =
-          std::max(peak, prefix + kept + lingering +
-                             std::max(passing, level_peak(prof, item.children, true, out, false)));
+      const int64_t inside = level_bytes(prof, item.children, true, out, false).peak;
+      peak = std::max(peak, prefix + kept + lingering + std::max(passing, inside));
       prefix += kept;
       counted = false;
     }
   }
-  return peak;
+  return {peak, prefix};
 }
 
 double level_recompute_ms(const StepProfile& prof, const std::vector<Item>& items) {
@@ -215,8 +218,8 @@ void check_covers(const StepProfile& prof, const CheckpointSchedule& schedule) {
 // the best first item of the level is a plain block s or a segment [s, d),
 // whose contents are themselves an optimal level; what the first item keeps
 // is memory the rest of the level cannot use. This is the recursion of
-// level_peak read backwards, so a schedule it accepts fits the budget in
-// level_peak's bytes (sizes are rounded up to units); it is the persistent
+// level_bytes read backwards, so a schedule it accepts fits the budget in
+// level_bytes's bytes (sizes are rounded up to units); it is the persistent
 // checkpointing DP of Beaumont et al. ("rotor") in remat's segment model.
 class Planner {
  public:
@@ -224,6 +227,11 @@ class Planner {
       : prof_(prof), blocks_(static_cast<int64_t>(prof.blocks.size())) {
     unit_ = std::max<int64_t>(1, (budget + resolution - 1) / resolution);
     units_ = static_cast<int>(budget / unit_);
+    // The top level runs on what the stack's output and what the step holds
+    // during backward leave, and must end with after_forward_ units left.
+    top_units_ =
+        units_ - units_of(block(blocks_ - 1).output_bytes) - units_of(prof.during_backward_bytes);
+    after_forward_ = units_of(prof.after_forward_bytes) - units_of(prof.during_backward_bytes);
     prefix_ms_.assign(static_cast<size_t>(blocks_) + 1, 0.0);
     for (int64_t i = 0; i < blocks_; ++i) {
       prefix_ms_[static_cast<size_t>(i) + 1] =
@@ -235,17 +243,19 @@ class Planner {
   // The schedule, or nullopt when none fits. The stack's output is alive
   // through all of backward (the caller holds it).
   std::optional<CheckpointSchedule> solve() {
-    const int m = units_ - units_of(block(blocks_ - 1).output_bytes);
-    if (cost(0, blocks_, m, true, true, true, kAnyFirst) == kInfeasible) return std::nullopt;
+    if (top_units_ < 0) return std::nullopt;
+    if (cost(0, blocks_, top_units_, true, true, true, kAnyFirst) == kInfeasible) {
+      return std::nullopt;
+    }
     CheckpointSchedule schedule;
-    schedule.items = build(0, blocks_, m, true, true, true);
+    schedule.items = build(0, blocks_, top_units_, true, true, true);
     return schedule;
   }
 
  private:
   static constexpr double kInfeasible = std::numeric_limits<double>::infinity();
   // What the level's first item may be: a segment's cost depends on whether
-  // a plain item follows it (see level_peak), so the choice of a segment
+  // a plain item follows it (see level_bytes), so the choice of a segment
   // also fixes the kind of the item after it.
   enum First : int { kAnyFirst, kPlainFirst, kSegmentFirst };
   struct Entry {
@@ -266,7 +276,9 @@ class Planner {
   }
 
   double cost(int64_t s, int64_t e, int m, bool counted, bool top, bool whole, First first) {
-    if (s == e) return 0;
+    // The end of the top level is the end of the forward: the rest of the
+    // step runs on what is left.
+    if (s == e) return top && m < after_forward_ ? kInfeasible : 0;
     if (m < 0) return kInfeasible;
     Entry& entry = memo_[index(s, e, m, counted, top, whole, first)];
     if (entry.cost >= 0) return static_cast<double>(entry.cost);
@@ -344,6 +356,8 @@ class Planner {
   int64_t blocks_;
   int64_t unit_ = 1;
   int units_ = 0;
+  int top_units_ = 0;
+  int after_forward_ = 0;  // in units, beyond what the step holds during backward
   std::vector<double> prefix_ms_;
   std::vector<Entry> memo_;
 };
@@ -363,7 +377,7 @@ int64_t minimum_budget(const StepProfile& prof, int resolution) {
   int64_t lo = 0;
   while (hi - lo > std::max<int64_t>(1, hi / 1000)) {
     const int64_t mid = lo + (hi - lo) / 2;
-    (Planner(prof, mid, resolution).solve() ? hi : lo) = mid;
+    (checkpointing::schedule_within(prof, mid, resolution) ? hi : lo) = mid;
   }
   return hi;
 }
@@ -388,8 +402,17 @@ StepProfile profile_blocks(const std::vector<Block>& blocks, const Tensor& x) {
 int64_t predict_peak(const StepProfile& profile, const CheckpointSchedule& schedule) {
   check_covers(profile, schedule);
   if (profile.blocks.empty()) return 0;
+  const LevelBytes top = level_bytes(profile, schedule.items, true, 0, true);
   // The stack's output is alive through all of backward: the caller holds it.
-  return profile.blocks.back().output_bytes + level_peak(profile, schedule.items, true, 0, true);
+  return profile.blocks.back().output_bytes +
+         std::max(top.peak + profile.during_backward_bytes, top.kept + profile.after_forward_bytes);
+}
+
+int64_t predict_kept(const StepProfile& profile, const CheckpointSchedule& schedule) {
+  check_covers(profile, schedule);
+  if (profile.blocks.empty()) return 0;
+  return profile.blocks.back().output_bytes +
+         level_bytes(profile, schedule.items, true, 0, true).kept;
 }
 
 double predict_recompute_ms(const StepProfile& profile, const CheckpointSchedule& schedule) {
@@ -397,13 +420,20 @@ double predict_recompute_ms(const StepProfile& profile, const CheckpointSchedule
   return level_recompute_ms(profile, schedule.items);
 }
 
-CheckpointSchedule plan_for_budget(const StepProfile& profile, int64_t bytes, int resolution) {
+namespace checkpointing {
+std::optional<CheckpointSchedule> schedule_within(const StepProfile& profile, int64_t bytes,
+                                                  int resolution) {
   REMAT_CHECK(resolution >= 1, "plan_for_budget: resolution must be >= 1, got {}", resolution);
-  if (profile.blocks.empty()) return {};
-  if (bytes > 0) {
-    if (std::optional<CheckpointSchedule> s = Planner(profile, bytes, resolution).solve()) {
-      return *s;
-    }
+  if (profile.blocks.empty()) return CheckpointSchedule{};
+  if (bytes <= 0) return std::nullopt;
+  return Planner(profile, bytes, resolution).solve();
+}
+}  // namespace checkpointing
+
+CheckpointSchedule plan_for_budget(const StepProfile& profile, int64_t bytes, int resolution) {
+  if (std::optional<CheckpointSchedule> s =
+          checkpointing::schedule_within(profile, bytes, resolution)) {
+    return *s;
   }
   const int64_t minimum = minimum_budget(profile, resolution);
   throw Error(fmt::format(

@@ -3,18 +3,36 @@
 #include <charconv>
 #include <limits>
 #include <optional>
+#include <span>
 
+#include "checkpoint/budget.h"
 #include "checkpoint/groups.h"
 #include "remat/checkpoint.h"
 #include "remat/core/error.h"
 #include "remat/core/grad_mode.h"
+#include "remat/memory/memory.h"
 
 namespace remat {
 
+// A budget plan bounds the peak of allocated bytes on the stack's device over
+// whole steps: what is alive when the stack starts (`base`: parameters,
+// gradients, optimizer state, the input), the stack's forward and backward
+// (predicted from the profile), and what the step needs after the stack's
+// forward (the loss head, measured in the first step). Each call measures the
+// step before it: one that went over the budget makes the plan keep the
+// excess free from then on (docs/checkpointing.md).
 struct CheckpointPlan::BudgetState {
   std::optional<StepProfile> profile;
   CheckpointSchedule schedule;
   int64_t blocks = -1;
+  CheckpointSchedule frugal;  // the schedule of least predicted peak: the first step's
+  bool first_step = false;    // the step running is the profiled one, under `frugal`
+  std::unique_ptr<memory::PeakWatch> step_watch;  // from the last call's stack start on
+  std::unique_ptr<memory::PeakWatch> head_watch;  // from the first step's stack end on
+  int64_t stack_end = 0;                          // allocated when the first step's stack returned
+  int64_t planned_base = 0;
+  int64_t margin = 0;           // what steps went over the budget by, kept free since
+  int64_t last_step_peak = -1;  // measured, of the step before the last call
 };
 
 namespace {
@@ -36,7 +54,7 @@ std::vector<Item> plain_run(int64_t begin, int64_t end) {
   return items;
 }
 
-Tensor run_items(const std::vector<Block>& blocks, const std::vector<Item>& items, const Tensor& x,
+Tensor run_items(const std::vector<Block>& blocks, std::span<const Item> items, const Tensor& x,
                  const CheckpointOptions& opts) {
   Tensor h = x;
   for (const Item& item : items) {
@@ -122,6 +140,18 @@ int64_t parse_bytes(const std::string& text) {
       text));
 }
 
+namespace {
+// The largest binary unit that states `bytes` exactly, as parse_bytes reads it.
+std::string size_name(int64_t bytes) {
+  for (auto [name, shift] : {std::pair{"GiB", 30}, {"MiB", 20}, {"KiB", 10}}) {
+    if (bytes != 0 && bytes % (int64_t{1} << shift) == 0) {
+      return fmt::format("{}{}", bytes >> shift, name);
+    }
+  }
+  return std::to_string(bytes);
+}
+}  // namespace
+
 CheckpointPlan CheckpointPlan::parse(const std::string& name) {
   using K = Kind;
   if (name == "none") return {K::None};
@@ -162,7 +192,7 @@ std::string CheckpointPlan::name() const {
     case Kind::Sqrt: return "sqrt";
     case Kind::Selective: return "selective";
     case Kind::Nested: return "nested";
-    case Kind::Budget: return fmt::format("budget:{}", budget_bytes);
+    case Kind::Budget: return "budget:" + size_name(budget_bytes);
   }
   return "?";
 }
@@ -209,6 +239,10 @@ CheckpointSchedule CheckpointPlan::schedule(int64_t blocks) const {
   return s;
 }
 
+const StepProfile* CheckpointPlan::profile() const {
+  return state && state->profile ? &*state->profile : nullptr;
+}
+
 std::string CheckpointPlan::describe(std::optional<int64_t> count) const {
   REMAT_CHECK(count || (kind == Kind::Budget && state->blocks >= 0),
               "CheckpointPlan::describe: plan {} needs the number of blocks", name());
@@ -217,45 +251,141 @@ std::string CheckpointPlan::describe(std::optional<int64_t> count) const {
   std::string out = fmt::format("checkpoint plan {}\n", name());
   if (kind == Kind::Budget && state->profile) {
     const StepProfile& prof = *state->profile;
+    auto mib = [](int64_t bytes) { return static_cast<double>(bytes) / (1 << 20); };
     out += fmt::format("profiled with input {} ({})\n", shape_str(prof.input_shape), prof.dtype);
     out += fmt::format(
-        "predicted peak of the stack {:.1f} MiB (budget {:.1f} MiB), recompute {:.2f} ms\n",
-        static_cast<double>(predict_peak(prof, s)) / (1 << 20),
-        static_cast<double>(budget_bytes) / (1 << 20), predict_recompute_ms(prof, s));
+        "budget {:.1f} MiB for the step: {:.1f} MiB alive when the stack starts, {:.1f} MiB "
+        "needed after its forward{}, {:.1f} MiB kept free after steps over the budget\n",
+        mib(budget_bytes), mib(state->planned_base), mib(prof.after_forward_bytes),
+        state->first_step ? " (measuring in this step)" : " (measured)", mib(state->margin));
+    out += fmt::format(
+        "predicted step peak {:.1f} MiB ({:.1f} MiB above the stack's start), recompute {:.2f} "
+        "ms{}\n",
+        mib(state->planned_base + predict_peak(prof, s)), mib(predict_peak(prof, s)),
+        predict_recompute_ms(prof, s),
+        state->last_step_peak < 0
+            ? ""
+            : fmt::format("; the step before peaked at {:.1f} MiB", mib(state->last_step_peak)));
     std::vector<std::string> lines(static_cast<size_t>(blocks));
     describe_items(s.items, "", lines);
     for (int64_t i = 0; i < blocks; ++i) {
       const BlockProfile& b = prof.blocks[static_cast<size_t>(i)];
       out += fmt::format("block {}: {} (forward {:.2f} ms, keeps {:.1f} MiB, output {:.1f} MiB)\n",
-                         i, lines[static_cast<size_t>(i)], b.forward_ms,
-                         static_cast<double>(b.kept_bytes) / (1 << 20),
-                         static_cast<double>(b.output_bytes) / (1 << 20));
+                         i, lines[static_cast<size_t>(i)], b.forward_ms, mib(b.kept_bytes),
+                         mib(b.output_bytes));
     }
     return out;
   }
   return out + s.describe();
 }
 
-// A budget plan's schedule. It plans for the budget less one block output:
-// the estimator matches the allocator to the byte on the named plans, but
-// where a segment of several blocks is followed by a plain block the step
-// holds one boundary tensor more than it predicts (measured on the
-// transformer stack).
 namespace {
-CheckpointSchedule budget_schedule(const StepProfile& prof, int64_t budget) {
+
+int64_t allocated_now(Device d) { return memory::stats(d).allocated_bytes.current; }
+
+// The schedule of least predicted peak, which the profiled step runs. Its
+// last item is a segment, so that the step sees backward reach the stack
+// (before_replay) and measures what the step needed after the forward.
+CheckpointSchedule frugal_schedule(const StepProfile& prof) {
+  CheckpointSchedule s = checkpointing::schedule_within(prof, minimum_budget(prof)).value();
+  Item& last = s.items.back();
+  if (!last.segment) last = segment({plain(last.begin)});
+  return s;
+}
+
+[[noreturn]] void throw_infeasible(const CheckpointPlan& plan, const StepProfile& prof,
+                                   int64_t minimum, const std::string& why) {
+  throw Error(fmt::format(
+      "checkpoint plan budget:{} ({:.1f} MiB): {} blocks with input {} {} {} bytes ({:.1f} MiB): "
+      "the smallest feasible budget is {} bytes",
+      plan.budget_bytes, static_cast<double>(plan.budget_bytes) / (1 << 20), prof.blocks.size(),
+      shape_str(prof.input_shape), why, minimum, static_cast<double>(minimum) / (1 << 20),
+      minimum));
+}
+
+// The first step of a new profile: the frugal schedule, measured.
+Tensor run_first_step(const std::vector<Block>& blocks, const Tensor& x, const CheckpointPlan& plan,
+                      const CheckpointOptions& opts) {
+  CheckpointPlan::BudgetState& st = *plan.state;
+  const Device d = x.device();
+  st.step_watch = std::make_unique<memory::PeakWatch>(d);  // the profile is part of the step
+  st.profile = profile_blocks(blocks, x);
+  st.blocks = static_cast<int64_t>(blocks.size());
+  st.frugal = frugal_schedule(*st.profile);
+  st.schedule = st.frugal;
+  st.planned_base = allocated_now(d);
+  st.margin = 0;
+  const int64_t least = st.planned_base + predict_peak(*st.profile, st.frugal);
+  if (least > plan.budget_bytes) {
+    throw_infeasible(plan, *st.profile, least,
+                     "need at least, with what is alive when the stack starts,");
+  }
+  st.first_step = true;
+  const std::span<const Item> items(st.schedule.items);
+  Tensor h = run_items(blocks, items.first(items.size() - 1), x, opts);
+  CheckpointOptions last = opts;
+  last.before_replay = [weak = std::weak_ptr(plan.state), d] {
+    const auto state = weak.lock();
+    if (!state || !state->head_watch) return;
+    StepProfile& prof = *state->profile;
+    prof.after_forward_bytes = state->head_watch->peak() - state->stack_end;
+    // Beyond what the stack held when its forward returned and the gradient
+    // of its output (the estimator counts both).
+    prof.during_backward_bytes =
+        std::max<int64_t>(0, allocated_now(d) - state->stack_end - prof.blocks.back().output_bytes);
+    state->head_watch.reset();
+  };
+  h = run_items(blocks, items.last(1), h, last);
+  st.stack_end = allocated_now(d);
+  st.head_watch = std::make_unique<memory::PeakWatch>(d);
+  return h;
+}
+
+// Every later step: measures the one before, and plans again when it went
+// over the budget, when more is alive at the start than planned for, and
+// after the first step. The plan keeps one block output in reserve: where a
+// segment of several blocks is followed by a plain block, the step holds one
+// boundary tensor more than the estimator predicts (measured on the
+// transformer stack).
+Tensor run_planned_step(const std::vector<Block>& blocks, const Tensor& x,
+                        const CheckpointPlan& plan, const CheckpointOptions& opts) {
+  CheckpointPlan::BudgetState& st = *plan.state;
+  StepProfile& prof = *st.profile;
+  const int64_t budget = plan.budget_bytes;
+  st.last_step_peak = st.step_watch->peak();
+  bool replan = false;
+  if (st.first_step) {
+    st.first_step = false;
+    replan = true;
+    if (st.head_watch) {  // backward never reached the stack: count the rest of the step
+      prof.after_forward_bytes = st.head_watch->peak() - st.stack_end;
+      st.head_watch.reset();
+    }
+    if (st.last_step_peak > budget) {
+      throw_infeasible(
+          plan, prof, st.last_step_peak,
+          "took, in the step that profiled them and ran the schedule of least memory,");
+    }
+  }
   int64_t reserve = 0;
   for (const BlockProfile& b : prof.blocks) reserve = std::max(reserve, b.output_bytes);
-  try {
-    return plan_for_budget(prof, budget - reserve);
-  } catch (const Error&) {
-    const int64_t minimum = minimum_budget(prof) + reserve;
-    throw Error(fmt::format(
-        "checkpoint plan budget:{}: {} blocks with input {} need more under any schedule: the "
-        "smallest feasible budget is {} bytes ({:.1f} MiB)",
-        budget, prof.blocks.size(), shape_str(prof.input_shape), minimum,
-        static_cast<double>(minimum) / (1 << 20)));
+  if (!replan && st.last_step_peak > budget) {
+    // The estimate was short by the excess and more: keep what it missed by free.
+    const int64_t predicted = st.planned_base + predict_peak(prof, st.schedule);
+    st.margin =
+        std::max(st.margin + st.last_step_peak - budget, st.last_step_peak - predicted - reserve);
+    replan = true;
   }
+  const int64_t base = allocated_now(x.device());
+  if (replan || base > st.planned_base) {
+    st.planned_base = base;
+    st.schedule = checkpointing::schedule_within(prof, budget - base - st.margin - reserve)
+                      .value_or(st.frugal);
+  }
+  st.step_watch->restart();
+  return run_items(blocks, st.schedule.items, x, opts);
 }
+
 }  // namespace
 
 Tensor checkpoint_blocks(const std::vector<Block>& blocks, const Tensor& x,
@@ -269,14 +399,12 @@ Tensor checkpoint_blocks(const std::vector<Block>& blocks, const Tensor& x,
   const auto count = static_cast<int64_t>(blocks.size());
   if (count == 0) return x;  // every plan of no blocks is the identity
   if (plan.kind == CheckpointPlan::Kind::Budget && GradMode::is_enabled()) {
-    CheckpointPlan::BudgetState& state = *plan.state;
-    if (!state.profile || state.blocks != count || state.profile->input_shape != x.shape() ||
-        state.profile->dtype != x.dtype() || state.profile->device != x.device()) {
-      state.profile = profile_blocks(blocks, x);
-      state.schedule = budget_schedule(*state.profile, plan.budget_bytes);
-      state.blocks = count;
-    }
-    return checkpoint_blocks(blocks, x, state.schedule, std::move(opts));
+    const CheckpointPlan::BudgetState& state = *plan.state;
+    const bool profiled = state.profile && state.blocks == count &&
+                          state.profile->input_shape == x.shape() &&
+                          state.profile->dtype == x.dtype() && state.profile->device == x.device();
+    return profiled ? run_planned_step(blocks, x, plan, opts)
+                    : run_first_step(blocks, x, plan, opts);
   }
   if (plan.kind == CheckpointPlan::Kind::Budget)
     return run_items(blocks, plain_run(0, count), x, opts);

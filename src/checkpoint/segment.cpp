@@ -255,6 +255,8 @@ void CheckpointSegment::replay(const EntrySet& reachable) {
     if (node && !node->released && reachable.count(node.get())) wanted.push_back(&slot);
   }
   if (wanted.empty()) return;
+  if (options_.before_replay && !reached_) options_.before_replay();
+  reached_ = true;
   NoGradGuard no_grad;
   memory::TagScope tag("replay:" + options_.tag);
 
@@ -362,6 +364,7 @@ void CheckpointSegment::replay(const EntrySet& reachable) {
 }
 
 void CheckpointSegment::after_backward(bool retain_graph) {
+  reached_ = false;
   if (retain_graph) {
     // Keep memory bounded for the next backward: drop again what replay made.
     for (DroppedSlot& slot : dropped_) {

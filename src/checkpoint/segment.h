@@ -85,6 +85,7 @@ class CheckpointSegment final : public autograd::Segment {
   CheckpointOptions options_;
   uint64_t first_sequence_ = 0;
   bool recorded_any_ = false;
+  bool reached_ = false;  // by the current backward pass (before_replay was called)
   std::vector<DroppedSlot> dropped_;
   // Root only: outputs kept by policy. The values themselves are held by the
   // entries that read them (SegmentEntry::input_values), so they go when those are done.

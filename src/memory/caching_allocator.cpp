@@ -172,6 +172,7 @@ struct CachingAllocator::Impl {
     block->allocated = true;
     block->requested = bytes;
     increase(stats.allocated_bytes, block->size);
+    for (int64_t* peak : watches) *peak = std::max(*peak, stats.allocated_bytes.current);
     increase(stats.active_bytes, block->size);
     increase(stats.requested_bytes, bytes);
     increase(stats.allocation_count, 1);
@@ -412,6 +413,7 @@ struct CachingAllocator::Impl {
   // Per stream, in recording order: the events of freed blocks still in use there.
   std::map<void*, std::deque<std::pair<void*, Block*>>> pending;
   Stats stats;
+  std::vector<int64_t*> watches;  // the peaks of the live PeakWatches
   // Requests left until the one that fails (FailAllocationScope); 0: none will.
   int64_t fail_countdown = 0;
   bool timeline_on = false;
@@ -449,6 +451,27 @@ void CachingAllocator::reset_peak_stats() {
                      &s.allocation_count, &s.segment_count}) {
     stat->peak = stat->current;
   }
+}
+
+void CachingAllocator::add_watch(int64_t* peak) {
+  std::lock_guard<std::mutex> lock(impl_->mutex);
+  *peak = impl_->stats.allocated_bytes.current;
+  impl_->watches.push_back(peak);
+}
+
+void CachingAllocator::remove_watch(int64_t* peak) {
+  std::lock_guard<std::mutex> lock(impl_->mutex);
+  std::erase(impl_->watches, peak);
+}
+
+int64_t CachingAllocator::watch_peak(const int64_t* peak) const {
+  std::lock_guard<std::mutex> lock(impl_->mutex);
+  return *peak;
+}
+
+void CachingAllocator::restart_watch(int64_t* peak) {
+  std::lock_guard<std::mutex> lock(impl_->mutex);
+  *peak = impl_->stats.allocated_bytes.current;
 }
 
 void CachingAllocator::empty_cache() {

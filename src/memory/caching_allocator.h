@@ -61,6 +61,13 @@ class CachingAllocator {
 
   Stats stats() const;
   void reset_peak_stats();
+  // PeakWatch: the allocator raises *peak to allocated bytes on every
+  // allocation from add_watch (which sets it to the current value) until
+  // remove_watch; these read and restart it under the lock.
+  void add_watch(int64_t* peak);
+  void remove_watch(int64_t* peak);
+  int64_t watch_peak(const int64_t* peak) const;
+  void restart_watch(int64_t* peak);
   void empty_cache();
   void set_memory_limit(int64_t bytes);
   // The k-th allocate() with bytes > 0 from now (k >= 1) throws as if over

@@ -74,6 +74,11 @@ std::vector<Event> timeline(Device d) { return allocator_for(d).timeline(); }
 void clear_timeline(Device d) { allocator_for(d).clear_timeline(); }
 Allocation allocate(Device d, int64_t bytes) { return allocator_for(d).allocate(bytes); }
 
+PeakWatch::PeakWatch(Device d) : device_(d) { allocator_for(d).add_watch(&peak_); }
+PeakWatch::~PeakWatch() { allocator_for(device_).remove_watch(&peak_); }
+int64_t PeakWatch::peak() const { return allocator_for(device_).watch_peak(&peak_); }
+void PeakWatch::restart() { allocator_for(device_).restart_watch(&peak_); }
+
 FailAllocationScope::FailAllocationScope(Device d, int64_t k) : device_(d) {
   REMAT_CHECK(k >= 1, "FailAllocationScope: k counts requests from 1, got {}", k);
   allocator_for(d).fail_allocation(k);

@@ -42,6 +42,28 @@ struct Stats {
 Stats stats(Device d);
 // Sets every peak to its current value.
 void reset_peak_stats(Device d);
+// The peak of allocated bytes on a device from the watch's start (or its
+// last restart) on, kept apart from the peaks of Stats: code that measures a
+// stretch of its own (the budget planner) leaves the caller's
+// reset_peak_stats and peaks alone. Costs a compare per allocation while it
+// lives; any number may live at once.
+class PeakWatch {
+ public:
+  explicit PeakWatch(Device d);
+  ~PeakWatch();
+  PeakWatch(const PeakWatch&) = delete;
+  PeakWatch& operator=(const PeakWatch&) = delete;
+
+  int64_t peak() const;
+  // Starts again from the bytes allocated now.
+  void restart();
+  Device device() const { return device_; }
+
+ private:
+  Device device_;
+  int64_t peak_ = 0;  // raised by the allocator, under its lock
+};
+
 // Waits for the blocks other streams still use (record_stream), then returns
 // every wholly free cached segment to the raw backend.
 void empty_cache(Device d);
