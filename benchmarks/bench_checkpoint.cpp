@@ -11,10 +11,13 @@
 // and raw allocations per step; for the MLP also the activation bytes the
 // memory model of docs/checkpointing.md predicts. Prints a table and writes
 // JSON and CSV (the shape benchmarks/pytorch/bench_checkpoint.py writes too),
-// optionally the allocator timeline of one step per run.
+// optionally the allocator timeline of one step per run. --budgets adds runs
+// of the budget planner at fractions of plan none's activations: the
+// memory/time frontier next to the hand plans.
 //
 //   bench_checkpoint --preset long-seq
 //   bench_checkpoint --model mlp --depth 10,20,40 --plans none,sqrt
+//   bench_checkpoint --model transformer --depth 16 --budgets 0.3,0.5,0.7
 #include <CLI/CLI.hpp>
 #include <algorithm>
 #include <chrono>
@@ -161,6 +164,7 @@ struct Options {
   ModelConfig model;
   std::vector<int64_t> depths = {16}, batches = {4}, seqs = {256};
   std::string plans = "none,block,selective,sqrt,every-2,nested";
+  std::vector<double> budgets;  // fractions of plan none's activation bytes
   std::string dtype;
   std::string device = "cpu";
   int64_t warmup = 2;
@@ -183,6 +187,9 @@ struct RunResult {
   double raw_allocs_per_step = 0;
   double first_loss = 0;
   std::optional<int64_t> predicted;
+  std::optional<int64_t> budget_bytes;    // a budget run's budget (state bytes included)
+  std::optional<double> budget_fraction;  // ... as a fraction of plan none's activations
+  std::string skipped;                    // why a budget run did not run: below its minimum
   std::vector<remat::memory::Event> timeline;
   int64_t activation_bytes() const { return peak_allocated - state_bytes; }
 };
@@ -246,7 +253,7 @@ struct SweepResult {
   // where it has run.
   std::pair<std::optional<double>, std::optional<double>> ratios(const RunResult& r) const {
     const auto none = std::find_if(runs.begin(), runs.end(),
-                                   [](const RunResult& run) { return run.plan == "none"; });
+                                   [](const RunResult& other) { return other.plan == "none"; });
     if (none == runs.end()) return {};
     return {
         r.median_step_ms / none->median_step_ms,
@@ -337,8 +344,15 @@ int main(int argc, char** argv) try {
       ->capture_default_str();
   app.add_option("--plans", o.plans,
                  "comma-separated plans: none, block, every-N, alternate, sqrt, selective, "
-                 "nested (docs/checkpointing.md); transformer also attn, mlp, attn+mlp")
+                 "nested, budget:SIZE (docs/checkpointing.md); transformer also attn, mlp, "
+                 "attn+mlp")
       ->capture_default_str();
+  app.add_option("--budgets", o.budgets,
+                 "after the plans, budget plans for these fractions of plan none's activation "
+                 "bytes (e.g. 0.3,0.5,0.7: budget = state bytes + fraction x none's activations; "
+                 "runs none first if --plans lacks it)")
+      ->delimiter(',')
+      ->check(CLI::Range(0.0, 10.0));
   app.add_option("--dtype", o.dtype, "float32 or bfloat16 (default: the preset's, else float32)");
   app.add_option("--device", o.device, "cpu or cuda")->capture_default_str();
   app.add_option(
@@ -371,8 +385,37 @@ int main(int argc, char** argv) try {
                "step ms", "time", "activations", "memory", "predicted", "peak alloc",
                "peak reserved", "replayed", "raw/step");
     SweepResult& done = results.emplace_back(SweepResult{sweep.config, {}});
-    for (const std::string& plan : sweep.plans) {
-      const RunResult& r = done.runs.emplace_back(measure(o, sweep.config, dtype, device, plan));
+    std::vector<std::string> plans = sweep.plans;
+    if (!o.budgets.empty() && std::find(plans.begin(), plans.end(), "none") == plans.end()) {
+      plans.insert(plans.begin(), "none");
+    }
+    for (size_t i = 0; i < plans.size() + o.budgets.size(); ++i) {
+      RunResult run;
+      if (i < plans.size()) {
+        run = measure(o, sweep.config, dtype, device, plans[i]);
+      } else {
+        const double fraction = o.budgets[i - plans.size()];
+        const RunResult& none =
+            *std::find_if(done.runs.begin(), done.runs.end(),
+                          [](const RunResult& other) { return other.plan == "none"; });
+        const auto bytes =
+            none.state_bytes +
+            static_cast<int64_t>(fraction * static_cast<double>(none.activation_bytes()));
+        try {
+          run = measure(o, sweep.config, dtype, device, fmt::format("budget:{}", bytes));
+        } catch (const remat::Error& e) {
+          run.skipped = e.what();
+        }
+        run.plan = fmt::format("budget-{:.0f}%", 100 * fraction);
+        run.budget_bytes = bytes;
+        run.budget_fraction = fraction;
+      }
+      done.runs.push_back(std::move(run));
+      const RunResult& r = done.runs.back();
+      if (!r.skipped.empty()) {
+        fmt::print("  {:<10} not run: {}\n", r.plan, r.skipped);
+        continue;
+      }
       const auto [time_ratio, memory_ratio] = done.ratios(r);
       fmt::print(
           "  {:<10} {:>10.1f} {:>7} {:>10.1f} MiB {:>7} {:>11} {:>8.1f} MiB "
@@ -382,6 +425,9 @@ int main(int argc, char** argv) try {
           memory_ratio ? fmt::format("{:.1f}%", 100 * *memory_ratio) : "-",
           r.predicted ? fmt::format("{:.1f} MiB", mib(*r.predicted)) : "-", mib(r.peak_allocated),
           mib(r.peak_reserved), r.replayed_ops, r.raw_allocs_per_step);
+      if (r.budget_bytes && r.peak_allocated > *r.budget_bytes) {
+        fmt::print("  {:<10} over its budget of {:.1f} MiB\n", r.plan, mib(*r.budget_bytes));
+      }
     }
   }
 
@@ -402,6 +448,16 @@ int main(int argc, char** argv) try {
   for (const SweepResult& sweep : results) {
     const std::string key = sweep.config.key();
     for (const RunResult& r : sweep.runs) {
+      if (!r.skipped.empty()) {  // in the JSON only, as benchmarks/pytorch writes skipped runs
+        json["runs"].push_back({{"model", sweep.config.model},
+                                {"config", sweep.config.to_json()},
+                                {"key", key},
+                                {"plan", r.plan},
+                                {"skipped", r.skipped},
+                                {"budget_bytes", *r.budget_bytes},
+                                {"budget_fraction", *r.budget_fraction}});
+        continue;
+      }
       const auto [time_ratio, memory_ratio] = sweep.ratios(r);
       json["runs"].push_back(
           {{"model", sweep.config.model},
@@ -420,7 +476,10 @@ int main(int argc, char** argv) try {
            {"raw_allocs_per_step", r.raw_allocs_per_step},
            {"first_loss", r.first_loss},
            {"predicted_activation_bytes",
-            r.predicted ? nlohmann::json(*r.predicted) : nlohmann::json(nullptr)}});
+            r.predicted ? nlohmann::json(*r.predicted) : nlohmann::json(nullptr)},
+           {"budget_bytes",
+            r.budget_bytes ? nlohmann::json(*r.budget_bytes) : nlohmann::json(nullptr)},
+           {"budget_fraction", optional_json(r.budget_fraction)}});
       csv << fmt::format("\"{}\",{},{:.3f},{},{},{},{},{},{},{},{},{},{:.8g}\n", key, r.plan,
                          r.median_step_ms, time_ratio ? fmt::format("{:.4f}", *time_ratio) : "",
                          r.state_bytes, r.peak_allocated, r.activation_bytes(),

@@ -6,6 +6,7 @@
 
 #include <cmath>
 #include <random>
+#include <regex>
 
 #include "remat/remat.h"
 #include "support/error_message.h"
@@ -335,12 +336,26 @@ TEST(BudgetPlan, EveryStepStaysWithinEveryBudgetWithTheGradientsOfNoCheckpoint) 
           frugal + static_cast<int64_t>(fraction * static_cast<double>(unconstrained - frugal));
       const CheckpointPlan plan = CheckpointPlan::budget(budget);
       for (int step = 0; step < 3; ++step) {
+        const int64_t alive = memory::stats(kCPU).allocated_bytes.current;
         const int64_t peak = t.step(plan);
-        std::printf("%-12s budget %8.1f KiB step %d peak %8.1f KiB recompute %.2f ms\n",
-                    name.c_str(), static_cast<double>(budget) / 1024, step,
-                    static_cast<double>(peak) / 1024,
-                    predict_recompute_ms(*plan.profile(), plan.schedule(t.s.blocks->size())));
+        const CheckpointSchedule ran = plan.schedule(static_cast<int64_t>(t.s.blocks->size()));
+        std::printf(
+            "%-12s budget %8.1f KiB step %d peak %8.1f KiB (predicted %+.1f KiB) recompute %.2f "
+            "ms\n",
+            name.c_str(), static_cast<double>(budget) / 1024, step,
+            static_cast<double>(peak) / 1024,
+            static_cast<double>(alive + predict_peak(*plan.profile(), ran) - peak) / 1024,
+            predict_recompute_ms(*plan.profile(), ran));
         EXPECT_LE(peak, budget) << name << " step " << step << "\n" << plan.describe();
+        // The whole step's estimate, after the profiled step: from one block
+        // output below the allocator's peak (the plan's reserve) to two above.
+        const int64_t output = plan.profile()->blocks.back().output_bytes;
+        const int64_t error = alive + predict_peak(*plan.profile(), ran) - peak;
+        if (step > 0) {
+          EXPECT_TRUE(error >= -output && error <= 2 * output)
+              << name << " step " << step << ": estimate off by " << error << "\n"
+              << plan.describe();
+        }
         EXPECT_EQ(gradients(t.s), want) << name << " budget " << budget << " step " << step;
       }
     }
@@ -357,6 +372,25 @@ TEST(BudgetPlan, EveryStepStaysWithinEveryBudgetWithTheGradientsOfNoCheckpoint) 
     }
     EXPECT_EQ(t.step(none), unconstrained) << name << ": the failed plans left nothing behind";
   }
+}
+
+// Training from scratch: the first step makes the gradients and the optimizer
+// state, so later steps have more alive when the stack starts. A budget the
+// first step met but later ones cannot makes the second call throw, naming a
+// smallest feasible budget that then holds in every step.
+TEST(BudgetPlan, ABudgetOnlyTheFirstStepMeetsThrowsAndNamesOneThatHolds) {
+  const int64_t first = Training(mlp_stack()).step(CheckpointPlan::budget(int64_t{1} << 40));
+  Training t(mlp_stack());
+  const CheckpointPlan tight = CheckpointPlan::budget(first);
+  EXPECT_EQ(t.step(tight), first);
+  const std::string msg = error_message([&] { t.step(tight); });
+  std::smatch match;
+  ASSERT_TRUE(std::regex_search(msg, match, std::regex("smallest feasible budget is (\\d+)")))
+      << msg;
+  const int64_t minimum = std::stoll(match[1]);
+  EXPECT_GT(minimum, first) << msg;
+  const CheckpointPlan plan = CheckpointPlan::budget(minimum);
+  for (int step = 0; step < 3; ++step) EXPECT_LE(t.step(plan), minimum) << plan.describe();
 }
 
 // describe() accounts for the whole step: what is alive when the stack

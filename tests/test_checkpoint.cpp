@@ -384,7 +384,7 @@ TEST(Checkpoint, RetainGraphReplaysAgainAndGivesTheSameGradients) {
   EXPECT_EQ(checkpoint_stats().segments_replayed, 2 * replays);
 }
 
-// before_replay runs once per backward pass that replays the segment, before
+// on_backward runs once per backward pass that reaches the segment, before
 // anything in it is regenerated, and not in the forward.
 TEST(Checkpoint, BeforeReplayRunsOncePerBackwardBeforeTheReplay) {
   MlpStack m(3, 8, 6);
@@ -392,7 +392,7 @@ TEST(Checkpoint, BeforeReplayRunsOncePerBackwardBeforeTheReplay) {
   int calls = 0;
   int64_t replayed_before = -1;
   CheckpointOptions opts;
-  opts.before_replay = [&] {
+  opts.on_backward = [&] {
     ++calls;
     replayed_before = checkpoint_stats().ops_replayed;
   };

@@ -62,10 +62,11 @@ struct CheckpointOptions {
   bool debug = false;
   // Labels the segment's replay in the allocator timeline ("replay:<tag>").
   std::string tag = "checkpoint";
-  // Called when backward first reaches the segment, before it regenerates
-  // anything: once per backward pass that replays it. The budget plan
-  // measures what the step needs after the stack's forward with it.
-  std::function<void()> before_replay;
+  // Called when backward first reaches an entry of the segment (or of one
+  // nested in it), before that entry's backward runs or anything is
+  // regenerated: once per backward pass. The budget plan measures what the
+  // step needs after the stack's forward with it.
+  std::function<void()> on_backward;
 };
 
 Tensor checkpoint(const std::function<Tensor(const Tensor&)>& fn, const Tensor& x,

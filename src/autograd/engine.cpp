@@ -112,6 +112,7 @@ void run_backward(const std::vector<Tensor>& roots, const std::vector<Tensor>& s
                 op.name, node->sequence);
     if (node->segment_entry) {  // a checkpointed entry: regenerate what it dropped
       const std::shared_ptr<Segment>& segment = node->segment_entry->segment;
+      segment->reached();
       if (node->lacks_saved_tensors()) {
         std::vector<const Node*> rest;
         rest.reserve(pending.size());

@@ -61,6 +61,9 @@ class Segment : public std::enable_shared_from_this<Segment> {
   // backward has still to run; with `node` they bound what is worth
   // regenerating (a branch no root reaches is left alone).
   virtual void materialize(Node& node, const std::vector<const Node*>& pending) = 0;
+  // Before the engine runs the backward of an entry of the segment, whether
+  // or not it lacks saved tensors.
+  virtual void reached() = 0;
   // Once per backward pass, for every segment that materialised something.
   virtual void after_backward(bool retain_graph) = 0;
   // The segment as error messages name it.

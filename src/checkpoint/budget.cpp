@@ -117,6 +117,10 @@ BlockProfile profile_one(const Block& block, Tensor& current) {
 
   {
     StashedGrads stash(nodes, h);
+    // Seeded with a gradient held through the backward: in a training step
+    // that makes the estimate up to two block outputs high (a loss's
+    // gradient dies once used), but seeded as a loss the profile misses what
+    // a replayed segment holds besides (docs/checkpointing.md).
     watch.restart();
     const int64_t start_bytes = allocated_now(d);
     backward(y, ones_like(y));

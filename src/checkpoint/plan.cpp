@@ -29,6 +29,7 @@ struct CheckpointPlan::BudgetState {
   bool first_step = false;    // the step running is the profiled one, under `frugal`
   std::unique_ptr<memory::PeakWatch> step_watch;  // from the last call's stack start on
   std::unique_ptr<memory::PeakWatch> head_watch;  // from the first step's stack end on
+  int64_t first_base = 0;                         // allocated when the first step's stack started
   int64_t stack_end = 0;                          // allocated when the first step's stack returned
   int64_t planned_base = 0;
   int64_t margin = 0;           // what steps went over the budget by, kept free since
@@ -285,7 +286,7 @@ int64_t allocated_now(Device d) { return memory::stats(d).allocated_bytes.curren
 
 // The schedule of least predicted peak, which the profiled step runs. Its
 // last item is a segment, so that the step sees backward reach the stack
-// (before_replay) and measures what the step needed after the forward.
+// (on_backward) and measures what the step needed after the forward.
 CheckpointSchedule frugal_schedule(const StepProfile& prof) {
   CheckpointSchedule s = checkpointing::schedule_within(prof, minimum_budget(prof)).value();
   Item& last = s.items.back();
@@ -314,6 +315,7 @@ Tensor run_first_step(const std::vector<Block>& blocks, const Tensor& x, const C
   st.frugal = frugal_schedule(*st.profile);
   st.schedule = st.frugal;
   st.planned_base = allocated_now(d);
+  st.first_base = st.planned_base;
   st.margin = 0;
   const int64_t least = st.planned_base + predict_peak(*st.profile, st.frugal);
   if (least > plan.budget_bytes) {
@@ -324,7 +326,7 @@ Tensor run_first_step(const std::vector<Block>& blocks, const Tensor& x, const C
   const std::span<const Item> items(st.schedule.items);
   Tensor h = run_items(blocks, items.first(items.size() - 1), x, opts);
   CheckpointOptions last = opts;
-  last.before_replay = [weak = std::weak_ptr(plan.state), d] {
+  last.on_backward = [weak = std::weak_ptr(plan.state), d] {
     const auto state = weak.lock();
     if (!state || !state->head_watch) return;
     StepProfile& prof = *state->profile;
@@ -341,12 +343,34 @@ Tensor run_first_step(const std::vector<Block>& blocks, const Tensor& x, const C
   return h;
 }
 
+// Whether the estimate may be one boundary tensor short of the schedule's
+// peak: where a segment of several blocks is followed by a plain block, the
+// step holds one more than the estimator predicts (measured on the
+// transformer stack; the cause is not found yet).
+bool may_be_short(const std::vector<Item>& items) {
+  for (size_t i = 0; i < items.size(); ++i) {
+    const Item& item = items[i];
+    if (!item.segment) continue;
+    if (item.end - item.begin > 1 && i + 1 < items.size() && !items[i + 1].segment) return true;
+    if (may_be_short(item.children)) return true;
+  }
+  return false;
+}
+
+// The schedule of least recompute within `room` bytes above the stack's
+// start, planned again with one block output in reserve where the estimate
+// may be short of it.
+std::optional<CheckpointSchedule> schedule_for(const StepProfile& prof, int64_t room) {
+  std::optional<CheckpointSchedule> s = checkpointing::schedule_within(prof, room);
+  if (!s || !may_be_short(s->items)) return s;
+  int64_t reserve = 0;
+  for (const BlockProfile& b : prof.blocks) reserve = std::max(reserve, b.output_bytes);
+  return checkpointing::schedule_within(prof, room - reserve);
+}
+
 // Every later step: measures the one before, and plans again when it went
 // over the budget, when more is alive at the start than planned for, and
-// after the first step. The plan keeps one block output in reserve: where a
-// segment of several blocks is followed by a plain block, the step holds one
-// boundary tensor more than the estimator predicts (measured on the
-// transformer stack).
+// after the first step.
 Tensor run_planned_step(const std::vector<Block>& blocks, const Tensor& x,
                         const CheckpointPlan& plan, const CheckpointOptions& opts) {
   CheckpointPlan::BudgetState& st = *plan.state;
@@ -367,20 +391,28 @@ Tensor run_planned_step(const std::vector<Block>& blocks, const Tensor& x,
           "took, in the step that profiled them and ran the schedule of least memory,");
     }
   }
-  int64_t reserve = 0;
-  for (const BlockProfile& b : prof.blocks) reserve = std::max(reserve, b.output_bytes);
   if (!replan && st.last_step_peak > budget) {
     // The estimate was short by the excess and more: keep what it missed by free.
     const int64_t predicted = st.planned_base + predict_peak(prof, st.schedule);
-    st.margin =
-        std::max(st.margin + st.last_step_peak - budget, st.last_step_peak - predicted - reserve);
+    st.margin = std::max(st.margin + st.last_step_peak - budget, st.last_step_peak - predicted);
     replan = true;
   }
   const int64_t base = allocated_now(x.device());
   if (replan || base > st.planned_base) {
     st.planned_base = base;
-    st.schedule = checkpointing::schedule_within(prof, budget - base - st.margin - reserve)
-                      .value_or(st.frugal);
+    if (auto fits = schedule_for(prof, budget - base - st.margin)) {
+      st.schedule = *std::move(fits);
+    } else {
+      // The frugal schedule fits if the first step showed it with as much
+      // alive, or if the estimate says so with what is alive now (more than
+      // in the first step when that one made the gradients and optimizer state).
+      const int64_t least = base + st.margin + predict_peak(prof, st.frugal);
+      if (least > budget && base > st.first_base) {
+        throw_infeasible(plan, prof, least,
+                         "need at least, with what is alive when the stack starts now,");
+      }
+      st.schedule = st.frugal;
+    }
   }
   st.step_watch->restart();
   return run_items(blocks, st.schedule.items, x, opts);

@@ -182,6 +182,13 @@ void CheckpointSegment::close() {
   for (const DroppedSlot& slot : dropped_) check_unchanged(slot, "inside the segment");
 }
 
+void CheckpointSegment::reached() {
+  for (CheckpointSegment* s = this; s != nullptr && !s->reached_; s = s->parent_.get()) {
+    s->reached_ = true;
+    if (s->options_.on_backward) s->options_.on_backward();
+  }
+}
+
 void CheckpointSegment::materialize(Node& node, const std::vector<const Node*>& pending) {
   const EntrySet reachable = entries_to_run(node, pending);
   // Outer segments first: they regenerate what inner ones read from them.
@@ -255,8 +262,6 @@ void CheckpointSegment::replay(const EntrySet& reachable) {
     if (node && !node->released && reachable.count(node.get())) wanted.push_back(&slot);
   }
   if (wanted.empty()) return;
-  if (options_.before_replay && !reached_) options_.before_replay();
-  reached_ = true;
   NoGradGuard no_grad;
   memory::TagScope tag("replay:" + options_.tag);
 

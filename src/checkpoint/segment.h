@@ -39,6 +39,7 @@ class CheckpointSegment final : public autograd::Segment {
                  const std::vector<Tensor>& outputs) override;
   void materialize(autograd::Node& node,
                    const std::vector<const autograd::Node*>& pending) override;
+  void reached() override;
   void after_backward(bool retain_graph) override;
   std::string describe() const override;
   // The forward has left the segment: check that nothing it dropped was
@@ -85,7 +86,7 @@ class CheckpointSegment final : public autograd::Segment {
   CheckpointOptions options_;
   uint64_t first_sequence_ = 0;
   bool recorded_any_ = false;
-  bool reached_ = false;  // by the current backward pass (before_replay was called)
+  bool reached_ = false;  // by the current backward pass (on_backward was called)
   std::vector<DroppedSlot> dropped_;
   // Root only: outputs kept by policy. The values themselves are held by the
   // entries that read them (SegmentEntry::input_values), so they go when those are done.
