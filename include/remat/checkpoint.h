@@ -120,6 +120,16 @@ struct BlockProfile {
   int64_t forward_peak = 0;   // peak above the live set during its plain forward
   int64_t backward_peak = 0;  // peak above the live set (what it kept included) during its
                               // backward: incoming and input gradients and temporaries
+  // The block alone in a segment keeping its matmul outputs
+  // (Policy::save_ops({"matmul"})), as the selective plan runs it.
+  struct Selective {
+    int64_t kept_bytes = 0;     // what the segment keeps besides its output: the matmul outputs
+    int64_t backward_peak = 0;  // peak above the live set during its backward, the replay of
+                                // the other ops included
+    double recompute_ms = 0;    // that replay: its backward's time less the plain backward's
+  };
+  std::optional<Selective> selective;  // profile_blocks measures it; without it the planner
+                                       // does not consider the block selective
 };
 
 struct StepProfile {
@@ -138,9 +148,10 @@ struct StepProfile {
   Device device = kCPU;
 };
 
-// Runs each block once on its own, from the output of the one before (the
-// first from x), recording it and running its backward from a gradient of
-// ones, and measures it through the allocator's statistics. Only one block's
+// Runs each block on its own, from the output of the one before (the first
+// from x), recording it and running its backward from a gradient of ones,
+// then once more alone in a segment keeping its matmul outputs, and measures
+// both through the allocator's statistics. Only one block's
 // tape is alive at a time, so it needs little more memory than the largest
 // block. Parameters' gradients are left as they were. Needs grad mode and
 // blocks whose parameters require grad.
@@ -152,7 +163,8 @@ StepProfile profile_blocks(const std::vector<std::function<Tensor(const Tensor&)
 // schedule reaches, with profile.after_forward_bytes on top of what the
 // forward keeps and profile.during_backward_bytes on top of the backward, as
 // docs/checkpointing.md derives it from the profile.
-// Segments keeping matmul outputs are not modelled (throws NotImplementedError).
+// A segment keeping matmul outputs is modelled for one block alone, from its
+// measurement in the profile; any other throws NotImplementedError.
 int64_t predict_peak(const StepProfile& profile, const CheckpointSchedule& schedule);
 // The bytes above the stack's start that its forward leaves alive for
 // backward under the schedule, its output included.
@@ -161,8 +173,9 @@ int64_t predict_kept(const StepProfile& profile, const CheckpointSchedule& sched
 double predict_recompute_ms(const StepProfile& profile, const CheckpointSchedule& schedule);
 
 // The schedule with the least predicted recompute whose predicted_peak is at
-// most `bytes` (optimal at block granularity over every nesting, with sizes
-// rounded up to 1/`resolution` of the budget). Throws Error naming the
+// most `bytes` (optimal at block granularity over every nesting and, for
+// blocks whose profile measured it, keeping a block's matmul outputs in a
+// segment of its own; sizes rounded up to 1/`resolution` of the budget). Throws Error naming the
 // smallest budget that is feasible when none fits.
 CheckpointSchedule plan_for_budget(const StepProfile& profile, int64_t bytes, int resolution = 256);
 

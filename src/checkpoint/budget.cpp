@@ -85,6 +85,38 @@ class StashedGrads {
   std::vector<std::pair<std::shared_ptr<TensorImpl>, std::shared_ptr<TensorImpl>>> stashed_;
 };
 
+double milliseconds_since(std::chrono::steady_clock::time_point start) {
+  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start)
+      .count();
+}
+
+// The block alone in a segment keeping its matmul outputs, from `input`.
+BlockProfile::Selective profile_selective(const Block& block, const Tensor& input,
+                                          double plain_backward_ms) {
+  const Device d = input.device();
+  Tensor h = input.detach();
+  h.requires_grad_();
+  CheckpointOptions opts;
+  opts.policy = checkpointing::keep_matmuls_policy();
+  synchronize(d);
+  memory::PeakWatch watch(d);
+  const int64_t before = allocated_now(d);
+  Tensor y = checkpoint(block, h, opts);
+  const int64_t new_output =
+      y.impl().storage == h.impl().storage ? 0 : y.impl().storage->data.size();
+  BlockProfile::Selective s;
+  s.kept_bytes = std::max<int64_t>(0, allocated_now(d) - before - new_output);
+  StashedGrads stash(entries_of(y), h);
+  watch.restart();
+  const int64_t start_bytes = allocated_now(d);
+  const auto start = std::chrono::steady_clock::now();
+  backward(y, ones_like(y));
+  synchronize(d);
+  s.recompute_ms = std::max(0.0, milliseconds_since(start) - plain_backward_ms);
+  s.backward_peak = watch.peak() - start_bytes;
+  return s;
+}
+
 BlockProfile profile_one(const Block& block, Tensor& current) {
   const Device d = current.device();
   BlockProfile p;
@@ -99,8 +131,7 @@ BlockProfile profile_one(const Block& block, Tensor& current) {
   const auto start = std::chrono::steady_clock::now();
   Tensor y = block(h);
   synchronize(d);
-  p.forward_ms =
-      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+  p.forward_ms = milliseconds_since(start);
   p.forward_peak = watch.peak() - before;
   p.output_bytes = y.nbytes();
   REMAT_CHECK(y.requires_grad(),
@@ -115,6 +146,7 @@ BlockProfile profile_one(const Block& block, Tensor& current) {
   const int64_t new_output = output_storage == input_storage ? 0 : y.impl().storage->data.size();
   p.kept_bytes = std::max<int64_t>(0, allocated_now(d) - before - new_output);
 
+  double backward_ms = 0;
   {
     StashedGrads stash(nodes, h);
     // Seeded with a gradient held through the backward: in a training step
@@ -123,14 +155,35 @@ BlockProfile profile_one(const Block& block, Tensor& current) {
     // a replayed segment holds besides (docs/checkpointing.md).
     watch.restart();
     const int64_t start_bytes = allocated_now(d);
+    const auto backward_start = std::chrono::steady_clock::now();
     backward(y, ones_like(y));
+    synchronize(d);
+    backward_ms = milliseconds_since(backward_start);
     p.backward_peak = watch.peak() - start_bytes;
   }
+  p.selective = profile_selective(block, h, backward_ms);
   current = y.detach();
   return p;
 }
 
 // ---- the estimator ----------------------------------------------------------------
+
+// What a segment keeping matmul outputs costs: modelled for one block alone
+// at the top level, from the profile's measurement of it (inside a replayed
+// segment its kept outputs are regenerated with the rest, which the
+// measurement does not show).
+const BlockProfile::Selective& selective_of(const StepProfile& prof, const Item& item, bool top) {
+  static const BlockProfile::Selective none;
+  if (!item.keep_matmuls) return none;
+  const BlockProfile& b = prof.blocks[static_cast<size_t>(item.begin)];
+  if (!top || item.end != item.begin + 1 || !b.selective) {
+    throw NotImplementedError(fmt::format(
+        "predicting a segment [{}, {}) keeping matmul outputs: only one block alone, outside "
+        "other segments, with its profile's measurement (profile_blocks takes it), is modelled",
+        item.begin, item.end));
+  }
+  return *b.selective;
+}
 
 // Bytes block i keeps when run plainly at a level where its input is already
 // counted (`input_counted`: kept by the segment or the block before) and its
@@ -176,10 +229,6 @@ LevelBytes level_bytes(const StepProfile& prof, const std::vector<Item>& items, 
       prefix += kept;
       counted = b.keeps_output;
     } else {
-      if (item.keep_matmuls) {
-        throw NotImplementedError(
-            "predict_peak of a segment keeping matmul outputs (the selective plan)");
-      }
       const int64_t kept = counted ? 0 : prof.blocks[static_cast<size_t>(item.begin)].input_bytes;
       const int64_t out = prof.blocks[static_cast<size_t>(item.end - 1)].output_bytes;
       // Run forward by this level (keeping nothing inside), then replayed by itself.
@@ -189,23 +238,33 @@ LevelBytes level_bytes(const StepProfile& prof, const std::vector<Item>& items, 
       // replays (a segment next holds it as its input instead).
       const bool plain_next = &item != &items.back() && !(&item + 1)->segment;
       const int64_t lingering = !top && plain_next ? out : 0;
-      const int64_t inside = level_bytes(prof, item.children, true, out, false).peak;
+      // A block alone keeping its matmul outputs holds them through the
+      // rest of the forward; its backward (with the replay of the rest) was measured.
+      const BlockProfile::Selective& kept_matmuls = selective_of(prof, item, top);
+      const int64_t held = item.keep_matmuls ? kept_matmuls.kept_bytes : 0;
+      const int64_t inside = item.keep_matmuls
+                                 ? held + kept_matmuls.backward_peak
+                                 : level_bytes(prof, item.children, true, out, false).peak;
       peak = std::max(peak, prefix + kept + lingering + std::max(passing, inside));
-      prefix += kept;
+      prefix += kept + held;
       counted = false;
     }
   }
   return {peak, prefix};
 }
 
-double level_recompute_ms(const StepProfile& prof, const std::vector<Item>& items) {
+double level_recompute_ms(const StepProfile& prof, const std::vector<Item>& items, bool top) {
   double ms = 0;
   for (const Item& item : items) {
     if (!item.segment) continue;
+    if (item.keep_matmuls) {
+      ms += selective_of(prof, item, top).recompute_ms;
+      continue;
+    }
     for (int64_t i = item.begin; i < item.end; ++i) {
       ms += prof.blocks[static_cast<size_t>(i)].forward_ms;
     }
-    ms += level_recompute_ms(prof, item.children);
+    ms += level_recompute_ms(prof, item.children, false);
   }
   return ms;
 }
@@ -266,6 +325,7 @@ class Planner {
     float cost = -1;         // < 0: not computed
     int32_t choice = -1;     // -1: plain first block; d: a segment [s, d)
     First next = kAnyFirst;  // after a segment: the kind of the item at d
+    bool selective = false;  // the segment is block s alone, keeping its matmul outputs
   };
 
   int units_of(int64_t bytes) const { return static_cast<int>((bytes + unit_ - 1) / unit_); }
@@ -289,6 +349,7 @@ class Planner {
     double best = kInfeasible;
     int64_t choice = -1;
     First next_kind = kAnyFirst;
+    bool selective = false;
     const int64_t waiting = top ? 0 : block(e - 1).output_bytes;
     // A plain first block.
     const BlockProfile& b = block(s);
@@ -312,6 +373,22 @@ class Planner {
       for (First next : d == e ? std::vector<First>{kAnyFirst}
                                : std::vector<First>{kPlainFirst, kSegmentFirst}) {
         const int lingering = !top && next == kPlainFirst ? units_of(block(d - 1).output_bytes) : 0;
+        if (top && d == s + 1 && b.selective) {  // block s alone, keeping its matmul outputs
+          const BlockProfile::Selective& kept_matmuls = *b.selective;
+          const int held = units_of(kept_matmuls.kept_bytes);
+          const int own =
+              std::max(units_of(passing + largest), held + units_of(kept_matmuls.backward_peak));
+          if (input + lingering + own <= m) {
+            const double total =
+                kept_matmuls.recompute_ms + cost(d, e, m - input - held, false, top, true, next);
+            if (total < best) {
+              best = total;
+              choice = d;
+              next_kind = next;
+              selective = true;
+            }
+          }
+        }
         if (input + lingering + units_of(passing + largest) > m) continue;
         const double inside = cost(s, d, m - input - lingering, true, false, false, kAnyFirst);
         if (inside == kInfeasible) continue;
@@ -320,10 +397,11 @@ class Planner {
           best = total;
           choice = d;
           next_kind = next;
+          selective = false;
         }
       }
     }
-    entry = {static_cast<float>(best), static_cast<int32_t>(choice), next_kind};
+    entry = {static_cast<float>(best), static_cast<int32_t>(choice), next_kind, selective};
     return static_cast<double>(entry.cost);
   }
 
@@ -344,8 +422,13 @@ class Planner {
         const int input = counted ? 0 : units_of(block(s).input_bytes);
         const int lingering =
             !top && entry.next == kPlainFirst ? units_of(block(d - 1).output_bytes) : 0;
-        items.push_back(
-            {s, d, true, false, build(s, d, m - input - lingering, true, false, false)});
+        if (entry.selective) {
+          items.push_back({s, d, true, true, {{s, d, false, false, {}}}});
+          m -= units_of(block(s).selective->kept_bytes);
+        } else {
+          items.push_back(
+              {s, d, true, false, build(s, d, m - input - lingering, true, false, false)});
+        }
         m -= input;
         counted = false;
         s = d;
@@ -421,7 +504,7 @@ int64_t predict_kept(const StepProfile& profile, const CheckpointSchedule& sched
 
 double predict_recompute_ms(const StepProfile& profile, const CheckpointSchedule& schedule) {
   check_covers(profile, schedule);
-  return level_recompute_ms(profile, schedule.items);
+  return level_recompute_ms(profile, schedule.items, true);
 }
 
 namespace checkpointing {

@@ -63,10 +63,8 @@ Tensor run_items(const std::vector<Block>& blocks, std::span<const Item> items, 
       h = blocks[static_cast<size_t>(item.begin)](h);
       continue;
     }
-    // Resolved in the registry once, not per segment and step.
-    static const Policy keep_matmuls = Policy::save_ops({"matmul"});
     CheckpointOptions inner = opts;
-    if (item.keep_matmuls) inner.policy = keep_matmuls;
+    if (item.keep_matmuls) inner.policy = checkpointing::keep_matmuls_policy();
     h = checkpoint([&](const Tensor& in) { return run_items(blocks, item.children, in, opts); }, h,
                    inner);
   }
