@@ -317,8 +317,9 @@ Tensor run_first_step(const std::vector<Block>& blocks, const Tensor& x, const C
   st.margin = 0;
   const int64_t least = st.planned_base + predict_peak(*st.profile, st.frugal);
   if (least > plan.budget_bytes) {
-    throw_infeasible(plan, *st.profile, least,
-                     "need at least, with what is alive when the stack starts,");
+    const StepProfile prof = *std::move(st.profile);
+    st.profile.reset();  // the next call profiles again, and says so again
+    throw_infeasible(plan, prof, least, "need at least, with what is alive when the stack starts,");
   }
   st.first_step = true;
   const std::span<const Item> items(st.schedule.items);
