@@ -288,6 +288,9 @@ class Planner {
  public:
   Planner(const StepProfile& prof, int64_t budget, int resolution)
       : prof_(prof), blocks_(static_cast<int64_t>(prof.blocks.size())) {
+    REMAT_CHECK(blocks_ < std::numeric_limits<int16_t>::max(),
+                "plan_for_budget: {} blocks; the planner takes fewer than {}", blocks_,
+                std::numeric_limits<int16_t>::max());
     unit_ = std::max<int64_t>(1, (budget + resolution - 1) / resolution);
     units_ = static_cast<int>(budget / unit_);
     // The top level runs on what the stack's output and what the step holds
@@ -320,13 +323,16 @@ class Planner {
   // What the level's first item may be: a segment's cost depends on whether
   // a plain item follows it (see level_bytes), so the choice of a segment
   // also fixes the kind of the item after it.
-  enum First : int { kAnyFirst, kPlainFirst, kSegmentFirst };
+  enum First : int8_t { kAnyFirst, kPlainFirst, kSegmentFirst };
+  // 8 bytes: the table has (blocks + 1)^2 x (resolution + 1) x 24 of them
+  // (40 blocks: 80 MB; 80 blocks: 320 MB).
   struct Entry {
     float cost = -1;         // < 0: not computed
-    int32_t choice = -1;     // -1: plain first block; d: a segment [s, d)
+    int16_t choice = -1;     // -1: plain first block; d: a segment [s, d)
     First next = kAnyFirst;  // after a segment: the kind of the item at d
     bool selective = false;  // the segment is block s alone, keeping its matmul outputs
   };
+  static_assert(sizeof(Entry) == 8);
 
   int units_of(int64_t bytes) const { return static_cast<int>((bytes + unit_ - 1) / unit_); }
   const BlockProfile& block(int64_t i) const { return prof_.blocks[static_cast<size_t>(i)]; }
@@ -401,7 +407,7 @@ class Planner {
         }
       }
     }
-    entry = {static_cast<float>(best), static_cast<int32_t>(choice), next_kind, selective};
+    entry = {static_cast<float>(best), static_cast<int16_t>(choice), next_kind, selective};
     return static_cast<double>(entry.cost);
   }
 
