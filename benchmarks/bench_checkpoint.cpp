@@ -251,10 +251,15 @@ struct SweepResult {
 
   // Step time and activation bytes against plan "none" of this configuration,
   // where it has run.
+  const RunResult* none() const {
+    const auto it = std::find_if(runs.begin(), runs.end(),
+                                 [](const RunResult& run) { return run.plan == "none"; });
+    return it == runs.end() ? nullptr : &*it;
+  }
+
   std::pair<std::optional<double>, std::optional<double>> ratios(const RunResult& r) const {
-    const auto none = std::find_if(runs.begin(), runs.end(),
-                                   [](const RunResult& other) { return other.plan == "none"; });
-    if (none == runs.end()) return {};
+    const RunResult* none = this->none();
+    if (none == nullptr) return {};
     return {
         r.median_step_ms / none->median_step_ms,
         static_cast<double>(r.activation_bytes()) / static_cast<double>(none->activation_bytes())};
@@ -395,9 +400,7 @@ int main(int argc, char** argv) try {
         run = measure(o, sweep.config, dtype, device, plans[i]);
       } else {
         const double fraction = o.budgets[i - plans.size()];
-        const RunResult& none =
-            *std::find_if(done.runs.begin(), done.runs.end(),
-                          [](const RunResult& other) { return other.plan == "none"; });
+        const RunResult& none = *done.none();  // run first: plans holds it
         const auto bytes =
             none.state_bytes +
             static_cast<int64_t>(fraction * static_cast<double>(none.activation_bytes()));

@@ -166,9 +166,6 @@ StepProfile profile_blocks(const std::vector<std::function<Tensor(const Tensor&)
 // A segment keeping matmul outputs is modelled for one block alone, from its
 // measurement in the profile; any other throws NotImplementedError.
 int64_t predict_peak(const StepProfile& profile, const CheckpointSchedule& schedule);
-// The bytes above the stack's start that its forward leaves alive for
-// backward under the schedule, its output included.
-int64_t predict_kept(const StepProfile& profile, const CheckpointSchedule& schedule);
 // The forward time that the schedule's replays repeat, in ms.
 double predict_recompute_ms(const StepProfile& profile, const CheckpointSchedule& schedule);
 

@@ -90,6 +90,34 @@ double milliseconds_since(std::chrono::steady_clock::time_point start) {
       .count();
 }
 
+// What a block's forward left alive above `before`, its output's own storage aside.
+int64_t kept_besides_output(int64_t before, const Tensor& input, const Tensor& y) {
+  const int64_t new_output =
+      y.impl().storage == input.impl().storage ? 0 : y.impl().storage->data.size();
+  return std::max<int64_t>(0, allocated_now(y.device()) - before - new_output);
+}
+
+struct BackwardRun {
+  int64_t peak = 0;  // above the live set at its start
+  double ms = 0;
+};
+
+// The block's backward with its parameters' gradients stashed. Seeded with a
+// gradient held through the backward: in a training step that makes the
+// estimate up to two block outputs high (a loss's gradient dies once used),
+// but seeded as a loss the profile misses what a replayed segment holds
+// besides (docs/checkpointing.md).
+BackwardRun run_block_backward(const std::vector<const autograd::Node*>& nodes, const Tensor& input,
+                               const Tensor& y, memory::PeakWatch& watch) {
+  StashedGrads stash(nodes, input);
+  watch.restart();
+  const int64_t start_bytes = allocated_now(y.device());
+  const auto start = std::chrono::steady_clock::now();
+  backward(y, ones_like(y));
+  synchronize(y.device());
+  return {watch.peak() - start_bytes, milliseconds_since(start)};
+}
+
 // The block alone in a segment keeping its matmul outputs, from `input`.
 BlockProfile::Selective profile_selective(const Block& block, const Tensor& input,
                                           double plain_backward_ms) {
@@ -102,18 +130,11 @@ BlockProfile::Selective profile_selective(const Block& block, const Tensor& inpu
   memory::PeakWatch watch(d);
   const int64_t before = allocated_now(d);
   Tensor y = checkpoint(block, h, opts);
-  const int64_t new_output =
-      y.impl().storage == h.impl().storage ? 0 : y.impl().storage->data.size();
   BlockProfile::Selective s;
-  s.kept_bytes = std::max<int64_t>(0, allocated_now(d) - before - new_output);
-  StashedGrads stash(entries_of(y), h);
-  watch.restart();
-  const int64_t start_bytes = allocated_now(d);
-  const auto start = std::chrono::steady_clock::now();
-  backward(y, ones_like(y));
-  synchronize(d);
-  s.recompute_ms = std::max(0.0, milliseconds_since(start) - plain_backward_ms);
-  s.backward_peak = watch.peak() - start_bytes;
+  s.kept_bytes = kept_besides_output(before, h, y);
+  const BackwardRun run = run_block_backward(entries_of(y), h, y, watch);
+  s.backward_peak = run.peak;
+  s.recompute_ms = std::max(0.0, run.ms - plain_backward_ms);
   return s;
 }
 
@@ -139,29 +160,13 @@ BlockProfile profile_one(const Block& block, Tensor& current) {
 
   const std::vector<const autograd::Node*> nodes = entries_of(y);
   const std::unordered_set<const Storage*> saved = saved_storages(nodes);
-  const Storage* input_storage = h.impl().storage.get();
-  const Storage* output_storage = y.impl().storage.get();
-  p.keeps_input = saved.count(input_storage) > 0;
-  p.keeps_output = saved.count(output_storage) > 0;
-  const int64_t new_output = output_storage == input_storage ? 0 : y.impl().storage->data.size();
-  p.kept_bytes = std::max<int64_t>(0, allocated_now(d) - before - new_output);
+  p.keeps_input = saved.count(h.impl().storage.get()) > 0;
+  p.keeps_output = saved.count(y.impl().storage.get()) > 0;
+  p.kept_bytes = kept_besides_output(before, h, y);
 
-  double backward_ms = 0;
-  {
-    StashedGrads stash(nodes, h);
-    // Seeded with a gradient held through the backward: in a training step
-    // that makes the estimate up to two block outputs high (a loss's
-    // gradient dies once used), but seeded as a loss the profile misses what
-    // a replayed segment holds besides (docs/checkpointing.md).
-    watch.restart();
-    const int64_t start_bytes = allocated_now(d);
-    const auto backward_start = std::chrono::steady_clock::now();
-    backward(y, ones_like(y));
-    synchronize(d);
-    backward_ms = milliseconds_since(backward_start);
-    p.backward_peak = watch.peak() - start_bytes;
-  }
-  p.selective = profile_selective(block, h, backward_ms);
+  const BackwardRun run = run_block_backward(nodes, h, y, watch);
+  p.backward_peak = run.peak;
+  p.selective = profile_selective(block, h, run.ms);
   current = y.detach();
   return p;
 }
@@ -173,8 +178,6 @@ BlockProfile profile_one(const Block& block, Tensor& current) {
 // segment its kept outputs are regenerated with the rest, which the
 // measurement does not show).
 const BlockProfile::Selective& selective_of(const StepProfile& prof, const Item& item, bool top) {
-  static const BlockProfile::Selective none;
-  if (!item.keep_matmuls) return none;
   const BlockProfile& b = prof.blocks[static_cast<size_t>(item.begin)];
   if (!top || item.end != item.begin + 1 || !b.selective) {
     throw NotImplementedError(fmt::format(
@@ -240,11 +243,14 @@ LevelBytes level_bytes(const StepProfile& prof, const std::vector<Item>& items, 
       const int64_t lingering = !top && plain_next ? out : 0;
       // A block alone keeping its matmul outputs holds them through the
       // rest of the forward; its backward (with the replay of the rest) was measured.
-      const BlockProfile::Selective& kept_matmuls = selective_of(prof, item, top);
-      const int64_t held = item.keep_matmuls ? kept_matmuls.kept_bytes : 0;
-      const int64_t inside = item.keep_matmuls
-                                 ? held + kept_matmuls.backward_peak
-                                 : level_bytes(prof, item.children, true, out, false).peak;
+      int64_t held = 0, inside = 0;
+      if (item.keep_matmuls) {
+        const BlockProfile::Selective& kept_matmuls = selective_of(prof, item, top);
+        held = kept_matmuls.kept_bytes;
+        inside = held + kept_matmuls.backward_peak;
+      } else {
+        inside = level_bytes(prof, item.children, true, out, false).peak;
+      }
       peak = std::max(peak, prefix + kept + lingering + std::max(passing, inside));
       prefix += kept + held;
       counted = false;
@@ -499,13 +505,6 @@ int64_t predict_peak(const StepProfile& profile, const CheckpointSchedule& sched
   // The stack's output is alive through all of backward: the caller holds it.
   return profile.blocks.back().output_bytes +
          std::max(top.peak + profile.during_backward_bytes, top.kept + profile.after_forward_bytes);
-}
-
-int64_t predict_kept(const StepProfile& profile, const CheckpointSchedule& schedule) {
-  check_covers(profile, schedule);
-  if (profile.blocks.empty()) return 0;
-  return profile.blocks.back().output_bytes +
-         level_bytes(profile, schedule.items, true, 0, true).kept;
 }
 
 double predict_recompute_ms(const StepProfile& profile, const CheckpointSchedule& schedule) {

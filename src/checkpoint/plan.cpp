@@ -302,6 +302,13 @@ CheckpointSchedule frugal_schedule(const StepProfile& prof) {
       minimum));
 }
 
+// Ends the first step's measurement of what the step needs after the
+// stack's forward: the peak since the forward returned, above what it left.
+void measure_after_forward(CheckpointPlan::BudgetState& st) {
+  st.profile->after_forward_bytes = st.head_watch->peak() - st.stack_end;
+  st.head_watch.reset();
+}
+
 // The first step of a new profile: the frugal schedule, measured.
 Tensor run_first_step(const std::vector<Block>& blocks, const Tensor& x, const CheckpointPlan& plan,
                       const CheckpointOptions& opts) {
@@ -329,12 +336,11 @@ Tensor run_first_step(const std::vector<Block>& blocks, const Tensor& x, const C
     const auto state = weak.lock();
     if (!state || !state->head_watch) return;
     StepProfile& prof = *state->profile;
-    prof.after_forward_bytes = state->head_watch->peak() - state->stack_end;
     // Beyond what the stack held when its forward returned and the gradient
     // of its output (the estimator counts both).
     prof.during_backward_bytes =
         std::max<int64_t>(0, allocated_now(d) - state->stack_end - prof.blocks.back().output_bytes);
-    state->head_watch.reset();
+    measure_after_forward(*state);
   };
   h = run_items(blocks, items.last(1), h, last);
   st.stack_end = allocated_now(d);
@@ -380,10 +386,8 @@ Tensor run_planned_step(const std::vector<Block>& blocks, const Tensor& x,
   if (st.first_step) {
     st.first_step = false;
     replan = true;
-    if (st.head_watch) {  // backward never reached the stack: count the rest of the step
-      prof.after_forward_bytes = st.head_watch->peak() - st.stack_end;
-      st.head_watch.reset();
-    }
+    // Backward never reached the stack: the rest of the step counts.
+    if (st.head_watch) measure_after_forward(st);
     if (st.last_step_peak > budget) {
       throw_infeasible(
           plan, prof, st.last_step_peak,
