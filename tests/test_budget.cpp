@@ -10,9 +10,11 @@
 
 #include "remat/remat.h"
 #include "support/error_message.h"
+#include "support/stacks.h"
 
 using namespace remat;
 using remat::testing::error_message;
+using namespace remat::testing;
 using Item = CheckpointSchedule::Item;
 using Blocks = std::vector<std::function<Tensor(const Tensor&)>>;
 
@@ -224,42 +226,6 @@ TEST(BudgetPlanner, BeatsEveryOneLevelScheduleOfTwelveBlocks) {
 
 namespace {
 
-struct Stack {
-  std::string name;
-  std::shared_ptr<nn::Sequential> blocks;
-  Tensor x;
-};
-
-Stack mlp_stack() {
-  manual_seed(1);
-  auto seq = std::make_shared<nn::Sequential>();
-  for (int i = 0; i < 8; ++i) {
-    auto block = std::make_shared<nn::Sequential>();
-    block->push_back(std::make_shared<nn::Linear>(128, 512));
-    block->push_back(std::make_shared<nn::GELU>());
-    block->push_back(std::make_shared<nn::Linear>(512, 128));
-    block->push_back(std::make_shared<nn::Dropout>(0.1));
-    seq->push_back(block);
-  }
-  return {"mlp", seq, randn({256, 128})};
-}
-
-Stack transformer_stack() {
-  manual_seed(2);
-  auto seq = std::make_shared<nn::Sequential>();
-  for (int i = 0; i < 6; ++i) {
-    seq->push_back(std::make_shared<nn::TransformerBlock>(64, 4, true, 0.1));
-  }
-  return {"transformer", seq, randn({2, 64, 64})};
-}
-
-Stack resnet_stack() {
-  manual_seed(3);
-  auto seq = std::make_shared<nn::Sequential>();
-  for (int i = 0; i < 6; ++i) seq->push_back(std::make_shared<nn::BasicBlock>(16, 16));
-  return {"resnet", seq, randn({4, 16, 16, 16})};
-}
-
 // One forward and backward of the stack, seeded with ones as the profile
 // seeds; returns the allocator's peak above what was alive before.
 template <typename PlanOrSchedule>
@@ -303,50 +269,6 @@ TEST(BudgetEstimator, PredictsTheMeasuredPeakOfEveryNamedPlan) {
     EXPECT_NEAR(predicted, measured, 0.05 * measured) << s.name << "\n" << frugal.describe();
   }
 }
-
-namespace {
-
-std::vector<std::vector<float>> gradients(const Stack& s) {
-  std::vector<std::vector<float>> out;
-  for (const Tensor& p : s.blocks->parameters()) out.push_back(p.grad().to_vector<float>());
-  return out;
-}
-
-// A training step of a stack: the blocks, a linear head with a loss, and
-// AdamW at learning rate 0, so that every step computes the same gradients
-// from the same parameters with a real step's memory (gradients, optimizer
-// state, the head's activations).
-struct Training {
-  Stack s;
-  std::shared_ptr<nn::Linear> head;
-  Tensor target;
-  std::unique_ptr<optim::AdamW> opt;
-
-  explicit Training(Stack stack) : s(std::move(stack)) {
-    const int64_t width = s.x.shape().back();
-    head = std::make_shared<nn::Linear>(width, 4 * width);
-    target = zeros({s.x.numel() / width, 4 * width});
-    std::vector<Tensor> params = s.blocks->parameters();
-    for (const Tensor& p : head->parameters()) params.push_back(p);
-    opt = std::make_unique<optim::AdamW>(params, optim::AdamOptions{.lr = 0.0});
-  }
-
-  // The step's peak of allocated bytes (absolute, as a budget is).
-  int64_t step(const CheckpointPlan& plan) {
-    manual_seed(9);
-    opt->zero_grad();
-    memory::reset_peak_stats(kCPU);
-    {
-      Tensor h = checkpoint_blocks(s.blocks->functions(), s.x, plan);
-      Tensor y = (*head)(reshape(h, {-1, h.shape().back()}));
-      backward(mse_loss(y, target));
-    }
-    opt->step();
-    return memory::stats(kCPU).allocated_bytes.peak;
-  }
-};
-
-}  // namespace
 
 // From the smallest feasible budget (the peak of a budget plan's first step,
 // run under the schedule of least memory) to the unconstrained peak (no

@@ -245,4 +245,31 @@ struct CheckpointStats {
 CheckpointStats checkpoint_stats();
 void reset_checkpoint_stats();
 
+// The dynamic mode: a hard memory limit that needs no plan. While the guard
+// lives, reserved bytes on `device` never pass `bytes`: a request that would
+// pass it first frees the allocator's cache, then has the tape evict tensors
+// it holds for backward and can make again (outputs of entries recorded while
+// a guard lived, outside checkpoint segments, that no handle outside the tape
+// holds), chosen by farthest next use per regeneration cost (in backward) or
+// staleness per cost (in the forward), preferring a tensor whose block lets
+// the request be served. An evicted tensor is regenerated from the tape when
+// read, with the same kernels and attributes: gradients are bitwise
+// identical, random ops repeat their numbers, side effects are not repeated.
+// When nothing evictable is left, the request throws OutOfMemoryError naming
+// what holds the memory. The previous limit comes back when the guard ends;
+// what it evicted is still regenerated when read. Guards on one device nest.
+// Allocator statistics count evictions and regenerations; timeline events of
+// both are tagged "evict" and "regenerate". See docs/checkpointing.md.
+class BudgetGuard {
+ public:
+  BudgetGuard(Device device, int64_t bytes);
+  ~BudgetGuard();
+  BudgetGuard(const BudgetGuard&) = delete;
+  BudgetGuard& operator=(const BudgetGuard&) = delete;
+
+ private:
+  Device device_;
+  int64_t previous_limit_;
+};
+
 }  // namespace remat

@@ -60,7 +60,23 @@ void check_grad_matches(const Node& node, size_t input, const Tensor& g) {
               TensorMeta::of(g).str(), input, want.str());
 }
 
+thread_local uint64_t cursor = kNotInBackward;
+
+// Sets the cursor for the length of one backward pass.
+class CursorScope {
+ public:
+  CursorScope() : previous_(cursor) {}
+  ~CursorScope() { cursor = previous_; }
+  CursorScope(const CursorScope&) = delete;
+  CursorScope& operator=(const CursorScope&) = delete;
+
+ private:
+  uint64_t previous_;
+};
+
 }  // namespace
+
+uint64_t backward_cursor() { return cursor; }
 
 void run_backward(const std::vector<Tensor>& roots, const std::vector<Tensor>& seeds,
                   bool retain_graph) {
@@ -77,6 +93,7 @@ void run_backward(const std::vector<Tensor>& roots, const std::vector<Tensor>& s
   std::map<uint64_t, PendingGrads, std::greater<>> pending;
   std::unordered_set<std::shared_ptr<Segment>> replayed;
   LeafGrads leaf_grads;
+  CursorScope cursor_scope;
   auto add_to_node = [&](const std::shared_ptr<Node>& node, int output_nr, const Tensor& g) {
     auto [it, inserted] = pending.try_emplace(node->sequence);
     if (inserted) {
@@ -105,6 +122,7 @@ void run_backward(const std::vector<Tensor>& roots, const std::vector<Tensor>& s
     std::shared_ptr<Node> node = std::move(it->second.node);
     std::vector<Tensor> grads = std::move(it->second.grads);
     pending.erase(it);
+    cursor = node->sequence;
     const ops::OpDef& op = *node->op;
     REMAT_CHECK(!node->released,
                 "backward through op '{}' (tape entry {}) a second time: its saved tensors were "

@@ -77,6 +77,33 @@ struct SegmentEntry {
   std::vector<std::optional<SavedTensor>> input_values;  // indexed like the entry's inputs
 };
 
+// What an entry needs to make its outputs again after the eviction mode
+// (BudgetGuard, src/checkpoint/evict.cpp) freed them: its inputs, held, and
+// the storages it allocated. Only entries recorded under a guard outside any
+// checkpoint segment carry it.
+struct Regeneration {
+  std::vector<Tensor> inputs;                // detached, indexed like the entry's inputs
+  std::vector<std::weak_ptr<Storage>> made;  // by output; empty where it is a view or in place
+  int64_t cost_ns = 0;                       // the time its forward took
+};
+
+// The eviction mode's hooks into the tape, installed while a guard lives
+// (the observer) and from the first guard on (the regenerator: an evicted
+// storage may outlive its guard).
+using RecordObserver = void (*)(const std::shared_ptr<Node>& node,
+                                const std::vector<Tensor>& inputs,
+                                const std::vector<Tensor>& outputs);
+void set_record_observer(RecordObserver observer);
+using Regenerator = void (*)(const std::shared_ptr<Storage>& storage);
+void set_regenerator(Regenerator regenerator);
+// Makes an evicted storage of t resident again (a no-op otherwise): every
+// read of a tensor the tape holds goes through it.
+void ensure_resident(const Tensor& t);
+// The tape position of the entry whose backward this thread runs now, or
+// kNotInBackward: what the eviction mode orders next uses by.
+inline constexpr uint64_t kNotInBackward = ~uint64_t{0};
+uint64_t backward_cursor();
+
 // The thread's innermost active segment (null outside checkpoint()).
 Segment* active_segment();
 class ActiveSegmentScope {
@@ -110,6 +137,7 @@ struct Node {
   // Set only on entries made inside checkpoint(), so any other entry pays one
   // null pointer for checkpointing.
   std::unique_ptr<SegmentEntry> segment_entry;
+  std::unique_ptr<Regeneration> regeneration;  // under a BudgetGuard only
 
   // The saved tensor, checked against in-place modification since it was saved.
   Tensor unpack(const std::optional<SavedTensor>& slot, const char* kind, size_t index) const;

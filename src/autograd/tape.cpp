@@ -13,6 +13,7 @@ Tensor Node::unpack(const std::optional<SavedTensor>& slot, const char* kind, si
   REMAT_CHECK(slot.has_value(), "op '{}' backward used {} {} which its definition does not save",
               op->name, kind, index);
   if (!slot->value.defined()) return {};  // an absent optional operand
+  ensure_resident(slot->value);
   uint32_t now = slot->value.version();
   REMAT_CHECK(now == slot->version,
               "a tensor saved for backward of op '{}' ({} {}, {}) was modified in place: saved "
@@ -56,7 +57,25 @@ void Node::release() {
   if (segment_entry) {
     for (auto& s : segment_entry->input_values) s.reset();
   }
+  regeneration.reset();
   released = true;
+}
+
+namespace {
+std::atomic<RecordObserver> record_observer{nullptr};
+std::atomic<Regenerator> regenerator{nullptr};
+}  // namespace
+
+void set_record_observer(RecordObserver observer) { record_observer.store(observer); }
+void set_regenerator(Regenerator r) { regenerator.store(r); }
+
+void ensure_resident(const Tensor& t) {
+  const std::shared_ptr<Storage>& storage = t.impl().storage;
+  if (!storage->evicted) return;
+  Regenerator regenerate = regenerator.load();
+  REMAT_CHECK(regenerate != nullptr, "an evicted tensor {} and no regenerator",
+              TensorMeta::of(t).str());
+  regenerate(storage);
 }
 
 namespace {
@@ -126,6 +145,7 @@ void record(const ops::OpDef& def, const std::vector<Tensor>& inputs, const ops:
     node->segment_entry->segment = segment->shared_from_this();
     segment->on_record(node, inputs, outputs);
   }
+  if (RecordObserver observe = record_observer.load()) observe(node, inputs, outputs);
 }
 
 }  // namespace remat::autograd

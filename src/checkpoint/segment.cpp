@@ -233,6 +233,7 @@ Tensor CheckpointSegment::input_for_replay(const Node& node, size_t index,
                 edge.producer ? fmt::format("op '{}'", edge.producer->op->name)
                               : std::string("no op: a leaf or constant"),
                 held->version, now);
+    autograd::ensure_resident(held->value);
     return held->value;
   }
   if (!edge.producer) return {};  // an absent optional operand, or one the replay ignores
@@ -317,14 +318,7 @@ void CheckpointSegment::replay(const EntrySet& reachable) {
   for (const auto& [sequence, entry] : to_run) {
     std::vector<Tensor> inputs(entry->inputs.size());
     for (size_t k = 0; k < inputs.size(); ++k) inputs[k] = input_for_replay(*entry, k, values);
-    std::vector<Tensor> outputs;
-    if (entry->op->for_replay) {
-      ops::Attrs attrs = entry->attrs;
-      entry->op->for_replay(attrs);
-      outputs = ops::run_forward(*entry->op, inputs, attrs);
-    } else {
-      outputs = ops::run_forward(*entry->op, inputs, entry->attrs);
-    }
+    std::vector<Tensor> outputs = ops::replay_forward(*entry->op, inputs, entry->attrs);
     ++thread_stats.ops_replayed;
     inputs.clear();
     for (size_t k = 0; k < entry->inputs.size(); ++k) {

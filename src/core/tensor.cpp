@@ -30,7 +30,12 @@ bool Tensor::is_contiguous() const {
 }
 
 void* Tensor::data_ptr() const {
-  char* base = static_cast<char*>(impl().storage->data.get());
+  const Storage& storage = *impl().storage;
+  // Unreachable by design: the tape regenerates what it evicted before any
+  // read. A bug there should be an error, not a read of freed memory.
+  REMAT_CHECK(!storage.evicted, "data of an evicted tensor {} read before it was regenerated",
+              TensorMeta::of(*this).str());
+  char* base = static_cast<char*>(storage.data.get());
   return base + offset() * static_cast<int64_t>(element_size());
 }
 

@@ -146,7 +146,7 @@ struct CachingAllocator::Impl {
 
   Block* allocate(int64_t bytes) {
     void* stream = stream_events != nullptr ? stream_events->current_stream() : nullptr;
-    std::lock_guard<std::mutex> lock(mutex);
+    std::unique_lock<std::mutex> lock(mutex);
     if (bytes > kMaxRequest) throw_oom(bytes, "the request is larger than any segment");
     process_events();
     int64_t size = round_size(bytes);
@@ -167,7 +167,35 @@ struct CachingAllocator::Impl {
         if (!injected) block = new_segment(pool, size, stream);
       }
     }
-    if (block == nullptr) throw_oom(bytes, refusal(size, injected));
+    if (block == nullptr && !injected && borrows_large_pool(size)) {
+      block = take_best_fit(large_pool, size, stream);
+    }
+    std::string unevictable;
+    if (block == nullptr && !injected && relief != nullptr) {
+      // The eviction mode: free tape tensors until the request fits.
+      while (block == nullptr) {
+        PressureRelief* asked = relief;
+        lock.unlock();
+        const bool freed = asked->relieve(size);
+        if (!freed) unevictable = asked->unevictable();
+        lock.lock();
+        if (!freed) break;
+        process_events();
+        block = take_best_fit(pool, size, stream);
+        if (block == nullptr && borrows_large_pool(size)) {
+          block = take_best_fit(large_pool, size, stream);
+        }
+        if (block == nullptr) {
+          release_free_segments();
+          block = new_segment(pool, size, stream);
+        }
+      }
+    }
+    if (block == nullptr) {
+      std::string cause = refusal(size, injected);
+      if (!unevictable.empty()) cause += "; " + unevictable;
+      throw_oom(bytes, cause);
+    }
     split(block, size);
     block->allocated = true;
     block->requested = bytes;
@@ -287,10 +315,27 @@ struct CachingAllocator::Impl {
            stats.reserved_bytes.current + segment_size > stats.memory_limit;
   }
 
+  // Under a memory limit, a small request that finds no block in its pool
+  // and no room for a new segment takes one from the large pool's free
+  // blocks rather than fail beside them.
+  bool borrows_large_pool(int64_t size) const {
+    return size <= kSmallSize && stats.memory_limit > 0;
+  }
+
+  // The segment a request of `size` (rounded) gets: segment_size_for's,
+  // unless that would pass the memory limit where a large request's own
+  // size in 2 MiB would not (the shared 20 MiB segment is a speed choice a
+  // tight limit cannot afford).
+  int64_t segment_size_under_limit(int64_t size) const {
+    const int64_t usual = segment_size_for(size);
+    const int64_t own = round_up(size, kRoundLarge);
+    return size > kSmallSize && own < usual && over_limit(usual) ? own : usual;
+  }
+
   // A fresh segment as one block (not in the free set), or nullptr when the
   // limit or the backend says no.
   Block* new_segment(BlockPool& pool, int64_t size, void* stream) {
-    int64_t segment_size = segment_size_for(size);
+    const int64_t segment_size = segment_size_under_limit(size);
     if (over_limit(segment_size)) return nullptr;
     auto* base = static_cast<char*>(backend->raw_alloc(static_cast<size_t>(segment_size)));
     if (base == nullptr) return nullptr;
@@ -357,12 +402,36 @@ struct CachingAllocator::Impl {
   // Why a request of `size` (rounded) found no block.
   std::string refusal(int64_t size, bool injected) const {
     if (injected) return "an injected failure: memory::FailAllocationScope";
-    const int64_t segment_size = segment_size_for(size);
+    const int64_t segment_size = segment_size_under_limit(size);
     if (over_limit(segment_size)) {
       return fmt::format("a new {} segment would pass the limit", format_bytes(segment_size));
     }
     return fmt::format("the {} backend has no {} segment to give", backend->name(),
                        format_bytes(segment_size));
+  }
+
+  // See CachingAllocator::frees_room_for.
+  bool frees_room_for(const Block* block, int64_t bytes) const {
+    if (!block->allocated) return false;
+    const int64_t size = round_size(bytes);
+    const BlockPool& pool = size <= kSmallSize ? small_pool : large_pool;
+    void* stream = stream_events != nullptr ? stream_events->current_stream() : nullptr;
+    const Block* prev = block->prev != nullptr && is_free(block->prev) ? block->prev : nullptr;
+    const Block* next = block->next != nullptr && is_free(block->next) ? block->next : nullptr;
+    const int64_t run = block->size + (prev ? prev->size : 0) + (next ? next->size : 0);
+    const bool same_pool =
+        block->pool == &pool || (borrows_large_pool(size) && !block->pool->is_small);
+    if (same_pool && block->stream == stream && run >= size) return true;
+    const bool frees_segment = (block->prev == nullptr || (prev && prev->prev == nullptr)) &&
+                               (block->next == nullptr || (next && next->next == nullptr));
+    if (!frees_segment) return false;
+    int64_t released = run;
+    for (const auto& [base, segment] : segments) {
+      if (wholly_free(segment)) released += segment.size;
+    }
+    const int64_t reserved_after = stats.reserved_bytes.current - released;
+    const int64_t segment_size = size > kSmallSize ? round_up(size, kRoundLarge) : kSmallBuffer;
+    return stats.memory_limit == 0 || reserved_after + segment_size <= stats.memory_limit;
   }
 
   // Over every stream (the sets are ordered by stream first); only read when
@@ -414,6 +483,7 @@ struct CachingAllocator::Impl {
   std::map<void*, std::deque<std::pair<void*, Block*>>> pending;
   Stats stats;
   std::vector<int64_t*> watches;  // the peaks of the live PeakWatches
+  PressureRelief* relief = nullptr;
   // Requests left until the one that fails (FailAllocationScope); 0: none will.
   int64_t fail_countdown = 0;
   bool timeline_on = false;
@@ -484,6 +554,29 @@ void CachingAllocator::set_memory_limit(int64_t bytes) {
   REMAT_CHECK(bytes >= 0, "set_memory_limit: negative limit {} on {}", bytes, impl_->device);
   std::lock_guard<std::mutex> lock(impl_->mutex);
   impl_->stats.memory_limit = bytes;
+}
+
+PressureRelief* CachingAllocator::set_pressure_relief(PressureRelief* relief) {
+  std::lock_guard<std::mutex> lock(impl_->mutex);
+  return std::exchange(impl_->relief, relief);
+}
+
+bool CachingAllocator::frees_room_for(const Allocation& allocation, int64_t bytes) const {
+  if (allocation.block_ == nullptr) return false;
+  std::lock_guard<std::mutex> lock(impl_->mutex);
+  return impl_->frees_room_for(static_cast<const Block*>(allocation.block_), bytes);
+}
+
+void CachingAllocator::count_eviction(int64_t bytes) {
+  std::lock_guard<std::mutex> lock(impl_->mutex);
+  ++impl_->stats.num_evictions;
+  impl_->stats.evicted_bytes += bytes;
+}
+
+void CachingAllocator::count_regeneration(int64_t bytes) {
+  std::lock_guard<std::mutex> lock(impl_->mutex);
+  ++impl_->stats.num_regenerations;
+  impl_->stats.regenerated_bytes += bytes;
 }
 
 void CachingAllocator::fail_allocation(int64_t k) {

@@ -1,8 +1,9 @@
 // The caching allocator: one implementation for every device, parameterised by
 // a RawBackend. Modelled on PyTorch's c10 CUDACachingAllocator: sizes rounded
 // to 512 bytes; a small pool (requests <= 1 MiB, carved from 2 MiB segments)
-// and a large pool (requests < 10 MiB from 20 MiB segments, larger ones from
-// segments rounded to 2 MiB); best-fit reuse; blocks split on allocation and
+// and a large pool (requests < 10 MiB from 20 MiB segments, or their own size
+// rounded to 2 MiB where a 20 MiB one would pass the memory limit; larger ones
+// from segments rounded to 2 MiB); best-fit reuse; blocks split on allocation and
 // coalesced with free neighbours on free; a free segment stays cached until
 // empty_cache or memory pressure. On a stream-ordered backend (CUDA) a segment
 // belongs to the stream that was current when it was obtained, and its blocks
@@ -41,6 +42,21 @@ class StreamEvents {
   virtual void release_event(void* event) = 0;
 };
 
+// What the allocator asks, when a request does not fit under the memory
+// limit even with the cache given back, to free more: the eviction mode
+// (src/checkpoint/evict.cpp) frees tape tensors it can regenerate.
+class PressureRelief {
+ public:
+  virtual ~PressureRelief() = default;
+  // Called without the allocator's lock, on the thread whose request of
+  // `bytes` (rounded) failed, as often as it returns true: free something
+  // (preferably what lets the request be served, see frees_room_for).
+  // False: nothing is left to free.
+  virtual bool relieve(int64_t bytes) = 0;
+  // For the OutOfMemoryError once relieve gave up: what holds the memory.
+  virtual std::string unevictable() const = 0;
+};
+
 class CachingAllocator {
  public:
   explicit CachingAllocator(std::unique_ptr<RawBackend> backend);
@@ -70,6 +86,15 @@ class CachingAllocator {
   void restart_watch(int64_t* peak);
   void empty_cache();
   void set_memory_limit(int64_t bytes);
+  // Null removes it; the previous one is returned.
+  PressureRelief* set_pressure_relief(PressureRelief* relief);
+  // Whether a request of `bytes` from this thread's stream could be served
+  // once `allocation` is freed: its block with its free neighbours is large
+  // enough, or its segment becomes wholly free and giving back the free
+  // segments leaves room under the limit for a new one.
+  bool frees_room_for(const Allocation& allocation, int64_t bytes) const;
+  void count_eviction(int64_t bytes);
+  void count_regeneration(int64_t bytes);
   // The k-th allocate() with bytes > 0 from now (k >= 1) throws as if over
   // the limit; 0 disarms. See FailAllocationScope.
   void fail_allocation(int64_t k);

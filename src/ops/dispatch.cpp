@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 
 #include "kernels/elementwise.h"
 #include "remat/core/generator.h"
@@ -187,6 +188,22 @@ std::vector<Tensor> run_forward(const OpDef& def, const std::vector<Tensor>& inp
   return outs;
 }
 
+std::vector<Tensor> replay_forward(const OpDef& def, const std::vector<Tensor>& inputs,
+                                   const Attrs& attrs) {
+  if (!def.for_replay) return run_forward(def, inputs, attrs);
+  Attrs replay_attrs = attrs;
+  def.for_replay(replay_attrs);
+  return run_forward(def, inputs, replay_attrs);
+}
+
+namespace {
+std::atomic<int> forward_timers{0};
+thread_local int64_t latest_forward_ns = 0;
+}  // namespace
+
+void time_forwards(bool on) { forward_timers.fetch_add(on ? 1 : -1, std::memory_order_relaxed); }
+int64_t last_forward_ns() { return latest_forward_ns; }
+
 std::vector<Tensor> call(const OpDef& def, const std::vector<Tensor>& inputs, Attrs attrs) {
   const Tensor* first = nullptr;
   for (const Tensor& t : inputs) {
@@ -206,7 +223,15 @@ std::vector<Tensor> call(const OpDef& def, const std::vector<Tensor>& inputs, At
   std::vector<Tensor> outs;
   {
     NoGradGuard forward_only;  // ops composed inside a forward are not recorded
-    outs = run_forward(def, inputs, attrs);
+    if (forward_timers.load(std::memory_order_relaxed) > 0) {
+      const auto start = std::chrono::steady_clock::now();
+      outs = run_forward(def, inputs, attrs);
+      latest_forward_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                              std::chrono::steady_clock::now() - start)
+                              .count();
+    } else {
+      outs = run_forward(def, inputs, attrs);
+    }
   }
   RecordFn record = recorder.load();
   if (record && def.backward && GradMode::is_enabled() &&

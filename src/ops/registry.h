@@ -124,6 +124,18 @@ Tensor call1(const OpDef& def, const std::vector<Tensor>& inputs, Attrs attrs = 
 std::vector<Tensor> run_forward(const OpDef& def, const std::vector<Tensor>& inputs,
                                 const Attrs& attrs);
 
+// run_forward as a replay runs it: an op with a for_replay hook leaves its
+// side effects out (batch_norm's running statistics). Checkpoint replay and
+// the eviction mode's regeneration share it.
+std::vector<Tensor> replay_forward(const OpDef& def, const std::vector<Tensor>& inputs,
+                                   const Attrs& attrs);
+
+// While some caller has it on, call() times each forward: last_forward_ns()
+// is this thread's latest, what the eviction mode records as the cost of
+// regenerating an entry's outputs. Calls nest (a count, not a flag).
+void time_forwards(bool on);
+int64_t last_forward_ns();
+
 // While it lives, this thread's calls of ops with a for_replay hook run as a
 // replay would (batch_norm leaves its running statistics alone): for runs
 // that measure a forward without being one, such as profile_blocks.

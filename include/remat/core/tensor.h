@@ -27,6 +27,9 @@ struct Node;
 struct Storage {
   memory::Allocation data;
   std::atomic<uint32_t> version{0};
+  // Under a BudgetGuard the tape may free `data` and make it again on demand
+  // (src/checkpoint/evict.cpp); only the tape holds a storage it evicted.
+  bool evicted = false;
   explicit Storage(memory::Allocation a) : data(std::move(a)) {}
 };
 

@@ -15,6 +15,8 @@ class Tensor;
 
 namespace remat::memory {
 
+class CachingAllocator;
+
 // One statistic in the shape of PyTorch's c10 allocator: the current value,
 // its peak since the last reset_peak_stats, and the running totals added and
 // removed since the allocator was created.
@@ -37,6 +39,12 @@ struct Stats {
   int64_t num_alloc_retries = 0;  // requests that had to free the cache and retry
   int64_t num_ooms = 0;           // requests that failed with OutOfMemoryError
   int64_t memory_limit = 0;       // 0: none
+  // The eviction mode (BudgetGuard): tape tensors freed to serve requests
+  // under the limit, and those made again from the tape when needed.
+  int64_t num_evictions = 0;
+  int64_t evicted_bytes = 0;
+  int64_t num_regenerations = 0;
+  int64_t regenerated_bytes = 0;
 };
 
 Stats stats(Device d);
@@ -162,6 +170,7 @@ class Allocation {
 
  private:
   friend void record_stream(const Allocation& allocation, const Stream& stream);
+  friend class CachingAllocator;
   void swap(Allocation& o) noexcept {
     std::swap(ptr_, o.ptr_);
     std::swap(size_, o.size_);
