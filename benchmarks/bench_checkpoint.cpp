@@ -13,11 +13,14 @@
 // JSON and CSV (the shape benchmarks/pytorch/bench_checkpoint.py writes too),
 // optionally the allocator timeline of one step per run. --budgets adds runs
 // of the budget planner at fractions of plan none's activations: the
-// memory/time frontier next to the hand plans.
+// memory/time frontier next to the hand plans. --limits adds runs of plan
+// none under a BudgetGuard (the eviction mode) at fractions of plan none's
+// activations, as for budgets; --memory-limit puts every run under one limit.
 //
 //   bench_checkpoint --preset long-seq
 //   bench_checkpoint --model mlp --depth 10,20,40 --plans none,sqrt
 //   bench_checkpoint --model transformer --depth 16 --budgets 0.3,0.5,0.7
+//   bench_checkpoint --model transformer --depth 16 --limits 0.3,0.5,0.7
 #include <CLI/CLI.hpp>
 #include <algorithm>
 #include <chrono>
@@ -165,6 +168,8 @@ struct Options {
   std::vector<int64_t> depths = {16}, batches = {4}, seqs = {256};
   std::string plans = "none,block,selective,sqrt,every-2,nested";
   std::vector<double> budgets;  // fractions of plan none's activation bytes
+  std::vector<double> limits;   // likewise, for runs under a BudgetGuard
+  std::string memory_limit;     // a BudgetGuard of this size for every run
   std::string dtype;
   std::string device = "cpu";
   int64_t warmup = 2;
@@ -189,16 +194,24 @@ struct RunResult {
   std::optional<int64_t> predicted;
   std::optional<int64_t> budget_bytes;    // a budget run's budget (state bytes included)
   std::optional<double> budget_fraction;  // ... as a fraction of plan none's activations
-  std::string skipped;                    // why a budget run did not run: below its minimum
+  std::optional<int64_t> limit_bytes;     // the BudgetGuard's limit, if the run had one
+  std::optional<double> limit_fraction;   // ... as a fraction of plan none's activations
+  double evictions_per_step = 0;
+  double regenerated_bytes_per_step = 0;
+  std::string skipped;  // why a budget or limit run did not run: below its minimum
   std::vector<remat::memory::Event> timeline;
   int64_t activation_bytes() const { return peak_allocated - state_bytes; }
 };
 
 RunResult measure(const Options& o, const ModelConfig& config, remat::DType dtype,
-                  remat::Device device, const std::string& plan_name) {
+                  remat::Device device, const std::string& plan_name,
+                  std::optional<int64_t> limit = std::nullopt) {
   const Plan plan = Plan::parse(plan_name, config.model);
   remat::memory::empty_cache(device);
   bench::Workload workload(config, dtype, device, o.seed);
+  if (!limit && !o.memory_limit.empty()) limit = remat::parse_bytes(o.memory_limit);
+  std::optional<remat::BudgetGuard> guard;
+  if (limit) guard.emplace(device, *limit);
   if (!o.state_dir.empty()) {
     std::string name = config.key();
     std::replace(name.begin(), name.end(), ' ', '_');
@@ -207,12 +220,13 @@ RunResult measure(const Options& o, const ModelConfig& config, remat::DType dtyp
     workload.save_state((std::filesystem::path(o.state_dir) / (name + ".safetensors")).string());
   }
   RunResult r{plan_name};
+  r.limit_bytes = limit;
   r.predicted = bench::predicted_activation_bytes(config, dtype, plan);
   StepTimer timer(device);
-  int64_t raw_allocs_before = 0;
+  remat::memory::Stats at_warm{};
   for (int64_t step = 0; step < o.warmup + o.steps; ++step) {
     const bool timed = step >= o.warmup;
-    if (step == o.warmup) raw_allocs_before = remat::memory::stats(device).num_raw_allocs;
+    if (step == o.warmup) at_warm = remat::memory::stats(device);
     const int64_t before = remat::memory::stats(device).allocated_bytes.current;
     remat::memory::reset_peak_stats(device);
     remat::reset_checkpoint_stats();
@@ -228,9 +242,13 @@ RunResult measure(const Options& o, const ModelConfig& config, remat::DType dtyp
     r.peak_reserved = std::max(r.peak_reserved, stats.reserved_bytes.peak);
     r.replayed_ops = remat::checkpoint_stats().ops_replayed;
   }
-  r.raw_allocs_per_step =
-      static_cast<double>(remat::memory::stats(device).num_raw_allocs - raw_allocs_before) /
-      static_cast<double>(o.steps);
+  const remat::memory::Stats at_end = remat::memory::stats(device);
+  const auto per_step = [&](int64_t total) {
+    return static_cast<double>(total) / static_cast<double>(o.steps);
+  };
+  r.raw_allocs_per_step = per_step(at_end.num_raw_allocs - at_warm.num_raw_allocs);
+  r.evictions_per_step = per_step(at_end.num_evictions - at_warm.num_evictions);
+  r.regenerated_bytes_per_step = per_step(at_end.regenerated_bytes - at_warm.regenerated_bytes);
   r.median_step_ms = bench::median(r.step_ms);
   if (!o.timeline_path.empty()) {
     // One more step, untimed: recording the timeline costs a string per event.
@@ -320,7 +338,8 @@ std::vector<Sweep> sweeps_of(const Options& o, std::string* dtype, std::string* 
   return sweeps;
 }
 
-nlohmann::json optional_json(const std::optional<double>& v) {
+template <typename T>
+nlohmann::json optional_json(const std::optional<T>& v) {
   return v ? nlohmann::json(*v) : nlohmann::json(nullptr);
 }
 
@@ -358,6 +377,15 @@ int main(int argc, char** argv) try {
                  "runs none first if --plans lacks it)")
       ->delimiter(',')
       ->check(CLI::Range(0.0, 10.0));
+  app.add_option("--limits", o.limits,
+                 "after the budgets, plan none under a hard memory limit (BudgetGuard, the "
+                 "eviction mode) for these fractions of plan none's activation bytes (limit = "
+                 "state bytes + fraction x none's activations, as for --budgets; the limit caps "
+                 "reserved bytes, a budget allocated ones)")
+      ->delimiter(',')
+      ->check(CLI::Range(0.0, 10.0));
+  app.add_option("--memory-limit", o.memory_limit,
+                 "run every plan under a hard memory limit of SIZE (e.g. 512MiB; BudgetGuard)");
   app.add_option("--dtype", o.dtype, "float32 or bfloat16 (default: the preset's, else float32)");
   app.add_option("--device", o.device, "cpu or cuda")->capture_default_str();
   app.add_option(
@@ -391,27 +419,31 @@ int main(int argc, char** argv) try {
                "peak reserved", "replayed", "raw/step");
     SweepResult& done = results.emplace_back(SweepResult{sweep.config, {}});
     std::vector<std::string> plans = sweep.plans;
-    if (!o.budgets.empty() && std::find(plans.begin(), plans.end(), "none") == plans.end()) {
+    const bool fractions = !o.budgets.empty() || !o.limits.empty();
+    if (fractions && std::find(plans.begin(), plans.end(), "none") == plans.end()) {
       plans.insert(plans.begin(), "none");
     }
-    for (size_t i = 0; i < plans.size() + o.budgets.size(); ++i) {
+    for (size_t i = 0; i < plans.size() + o.budgets.size() + o.limits.size(); ++i) {
       RunResult run;
       if (i < plans.size()) {
         run = measure(o, sweep.config, dtype, device, plans[i]);
       } else {
-        const double fraction = o.budgets[i - plans.size()];
+        const bool budget = i < plans.size() + o.budgets.size();
+        const double fraction =
+            budget ? o.budgets[i - plans.size()] : o.limits[i - plans.size() - o.budgets.size()];
         const RunResult& none = *done.none();  // run first: plans holds it
-        const auto bytes =
-            none.state_bytes +
+        const auto share =
             static_cast<int64_t>(fraction * static_cast<double>(none.activation_bytes()));
+        const int64_t bytes = none.state_bytes + share;
         try {
-          run = measure(o, sweep.config, dtype, device, fmt::format("budget:{}", bytes));
+          run = budget ? measure(o, sweep.config, dtype, device, fmt::format("budget:{}", bytes))
+                       : measure(o, sweep.config, dtype, device, "none", bytes);
         } catch (const remat::Error& e) {
           run.skipped = e.what();
         }
-        run.plan = fmt::format("budget-{:.0f}%", 100 * fraction);
-        run.budget_bytes = bytes;
-        run.budget_fraction = fraction;
+        run.plan = fmt::format("{}-{:.0f}%", budget ? "budget" : "limit", 100 * fraction);
+        (budget ? run.budget_bytes : run.limit_bytes) = bytes;
+        (budget ? run.budget_fraction : run.limit_fraction) = fraction;
       }
       done.runs.push_back(std::move(run));
       const RunResult& r = done.runs.back();
@@ -430,6 +462,14 @@ int main(int argc, char** argv) try {
           mib(r.peak_reserved), r.replayed_ops, r.raw_allocs_per_step);
       if (r.budget_bytes && r.peak_allocated > *r.budget_bytes) {
         fmt::print("  {:<10} over its budget of {:.1f} MiB\n", r.plan, mib(*r.budget_bytes));
+      }
+      if (r.limit_bytes) {
+        fmt::print(
+            "  {:<10} limit {:.1f} MiB: {:.1f} evictions and {:.1f} MiB regenerated per "
+            "step{}\n",
+            r.plan, mib(*r.limit_bytes), r.evictions_per_step,
+            mib(static_cast<int64_t>(r.regenerated_bytes_per_step)),
+            r.peak_reserved > *r.limit_bytes ? ", OVER THE LIMIT" : "");
       }
     }
   }
@@ -451,38 +491,40 @@ int main(int argc, char** argv) try {
   for (const SweepResult& sweep : results) {
     const std::string key = sweep.config.key();
     for (const RunResult& r : sweep.runs) {
+      const nlohmann::ordered_json sizes = {{"budget_bytes", optional_json(r.budget_bytes)},
+                                            {"budget_fraction", optional_json(r.budget_fraction)},
+                                            {"limit_bytes", optional_json(r.limit_bytes)},
+                                            {"limit_fraction", optional_json(r.limit_fraction)}};
       if (!r.skipped.empty()) {  // in the JSON only, as benchmarks/pytorch writes skipped runs
-        json["runs"].push_back({{"model", sweep.config.model},
-                                {"config", sweep.config.to_json()},
-                                {"key", key},
-                                {"plan", r.plan},
-                                {"skipped", r.skipped},
-                                {"budget_bytes", *r.budget_bytes},
-                                {"budget_fraction", *r.budget_fraction}});
+        nlohmann::ordered_json skipped = {{"model", sweep.config.model},
+                                          {"config", sweep.config.to_json()},
+                                          {"key", key},
+                                          {"plan", r.plan},
+                                          {"skipped", r.skipped}};
+        skipped.update(sizes);
+        json["runs"].push_back(std::move(skipped));
         continue;
       }
       const auto [time_ratio, memory_ratio] = sweep.ratios(r);
-      json["runs"].push_back(
-          {{"model", sweep.config.model},
-           {"config", sweep.config.to_json()},
-           {"key", key},
-           {"plan", r.plan},
-           {"step_ms", r.step_ms},
-           {"median_step_ms", r.median_step_ms},
-           {"time_ratio", optional_json(time_ratio)},
-           {"state_bytes", r.state_bytes},
-           {"peak_allocated_bytes", r.peak_allocated},
-           {"activation_bytes", r.activation_bytes()},
-           {"memory_ratio", optional_json(memory_ratio)},
-           {"peak_reserved_bytes", r.peak_reserved},
-           {"replayed_ops", r.replayed_ops},
-           {"raw_allocs_per_step", r.raw_allocs_per_step},
-           {"first_loss", r.first_loss},
-           {"predicted_activation_bytes",
-            r.predicted ? nlohmann::json(*r.predicted) : nlohmann::json(nullptr)},
-           {"budget_bytes",
-            r.budget_bytes ? nlohmann::json(*r.budget_bytes) : nlohmann::json(nullptr)},
-           {"budget_fraction", optional_json(r.budget_fraction)}});
+      json["runs"].push_back({{"model", sweep.config.model},
+                              {"config", sweep.config.to_json()},
+                              {"key", key},
+                              {"plan", r.plan},
+                              {"step_ms", r.step_ms},
+                              {"median_step_ms", r.median_step_ms},
+                              {"time_ratio", optional_json(time_ratio)},
+                              {"state_bytes", r.state_bytes},
+                              {"peak_allocated_bytes", r.peak_allocated},
+                              {"activation_bytes", r.activation_bytes()},
+                              {"memory_ratio", optional_json(memory_ratio)},
+                              {"peak_reserved_bytes", r.peak_reserved},
+                              {"replayed_ops", r.replayed_ops},
+                              {"raw_allocs_per_step", r.raw_allocs_per_step},
+                              {"first_loss", r.first_loss},
+                              {"predicted_activation_bytes", optional_json(r.predicted)},
+                              {"evictions_per_step", r.evictions_per_step},
+                              {"regenerated_bytes_per_step", r.regenerated_bytes_per_step}});
+      json["runs"].back().update(sizes);
       csv << fmt::format("\"{}\",{},{:.3f},{},{},{},{},{},{},{},{},{},{:.8g}\n", key, r.plan,
                          r.median_step_ms, time_ratio ? fmt::format("{:.4f}", *time_ratio) : "",
                          r.state_bytes, r.peak_allocated, r.activation_bytes(),

@@ -116,6 +116,7 @@ RunResult train(const Corpus& corpus, const Config& c, const examples::RunOption
   const int64_t baseline = remat::memory::stats(device).allocated_bytes.current;
   fmt::print("transformer: {} parameters, {} blocks, checkpoint {}\n", model.num_parameters(),
              c.layers, plan.name());
+  const std::unique_ptr<remat::BudgetGuard> guard = run.memory_guard(device);
   examples::StepLog log(c.steps, "tok", !run.quiet);
   for (int64_t step = 0; step < c.steps; ++step) {
     const data::Batch b = data::sample_windows(corpus.split.train, run.batch, c.context, windows);
@@ -159,6 +160,7 @@ RunResult train(const Corpus& corpus, const Config& c, const examples::RunOption
               fmt::format("{:.4f}", baseline_entropy));
   summary.add_steps_and_memory(log, device, baseline);
   summary.add("checkpoint", "checkpoint plan", plan.name());
+  summary.add("memory_limit", "memory limit", run.memory_limit.empty() ? "none" : run.memory_limit);
   summary.print();
   summary.write_json(run.metrics_path);
   fmt::print("\nsample:\n{}\n",

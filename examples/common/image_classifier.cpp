@@ -87,6 +87,7 @@ int train_fashion_mnist(const std::string& name, remat::nn::Module& model,
 
   remat::memory::reset_peak_stats(device);
   const int64_t baseline = remat::memory::stats(device).allocated_bytes.current;
+  const std::unique_ptr<remat::BudgetGuard> guard = run.memory_guard(device);
   StepLog log(total_steps, "img", !run.quiet);
   std::vector<double> accuracies;
   int64_t step = 0;
@@ -121,6 +122,7 @@ int train_fashion_mnist(const std::string& name, remat::nn::Module& model,
               fmt::format("{:.2f}%", 100 * accuracies.back()));
   summary.add_steps_and_memory(log, device, baseline);
   summary.add("checkpoint", "checkpoint plan", plan.name());
+  summary.add("memory_limit", "memory limit", run.memory_limit.empty() ? "none" : run.memory_limit);
   summary.add_json("test_accuracy_per_epoch", accuracies);
   summary.print();
   summary.write_json(run.metrics_path);

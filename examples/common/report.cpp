@@ -93,6 +93,10 @@ void Summary::add_steps_and_memory(const StepLog& log, remat::Device device,
       format_bytes(above));
   add("peak_reserved_bytes", "peak reserved", static_cast<double>(stats.reserved_bytes.peak),
       format_bytes(stats.reserved_bytes.peak));
+  add("evictions", "evictions (--memory-limit)", static_cast<double>(stats.num_evictions),
+      fmt::format("{} ({})", stats.num_evictions, format_bytes(stats.evicted_bytes)));
+  add("regenerations", "regenerations", static_cast<double>(stats.num_regenerations),
+      fmt::format("{} ({})", stats.num_regenerations, format_bytes(stats.regenerated_bytes)));
   add_json("losses", log.losses());
 }
 

@@ -13,6 +13,11 @@ remat::Device RunOptions::parsed_device() const {
   throw remat::Error(fmt::format("--device: expected cpu or cuda, got '{}'", device));
 }
 
+std::unique_ptr<remat::BudgetGuard> RunOptions::memory_guard(remat::Device on) const {
+  if (memory_limit.empty()) return nullptr;
+  return std::make_unique<remat::BudgetGuard>(on, remat::parse_bytes(memory_limit));
+}
+
 void add_run_options(CLI::App& app, RunOptions& options, const std::string& name) {
   options.metrics_path = name + "_metrics.json";
   app.add_option("--device", options.device, "cpu or cuda")
@@ -34,6 +39,18 @@ void add_run_options(CLI::App& app, RunOptions& options, const std::string& name
         }
       })
       ->capture_default_str();
+  app.add_option("--memory-limit", options.memory_limit,
+                 "train under a hard memory limit of SIZE on the device (e.g. 512MiB): "
+                 "saved tensors are evicted and regenerated from the tape as needed, with the "
+                 "same gradients; works with any --checkpoint plan (docs/checkpointing.md)")
+      ->check([](const std::string& size) {
+        try {
+          remat::parse_bytes(size);
+          return std::string();
+        } catch (const remat::Error& e) {
+          return std::string(e.what());
+        }
+      });
   app.add_option("--metrics", options.metrics_path, "where to write the metrics JSON")
       ->capture_default_str();
   app.add_flag("--quiet", options.quiet, "no progress bar");

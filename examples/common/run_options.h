@@ -1,9 +1,10 @@
 // Flags every example shares (--device, --steps/--epochs, --batch, --seed,
-// --checkpoint, --metrics), parsed with CLI11.
+// --checkpoint, --memory-limit, --metrics), parsed with CLI11.
 #pragma once
 
 #include <CLI/CLI.hpp>
 #include <cstdint>
+#include <memory>
 #include <string>
 
 #include "remat/remat.h"
@@ -15,11 +16,15 @@ struct RunOptions {
   int64_t batch = 0;
   uint64_t seed = 0;
   std::string checkpoint = "none";
+  std::string memory_limit;  // empty: none
   std::string metrics_path;
   bool quiet = false;  // no progress bar
 
   remat::Device parsed_device() const;
   remat::CheckpointPlan parsed_plan() const { return remat::CheckpointPlan::parse(checkpoint); }
+  // A BudgetGuard on the device for the run's training, when --memory-limit is given.
+  // Null without it.
+  std::unique_ptr<remat::BudgetGuard> memory_guard(remat::Device on) const;
 };
 
 // Adds the shared flags to app. `name` picks the default metrics file

@@ -267,9 +267,9 @@ class Evictor final : public memory::PressureRelief {
         "regenerate but that are in use (operands of the running op, handles the caller "
         "holds, or written in place), and {} cannot be regenerated (parameters, gradients, "
         "optimizer state, inputs, tensors made inside checkpoint segments or outside a "
-        "BudgetGuard); this request needs a limit of at least {} bytes",
+        "BudgetGuard)",
         now.allocated_bytes.current, held_outside, held_count,
-        now.allocated_bytes.current - held_outside, now.reserved_bytes.current);
+        now.allocated_bytes.current - held_outside);
   }
 
  private:

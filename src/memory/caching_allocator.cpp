@@ -193,7 +193,14 @@ struct CachingAllocator::Impl {
     }
     if (block == nullptr) {
       std::string cause = refusal(size, injected);
-      if (!unevictable.empty()) cause += "; " + unevictable;
+      if (!unevictable.empty()) {
+        // The smallest segment that could serve it, on top of what is held.
+        const int64_t segment = size > kSmallSize ? round_up(size, kRoundLarge) : kSmallBuffer;
+        cause += fmt::format(
+            "; {}; a limit of at least {} bytes would serve this request as "
+            "memory stands",
+            unevictable, stats.reserved_bytes.current + segment);
+      }
       throw_oom(bytes, cause);
     }
     split(block, size);
