@@ -104,7 +104,11 @@ TEST(BudgetGuard, EveryStepStaysUnderTheLimitWithTheGradientsOfNoLimit) {
             static_cast<double>(m.stats.regenerated_bytes - before.regenerated_bytes) / kMiB);
         EXPECT_LE(m.reserved_peak, limit) << t.s.name;
         EXPECT_GT(m.stats.num_evictions, before.num_evictions) << t.s.name;
-        EXPECT_GT(m.stats.num_regenerations, before.num_regenerations) << t.s.name;
+        // Freeing what backward never reads may suffice at looser limits;
+        // at a quarter of the activations saved tensors must go and come back.
+        if (fraction == 0.25) {
+          EXPECT_GT(m.stats.num_regenerations, before.num_regenerations) << t.s.name;
+        }
         before = m.stats;
         EXPECT_EQ(gradients(t.s), want) << t.s.name << " limit " << limit;
         EXPECT_EQ(m.stats.memory_limit, 0) << "the guard restores the limit";

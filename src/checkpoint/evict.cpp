@@ -10,6 +10,7 @@
 // the placeholder: the same kernels on the same inputs with the same
 // attributes, so the bytes are the ones evicted.
 #include <algorithm>
+#include <deque>
 #include <mutex>
 #include <unordered_map>
 
@@ -55,6 +56,7 @@ struct State {
   uint64_t clock = 0;  // the latest tape position recorded under a guard
   int guards = 0;      // on every device
   std::vector<std::unique_ptr<Evictor>> evictors;
+  std::deque<std::weak_ptr<Storage>> recent;  // made or regenerated, to free once dead
 };
 
 State& state() {
@@ -98,6 +100,56 @@ bool makes_storage(const Tensor& y, const std::vector<Tensor>& inputs) {
                       [&](const Tensor& x) { return x.defined() && x.is_alias_of(y); });
 }
 
+// Whether only the tape holds the storage (no handle of the caller's, no
+// operand of a running op), its creator can still run, and it is unchanged.
+bool evictable(StorageRecord& r, const std::shared_ptr<Storage>& storage) {
+  if (storage->evicted || storage->version.load() != r.version_made) return false;
+  std::shared_ptr<Node> creator = r.creator.lock();
+  if (!creator || creator->released || !creator->regeneration) return false;
+  std::erase_if(r.views, [](const TapeView& v) { return v.impl.expired(); });
+  long tape_held = 0;
+  for (const TapeView& v : r.views) {
+    // Held by its slot alone: the view's count is 1, and the weak one is ours.
+    if (v.impl.use_count() != 1) return false;
+    ++tape_held;
+  }
+  return storage.use_count() - 1 == tape_held;  // -1: the caller's lock
+}
+
+bool read_by_backward(const StorageRecord& r) {
+  return std::any_of(r.views.begin(), r.views.end(),
+                     [](const TapeView& v) { return v.for_backward && !v.impl.expired(); });
+}
+
+void evict(const StorageRecord& r, Storage& storage) {
+  memory::TagScope tag("evict");
+  storage.data = memory::Allocation();
+  storage.evicted = true;
+  memory::allocator_for(r.device).count_eviction(r.bytes);
+}
+
+// A value the tape holds only to regenerate others (no backward reads it, no
+// handle outside the tape holds it) is one plain training would have freed
+// when the forward moved past it: the guard frees it too, so that the live
+// set is plain training's, and makes it again only for a regeneration that
+// needs it. Looks at the `looks` oldest values made or regenerated recently;
+// one still held outside the tape goes to the back of the queue.
+void free_dead_values_locked(State& s, size_t looks) {
+  for (size_t look = 0; look < looks && !s.recent.empty(); ++look) {
+    std::weak_ptr<Storage> next = std::move(s.recent.front());
+    s.recent.pop_front();
+    std::shared_ptr<Storage> storage = next.lock();
+    if (!storage || storage->evicted) continue;
+    StorageRecord* r = record_of(s, storage);
+    if (r == nullptr || read_by_backward(*r)) continue;  // saved for backward: pressure decides
+    if (evictable(*r, storage)) {
+      evict(*r, *storage);
+    } else {
+      s.recent.push_back(std::move(next));
+    }
+  }
+}
+
 // The record observer: called for every entry recorded while a guard lives.
 void observe(const std::shared_ptr<Node>& node, const std::vector<Tensor>& inputs,
              const std::vector<Tensor>& outputs) {
@@ -125,6 +177,7 @@ void observe(const std::shared_ptr<Node>& node, const std::vector<Tensor>& input
       if (!makes_storage(y, inputs)) continue;
       const std::shared_ptr<Storage>& storage = y.impl().storage;
       regen->made[j] = storage;
+      s.recent.push_back(storage);
       s.records[storage.get()] = StorageRecord{.storage = storage,
                                                .device = y.device(),
                                                .creator = node,
@@ -149,22 +202,7 @@ void observe(const std::shared_ptr<Node>& node, const std::vector<Tensor>& input
       if (held) add_view(s, held->value, at, true);
     }
   }
-}
-
-// Whether only the tape holds the storage (no handle of the caller's, no
-// operand of a running op), its creator can still run, and it is unchanged.
-bool evictable(StorageRecord& r, const std::shared_ptr<Storage>& storage) {
-  if (storage->evicted || storage->version.load() != r.version_made) return false;
-  std::shared_ptr<Node> creator = r.creator.lock();
-  if (!creator || creator->released || !creator->regeneration) return false;
-  std::erase_if(r.views, [](const TapeView& v) { return v.impl.expired(); });
-  long tape_held = 0;
-  for (const TapeView& v : r.views) {
-    // Held by its slot alone: the view's count is 1, and the weak one is ours.
-    if (v.impl.use_count() != 1) return false;
-    ++tape_held;
-  }
-  return storage.use_count() - 1 == tape_held;  // -1: the caller's lock
+  free_dead_values_locked(s, 2);  // a record makes about one value: the queue stays short
 }
 
 // Larger is evicted first: bytes freed per nanosecond of regeneration, times
@@ -242,11 +280,7 @@ class Evictor final : public memory::PressureRelief {
         break;
       }
     }
-    memory::TagScope tag("evict");
-    const int64_t freed = storage_bytes(*pick->storage);
-    pick->storage->data = memory::Allocation();
-    pick->storage->evicted = true;
-    allocator.count_eviction(freed);
+    evict(*pick->record, *pick->storage);
     return true;
   }
 
@@ -288,6 +322,8 @@ Evictor& evictor_for(State& s, Device d) {
 // evicted too. The inputs stay pinned (held here) while it runs, so an
 // eviction its allocations cause cannot take them; along a chain only the
 // input being made and the one that reads it are resident at once.
+thread_local int regeneration_depth = 0;
+
 void regenerate(const std::shared_ptr<Storage>& target) {
   NoGradGuard no_grad;
   memory::TagScope tag("regenerate");
@@ -303,12 +339,20 @@ void regenerate(const std::shared_ptr<Storage>& target) {
   }
   const autograd::Regeneration& regen = *creator->regeneration;
   std::vector<std::shared_ptr<Storage>> pinned;
-  for (const Tensor& x : regen.inputs) {
-    if (!x.defined()) continue;
-    pinned.push_back(x.impl().storage);
-    if (x.impl().storage->evicted) regenerate(x.impl().storage);
+  std::vector<Tensor> outputs;
+  {
+    ++regeneration_depth;
+    struct Leave {
+      ~Leave() { --regeneration_depth; }
+    } leave;
+    for (const Tensor& x : regen.inputs) {
+      if (!x.defined()) continue;
+      pinned.push_back(x.impl().storage);
+      if (x.impl().storage->evicted) regenerate(x.impl().storage);
+    }
+    outputs = ops::replay_forward(*creator->op, regen.inputs, creator->attrs);
   }
-  std::vector<Tensor> outputs = ops::replay_forward(*creator->op, regen.inputs, creator->attrs);
+  pinned.clear();
   std::lock_guard<std::mutex> lock(s.mutex);
   // Every evicted output comes back, not only the one asked for.
   for (size_t j = 0; j < regen.made.size() && j < outputs.size(); ++j) {
@@ -322,8 +366,11 @@ void regenerate(const std::shared_ptr<Storage>& target) {
     made->data = std::move(fresh);
     made->evicted = false;
     r->last_use = s.clock;
+    s.recent.push_back(made);
     memory::allocator_for(r->device).count_regeneration(r->bytes);
   }
+  // Once the whole chain has run, what it made only to feed the next link is dead again.
+  if (regeneration_depth == 0) free_dead_values_locked(s, s.recent.size());
 }
 
 }  // namespace
