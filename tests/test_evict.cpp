@@ -270,3 +270,27 @@ TEST(BudgetGuard, RefusesALimitBelowWhatIsInUse) {
   EXPECT_NE(msg.find("below the"), std::string::npos) << msg;
   EXPECT_EQ(memory::stats(kCPU).memory_limit, 0);
 }
+
+// BatchNorm's running statistics move once per step under a limit too: a
+// regenerated batch_norm runs as a replay does, leaving them alone.
+TEST(BudgetGuard, RegenerationLeavesRunningStatisticsAlone) {
+  auto buffers = [](const Training& t) {
+    std::vector<std::vector<float>> out;
+    for (const auto& [name, b] : t.s.blocks->named_buffers()) {
+      if (is_floating(b.dtype())) out.push_back(b.to_vector<float>());
+    }
+    return out;
+  };
+  Training plain = resnet();
+  plain.step();
+  const Measured free_run = measure([&] { plain.step(); });
+  Training guarded = resnet();
+  guarded.step();
+  const Measured m = measure([&] {
+    BudgetGuard guard(kCPU, limit_between(free_run, 0.35));
+    guarded.step();
+  });
+  EXPECT_GT(m.stats.num_regenerations, free_run.stats.num_regenerations);
+  EXPECT_FALSE(buffers(plain).empty());
+  EXPECT_EQ(buffers(guarded), buffers(plain));
+}
