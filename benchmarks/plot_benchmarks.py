@@ -5,9 +5,9 @@
         --pytorch deep-mlp-torch.json --timeline timeline.csv --out docs/img
     python3 benchmarks/plot_benchmarks.py --selftest
 
-Per model key: activation memory against step time, one point per plan and
-the budget planner's runs (bench_checkpoint --budgets) joined as a line, its
-memory/time frontier (`<preset>-<key slug>-memory-time.png`). For the deep-mlp preset also
+Per model key: activation memory against step time, one point per plan, the
+budget planner's runs (bench_checkpoint --budgets) joined as a line, its
+memory/time frontier, and the eviction mode's runs (--limits) as another (`<preset>-<key slug>-memory-time.png`). For the deep-mlp preset also
 activation memory against depth (`deep-mlp-memory-depth.png`) and the step
 time overhead at depth 40 (`deep-mlp-time-overhead.png`). Per key of a
 timeline CSV: allocated memory through one training step, a panel per plan
@@ -81,15 +81,24 @@ def save(fig, out_dir, name):
 def plot_memory_time(doc, key, plans, torch_plans, out_dir):
     fig, ax = plt.subplots(figsize=(7.5, 5))
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    budgets = sorted((r for r in plans.values() if r.get("budget_fraction") is not None),
-                     key=lambda r: r["activation_bytes"])
-    plans = {p: r for p, r in plans.items() if r.get("budget_fraction") is None}
-    if budgets:  # the planner's frontier: one point per budget
-        xs = [r["median_step_ms"] for r in budgets]
-        ys = [r["activation_bytes"] / MIB for r in budgets]
-        ax.plot(xs, ys, "-D", color="black", ms=5, lw=1.2, zorder=4)
-        for r, x, y in zip(budgets, xs, ys):
-            ax.annotate(f"{100 * r['budget_fraction']:.0f}%", (x, y), xytext=(-8, -12),
+    # Lines of runs at fractions of none's activations: the budget planner's
+    # frontier and the eviction mode's.
+    lines = {}
+    for field, style, label in (
+            ("budget_fraction", "-D", "remat budget planner (budget: % of none's activations)"),
+            ("limit_fraction", "--v", "remat BudgetGuard (limit: % of none's activations)")):
+        runs = sorted((r for r in plans.values() if r.get(field) is not None),
+                      key=lambda r: r["activation_bytes"])
+        if runs:
+            lines[field] = (runs, style, label)
+    plans = {p: r for p, r in plans.items()
+             if r.get("budget_fraction") is None and r.get("limit_fraction") is None}
+    for field, (runs, style, _) in lines.items():
+        xs = [r["median_step_ms"] for r in runs]
+        ys = [r["activation_bytes"] / MIB for r in runs]
+        ax.plot(xs, ys, style, color="black", ms=5, lw=1.2, zorder=4)
+        for r, x, y in zip(runs, xs, ys):
+            ax.annotate(f"{100 * r[field]:.0f}%", (x, y), xytext=(-8, -12),
                         textcoords="offset points", fontsize=8)
     for i, (plan, run) in enumerate(plans.items()):
         color = colors[i % len(colors)]
@@ -105,15 +114,15 @@ def plot_memory_time(doc, key, plans, torch_plans, out_dir):
             ax.plot([x, tx], [y, ty], color=color, lw=0.7, alpha=0.6)
             ax.annotate(plan, (tx, ty), xytext=(6, -10), textcoords="offset points",
                         fontsize=8, color=color, alpha=0.8)
-    xs = [r["median_step_ms"]
-          for r in list(plans.values()) + list(torch_plans.values()) + budgets]
+    xs = [r["median_step_ms"] for r in list(plans.values()) + list(torch_plans.values())
+          + [r for runs, _, _ in lines.values() for r in runs]]
     if min(xs) > 0 and max(xs) / min(xs) > 20:  # e.g. a fast GPU tool next to a slow one
         ax.set_xscale("log")
     ax.margins(x=0.15, y=0.1)
     handles = [plt.Line2D([], [], ls="", marker="o", color="grey", label="remat")]
-    if budgets:
-        handles.append(plt.Line2D([], [], marker="D", ms=5, color="black",
-                                  label="remat budget planner (budget: % of none's activations)"))
+    for runs, style, label in lines.values():
+        handles.append(plt.Line2D([], [], ls=style[:-1], marker=style[-1], ms=5, color="black",
+                                  label=label))
     if torch_plans:
         handles.append(plt.Line2D([], [], ls="", marker="s", mfc="none", color="grey",
                                   label="PyTorch (line joins the same plan)"))
@@ -297,6 +306,10 @@ def synthetic_doc(tool, speed, extra):
                              budget_bytes=base["state_bytes"] + fraction * base["activation_bytes"],
                              activation_bytes=int(base["activation_bytes"] * fraction * 0.9),
                              median_step_ms=base["median_step_ms"] * (1.3 - 0.3 * fraction)))
+            runs.append(dict(base, plan=f"limit-{fraction:.0%}", limit_fraction=fraction,
+                             limit_bytes=base["state_bytes"] + fraction * base["activation_bytes"],
+                             activation_bytes=int(base["activation_bytes"] * fraction * 0.95),
+                             median_step_ms=base["median_step_ms"] * (1.2 - 0.2 * fraction)))
     nulls = {k: None for k in ("step_ms", "median_step_ms", "time_ratio", "activation_bytes")}
     runs.append(dict(runs[-1], plan="selective", skipped="needs PyTorch >= 2.4", **nulls))
     return {"tool": tool, "tool_version": "0.1.0", "device": "cpu",
