@@ -29,8 +29,9 @@ using autograd::Node;
 // A tensor the tape holds of a storage.
 struct TapeView {
   std::weak_ptr<TensorImpl> impl;
-  uint64_t reader = 0;        // the entry holding it
-  bool for_backward = false;  // saved for the reader's backward, not only to regenerate it
+  uint64_t reader = 0;              // the entry holding it
+  bool for_backward = false;        // saved for the reader's backward, not only to regenerate it
+  std::weak_ptr<Node> regenerates;  // otherwise: the entry whose regeneration reads it
 };
 
 struct StorageRecord {
@@ -83,10 +84,13 @@ StorageRecord* record_of(State& s, const std::shared_ptr<Storage>& storage) {
   return &it->second;
 }
 
-void add_view(State& s, const Tensor& t, uint64_t reader, bool for_backward) {
+void add_view(State& s, const Tensor& t, const std::shared_ptr<Node>& reader, bool for_backward) {
   if (!t.defined()) return;
   if (StorageRecord* r = record_of(s, t.impl().storage)) {
-    r->views.push_back({t.impl_ptr(), reader, for_backward});
+    r->views.push_back({.impl = t.impl_ptr(),
+                        .reader = reader->sequence,
+                        .for_backward = for_backward,
+                        .regenerates = for_backward ? std::weak_ptr<Node>() : reader});
   }
 }
 
@@ -190,21 +194,53 @@ void observe(const std::shared_ptr<Node>& node, const std::vector<Tensor>& input
                                                .last_use = at,
                                                .views = {}};
     }
-    for (const Tensor& x : regen->inputs) add_view(s, x, at, false);
+    for (const Tensor& x : regen->inputs) add_view(s, x, node, false);
     node->regeneration = std::move(regen);
   }
   for (const autograd::NodeInput& in : node->inputs) {
-    if (in.saved) add_view(s, in.saved->value, at, true);
+    if (in.saved) add_view(s, in.saved->value, node, true);
   }
   for (const autograd::NodeOutput& out : node->outputs) {
-    if (out.saved) add_view(s, out.saved->value, at, true);
+    if (out.saved) add_view(s, out.saved->value, node, true);
   }
   if (node->segment_entry) {
     for (const auto& held : node->segment_entry->input_values) {
-      if (held) add_view(s, held->value, at, true);
+      if (held) add_view(s, held->value, node, true);
     }
   }
   free_dead_values_locked(s, 2);  // a record makes about one value: the queue stays short
+}
+
+using CostMemo = std::unordered_map<const StorageRecord*, double>;
+
+// What making a value again costs: its creator's forward and, first, the
+// same for each of the creator's inputs that is evicted too.
+double regeneration_cost(const State& s, const StorageRecord& r, CostMemo& memo) {
+  if (auto known = memo.find(&r); known != memo.end()) return known->second;
+  double cost = static_cast<double>(r.cost_ns) + 1000.0;
+  if (std::shared_ptr<Node> creator = r.creator.lock(); creator && creator->regeneration) {
+    for (const Tensor& x : creator->regeneration->inputs) {
+      if (!x.defined() || !x.impl().storage->evicted) continue;
+      auto it = s.records.find(x.impl().storage.get());
+      if (it != s.records.end()) cost += regeneration_cost(s, it->second, memo);
+    }
+  }
+  memo[&r] = cost;
+  return cost;
+}
+
+// How many evicted values would need this one made again first.
+int evicted_dependents(const StorageRecord& r) {
+  int count = 0;
+  for (const TapeView& v : r.views) {
+    std::shared_ptr<Node> entry = v.regenerates.lock();
+    if (!entry || !entry->regeneration) continue;
+    for (const auto& made : entry->regeneration->made) {
+      std::shared_ptr<Storage> output = made.lock();
+      if (output && output->evicted) ++count;
+    }
+  }
+  return count;
 }
 
 // Larger is evicted first: bytes freed per nanosecond of regeneration, times
@@ -213,8 +249,7 @@ void observe(const std::shared_ptr<Node>& node, const std::vector<Tensor>& input
 // the cursor): farthest next use first, as Belady's rule. In the forward the
 // future is unknown: staleness, as DTR's heuristic. A tensor held only to
 // regenerate others has no next use of its own.
-double eviction_score(const State& s, const StorageRecord& r,
-                      const std::shared_ptr<Node>& creator) {
+double eviction_score(const State& s, const StorageRecord& r, CostMemo& memo) {
   constexpr double kNoUse = 1e15;
   const uint64_t cursor = autograd::backward_cursor();
   bool used = false;
@@ -230,13 +265,10 @@ double eviction_score(const State& s, const StorageRecord& r,
                    ? static_cast<double>(cursor - next) + 1.0
                    : static_cast<double>(s.clock - std::min(s.clock, r.last_use)) + 1.0;
   }
-  // Regenerating it also regenerates the creator's inputs that are evicted.
-  double cost = static_cast<double>(r.cost_ns) + 1000.0;
-  for (const Tensor& x : creator->regeneration->inputs) {
-    if (!x.defined() || !x.impl().storage->evicted) continue;
-    auto it = s.records.find(x.impl().storage.get());
-    if (it != s.records.end()) cost += static_cast<double>(it->second.cost_ns);
-  }
+  // The cost of the evicted neighbourhood, as DTR's e*: regenerating it
+  // regenerates its evicted ancestors, and each evicted value that reads it
+  // would have to make it again first.
+  const double cost = regeneration_cost(s, r, memo) * (1 + evicted_dependents(r));
   return static_cast<double>(r.bytes) * distance / cost;
 }
 
@@ -255,6 +287,7 @@ class Evictor final : public memory::PressureRelief {
       StorageRecord* record;
     };
     std::vector<Candidate> candidates;
+    CostMemo memo;
     for (auto it = s.records.begin(); it != s.records.end();) {
       std::shared_ptr<Storage> storage = it->second.storage.lock();
       if (!storage) {
@@ -263,7 +296,7 @@ class Evictor final : public memory::PressureRelief {
       }
       StorageRecord& r = it->second;
       if (r.device == device_ && evictable(r, storage)) {
-        const double score = eviction_score(s, r, r.creator.lock());
+        const double score = eviction_score(s, r, memo);
         candidates.push_back({score, std::move(storage), &r});
       }
       ++it;
