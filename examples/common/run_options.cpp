@@ -13,6 +13,23 @@ remat::Device RunOptions::parsed_device() const {
   throw remat::Error(fmt::format("--device: expected cpu or cuda, got '{}'", device));
 }
 
+namespace {
+
+// A CLI11 check: empty (valid) when `parse` accepts the text, else its error.
+template <typename Parse>
+auto accepted_by(Parse parse) {
+  return [parse](const std::string& text) {
+    try {
+      parse(text);
+      return std::string();
+    } catch (const remat::Error& e) {
+      return std::string(e.what());
+    }
+  };
+}
+
+}  // namespace
+
 std::unique_ptr<remat::BudgetGuard> RunOptions::memory_guard(remat::Device on) const {
   if (memory_limit.empty()) return nullptr;
   return std::make_unique<remat::BudgetGuard>(on, remat::parse_bytes(memory_limit));
@@ -30,27 +47,13 @@ void add_run_options(CLI::App& app, RunOptions& options, const std::string& name
                  "checkpoint plan: none, block, every-N, alternate, sqrt, selective, nested, "
                  "or budget:SIZE (e.g. budget:2GiB: the planner's schedule for a training step "
                  "whose peak of allocated memory stays within SIZE; docs/checkpointing.md)")
-      ->check([](const std::string& plan) {
-        try {
-          remat::CheckpointPlan::parse(plan);
-          return std::string();
-        } catch (const remat::Error& e) {
-          return std::string(e.what());
-        }
-      })
+      ->check(accepted_by([](const std::string& plan) { remat::CheckpointPlan::parse(plan); }))
       ->capture_default_str();
   app.add_option("--memory-limit", options.memory_limit,
                  "train under a hard memory limit of SIZE on the device (e.g. 512MiB): "
                  "saved tensors are evicted and regenerated from the tape as needed, with the "
                  "same gradients; works with any --checkpoint plan (docs/checkpointing.md)")
-      ->check([](const std::string& size) {
-        try {
-          remat::parse_bytes(size);
-          return std::string();
-        } catch (const remat::Error& e) {
-          return std::string(e.what());
-        }
-      });
+      ->check(accepted_by([](const std::string& size) { remat::parse_bytes(size); }));
   app.add_option("--metrics", options.metrics_path, "where to write the metrics JSON")
       ->capture_default_str();
   app.add_flag("--quiet", options.quiet, "no progress bar");
