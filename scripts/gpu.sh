@@ -170,12 +170,15 @@ bench() {
 }
 
 # The three examples on the GPU, short runs with checkpointing on and off
-# (the transformer's --compare prints both plans side by side).
+# (the transformer's --compare prints both plans side by side), and the
+# transformer under a memory limit (the eviction mode).
 examples() {
   local bin=$BUILD_DIR/examples data=$DEPS/data
   {
     "$bin/transformer" --device cuda --quiet --steps 200 --corpus "$data/fortunes" \
       --compare none,block,selective --metrics "$LOGS/transformer_metrics.json"
+    "$bin/transformer" --device cuda --quiet --steps 50 --corpus "$data/fortunes" \
+      --memory-limit 128MiB --metrics "$LOGS/transformer_limit_metrics.json"
     "$bin/mlp" --device cuda --quiet --steps 300 --data "$data/fashion-mnist" \
       --checkpoint block --metrics "$LOGS/mlp_metrics.json"
     "$bin/resnet" --device cuda --quiet --steps 100 --data "$data/fashion-mnist" \

@@ -612,5 +612,37 @@ TEST(CudaCheckpoint, GradientsAreBitwiseIdenticalWithAndWithoutCheckpoint) {
   EXPECT_LT(every_block.activation_peak, plain.activation_peak);
 }
 
+// The eviction mode on the GPU: under a limit of half the activations,
+// device memory is evicted and regenerated with CUDA kernels, and the
+// gradients are bitwise those without a limit.
+TEST(CudaCheckpoint, BudgetGuardStaysUnderItsLimitWithTheSameGradients) {
+  if (!cuda_is_available()) GTEST_SKIP() << "no CUDA device";
+  GpuMlpStack m(16, 256, 2);
+  const Tensor x = randn({1024, 256}).to(kGpu);
+  const auto fns = m.blocks();
+  auto forward = [&](const Tensor& in) {
+    Tensor h = in;
+    for (const auto& f : fns) h = f(h);
+    return h;
+  };
+  const auto plain = m.step(x, forward);
+  memory::empty_cache(kGpu);
+  const memory::Stats start = memory::stats(kGpu);
+  constexpr int64_t kSegment = int64_t{2} << 20;
+  const int64_t limit =
+      (start.reserved_bytes.current + plain.activation_peak / 2) / kSegment * kSegment;
+  GpuMlpStack::Step limited;
+  {
+    BudgetGuard guard(kGpu, limit);
+    memory::reset_peak_stats(kGpu);
+    limited = m.step(x, forward);
+  }
+  const memory::Stats after = memory::stats(kGpu);
+  EXPECT_LE(after.reserved_bytes.peak, limit);
+  EXPECT_GT(after.num_regenerations, start.num_regenerations);
+  EXPECT_EQ(limited.loss, plain.loss);
+  EXPECT_EQ(limited.grads, plain.grads);
+}
+
 }  // namespace
 }  // namespace remat
