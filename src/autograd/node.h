@@ -79,8 +79,7 @@ struct SegmentEntry {
 
 // What an entry needs to make its outputs again after the eviction mode
 // (BudgetGuard, src/checkpoint/evict.cpp) freed them: its inputs, held, and
-// the storages it allocated. Only entries recorded under a guard outside any
-// checkpoint segment carry it.
+// the storages it allocated. Only entries recorded while a guard lives carry it.
 struct Regeneration {
   std::vector<Tensor> inputs;                // detached, indexed like the entry's inputs
   std::vector<std::weak_ptr<Storage>> made;  // by output; empty where it is a view or in place

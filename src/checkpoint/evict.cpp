@@ -1,5 +1,5 @@
 // The eviction mode (BudgetGuard). While a guard lives, every tape entry
-// recorded outside a checkpoint segment holds its inputs for regeneration
+// recorded (inside checkpoint segments too) holds its inputs for regeneration
 // (autograd::Regeneration), and each storage it allocates gets a record here:
 // its creator, its size, the cost of making it again, and the tensors of it
 // the tape holds (saved for backward, or held to regenerate a later entry).
@@ -38,7 +38,6 @@ struct StorageRecord {
   std::weak_ptr<Storage> storage;
   Device device = kCPU;
   std::weak_ptr<Node> creator;
-  size_t output = 0;
   uint32_t version_made = 0;  // a storage changed in place since is not the creator's output
   int64_t bytes = 0;
   int64_t cost_ns = 0;    // the creator's forward
@@ -113,7 +112,7 @@ bool evictable(StorageRecord& r, const std::shared_ptr<Storage>& storage) {
   std::erase_if(r.views, [](const TapeView& v) { return v.impl.expired(); });
   long tape_held = 0;
   for (const TapeView& v : r.views) {
-    // Held by its slot alone: the view's count is 1, and the weak one is ours.
+    // Held by its slot alone (a strong count of 1), not also by a running op.
     if (v.impl.use_count() != 1) return false;
     ++tape_held;
   }
@@ -154,6 +153,39 @@ void free_dead_values_locked(State& s, size_t looks) {
   }
 }
 
+// Makes the entry a creator: it holds its inputs to run again, and each
+// storage it allocated gets a record. Entries inside checkpoint segments too:
+// what their segment drops is dead to backward and freed at once, and what it
+// leaves (block outputs, values a policy keeps) can then be evicted and made
+// again along the tape like any other value.
+void make_creator(State& s, const std::shared_ptr<Node>& node, const std::vector<Tensor>& inputs,
+                  const std::vector<Tensor>& outputs) {
+  auto regen = std::make_unique<autograd::Regeneration>();
+  regen->cost_ns = ops::last_forward_ns();
+  regen->inputs.resize(inputs.size());
+  regen->made.resize(outputs.size());
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    if (inputs[i].defined()) regen->inputs[i] = inputs[i].detach();
+  }
+  for (size_t j = 0; j < outputs.size(); ++j) {
+    const Tensor& y = outputs[j];
+    if (!makes_storage(y, inputs)) continue;
+    const std::shared_ptr<Storage>& storage = y.impl().storage;
+    regen->made[j] = storage;
+    s.recent.push_back(storage);
+    s.records[storage.get()] = StorageRecord{.storage = storage,
+                                             .device = y.device(),
+                                             .creator = node,
+                                             .version_made = y.version(),
+                                             .bytes = storage_bytes(*storage),
+                                             .cost_ns = regen->cost_ns,
+                                             .last_use = node->sequence,
+                                             .views = {}};
+  }
+  for (const Tensor& x : regen->inputs) add_view(s, x, node, false);
+  node->regeneration = std::move(regen);
+}
+
 // The record observer: called for every entry recorded while a guard lives.
 void observe(const std::shared_ptr<Node>& node, const std::vector<Tensor>& inputs,
              const std::vector<Tensor>& outputs) {
@@ -166,37 +198,7 @@ void observe(const std::shared_ptr<Node>& node, const std::vector<Tensor>& input
     if (!x.defined()) continue;
     if (StorageRecord* r = record_of(s, x.impl().storage)) r->last_use = at;
   }
-  // Entries inside checkpoint segments become creators too: what their
-  // segment drops is dead to backward and freed below, and what it leaves
-  // (block outputs, values a policy keeps) can then be evicted and made
-  // again along the tape like any other value.
-  {
-    auto regen = std::make_unique<autograd::Regeneration>();
-    regen->cost_ns = ops::last_forward_ns();
-    regen->inputs.resize(inputs.size());
-    regen->made.resize(outputs.size());
-    for (size_t i = 0; i < inputs.size(); ++i) {
-      if (inputs[i].defined()) regen->inputs[i] = inputs[i].detach();
-    }
-    for (size_t j = 0; j < outputs.size(); ++j) {
-      const Tensor& y = outputs[j];
-      if (!makes_storage(y, inputs)) continue;
-      const std::shared_ptr<Storage>& storage = y.impl().storage;
-      regen->made[j] = storage;
-      s.recent.push_back(storage);
-      s.records[storage.get()] = StorageRecord{.storage = storage,
-                                               .device = y.device(),
-                                               .creator = node,
-                                               .output = j,
-                                               .version_made = y.version(),
-                                               .bytes = storage_bytes(*storage),
-                                               .cost_ns = regen->cost_ns,
-                                               .last_use = at,
-                                               .views = {}};
-    }
-    for (const Tensor& x : regen->inputs) add_view(s, x, node, false);
-    node->regeneration = std::move(regen);
-  }
+  make_creator(s, node, inputs, outputs);
   for (const autograd::NodeInput& in : node->inputs) {
     if (in.saved) add_view(s, in.saved->value, node, true);
   }
@@ -335,7 +337,7 @@ class Evictor final : public memory::PressureRelief {
         "nothing is left to evict: of {} allocated bytes, {} are in {} tensors the tape could "
         "regenerate but that are in use (operands of the running op, handles the caller "
         "holds, or written in place), and {} cannot be regenerated (parameters, gradients, "
-        "optimizer state, inputs, tensors made inside checkpoint segments or outside a "
+        "optimizer state, inputs, what a checkpoint replay made, tensors made outside a "
         "BudgetGuard)",
         now.allocated_bytes.current, held_outside, held_count,
         now.allocated_bytes.current - held_outside);
