@@ -136,8 +136,9 @@ TEST(BudgetGuard, ComposesWithCheckpointSegments) {
     const char* plan;
     bool regenerates;
   };
-  for (const auto& [plan, regenerates] : {Case{"alternate", true}, Case{"block", false},
-                                          Case{"nested", false}, Case{"selective", true}}) {
+  for (const Case& c : {Case{"alternate", true}, Case{"block", false}, Case{"nested", false},
+                        Case{"selective", true}}) {
+    const char* plan = c.plan;  // a plain variable: lambdas below capture it
     const Measured planned = measure([&] { t.step(CheckpointPlan::parse(plan)); });
     int64_t regenerated = 0;
     for (double fraction : {0.6, 0.45, 0.3, 0.15}) {
@@ -162,7 +163,7 @@ TEST(BudgetGuard, ComposesWithCheckpointSegments) {
                   static_cast<double>(planned.reserved_peak) / kMiB,
                   static_cast<double>(bytes) / kMiB);
     }
-    if (regenerates) {
+    if (c.regenerates) {
       EXPECT_GT(regenerated, 0) << plan;
     }
   }
