@@ -12,6 +12,7 @@
 #include <algorithm>
 #include <deque>
 #include <mutex>
+#include <span>
 #include <unordered_map>
 
 #include "autograd/node.h"
@@ -274,6 +275,13 @@ double eviction_score(const State& s, const StorageRecord& r, CostMemo& memo) {
   return static_cast<double>(r.bytes) * distance / cost;
 }
 
+// How far down the ranking a tensor whose block serves the request may be
+// taken ahead of the best-scored one: any further and its cost outweighs the
+// fragmentation it saves (on the 16-block transformer at the block plan's
+// limit, 8 regenerated 10% fewer bytes per step than the whole ranking and
+// about as few as 4 or 16).
+constexpr size_t kFragmentationCandidates = 8;
+
 class Evictor final : public memory::PressureRelief {
  public:
   explicit Evictor(Device device) : device_(device) {}
@@ -308,10 +316,12 @@ class Evictor final : public memory::PressureRelief {
     std::sort(candidates.begin(), candidates.end(),
               [](const Candidate& a, const Candidate& b) { return a.score > b.score; });
     memory::CachingAllocator& allocator = memory::allocator_for(device_);
-    // Fragmentation: a tensor whose block lets the request be served goes
-    // first; only when none alone does, the best-scored one makes progress.
+    // Fragmentation: among the best-scored, a tensor whose block lets the
+    // request be served goes first; only when none alone does, the
+    // best-scored one makes progress.
     const Candidate* pick = &candidates.front();
-    for (const Candidate& c : candidates) {
+    const size_t considered = std::min<size_t>(candidates.size(), kFragmentationCandidates);
+    for (const Candidate& c : std::span(candidates).first(considered)) {
       if (allocator.frees_room_for(c.storage->data, bytes)) {
         pick = &c;
         break;
