@@ -40,6 +40,11 @@ int64_t segment_size_for(int64_t rounded) {
   return round_up(rounded, kRoundLarge);
 }
 
+// The smallest segment that can serve a request: what a tight limit gets.
+int64_t smallest_segment_for(int64_t rounded) {
+  return rounded <= kSmallSize ? kSmallBuffer : round_up(rounded, kRoundLarge);
+}
+
 std::string format_bytes(int64_t bytes) {
   if (bytes < 1024) return fmt::format("{} B", bytes);
   static constexpr const char* kUnits[] = {"KiB", "MiB", "GiB", "TiB", "PiB", "EiB"};
@@ -194,12 +199,10 @@ struct CachingAllocator::Impl {
     if (block == nullptr) {
       std::string cause = refusal(size, injected);
       if (!unevictable.empty()) {
-        // The smallest segment that could serve it, on top of what is held.
-        const int64_t segment = size > kSmallSize ? round_up(size, kRoundLarge) : kSmallBuffer;
         cause += fmt::format(
             "; {}; a limit of at least {} bytes would serve this request as "
             "memory stands",
-            unevictable, stats.reserved_bytes.current + segment);
+            unevictable, stats.reserved_bytes.current + smallest_segment_for(size));
       }
       throw_oom(bytes, cause);
     }
@@ -335,8 +338,7 @@ struct CachingAllocator::Impl {
   // tight limit cannot afford).
   int64_t segment_size_under_limit(int64_t size) const {
     const int64_t usual = segment_size_for(size);
-    const int64_t own = round_up(size, kRoundLarge);
-    return size > kSmallSize && own < usual && over_limit(usual) ? own : usual;
+    return over_limit(usual) ? smallest_segment_for(size) : usual;
   }
 
   // A fresh segment as one block (not in the free set), or nullptr when the
@@ -437,8 +439,8 @@ struct CachingAllocator::Impl {
       if (wholly_free(segment)) released += segment.size;
     }
     const int64_t reserved_after = stats.reserved_bytes.current - released;
-    const int64_t segment_size = size > kSmallSize ? round_up(size, kRoundLarge) : kSmallBuffer;
-    return stats.memory_limit == 0 || reserved_after + segment_size <= stats.memory_limit;
+    return stats.memory_limit == 0 ||
+           reserved_after + smallest_segment_for(size) <= stats.memory_limit;
   }
 
   // Over every stream (the sets are ordered by stream first); only read when
