@@ -21,12 +21,6 @@ namespace {
 
 using Grads = std::vector<std::vector<float>>;
 
-Grads gradients_of(const std::vector<Tensor>& params) {
-  Grads out;
-  for (const Tensor& p : params) out.push_back(p.grad().to_vector<float>());
-  return out;
-}
-
 // The stacks at batches where activations outweigh the 2 MiB granularity
 // of the limits below.
 Training mlp() { return Training(mlp_stack()); }
@@ -196,7 +190,7 @@ TEST(BudgetGuard, NonSequentialGraphsAndRetainGraph) {
     backward(loss);  // the second pass regenerates again what the first freed
   };
   const Measured free_run = measure(run);
-  const Grads want = gradients_of(w);
+  const Grads want = gradients(w);
   const int64_t limit = limit_between(free_run, 0.6);
   const Measured m = measure([&] {
     BudgetGuard guard(kCPU, limit);
@@ -204,7 +198,7 @@ TEST(BudgetGuard, NonSequentialGraphsAndRetainGraph) {
   });
   EXPECT_LE(m.reserved_peak, limit);
   EXPECT_GT(m.stats.num_regenerations, free_run.stats.num_regenerations);
-  EXPECT_EQ(gradients_of(w), want);
+  EXPECT_EQ(gradients(w), want);
 }
 
 // A tensor evicted in the forward is regenerated in a backward that runs
@@ -227,7 +221,7 @@ TEST(BudgetGuard, HeldTensorsStayAndEvictedOnesOutliveTheGuard) {
   forward();
   const std::vector<float> held_want = held.to_vector<float>();
   backward(loss);
-  const Grads want = gradients_of(w);
+  const Grads want = gradients(w);
   for (Tensor& p : w) p.set_grad({});
   held = {};
   loss = {};
@@ -241,7 +235,7 @@ TEST(BudgetGuard, HeldTensorsStayAndEvictedOnesOutliveTheGuard) {
   EXPECT_GT(memory::stats(kCPU).num_evictions, before) << "the forward alone passes the limit";
   EXPECT_EQ(held.to_vector<float>(), held_want);
   backward(loss);
-  EXPECT_EQ(gradients_of(w), want);
+  EXPECT_EQ(gradients(w), want);
 }
 
 TEST(BudgetGuard, TimelineTagsEvictionsAndRegenerations) {

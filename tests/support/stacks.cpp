@@ -32,10 +32,14 @@ Stack resnet_stack(int64_t batch) {
   return {"resnet", seq, randn({batch, 16, 16, 16})};
 }
 
-std::vector<std::vector<float>> gradients(const Stack& s) {
+std::vector<std::vector<float>> gradients(const std::vector<Tensor>& params) {
   std::vector<std::vector<float>> out;
-  for (const Tensor& p : s.blocks->parameters()) out.push_back(p.grad().to_vector<float>());
+  for (const Tensor& p : params) out.push_back(p.grad().to_vector<float>());
   return out;
+}
+
+std::vector<std::vector<float>> gradients(const Stack& s) {
+  return gradients(s.blocks->parameters());
 }
 
 Training::Training(Stack stack) : s(std::move(stack)) {

@@ -24,7 +24,8 @@ Stack transformer_stack(int64_t batch = 2);
 // 6 basic residual blocks of 16 channels on 16x16 images.
 Stack resnet_stack(int64_t batch = 4);
 
-// The .grad of every parameter of the stack.
+// The .grad of every tensor, in order; of every parameter of the stack.
+std::vector<std::vector<float>> gradients(const std::vector<Tensor>& params);
 std::vector<std::vector<float>> gradients(const Stack& s);
 
 // A training step of a stack: the blocks, a linear head with a loss, and
