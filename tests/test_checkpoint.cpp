@@ -149,18 +149,6 @@ TEST(Checkpoint, GradModeOffJustRunsFn) {
   EXPECT_FALSE(y.requires_grad());
 }
 
-TEST(Checkpoint, OffloadPolicyIsNotImplementedYet) {
-  MlpStack m(1, 8, 2);
-  CheckpointOptions opts;
-  opts.policy = Policy::offload();
-  try {
-    checkpoint(m.block(0), randn({2, 8}), opts);
-    FAIL() << "expected NotImplementedError";
-  } catch (const NotImplementedError& e) {
-    EXPECT_NE(std::string(e.what()).find("not implemented"), std::string::npos);
-  }
-}
-
 namespace {
 
 // The analytical model of docs/checkpointing.md for the MLP stack. Per

@@ -24,31 +24,55 @@ namespace ops {
 struct OpDef;  // an op of the registry (src/ops/registry.h)
 }
 
-// What a segment keeps of its own results.
+// What a segment keeps of its own results, and where it keeps them.
 class Policy {
  public:
-  enum class Kind { RecomputeAll, SaveOps, Offload };
+  enum class Kind { RecomputeAll, SaveOps, SaveAll };
+  // Where the activations a segment keeps live until backward reads them:
+  // what its entries save for backward and the inputs it holds for replay,
+  // when an op on the tape made them (parameters, inputs and constants stay
+  // where they are).
+  enum class Placement {
+    Device,    // where they were made
+    Offload,   // copied to the device's offload pool, copied back in backward
+    Compress,  // stored in fewer bits (format()), decompressed in backward
+  };
   // Keep nothing; replay regenerates every dropped tensor (the default).
   static Policy recompute_all() { return Policy(Kind::RecomputeAll, {}, {}); }
   // Keep the outputs of the named ops (e.g. {"matmul"}) and recompute the
   // rest: replay runs only what the dropped tensors depend on. A name that is
   // not an op of the registry throws Error listing the op names.
   static Policy save_ops(std::set<std::string> op_names);
-  // Move saved tensors to pinned host memory: not implemented yet (throws).
-  static Policy offload() { return Policy(Kind::Offload, {}, {}); }
+  // Keep what a plain run keeps, none of it recomputed, in the offload pool:
+  // copied out as it is made, copied back in backward one segment ahead of
+  // need (docs/checkpointing.md, "Offload and compression").
+  static Policy offload() { return Policy(Kind::SaveAll, {}, {}).offloaded(); }
+  // Keep what a plain run keeps, compressed to `format`: kBFloat16, or kInt8
+  // and kFloat8E4M3 with a float32 scale per block of 256 elements. Lossy:
+  // gradients are no longer exact (docs/checkpointing.md has the bounds).
+  static Policy compress(DType format) { return Policy(Kind::SaveAll, {}, {}).compressed(format); }
+  // This policy with what it keeps offloaded or compressed:
+  //   Policy::save_ops({"matmul"}).offloaded()   kept matmul outputs in the pool
+  //   Policy::recompute_all().offloaded()        only the replay's inputs, in the pool
+  Policy offloaded() const;
+  Policy compressed(DType format) const;
 
   Kind kind() const { return kind_; }
+  Placement placement() const { return placement_; }
+  DType format() const { return format_; }  // of Placement::Compress
   const std::set<std::string>& saved_ops() const { return names_; }
   // Whether a segment keeps the outputs of this op: a compare per kept op,
   // no string lookup, on every entry a segment records.
   bool keeps(const ops::OpDef& op) const {
-    return std::find(ops_.begin(), ops_.end(), &op) != ops_.end();
+    return kind_ == Kind::SaveAll || std::find(ops_.begin(), ops_.end(), &op) != ops_.end();
   }
 
  private:
   Policy(Kind kind, std::set<std::string> names, std::vector<const ops::OpDef*> ops)
       : kind_(kind), names_(std::move(names)), ops_(std::move(ops)) {}
   Kind kind_;
+  Placement placement_ = Placement::Device;
+  DType format_ = kFloat32;
   std::set<std::string> names_;
   std::vector<const ops::OpDef*> ops_;  // resolved from names_ in the registry
 };

@@ -95,8 +95,8 @@ using RecordObserver = void (*)(const std::shared_ptr<Node>& node,
 void set_record_observer(RecordObserver observer);
 using Regenerator = void (*)(const std::shared_ptr<Storage>& storage);
 void set_regenerator(Regenerator regenerator);
-// Makes an evicted storage of t resident again (a no-op otherwise): every
-// read of a tensor the tape holds goes through it.
+// Makes an evicted or packed storage of t resident again (a no-op otherwise):
+// every read of a tensor the tape holds goes through it.
 void ensure_resident(const Tensor& t);
 // The tape position of the entry whose backward this thread runs now, or
 // kNotInBackward: what the eviction mode orders next uses by.

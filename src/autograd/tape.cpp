@@ -71,6 +71,10 @@ void set_regenerator(Regenerator r) { regenerator.store(r); }
 
 void ensure_resident(const Tensor& t) {
   const std::shared_ptr<Storage>& storage = t.impl().storage;
+  if (storage->packed) {
+    storage->packed->prepare_read(*storage);
+    return;
+  }
   if (!storage->evicted) return;
   Regenerator regenerate = regenerator.load();
   REMAT_CHECK(regenerate != nullptr, "an evicted tensor {} and no regenerator",

@@ -23,12 +23,24 @@ Policy Policy::save_ops(std::set<std::string> op_names) {
   return Policy(Kind::SaveOps, std::move(op_names), std::move(defs));
 }
 
+Policy Policy::offloaded() const {
+  Policy p = *this;
+  p.placement_ = Placement::Offload;
+  return p;
+}
+
+Policy Policy::compressed(DType format) const {
+  REMAT_CHECK(format == kBFloat16,
+              "Policy::compress: the formats are bfloat16, int8 and float8_e4m3, got {}", format);
+  Policy p = *this;
+  p.placement_ = Placement::Compress;
+  p.format_ = format;
+  return p;
+}
+
 std::vector<Tensor> checkpoint(
     const std::function<std::vector<Tensor>(const std::vector<Tensor>&)>& fn,
     const std::vector<Tensor>& inputs, CheckpointOptions opts) {
-  if (opts.policy.kind() == Policy::Kind::Offload) {
-    throw NotImplementedError("checkpoint Policy::offload (saved tensors to pinned host memory)");
-  }
   if (!GradMode::is_enabled()) return fn(inputs);  // nothing is recorded, nothing to drop
   auto segment = std::make_shared<checkpointing::CheckpointSegment>(
       checkpointing::CheckpointSegment::active(), std::move(opts));

@@ -13,6 +13,12 @@ using autograd::SavedTensor;
 
 thread_local CheckpointStats thread_stats;
 
+// This thread's segments that pack, by where they begin on the tape (and
+// depth: a segment may begin with a nested one): backward reaches them in
+// reverse, and each prefetches the one before it.
+using PackingSegments = std::map<std::pair<uint64_t, int>, std::weak_ptr<CheckpointSegment>>;
+thread_local PackingSegments packing_segments;
+
 CheckpointSegment* segment_of(const Node& node) {
   // Only checkpoint() creates segments.
   return node.segment_entry ? static_cast<CheckpointSegment*>(node.segment_entry->segment.get())
@@ -49,7 +55,15 @@ CheckpointSegment::CheckpointSegment(std::shared_ptr<CheckpointSegment> parent,
     : parent_(std::move(parent)),
       root_(parent_ ? parent_->root_ : this),
       depth_(parent_ ? parent_->depth_ + 1 : 0),
-      options_(std::move(options)) {}
+      options_(std::move(options)) {
+  if (options_.policy.placement() != Policy::Placement::Device) {
+    packer_ = std::make_unique<Packer>(options_.policy, options_.tag);
+  }
+}
+
+CheckpointSegment::~CheckpointSegment() {
+  if (packer_ && recorded_any_) packing_segments.erase({first_sequence_, depth_});
+}
 
 std::shared_ptr<CheckpointSegment> CheckpointSegment::active() {
   autograd::Segment* s = autograd::active_segment();
@@ -89,8 +103,15 @@ void CheckpointSegment::on_record(const std::shared_ptr<Node>& node,
   for (CheckpointSegment* s = this; s != nullptr && !s->recorded_any_; s = s->parent_.get()) {
     s->first_sequence_ = node->sequence;
     s->recorded_any_ = true;
+    if (s->packer_) {
+      packing_segments[{s->first_sequence_, s->depth_}] =
+          std::static_pointer_cast<CheckpointSegment>(s->shared_from_this());
+    }
   }
   const ops::OpDef& op = *node->op;
+  // Keeping every output, the segment never replays its own entries, so it
+  // holds no inputs for a replay.
+  const bool replays = options_.policy.kind() != Policy::Kind::SaveAll;
   held_inputs(*node).resize(inputs.size());
   for (size_t i = 0; i < inputs.size(); ++i) {
     const Tensor& x = inputs[i];
@@ -102,7 +123,7 @@ void CheckpointSegment::on_record(const std::shared_ptr<Node>& node,
     if (owner == nullptr || root_->kept_.count(source)) {
       // From outside the segment (an input, a weight, a constant) or kept by
       // policy: hold it for replay.
-      held_inputs(*node)[i] = SavedTensor{x.detach(), x.version()};
+      if (replays) held_inputs(*node)[i] = SavedTensor{x.detach(), x.version()};
       continue;
     }
     // Made inside: never held, so the replay recomputes it as it was made. An
@@ -135,6 +156,21 @@ void CheckpointSegment::on_record(const std::shared_ptr<Node>& node,
     } else if (node->outputs[j].saved.has_value()) {
       drop(node, SlotKind::SavedOutput, j, node, source, outputs[j], this);
     }
+  }
+  if (packer_) pack_kept(*node);
+}
+
+// Every activation the entry keeps, for its backward or for a replay, goes
+// to the packer; parameters, inputs and constants (no producer) stay.
+void CheckpointSegment::pack_kept(Node& node) {
+  for (size_t i = 0; i < node.inputs.size(); ++i) {
+    if (!node.inputs[i].edge.producer) continue;
+    if (auto& saved = node.inputs[i].saved) saved = packer_->pack(*saved, node.sequence);
+    // The replay reads these when backward reaches the segment: first.
+    if (auto& held = held_inputs(node)[i]) held = packer_->pack(*held, autograd::kNotInBackward);
+  }
+  for (autograd::NodeOutput& output : node.outputs) {
+    if (output.saved) output.saved = packer_->pack(*output.saved, node.sequence);
   }
 }
 
@@ -180,12 +216,33 @@ void CheckpointSegment::check_unchanged(const DroppedSlot& slot, const char* whe
 
 void CheckpointSegment::close() {
   for (const DroppedSlot& slot : dropped_) check_unchanged(slot, "inside the segment");
+  if (packer_) packer_->sync_versions();
 }
 
 void CheckpointSegment::reached() {
   for (CheckpointSegment* s = this; s != nullptr && !s->reached_; s = s->parent_.get()) {
     s->reached_ = true;
     if (s->options_.on_backward) s->options_.on_backward();
+    if (s->packer_) s->prefetch_ahead();
+  }
+}
+
+// What this segment packed comes back now (unless the segment after it
+// prefetched it), and what the packing segment before it packed starts
+// coming back, to arrive while this one's backward runs.
+void CheckpointSegment::prefetch_ahead() {
+  packer_->prefetch();
+  auto it = packing_segments.lower_bound({first_sequence_, depth_});
+  while (it != packing_segments.begin()) {
+    --it;
+    std::shared_ptr<CheckpointSegment> before = it->second.lock();
+    if (!before) {
+      it = packing_segments.erase(it);
+      continue;
+    }
+    if (before->contains(this)) continue;  // an enclosing segment, reached with this one
+    before->packer_->prefetch();
+    return;
   }
 }
 
@@ -224,6 +281,7 @@ Tensor CheckpointSegment::input_for_replay(const Node& node, size_t index,
                                            const std::map<Source, Tensor>& values) const {
   const autograd::Edge& edge = node.inputs[index].edge;
   if (const auto& held = held_inputs(node)[index]) {
+    autograd::ensure_resident(held->value);
     const uint32_t now = held->value.version();
     REMAT_CHECK(now == held->version,
                 "checkpoint segment '{}': input {} of {}, a tensor from outside the segment "
@@ -233,7 +291,6 @@ Tensor CheckpointSegment::input_for_replay(const Node& node, size_t index,
                 edge.producer ? fmt::format("op '{}'", edge.producer->op->name)
                               : std::string("no op: a leaf or constant"),
                 held->version, now);
-    autograd::ensure_resident(held->value);
     return held->value;
   }
   if (!edge.producer) return {};  // an absent optional operand, or one the replay ignores
@@ -364,6 +421,7 @@ void CheckpointSegment::replay(const EntrySet& reachable) {
 
 void CheckpointSegment::after_backward(bool retain_graph) {
   reached_ = false;
+  if (packer_ && retain_graph) packer_->repack();
   if (retain_graph) {
     // Keep memory bounded for the next backward: drop again what replay made.
     for (DroppedSlot& slot : dropped_) {

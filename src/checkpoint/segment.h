@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "autograd/node.h"
+#include "checkpoint/pack.h"
 #include "remat/checkpoint.h"
 
 namespace remat::checkpointing {
@@ -34,6 +35,9 @@ struct Fingerprint {
 class CheckpointSegment final : public autograd::Segment {
  public:
   CheckpointSegment(std::shared_ptr<CheckpointSegment> parent, CheckpointOptions options);
+  ~CheckpointSegment() override;
+  CheckpointSegment(const CheckpointSegment&) = delete;
+  CheckpointSegment& operator=(const CheckpointSegment&) = delete;
 
   void on_record(const std::shared_ptr<autograd::Node>& node, const std::vector<Tensor>& inputs,
                  const std::vector<Tensor>& outputs) override;
@@ -67,6 +71,8 @@ class CheckpointSegment final : public autograd::Segment {
   using EntrySet = std::unordered_set<const autograd::Node*>;
 
   bool contains(const CheckpointSegment* other) const;
+  void pack_kept(autograd::Node& node);
+  void prefetch_ahead();
   CheckpointSegment* restoring_segment(const autograd::Node& producer);
   void drop(const std::shared_ptr<autograd::Node>& node, SlotKind kind, size_t index,
             const std::shared_ptr<autograd::Node>& producer, Source source, const Tensor& value,
@@ -94,6 +100,9 @@ class CheckpointSegment final : public autograd::Segment {
   // Root only: the version every output of an entry inside had when it was
   // made. A replay recomputes that version, so a later read must see it too.
   std::map<Source, uint32_t> made_at_version_;
+  // Where the policy keeps activations off the device: what this segment's
+  // own entries keep is packed here (nested segments have their own).
+  std::unique_ptr<Packer> packer_;
 };
 
 // This thread's replay counters.

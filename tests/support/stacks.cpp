@@ -51,12 +51,12 @@ Training::Training(Stack stack) : s(std::move(stack)) {
   opt = std::make_unique<optim::AdamW>(params, optim::AdamOptions{.lr = 0.0});
 }
 
-int64_t Training::step(const CheckpointPlan& plan) {
+int64_t Training::step(const CheckpointPlan& plan, const CheckpointOptions& opts) {
   manual_seed(9);  // dropout draws the same numbers every step
   opt->zero_grad();
   memory::reset_peak_stats(kCPU);
   {
-    Tensor h = checkpoint_blocks(s.blocks->functions(), s.x, plan);
+    Tensor h = checkpoint_blocks(s.blocks->functions(), s.x, plan, opts);
     Tensor y = (*head)(reshape(h, {-1, h.shape().back()}));
     backward(mse_loss(y, target));
   }

@@ -40,7 +40,8 @@ struct Training {
 
   explicit Training(Stack stack);
   // The step's peak of allocated bytes (absolute, as a budget is).
-  int64_t step(const CheckpointPlan& plan = CheckpointPlan::parse("none"));
+  int64_t step(const CheckpointPlan& plan = CheckpointPlan::parse("none"),
+               const CheckpointOptions& opts = {});
 };
 
 }  // namespace remat::testing

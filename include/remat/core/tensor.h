@@ -22,14 +22,32 @@ namespace autograd {
 struct Node;
 }
 
+struct Storage;
+
+// Where the bytes of a storage the tape keeps for backward wait while they
+// are away from the device: copied to the offload pool or compressed
+// (Policy::offload, Policy::compress; src/checkpoint/pack.cpp).
+struct PackedStorage {
+  virtual ~PackedStorage() = default;
+  // Starts bringing the bytes back into storage.data (allocated here) and
+  // clears storage.evicted; they may still be on their way when it returns.
+  virtual void unpack(Storage& storage) = 0;
+  // Before a read: brings the bytes back if they are away, orders the
+  // caller's later work after their arrival and carries an in-place change
+  // of the tensor they were packed from into storage.version.
+  virtual void prepare_read(Storage& storage) = 0;
+};
+
 // Bytes on a device plus the version counter that in-place ops bump; shared
 // by every view of it.
 struct Storage {
   memory::Allocation data;
   std::atomic<uint32_t> version{0};
-  // Under a BudgetGuard the tape may free `data` and make it again on demand
-  // (src/checkpoint/evict.cpp); only the tape holds a storage it evicted.
+  // `data` is not there: under a BudgetGuard the tape freed it and makes it
+  // again on demand (src/checkpoint/evict.cpp), or `packed` holds it. Only
+  // the tape holds such a storage.
   bool evicted = false;
+  std::unique_ptr<PackedStorage> packed;  // set on the tape's stand-ins for packed tensors
   explicit Storage(memory::Allocation a) : data(std::move(a)) {}
 };
 

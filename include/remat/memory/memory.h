@@ -48,6 +48,25 @@ struct Stats {
 };
 
 Stats stats(Device d);
+
+// A device's offload pool (Policy::offload in checkpoint.h): the host memory
+// that saved tensors are copied to in the forward and back from in backward.
+// On CUDA it is pinned memory with its own caching allocator, and the copies
+// run on a copy stream of the device, overlapping compute; on the CPU it is a
+// second host allocator and the copies are synchronous memcpys, so the same
+// logic and accounting run without a GPU.
+struct OffloadStats {
+  Stats pool;                  // the pool's allocator: .allocated_bytes.current is what is away now
+  int64_t copies_to_host = 0;  // copies into the pool
+  int64_t bytes_to_host = 0;
+  int64_t copies_to_device = 0;  // copies back
+  int64_t bytes_to_device = 0;
+  int64_t bytes_in_flight = 0;  // queued copies not yet known to be complete
+  double copy_ms = 0;           // time the completed copies took (CUDA: on the copy stream)
+};
+OffloadStats offload_stats(Device d);
+// Returns the pool's wholly free cached segments to the system.
+void empty_offload_cache(Device d);
 // Sets every peak to its current value.
 void reset_peak_stats(Device d);
 // The peak of allocated bytes on a device from the watch's start (or its

@@ -1,0 +1,195 @@
+#include "checkpoint/pack.h"
+
+#include <algorithm>
+#include <vector>
+
+#include "memory/offload.h"
+#include "remat/core/grad_mode.h"
+
+namespace remat::checkpointing {
+namespace {
+
+using autograd::SavedTensor;
+
+// What both placements share: the original the bytes were packed from, and
+// its version then, so that an in-place change made to it later reaches the
+// stand-in's version counter and backward's check.
+class PackedBytes : public PackedStorage {
+ public:
+  PackedBytes(const Tensor& flat, const std::shared_ptr<Storage>& original)
+      : original_(original),
+        packed_version_(original->version.load()),
+        meta_(TensorMeta::of(flat)),
+        bytes_(flat.nbytes()) {}
+
+  void prepare_read(Storage& storage) final {
+    if (std::shared_ptr<Storage> original = original_.lock()) {
+      const uint32_t now = original->version.load();
+      if (now != packed_version_) storage.version.store(now);
+    }
+    if (storage.evicted) unpack(storage);
+    await_arrival();
+  }
+
+ protected:
+  // Orders the caller's reads after the bytes unpack queued have arrived.
+  virtual void await_arrival() {}
+
+  std::weak_ptr<Storage> original_;
+  uint32_t packed_version_;
+  TensorMeta meta_;  // the original's bytes, as one flat tensor
+  int64_t bytes_;
+};
+
+// The bytes in the device's offload pool: copied out when packed, copied
+// back by unpack (on CUDA on the copy stream, which the compute stream then
+// waits for before the first read).
+class Offloaded final : public PackedBytes {
+ public:
+  Offloaded(const Tensor& flat, const std::shared_ptr<Storage>& original)
+      : PackedBytes(flat, original),
+        pool_(memory::OffloadPool::of(flat.device())),
+        host_(pool_.allocate(bytes_)) {
+    pool_.copy(memory::OffloadPool::Direction::ToHost, original->data, host_, bytes_);
+  }
+  void unpack(Storage& storage) override {
+    storage.data = memory::allocate(meta_.device, bytes_);
+    arrival_ = pool_.copy(memory::OffloadPool::Direction::ToDevice, host_, storage.data, bytes_);
+    storage.evicted = false;
+  }
+
+ private:
+  void await_arrival() override {
+    if (!arrival_) return;
+    pool_.order_after(arrival_);  // later reads are on the same stream, so once suffices
+    arrival_.reset();
+  }
+  memory::OffloadPool& pool_;
+  memory::Allocation host_;
+  memory::CopyHandle arrival_;
+};
+
+// The bytes in fewer bits on the device; unpack decompresses them.
+class Compressed final : public PackedBytes {
+ public:
+  Compressed(const Tensor& flat, const std::shared_ptr<Storage>& original, DType format)
+      : PackedBytes(flat, original), codes_(flat.to(format)) {}
+  void unpack(Storage& storage) override {
+    NoGradGuard no_grad;
+    Tensor values = codes_.to(meta_.dtype);
+    storage.data = std::move(values.impl().storage->data);
+    storage.evicted = false;
+  }
+
+ private:
+  Tensor codes_;
+};
+
+// The whole of t's storage as one contiguous tensor: what is packed, so that
+// every view of it is served by one stand-in.
+Tensor flat_storage(const Tensor& t) {
+  const std::shared_ptr<Storage>& storage = t.impl().storage;
+  auto impl = std::make_shared<TensorImpl>();
+  impl->storage = storage;
+  impl->shape = {storage->data.size() / static_cast<int64_t>(t.element_size())};
+  impl->strides = {1};
+  impl->dtype = t.dtype();
+  impl->device = t.device();
+  return Tensor(std::move(impl));
+}
+
+}  // namespace
+
+Packer::Packer(const Policy& policy, std::string tag)
+    : placement_(policy.placement()), format_(policy.format()), tag_(std::move(tag)) {}
+
+bool Packer::leaves_alone(const Tensor& t) const {
+  if (t.impl().storage->data.size() == 0) return true;
+  if (placement_ == Policy::Placement::Compress) {
+    return !is_floating(t.dtype()) || element_size(t.dtype()) <= element_size(format_);
+  }
+  return false;
+}
+
+std::unique_ptr<PackedStorage> Packer::pack_bytes(const Tensor& t) const {
+  NoGradGuard no_grad;  // packing runs inside the tape's record of an op
+  const Tensor flat = flat_storage(t);
+  const std::shared_ptr<Storage>& original = t.impl().storage;
+  if (placement_ == Policy::Placement::Offload) return std::make_unique<Offloaded>(flat, original);
+  memory::TagScope tag("compress:" + tag_);
+  return std::make_unique<Compressed>(flat, original, format_);
+}
+
+SavedTensor Packer::pack(const SavedTensor& saved, uint64_t reader) {
+  const Tensor& t = saved.value;
+  if (!t.defined() || t.impl().storage->packed || leaves_alone(t)) return saved;
+  const std::shared_ptr<Storage>& original = t.impl().storage;
+  Packed& packed = by_original_[original.get()];
+  std::shared_ptr<Storage> ghost = packed.ghost.lock();
+  if (ghost && packed.original.lock() != original) ghost.reset();  // an address used again
+  if (ghost && ghost->version.load() != saved.version) {
+    // Changed in place since it was packed: the stand-in's slots must fail
+    // backward's version check as the original's would; this one gets its own.
+    ghost->version.store(saved.version);
+    ghost.reset();
+  }
+  if (!ghost) {
+    ghost = std::make_shared<Storage>(memory::Allocation{});
+    ghost->version.store(saved.version);
+    ghost->packed = pack_bytes(t);
+    ghost->evicted = true;
+    packed = Packed{original, ghost, reader, packed_count_++};
+  }
+  packed.last_reader = std::max(packed.last_reader, reader);
+  auto impl = std::make_shared<TensorImpl>();
+  impl->storage = std::move(ghost);
+  impl->offset = t.offset();
+  impl->shape = t.shape();
+  impl->strides = t.strides();
+  impl->dtype = t.dtype();
+  impl->device = t.device();
+  return SavedTensor{Tensor(std::move(impl)), saved.version};
+}
+
+void Packer::prefetch() {
+  // Decompression is compute on the device's stream: nothing to overlap, so
+  // each tensor is decompressed when read and freed after its last reader.
+  if (placement_ != Policy::Placement::Offload) return;
+  struct Away {
+    const Packed* packed;
+    std::shared_ptr<Storage> ghost;
+  };
+  std::vector<Away> away;
+  for (const auto& [address, packed] : by_original_) {
+    std::shared_ptr<Storage> ghost = packed.ghost.lock();
+    if (ghost && ghost->evicted) away.push_back({&packed, std::move(ghost)});
+  }
+  if (away.empty()) return;
+  // Latest reader first; among one reader's, the last packed first.
+  std::sort(away.begin(), away.end(), [](const Away& a, const Away& b) {
+    return std::tie(a.packed->last_reader, a.packed->order) >
+           std::tie(b.packed->last_reader, b.packed->order);
+  });
+  NoGradGuard no_grad;
+  memory::TagScope tag("prefetch:" + tag_);
+  for (const Away& a : away) a.ghost->packed->unpack(*a.ghost);
+}
+
+void Packer::repack() {
+  for (const auto& [address, packed] : by_original_) {
+    std::shared_ptr<Storage> ghost = packed.ghost.lock();
+    if (!ghost || ghost->evicted) continue;
+    ghost->data = memory::Allocation{};
+    ghost->evicted = true;
+  }
+}
+
+void Packer::sync_versions() {
+  for (const auto& [address, packed] : by_original_) {
+    std::shared_ptr<Storage> original = packed.original.lock();
+    std::shared_ptr<Storage> ghost = packed.ghost.lock();
+    if (original && ghost) ghost->version.store(original->version.load());
+  }
+}
+
+}  // namespace remat::checkpointing
