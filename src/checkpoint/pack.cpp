@@ -88,14 +88,8 @@ class Compressed final : public PackedBytes {
 // The whole of t's storage as one contiguous tensor: what is packed, so that
 // every view of it is served by one stand-in.
 Tensor flat_storage(const Tensor& t) {
-  const std::shared_ptr<Storage>& storage = t.impl().storage;
-  auto impl = std::make_shared<TensorImpl>();
-  impl->storage = storage;
-  impl->shape = {storage->data.size() / static_cast<int64_t>(t.element_size())};
-  impl->strides = {1};
-  impl->dtype = t.dtype();
-  impl->device = t.device();
-  return Tensor(std::move(impl));
+  return t.as_strided({t.impl().storage->data.size() / static_cast<int64_t>(t.element_size())}, {1},
+                      0);
 }
 
 }  // namespace
@@ -141,14 +135,9 @@ SavedTensor Packer::pack(const SavedTensor& saved, uint64_t reader) {
     packed = Packed{original, ghost, reader, packed_count_++};
   }
   packed.last_reader = std::max(packed.last_reader, reader);
-  auto impl = std::make_shared<TensorImpl>();
-  impl->storage = std::move(ghost);
-  impl->offset = t.offset();
-  impl->shape = t.shape();
-  impl->strides = t.strides();
-  impl->dtype = t.dtype();
-  impl->device = t.device();
-  return SavedTensor{Tensor(std::move(impl)), saved.version};
+  Tensor stand_in = t.as_strided(t.shape(), t.strides(), t.offset());
+  stand_in.impl().storage = std::move(ghost);
+  return SavedTensor{std::move(stand_in), saved.version};
 }
 
 void Packer::prefetch() {
