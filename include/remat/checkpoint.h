@@ -47,9 +47,9 @@ class Policy {
   // copied out as it is made, copied back in backward one segment ahead of
   // need (docs/checkpointing.md, "Offload and compression").
   static Policy offload() { return Policy(Kind::SaveAll, {}, {}).offloaded(); }
-  // Keep what a plain run keeps, compressed to `format`: kBFloat16, or kInt8
-  // and kFloat8E4M3 with a float32 scale per block of 256 elements. Lossy:
-  // gradients are no longer exact (docs/checkpointing.md has the bounds).
+  // Keep what a plain run keeps, compressed to `format`: kBFloat16 (int8 and
+  // float8 formats are not implemented yet). Lossy: gradients are no longer
+  // exact (docs/checkpointing.md).
   static Policy compress(DType format) { return Policy(Kind::SaveAll, {}, {}).compressed(format); }
   // This policy with what it keeps offloaded or compressed:
   //   Policy::save_ops({"matmul"}).offloaded()   kept matmul outputs in the pool

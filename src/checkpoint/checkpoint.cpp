@@ -31,7 +31,9 @@ Policy Policy::offloaded() const {
 
 Policy Policy::compressed(DType format) const {
   REMAT_CHECK(format == kBFloat16,
-              "Policy::compress: the formats are bfloat16, int8 and float8_e4m3, got {}", format);
+              "Policy::compress: the formats are: bfloat16 (int8 and float8_e4m3 are not "
+              "implemented yet), got {}",
+              format);
   Policy p = *this;
   p.placement_ = Placement::Compress;
   p.format_ = format;
