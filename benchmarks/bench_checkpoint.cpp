@@ -98,6 +98,22 @@ const std::map<std::string, Preset>& presets() {
            .heads = 16,
            .activation = "gelu"},
           {"none", "every-2", "block", "selective"}}}}},
+      {"offload",
+       {"offload and compression: MLP depth 40 (hidden 1024, batch 64) and transformer 8 "
+        "blocks (d_model 512, 8 heads, sequence 1024, batch 2)",
+        "float32",
+        {{mlp(40),
+          {"none", "block", "offload", "offload-inputs", "compress-bf16", "compress-int8",
+           "compress-fp8"}},
+         {{.model = "transformer",
+           .depth = 8,
+           .batch = 2,
+           .width = 512,
+           .seq = 1024,
+           .heads = 8,
+           .activation = "gelu"},
+          {"none", "block", "offload", "offload-inputs", "compress-bf16", "compress-int8",
+           "compress-fp8"}}}}},
   };
   return table;
 }
@@ -198,7 +214,8 @@ struct RunResult {
   std::optional<double> limit_fraction;   // ... as a fraction of plan none's activations
   double evictions_per_step = 0;
   double regenerated_bytes_per_step = 0;
-  std::string skipped;  // why a budget or limit run did not run: below its minimum
+  double offloaded_bytes_per_step = 0;  // copied to the offload pool (offload plans)
+  std::string skipped;                  // why a budget or limit run did not run: below its minimum
   std::vector<remat::memory::Event> timeline;
   int64_t activation_bytes() const { return peak_allocated - state_bytes; }
 };
@@ -224,9 +241,13 @@ RunResult measure(const Options& o, const ModelConfig& config, remat::DType dtyp
   r.predicted = bench::predicted_activation_bytes(config, dtype, plan);
   StepTimer timer(device);
   remat::memory::Stats at_warm{};
+  int64_t offloaded_at_warm = 0;
   for (int64_t step = 0; step < o.warmup + o.steps; ++step) {
     const bool timed = step >= o.warmup;
-    if (step == o.warmup) at_warm = remat::memory::stats(device);
+    if (step == o.warmup) {
+      at_warm = remat::memory::stats(device);
+      offloaded_at_warm = remat::memory::offload_stats(device).bytes_to_host;
+    }
     const int64_t before = remat::memory::stats(device).allocated_bytes.current;
     remat::memory::reset_peak_stats(device);
     remat::reset_checkpoint_stats();
@@ -249,6 +270,8 @@ RunResult measure(const Options& o, const ModelConfig& config, remat::DType dtyp
   r.raw_allocs_per_step = per_step(at_end.num_raw_allocs - at_warm.num_raw_allocs);
   r.evictions_per_step = per_step(at_end.num_evictions - at_warm.num_evictions);
   r.regenerated_bytes_per_step = per_step(at_end.regenerated_bytes - at_warm.regenerated_bytes);
+  r.offloaded_bytes_per_step =
+      per_step(remat::memory::offload_stats(device).bytes_to_host - offloaded_at_warm);
   r.median_step_ms = bench::median(r.step_ms);
   if (!o.timeline_path.empty()) {
     // One more step, untimed: recording the timeline costs a string per event.
@@ -414,9 +437,9 @@ int main(int argc, char** argv) try {
   for (const Sweep& sweep : sweeps) {
     fmt::print("{}, {}, {}: median of {} steps after {} warm-up\n", sweep.config.key(), device,
                dtype_name, o.steps, o.warmup);
-    fmt::print("  {:<10} {:>10} {:>7} {:>14} {:>7} {:>11} {:>12} {:>13} {:>9} {:>8}\n", "plan",
-               "step ms", "time", "activations", "memory", "predicted", "peak alloc",
-               "peak reserved", "replayed", "raw/step");
+    fmt::print("  {:<14} {:>10} {:>7} {:>14} {:>7} {:>11} {:>12} {:>13} {:>9} {:>8} {:>13}\n",
+               "plan", "step ms", "time", "activations", "memory", "predicted", "peak alloc",
+               "peak reserved", "replayed", "raw/step", "offload/step");
     SweepResult& done = results.emplace_back(SweepResult{sweep.config, {}});
     std::vector<std::string> plans = sweep.plans;
     const bool fractions = !o.budgets.empty() || !o.limits.empty();
@@ -448,24 +471,25 @@ int main(int argc, char** argv) try {
       done.runs.push_back(std::move(run));
       const RunResult& r = done.runs.back();
       if (!r.skipped.empty()) {
-        fmt::print("  {:<10} not run: {}\n", r.plan, r.skipped);
+        fmt::print("  {:<14} not run: {}\n", r.plan, r.skipped);
         continue;
       }
       const auto [time_ratio, memory_ratio] = done.ratios(r);
       fmt::print(
-          "  {:<10} {:>10.1f} {:>7} {:>10.1f} MiB {:>7} {:>11} {:>8.1f} MiB "
-          "{:>9.1f} MiB {:>9} {:>8.1f}\n",
+          "  {:<14} {:>10.1f} {:>7} {:>10.1f} MiB {:>7} {:>11} {:>8.1f} MiB "
+          "{:>9.1f} MiB {:>9} {:>8.1f} {:>9.1f} MiB\n",
           r.plan, r.median_step_ms, time_ratio ? fmt::format("{:.2f}x", *time_ratio) : "-",
           mib(r.activation_bytes()),
           memory_ratio ? fmt::format("{:.1f}%", 100 * *memory_ratio) : "-",
           r.predicted ? fmt::format("{:.1f} MiB", mib(*r.predicted)) : "-", mib(r.peak_allocated),
-          mib(r.peak_reserved), r.replayed_ops, r.raw_allocs_per_step);
+          mib(r.peak_reserved), r.replayed_ops, r.raw_allocs_per_step,
+          mib(static_cast<int64_t>(r.offloaded_bytes_per_step)));
       if (r.budget_bytes && r.peak_allocated > *r.budget_bytes) {
-        fmt::print("  {:<10} over its budget of {:.1f} MiB\n", r.plan, mib(*r.budget_bytes));
+        fmt::print("  {:<14} over its budget of {:.1f} MiB\n", r.plan, mib(*r.budget_bytes));
       }
       if (r.limit_bytes) {
         fmt::print(
-            "  {:<10} limit {:.1f} MiB: {:.1f} evictions and {:.1f} MiB regenerated per "
+            "  {:<14} limit {:.1f} MiB: {:.1f} evictions and {:.1f} MiB regenerated per "
             "step{}\n",
             r.plan, mib(*r.limit_bytes), r.evictions_per_step,
             mib(static_cast<int64_t>(r.regenerated_bytes_per_step)),
@@ -482,7 +506,7 @@ int main(int argc, char** argv) try {
   std::ofstream csv(o.csv_path);
   csv << "key,plan,median_step_ms,time_ratio,state_bytes,peak_allocated_bytes,activation_bytes,"
          "memory_ratio,peak_reserved_bytes,replayed_ops,raw_allocs_per_step,"
-         "predicted_activation_bytes,first_loss\n";
+         "predicted_activation_bytes,first_loss,offloaded_bytes_per_step\n";
   std::ofstream timeline;
   if (!o.timeline_path.empty()) {
     timeline.open(o.timeline_path);
@@ -523,14 +547,16 @@ int main(int argc, char** argv) try {
                               {"first_loss", r.first_loss},
                               {"predicted_activation_bytes", optional_json(r.predicted)},
                               {"evictions_per_step", r.evictions_per_step},
-                              {"regenerated_bytes_per_step", r.regenerated_bytes_per_step}});
+                              {"regenerated_bytes_per_step", r.regenerated_bytes_per_step},
+                              {"offloaded_bytes_per_step", r.offloaded_bytes_per_step}});
       json["runs"].back().update(sizes);
-      csv << fmt::format("\"{}\",{},{:.3f},{},{},{},{},{},{},{},{},{},{:.8g}\n", key, r.plan,
+      csv << fmt::format("\"{}\",{},{:.3f},{},{},{},{},{},{},{},{},{},{:.8g},{:.0f}\n", key, r.plan,
                          r.median_step_ms, time_ratio ? fmt::format("{:.4f}", *time_ratio) : "",
                          r.state_bytes, r.peak_allocated, r.activation_bytes(),
                          memory_ratio ? fmt::format("{:.4f}", *memory_ratio) : "", r.peak_reserved,
                          r.replayed_ops, r.raw_allocs_per_step,
-                         r.predicted ? std::to_string(*r.predicted) : "", r.first_loss);
+                         r.predicted ? std::to_string(*r.predicted) : "", r.first_loss,
+                         r.offloaded_bytes_per_step);
       for (size_t i = 0; i < r.timeline.size(); ++i) {
         const remat::memory::Event& e = r.timeline[i];
         timeline << fmt::format("\"{}\",{},{},{:.3f},{},{},{},{},{}\n", key, r.plan, i,

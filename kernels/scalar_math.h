@@ -9,8 +9,8 @@
 #include <type_traits>
 
 #include "kernels/elementwise.h"
-#include "remat/core/host_device.h"
 #include "remat/core/dtype.h"
+#include "remat/core/host_device.h"
 
 namespace remat::kernels {
 
@@ -104,8 +104,9 @@ REMAT_SCALAR T apply_binary(T a, T b) {
 }
 
 // A value converted as copy converts it: bool as "nonzero in float32", and
-// 16-bit floats (the non-arithmetic types: each backend's bfloat16 and
-// float16) through float32 both ways.
+// the narrow floats (the non-arithmetic types: bfloat16, float16,
+// float8_e4m3) through float32 both ways. Out-of-range floats to integers
+// (int8 included) are undefined, as C++'s casts are.
 template <typename Dst, typename Src>
 REMAT_SCALAR Dst convert(Src v) {
   if constexpr (std::is_same_v<Dst, Src>) {
@@ -121,11 +122,11 @@ REMAT_SCALAR Dst convert(Src v) {
   }
 }
 
-// `value` as fill writes it into host storage type T: 16-bit floats rounded
-// through float32, the others cast.
+// `value` as fill writes it into host storage type T: the narrow floats
+// rounded through float32, the others cast.
 template <typename T>
 T fill_value(double value) {
-  if constexpr (std::is_same_v<T, BFloat16> || std::is_same_v<T, Float16>) {
+  if constexpr (!std::is_arithmetic_v<T>) {
     return T(static_cast<float>(value));
   } else {
     return static_cast<T>(value);

@@ -59,10 +59,10 @@ std::vector<std::vector<Item>> all_levels(const StepProfile& p, int64_t begin, i
                                           bool whole_ok, bool top) {
   if (begin == end) return {{}};
   std::vector<std::vector<Item>> out;
-  const Item alone{begin, begin + 1, false, false, {}};
+  const Item alone = Item::plain(begin);
   if (top && p.blocks[static_cast<size_t>(begin)].selective) {
     for (const auto& rest : all_levels(p, begin + 1, end, true, top)) {
-      std::vector<Item> level{{begin, begin + 1, true, true, {alone}}};
+      std::vector<Item> level{Item::segment_of({alone}, Policy::save_ops({"matmul"}))};
       level.insert(level.end(), rest.begin(), rest.end());
       out.push_back(std::move(level));
     }
@@ -76,7 +76,7 @@ std::vector<std::vector<Item>> all_levels(const StepProfile& p, int64_t begin, i
     if (d == end && !whole_ok) continue;
     for (const auto& inside : all_levels(p, begin, d, false, false)) {
       for (const auto& rest : all_levels(p, d, end, true, top)) {
-        std::vector<Item> level{{begin, d, true, false, inside}};
+        std::vector<Item> level{Item::segment_of(inside)};
         level.insert(level.end(), rest.begin(), rest.end());
         out.push_back(std::move(level));
       }
@@ -93,20 +93,20 @@ std::vector<std::vector<Item>> one_level_schedules(const StepProfile& p, int64_t
     std::vector<std::vector<Item>> next;
     for (const auto& s : out) {
       auto plain = s;
-      plain.push_back({i, i + 1, false, false, {}});
+      plain.push_back(CheckpointSchedule::Item::plain(i));
       next.push_back(std::move(plain));
       auto alone = s;
-      alone.push_back({i, i + 1, true, false, {{i, i + 1, false, false, {}}}});
+      alone.push_back(Item::segment_of({Item::plain(i)}));
       next.push_back(std::move(alone));
       if (p.blocks[static_cast<size_t>(i)].selective) {
         auto selective = s;
-        selective.push_back({i, i + 1, true, true, {{i, i + 1, false, false, {}}}});
+        selective.push_back(Item::segment_of({Item::plain(i)}, Policy::save_ops({"matmul"})));
         next.push_back(std::move(selective));
       }
-      if (!s.empty() && s.back().segment && !s.back().keep_matmuls) {  // grow it by block i
+      if (!s.empty() && s.back().segment && !s.back().policy) {  // grow it by block i
         auto grown = s;
         grown.back().end = i + 1;
-        grown.back().children.push_back({i, i + 1, false, false, {}});
+        grown.back().children.push_back(Item::plain(i));
         next.push_back(std::move(grown));
       }
     }
@@ -146,7 +146,7 @@ TEST(BudgetPlanner, NamedPlansAreSchedules) {
        {"none", "block", "every-3", "alternate", "sqrt", "selective", "nested"}) {
     EXPECT_NO_THROW(CheckpointPlan::parse(name).schedule(7).validate(7)) << name;
   }
-  CheckpointSchedule gap{{{0, 1, false, false, {}}, {2, 3, false, false, {}}}};
+  CheckpointSchedule gap{{Item::plain(0), Item::plain(2)}};
   EXPECT_NE(error_message([&] { gap.validate(3); }).find("block 1"), std::string::npos);
 }
 

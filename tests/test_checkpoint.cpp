@@ -502,10 +502,11 @@ TEST(Checkpoint, BatchNormRunningStatsMoveOncePerRealForward) {
 
 TEST(Checkpoint, NamedPlansParseRoundTripAndRejectUnknownNames) {
   for (const char* name :
-       {"none", "block", "every-2", "every-3", "alternate", "sqrt", "selective", "nested"}) {
+       {"none", "block", "every-2", "every-3", "alternate", "sqrt", "selective", "nested",
+        "offload", "offload-inputs", "compress-bf16", "compress-int8", "compress-fp8"}) {
     EXPECT_EQ(CheckpointPlan::parse(name).name(), name);
   }
-  for (const char* bad : {"", "every-0", "every-", "every-2x", "blocks"}) {
+  for (const char* bad : {"", "every-0", "every-", "every-2x", "blocks", "compress-fp16"}) {
     try {
       CheckpointPlan::parse(bad);
       FAIL() << "expected Error for '" << bad << "'";
@@ -513,6 +514,32 @@ TEST(Checkpoint, NamedPlansParseRoundTripAndRejectUnknownNames) {
       EXPECT_NE(std::string(e.what()).find("expected one of"), std::string::npos) << e.what();
     }
   }
+}
+
+// The plans that give their segments a policy say which, in the schedule
+// (what checkpoint_blocks runs) and in its description.
+TEST(Checkpoint, PlansWithTheirOwnPolicyPutItOnEverySegment) {
+  const std::pair<const char*, Policy> plans[] = {
+      {"selective", Policy::save_ops({"matmul"})},
+      {"offload", Policy::offload()},
+      {"offload-inputs", Policy::recompute_all().offloaded()},
+      {"compress-bf16", Policy::compress(kBFloat16)},
+      {"compress-int8", Policy::compress(kInt8)},
+      {"compress-fp8", Policy::compress(kFloat8E4M3)}};
+  for (const auto& [name, policy] : plans) {
+    SCOPED_TRACE(name);
+    const CheckpointPlan plan = CheckpointPlan::parse(name);
+    EXPECT_EQ(plan.segment_policy(), policy);
+    const CheckpointSchedule s = plan.schedule(3);
+    ASSERT_EQ(s.items.size(), 3u);
+    for (const auto& item : s.items) EXPECT_EQ(item.policy, policy);
+    EXPECT_NE(s.describe().find("block 2: segment [2-2] " + policy.str()), std::string::npos)
+        << s.describe();
+  }
+  EXPECT_EQ(Policy::compress(kInt8).str(), "Policy::compress(int8)");
+  EXPECT_EQ(Policy::save_ops({"matmul", "relu"}).offloaded().str(),
+            "Policy::save_ops({matmul, relu}).offloaded()");
+  EXPECT_FALSE(CheckpointPlan::parse("block").segment_policy());
 }
 
 TEST(Checkpoint, EveryNamedPlanGivesTheSameGradientsAndReplaysWhatItDrops) {
@@ -528,9 +555,10 @@ TEST(Checkpoint, EveryNamedPlanGivesTheSameGradientsAndReplaysWhatItDrops) {
   const auto [plain, plain_replays] = step(CheckpointPlan::parse("none"));
   EXPECT_EQ(plain_replays, 0);
   // Segments replayed per plan for 7 blocks: round(sqrt(7)) = 3 groups.
-  const std::pair<const char*, int64_t> plans[] = {{"block", 7},     {"every-2", 4},
-                                                   {"alternate", 4}, {"sqrt", 3},
-                                                   {"selective", 7}, {"nested", 3 + 7}};
+  // The offload plan keeps everything (in the pool) and replays nothing.
+  const std::pair<const char*, int64_t> plans[] = {
+      {"block", 7},     {"every-2", 4},    {"alternate", 4}, {"sqrt", 3},
+      {"selective", 7}, {"nested", 3 + 7}, {"offload", 0},   {"offload-inputs", 7}};
   for (const auto& [name, segments] : plans) {
     const auto [grads, replays] = step(CheckpointPlan::parse(name));
     EXPECT_EQ(grads, plain) << name;

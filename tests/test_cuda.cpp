@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "memory/caching_allocator.h"
+#include "ops/quantize.h"
 #include "ops/registry.h"
 #include "remat/remat.h"
 #include "support/limited_backend.h"
@@ -610,6 +611,72 @@ TEST(CudaCheckpoint, GradientsAreBitwiseIdenticalWithAndWithoutCheckpoint) {
   EXPECT_EQ(sequential.loss, plain.loss);
   EXPECT_EQ(sequential.grads, plain.grads);
   EXPECT_LT(every_block.activation_peak, plain.activation_peak);
+}
+
+// Offload on the GPU: the copies run on the copy stream and come back before
+// their first read, so the gradients are bitwise those of the plain step;
+// the pinned pool empties, and every byte copied out comes back once.
+TEST(CudaOffload, GradientsAreBitwiseThePlainStepsAndThePoolEmpties) {
+  if (!cuda_is_available()) GTEST_SKIP() << "no CUDA device";
+  GpuMlpStack m(8, 256, 3);
+  const Tensor x = randn({512, 256}).to(kGpu);
+  const auto fns = m.blocks();
+  const auto plain = m.step(x, [&](const Tensor& in) {
+    return checkpoint_blocks(fns, in, CheckpointPlan::parse("none"));
+  });
+  for (const Policy& policy : {Policy::offload(), Policy::recompute_all().offloaded()}) {
+    SCOPED_TRACE(policy.str());
+    const memory::OffloadStats before = memory::offload_stats(kGpu);
+    CheckpointOptions opts;
+    opts.policy = policy;
+    const auto offloaded = m.step(x, [&](const Tensor& in) {
+      return checkpoint_blocks(fns, in, CheckpointPlan::parse("block"), opts);
+    });
+    synchronize(kGpu);
+    const memory::OffloadStats after = memory::offload_stats(kGpu);
+    EXPECT_EQ(offloaded.loss, plain.loss);
+    EXPECT_EQ(offloaded.grads, plain.grads);
+    EXPECT_GT(after.bytes_to_host, before.bytes_to_host);
+    EXPECT_EQ(after.bytes_to_device - before.bytes_to_device,
+              after.bytes_to_host - before.bytes_to_host);
+    EXPECT_EQ(after.pool.allocated_bytes.current, 0);
+    EXPECT_EQ(after.bytes_in_flight, 0);
+    EXPECT_GT(after.copy_ms, before.copy_ms);
+    EXPECT_LT(offloaded.activation_peak, plain.activation_peak);
+  }
+}
+
+// Compression on the GPU computes what the CPU computes: the block kernels
+// share their per-element rules, so codes and decoded values are bitwise the
+// CPU's; a compressed step leaves the forward exact and lowers the peak.
+TEST(CudaCompress, BlockCodesAreBitwiseTheCpusAndLowerThePeak) {
+  if (!cuda_is_available()) GTEST_SKIP() << "no CUDA device";
+  manual_seed(4);
+  const Tensor x = randn({70000}) * 3.0;
+  for (DType format : {kBFloat16, kInt8, kFloat8E4M3}) {
+    SCOPED_TRACE(dtype_name(format));
+    auto round_trip = [&](Device d) {
+      const Tensor src = x.to(d);
+      const Tensor codes = Tensor::empty(src.shape(), format, d);
+      const Tensor scales = Tensor::empty({ops::quant_scale_count(src.numel())}, kFloat32, d);
+      ops::quantize_blocks(src, codes, scales);
+      const Tensor back = Tensor::empty(src.shape(), kFloat32, d);
+      ops::dequantize_blocks(codes, scales, back);
+      return std::pair{codes.to(kFloat32).to_vector<float>(), back.to_vector<float>()};
+    };
+    EXPECT_EQ(round_trip(kGpu), round_trip(kCPU));
+  }
+  GpuMlpStack m(8, 256, 3);
+  const Tensor in = randn({512, 256}).to(kGpu);
+  const auto fns = m.blocks();
+  const auto plain = m.step(in, [&](const Tensor& h) {
+    return checkpoint_blocks(fns, h, CheckpointPlan::parse("none"));
+  });
+  const auto int8 = m.step(in, [&](const Tensor& h) {
+    return checkpoint_blocks(fns, h, CheckpointPlan::parse("compress-int8"));
+  });
+  EXPECT_LT(int8.activation_peak, plain.activation_peak);
+  EXPECT_EQ(int8.loss, plain.loss);  // only what backward reads is compressed
 }
 
 // The eviction mode on the GPU: under a limit of half the activations,

@@ -177,7 +177,7 @@ double cost(const std::vector<remat::CheckpointSchedule::Item>& level, double x)
   double worst = 0;
   for (size_t j = 0; j < level.size(); ++j) {
     const remat::CheckpointSchedule::Item& item = level[j];
-    if (item.keep_matmuls) return -1;  // not in this model
+    if (item.policy) return -1;  // not in this model
     const double inside = item.segment ? cost(item.children, x) : x;
     if (inside < 0) return -1;
     worst = std::max(worst, static_cast<double>(j) * x + inside);

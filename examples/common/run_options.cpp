@@ -43,10 +43,13 @@ void add_run_options(CLI::App& app, RunOptions& options, const std::string& name
   app.add_option("--batch", options.batch, "examples per step")->capture_default_str();
   app.add_option("--seed", options.seed, "seed for initialisation, data order and dropout")
       ->capture_default_str();
-  app.add_option("--checkpoint", options.checkpoint,
-                 "checkpoint plan: none, block, every-N, alternate, sqrt, selective, nested, "
-                 "or budget:SIZE (e.g. budget:2GiB: the planner's schedule for a training step "
-                 "whose peak of allocated memory stays within SIZE; docs/checkpointing.md)")
+  app.add_option(
+         "--checkpoint", options.checkpoint,
+         "checkpoint plan: none, block, every-N, alternate, sqrt, selective, nested, "
+         "offload, offload-inputs, compress-bf16, compress-int8, compress-fp8 (every "
+         "block a segment whose kept activations are offloaded or compressed; lossy for "
+         "compress), or budget:SIZE (e.g. budget:2GiB: the planner's schedule for a training step "
+         "whose peak of allocated memory stays within SIZE; docs/checkpointing.md)")
       ->check(accepted_by([](const std::string& plan) { remat::CheckpointPlan::parse(plan); }))
       ->capture_default_str();
   app.add_option("--memory-limit", options.memory_limit,

@@ -47,9 +47,10 @@ class Policy {
   // copied out as it is made, copied back in backward one segment ahead of
   // need (docs/checkpointing.md, "Offload and compression").
   static Policy offload() { return Policy(Kind::SaveAll, {}, {}).offloaded(); }
-  // Keep what a plain run keeps, compressed to `format`: kBFloat16 (int8 and
-  // float8 formats are not implemented yet). Lossy: gradients are no longer
-  // exact (docs/checkpointing.md).
+  // Keep what a plain run keeps, compressed to `format`: kBFloat16, kInt8 or
+  // kFloat8E4M3, the 8-bit ones with a float32 scale per block of 256
+  // (kernels/quantize.h). Lossy: gradients are no longer exact
+  // (docs/checkpointing.md has the measured error).
   static Policy compress(DType format) { return Policy(Kind::SaveAll, {}, {}).compressed(format); }
   // This policy with what it keeps offloaded or compressed:
   //   Policy::save_ops({"matmul"}).offloaded()   kept matmul outputs in the pool
@@ -61,6 +62,9 @@ class Policy {
   Placement placement() const { return placement_; }
   DType format() const { return format_; }  // of Placement::Compress
   const std::set<std::string>& saved_ops() const { return names_; }
+  // As C++ spells it: "Policy::save_ops({matmul}).compressed(int8)".
+  std::string str() const;
+  bool operator==(const Policy&) const = default;
   // Whether a segment keeps the outputs of this op: a compare per kept op,
   // no string lookup, on every entry a segment records.
   bool keeps(const ops::OpDef& op) const {
@@ -120,8 +124,16 @@ struct CheckpointSchedule {
   struct Item {
     int64_t begin = 0, end = 0;
     bool segment = false;
-    bool keep_matmuls = false;   // a segment keeping matmul outputs (Policy::save_ops)
+    // A segment's own policy (the selective plan's Policy::save_ops({"matmul"}),
+    // the offload and compress plans'); none: the caller's opts.policy.
+    std::optional<Policy> policy;
     std::vector<Item> children;  // a segment's contents, covering [begin, end)
+
+    static Item plain(int64_t block) { return {block, block + 1, false, std::nullopt, {}}; }
+    static Item segment_of(std::vector<Item> children, std::optional<Policy> policy = {}) {
+      const int64_t first = children.front().begin, last = children.back().end;
+      return {first, last, true, std::move(policy), std::move(children)};
+    }
   };
   std::vector<Item> items;  // the top level, covering every block in order
 
@@ -215,21 +227,44 @@ int64_t parse_bytes(const std::string& text);
 //   sqrt          round(sqrt(L)) equal groups (checkpoint_sequential)
 //   selective     every block its own segment, keeping matmul outputs (Policy::save_ops)
 //   nested        round(sqrt(L)) groups, each block inside them an inner segment
+//   offload       every block its own segment keeping everything in the offload
+//                 pool (Policy::offload())
+//   offload-inputs  every block its own segment, recomputed, its input in the
+//                 offload pool (Policy::recompute_all().offloaded())
+//   compress-bf16, compress-int8, compress-fp8
+//                 every block its own segment keeping everything compressed
+//                 (Policy::compress(kBFloat16 | kInt8 | kFloat8E4M3))
 //   budget:SIZE   the planner's schedule for a training step whose peak of
 //                 allocated bytes on the stack's device stays within SIZE
 //                 (profiled on the first call and whenever the input's shape
 //                 changes; see checkpoint_blocks)
 struct CheckpointPlan {
-  enum class Kind { None, Block, EveryN, Alternate, Sqrt, Selective, Nested, Budget };
+  enum class Kind {
+    None,
+    Block,
+    EveryN,
+    Alternate,
+    Sqrt,
+    Selective,
+    Nested,
+    Offload,
+    OffloadInputs,
+    Compress,
+    Budget
+  };
   Kind kind = Kind::None;
   int group = 1;             // blocks per segment for every-N
   int64_t budget_bytes = 0;  // for budget
+  DType format = kBFloat16;  // for compress
 
   // Throws remat::Error listing the accepted names for anything else.
   static CheckpointPlan parse(const std::string& name);
   // The budget plan of `bytes` (what "budget:<bytes>" parses to).
   static CheckpointPlan budget(int64_t bytes);
   std::string name() const;
+  // The policy the plan gives its segments (selective, offload, offload-inputs,
+  // compress); none: the caller's opts.policy.
+  std::optional<Policy> segment_policy() const;
   // The schedule for `blocks` blocks; for a budget plan, the one planned
   // last (throws before its first checkpoint_blocks call).
   CheckpointSchedule schedule(int64_t blocks) const;

@@ -47,7 +47,7 @@ __host__ __device__ inline acc_t<T> to_acc(T v) {
 
 template <typename T, typename A>
 __host__ __device__ inline T from_acc(A v) {
-  if constexpr (std::is_same_v<T, BFloat16> || std::is_same_v<T, Float16>) {
+  if constexpr (!std::is_arithmetic_v<T>) {  // the narrow floats round from float
     return T(static_cast<float>(v));
   } else {
     return static_cast<T>(v);

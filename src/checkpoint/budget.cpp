@@ -173,6 +173,22 @@ BlockProfile profile_one(const Block& block, Tensor& current) {
 
 // ---- the estimator ----------------------------------------------------------------
 
+// Whether the segment keeps matmul outputs (the selective plan's policy),
+// false for a segment that recomputes everything. Any other policy throws:
+// the memory model has no measurement for it.
+bool keeps_matmuls(const Item& item) {
+  if (!item.policy) return false;
+  const Policy& p = *item.policy;
+  if (p.placement() == Policy::Placement::Device) {
+    if (p.kind() == Policy::Kind::RecomputeAll) return false;
+    if (p == checkpointing::keep_matmuls_policy()) return true;
+  }
+  throw NotImplementedError(
+      fmt::format("predicting a segment [{}, {}) under {}: the memory model covers segments that "
+                  "recompute everything or keep matmul outputs",
+                  item.begin, item.end, p.str()));
+}
+
 // What a segment keeping matmul outputs costs: modelled for one block alone
 // at the top level, from the profile's measurement of it (inside a replayed
 // segment its kept outputs are regenerated with the rest, which the
@@ -244,7 +260,7 @@ LevelBytes level_bytes(const StepProfile& prof, const std::vector<Item>& items, 
       // A block alone keeping its matmul outputs holds them through the
       // rest of the forward; its backward (with the replay of the rest) was measured.
       int64_t held = 0, inside = 0;
-      if (item.keep_matmuls) {
+      if (keeps_matmuls(item)) {
         const BlockProfile::Selective& kept_matmuls = selective_of(prof, item, top);
         held = kept_matmuls.kept_bytes;
         inside = held + kept_matmuls.backward_peak;
@@ -263,7 +279,7 @@ double level_recompute_ms(const StepProfile& prof, const std::vector<Item>& item
   double ms = 0;
   for (const Item& item : items) {
     if (!item.segment) continue;
-    if (item.keep_matmuls) {
+    if (keeps_matmuls(item)) {
       ms += selective_of(prof, item, top).recompute_ms;
       continue;
     }
@@ -424,7 +440,7 @@ class Planner {
       cost(s, e, m, counted, top, whole, first);
       const Entry entry = memo_[index(s, e, m, counted, top, whole, first)];
       if (entry.choice < 0) {
-        items.push_back({s, s + 1, false, false, {}});
+        items.push_back(Item::plain(s));
         m -= units_of(plain_kept(block(s), counted, s == blocks_ - 1));
         counted = block(s).keeps_output;
         ++s;
@@ -435,11 +451,10 @@ class Planner {
         const int lingering =
             !top && entry.next == kPlainFirst ? units_of(block(d - 1).output_bytes) : 0;
         if (entry.selective) {
-          items.push_back({s, d, true, true, {{s, d, false, false, {}}}});
+          items.push_back(Item::segment_of({Item::plain(s)}, checkpointing::keep_matmuls_policy()));
           m -= units_of(block(s).selective->kept_bytes);
         } else {
-          items.push_back(
-              {s, d, true, false, build(s, d, m - input - lingering, true, false, false)});
+          items.push_back(Item::segment_of(build(s, d, m - input - lingering, true, false, false)));
         }
         m -= input;
         counted = false;
@@ -469,7 +484,7 @@ int64_t minimum_budget(const StepProfile& prof, int resolution) {
       predict_peak(prof, CheckpointSchedule{[&] {
                      std::vector<Item> plain;
                      for (int64_t i = 0; i < static_cast<int64_t>(prof.blocks.size()); ++i) {
-                       plain.push_back({i, i + 1, false, false, {}});
+                       plain.push_back(Item::plain(i));
                      }
                      return plain;
                    }()});

@@ -23,6 +23,20 @@ Policy Policy::save_ops(std::set<std::string> op_names) {
   return Policy(Kind::SaveOps, std::move(op_names), std::move(defs));
 }
 
+std::string Policy::str() const {
+  // Keeping everything is reachable only through offload() and compress().
+  if (kind_ == Kind::SaveAll) {
+    return placement_ == Placement::Offload ? "Policy::offload()"
+                                            : fmt::format("Policy::compress({})", format_);
+  }
+  std::string out = kind_ == Kind::RecomputeAll
+                        ? "Policy::recompute_all()"
+                        : fmt::format("Policy::save_ops({{{}}})", fmt::join(names_, ", "));
+  if (placement_ == Placement::Offload) out += ".offloaded()";
+  if (placement_ == Placement::Compress) out += fmt::format(".compressed({})", format_);
+  return out;
+}
+
 Policy Policy::offloaded() const {
   Policy p = *this;
   p.placement_ = Placement::Offload;
@@ -30,10 +44,8 @@ Policy Policy::offloaded() const {
 }
 
 Policy Policy::compressed(DType format) const {
-  REMAT_CHECK(format == kBFloat16,
-              "Policy::compress: the formats are: bfloat16 (int8 and float8_e4m3 are not "
-              "implemented yet), got {}",
-              format);
+  REMAT_CHECK(format == kBFloat16 || format == kInt8 || format == kFloat8E4M3,
+              "Policy::compress: the formats are bfloat16, int8 and float8_e4m3, got {}", format);
   Policy p = *this;
   p.placement_ = Placement::Compress;
   p.format_ = format;

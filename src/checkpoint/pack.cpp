@@ -4,6 +4,7 @@
 #include <vector>
 
 #include "memory/offload.h"
+#include "ops/quantize.h"
 #include "remat/core/grad_mode.h"
 
 namespace remat::checkpointing {
@@ -69,20 +70,28 @@ class Offloaded final : public PackedBytes {
   memory::CopyHandle arrival_;
 };
 
-// The bytes in fewer bits on the device; unpack decompresses them.
+// The bytes in fewer bits on the device (block codes and scales,
+// kernels/quantize.h); unpack decompresses them.
 class Compressed final : public PackedBytes {
  public:
   Compressed(const Tensor& flat, const std::shared_ptr<Storage>& original, DType format)
-      : PackedBytes(flat, original), codes_(flat.to(format)) {}
+      : PackedBytes(flat, original),
+        codes_(Tensor::empty(flat.shape(), format, flat.device())),
+        scales_(format == kBFloat16 ? Tensor()
+                                    : Tensor::empty({ops::quant_scale_count(flat.numel())},
+                                                    kFloat32, flat.device())) {
+    ops::quantize_blocks(flat, codes_, scales_);
+  }
   void unpack(Storage& storage) override {
-    NoGradGuard no_grad;
-    Tensor values = codes_.to(meta_.dtype);
+    Tensor values = Tensor::empty(meta_.shape, meta_.dtype, meta_.device);
+    ops::dequantize_blocks(codes_, scales_, values);
     storage.data = std::move(values.impl().storage->data);
     storage.evicted = false;
   }
 
  private:
   Tensor codes_;
+  Tensor scales_;  // one float32 per block; undefined for bfloat16 codes
 };
 
 // The whole of t's storage as one contiguous tensor: what is packed, so that

@@ -42,12 +42,16 @@ using Block = std::function<Tensor(const Tensor&)>;
 using Item = CheckpointSchedule::Item;
 
 constexpr const char* kPlanNames =
-    "none, block, every-N (N >= 1), alternate, sqrt, selective, nested, budget:SIZE (512MiB, "
-    "2GiB, bytes)";
+    "none, block, every-N (N >= 1), alternate, sqrt, selective, nested, offload, offload-inputs, "
+    "compress-bf16, compress-int8, compress-fp8, budget:SIZE (512MiB, 2GiB, bytes)";
 
-Item plain(int64_t i) { return {i, i + 1, false, false, {}}; }
-Item segment(std::vector<Item> children, bool keep_matmuls = false) {
-  return {children.front().begin, children.back().end, true, keep_matmuls, std::move(children)};
+// The compress plans' formats, by their names' suffix.
+constexpr std::pair<const char*, DType> kCompressFormats[] = {
+    {"bf16", kBFloat16}, {"int8", kInt8}, {"fp8", kFloat8E4M3}};
+
+Item plain(int64_t i) { return Item::plain(i); }
+Item segment(std::vector<Item> children, std::optional<Policy> policy = {}) {
+  return Item::segment_of(std::move(children), std::move(policy));
 }
 std::vector<Item> plain_run(int64_t begin, int64_t end) {
   std::vector<Item> items;
@@ -64,7 +68,7 @@ Tensor run_items(const std::vector<Block>& blocks, std::span<const Item> items, 
       continue;
     }
     CheckpointOptions inner = opts;
-    if (item.keep_matmuls) inner.policy = checkpointing::keep_matmuls_policy();
+    if (item.policy) inner.policy = *item.policy;
     h = checkpoint([&](const Tensor& in) { return run_items(blocks, item.children, in, opts); }, h,
                    inner);
   }
@@ -96,9 +100,12 @@ void describe_items(const std::vector<Item>& items, const std::string& outer,
       lines[static_cast<size_t>(item.begin)] = outer.empty() ? "plain" : outer;
       continue;
     }
-    const std::string here = fmt::format("[{}-{}]{}", item.begin, item.end - 1,
-                                         item.keep_matmuls ? " keeping matmuls" : "");
-    describe_items(item.children, outer.empty() ? "segment " + here : outer + " > " + here, lines);
+    std::string here = fmt::format("[{}-{}]", item.begin, item.end - 1);
+    if (item.policy) here += fmt::format(" {}", item.policy->str());
+    describe_items(
+        item.children,
+        outer.empty() ? fmt::format("segment {}", here) : fmt::format("{} > {}", outer, here),
+        lines);
   }
 }
 
@@ -160,6 +167,11 @@ CheckpointPlan CheckpointPlan::parse(const std::string& name) {
   if (name == "sqrt") return {K::Sqrt};
   if (name == "selective") return {K::Selective};
   if (name == "nested") return {K::Nested};
+  if (name == "offload") return {K::Offload};
+  if (name == "offload-inputs") return {K::OffloadInputs};
+  for (const auto& [suffix, format] : kCompressFormats) {
+    if (name == fmt::format("compress-{}", suffix)) return {.kind = K::Compress, .format = format};
+  }
   const std::string every = "every-";
   if (name.starts_with(every)) {
     int group = 0;
@@ -191,9 +203,26 @@ std::string CheckpointPlan::name() const {
     case Kind::Sqrt: return "sqrt";
     case Kind::Selective: return "selective";
     case Kind::Nested: return "nested";
+    case Kind::Offload: return "offload";
+    case Kind::OffloadInputs: return "offload-inputs";
+    case Kind::Compress:
+      for (const auto& [suffix, f] : kCompressFormats) {
+        if (f == format) return fmt::format("compress-{}", suffix);
+      }
+      break;
     case Kind::Budget: return "budget:" + size_name(budget_bytes);
   }
   return "?";
+}
+
+std::optional<Policy> CheckpointPlan::segment_policy() const {
+  switch (kind) {
+    case Kind::Selective: return checkpointing::keep_matmuls_policy();
+    case Kind::Offload: return Policy::offload();
+    case Kind::OffloadInputs: return Policy::recompute_all().offloaded();
+    case Kind::Compress: return Policy::compress(format);
+    default: return std::nullopt;
+  }
 }
 
 CheckpointSchedule CheckpointPlan::schedule(int64_t blocks) const {
@@ -205,9 +234,13 @@ CheckpointSchedule CheckpointPlan::schedule(int64_t blocks) const {
     case K::None: s.items = plain_run(0, blocks); break;
     case K::Block:
     case K::Selective:
-      for (int64_t i = 0; i < blocks; ++i)
-        s.items.push_back(segment({plain(i)}, kind == K::Selective));
+    case K::Offload:
+    case K::OffloadInputs:
+    case K::Compress: {
+      const std::optional<Policy> policy = segment_policy();
+      for (int64_t i = 0; i < blocks; ++i) s.items.push_back(segment({plain(i)}, policy));
       break;
+    }
     case K::EveryN:
       for (int64_t begin = 0; begin < blocks; begin += group) {
         s.items.push_back(segment(plain_run(begin, std::min<int64_t>(blocks, begin + group))));

@@ -17,6 +17,8 @@ const char* dtype_name(DType t) {
     case DType::Int64: return "int64";
     case DType::Int32: return "int32";
     case DType::Bool: return "bool";
+    case DType::Int8: return "int8";
+    case DType::Float8E4M3: return "float8_e4m3";
     case DType::Count: break;
   }
   return "(no dtype)";

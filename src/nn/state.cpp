@@ -29,8 +29,9 @@ constexpr const char* kMetadataKey = "__metadata__";
 constexpr size_t kHeaderAlignment = 8;
 
 constexpr std::pair<DType, const char*> kDTypeCodes[] = {
-    {kFloat32, "F32"}, {kFloat64, "F64"}, {kBFloat16, "BF16"}, {kFloat16, "F16"},
-    {kInt64, "I64"},   {kInt32, "I32"},   {kBool, "BOOL"}};
+    {kFloat32, "F32"}, {kFloat64, "F64"}, {kBFloat16, "BF16"},
+    {kFloat16, "F16"}, {kInt64, "I64"},   {kInt32, "I32"},
+    {kBool, "BOOL"},   {kInt8, "I8"},     {kFloat8E4M3, "F8_E4M3"}};
 
 const char* dtype_code(DType dtype) {
   for (const auto& [d, code] : kDTypeCodes) {

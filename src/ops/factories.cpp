@@ -22,6 +22,8 @@ template Tensor from_vector(const std::vector<int64_t>&, const Shape&, Device);
 template Tensor from_vector(const std::vector<int32_t>&, const Shape&, Device);
 template Tensor from_vector(const std::vector<BFloat16>&, const Shape&, Device);
 template Tensor from_vector(const std::vector<Float16>&, const Shape&, Device);
+template Tensor from_vector(const std::vector<int8_t>&, const Shape&, Device);
+template Tensor from_vector(const std::vector<Float8E4M3>&, const Shape&, Device);
 
 // std::vector<bool> is bit-packed, so it gets its own loop.
 template <>

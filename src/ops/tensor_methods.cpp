@@ -164,6 +164,8 @@ template std::vector<int64_t> Tensor::to_vector() const;
 template std::vector<int32_t> Tensor::to_vector() const;
 template std::vector<BFloat16> Tensor::to_vector() const;
 template std::vector<Float16> Tensor::to_vector() const;
+template std::vector<int8_t> Tensor::to_vector() const;
+template std::vector<Float8E4M3> Tensor::to_vector() const;
 
 template <>
 std::vector<bool> Tensor::to_vector() const {
