@@ -192,8 +192,28 @@ bool same_bytes(const Tensor& a, const Tensor& b) {
 double error_bound(DType format, double x, double scale) {
   const double q = std::abs(x) / scale;
   const double roundings = 0x1p-22 * (std::abs(x) + scale);
+  const double smallest = format == kInt8 ? 1 : 0x1p-9;  // the smallest nonzero code
+  if (x != 0 && q < smallest / 2) return (smallest - q) * scale + roundings;
   if (format == kInt8) return scale / 2 + roundings;
   return (q >= 0x1p-6 ? 0x1p-4 * std::abs(x) : 0x1p-10 * scale) + roundings;
+}
+
+// Zeros stay zeros, nonzeros keep their sign: the rule ReLU's backward needs.
+TEST(Quantize, KeepsZerosAndTheSignOfEverythingElse) {
+  const std::vector<float> x = {100.0f, 0.3f, -0.3f, 0.0f, -0.0f, 1e-30f, -1e-30f, 0.5f, 0.4f};
+  const Tensor src = from_vector(x, {static_cast<int64_t>(x.size())});
+  for (DType format : {kInt8, kFloat8E4M3}) {
+    const std::vector<float> back = dequantize(quantize(src, format), kFloat32).to_vector<float>();
+    for (size_t i = 0; i < x.size(); ++i) {
+      EXPECT_EQ(back[i] == 0.0f, x[i] == 0.0f) << format << " " << x[i];
+      if (x[i] != 0) {
+        EXPECT_EQ(std::signbit(back[i]), std::signbit(x[i])) << format << " " << x[i];
+      }
+    }
+  }
+  const std::vector<int8_t> codes = quantize(src, kInt8).codes.to_vector<int8_t>();
+  EXPECT_EQ(codes,
+            (std::vector<int8_t>{127, 1, -1, 0, 0, 1, -1, 1, 1}));  // 0.5 / (100/127) = 0.635
 }
 
 TEST(Quantize, ErrorWithinTheDocumentedBound) {

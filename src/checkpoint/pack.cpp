@@ -106,10 +106,21 @@ Tensor flat_storage(const Tensor& t) {
 Packer::Packer(const Policy& policy, std::string tag)
     : placement_(policy.placement()), format_(policy.format()), tag_(std::move(tag)) {}
 
+// Compression leaves storages under this size as they are: it would save at
+// most 3 KiB each, and the small tensors ops keep are statistics (batch
+// norm's per-channel mean and inverse deviation) whose error scales the
+// gradient of a whole channel: compressing them made a ResNet stack's
+// float8 gradients 5.8% wrong instead of 1.6%.
+namespace {
+constexpr int64_t kSmallestCompressedBytes = 4096;
+}  // namespace
+
 bool Packer::leaves_alone(const Tensor& t) const {
-  if (t.impl().storage->data.size() == 0) return true;
+  const int64_t bytes = t.impl().storage->data.size();
+  if (bytes == 0) return true;
   if (placement_ == Policy::Placement::Compress) {
-    return !is_floating(t.dtype()) || element_size(t.dtype()) <= element_size(format_);
+    return !is_floating(t.dtype()) || element_size(t.dtype()) <= element_size(format_) ||
+           bytes < kSmallestCompressedBytes;
   }
   return false;
 }

@@ -160,15 +160,29 @@ void CheckpointSegment::on_record(const std::shared_ptr<Node>& node,
   if (packer_) pack_kept(*node);
 }
 
+namespace {
+// The entry whose output owns the bytes that `producer`'s output holds, views
+// (transpose, reshape) followed to their base; null when the base is a
+// parameter, an input or a constant, whose bytes stay alive anyway.
+const Node* owner_of(const Node* producer) {
+  while (producer != nullptr && producer->op->view) {
+    producer = producer->inputs.front().edge.producer.get();
+  }
+  return producer;
+}
+}  // namespace
+
 // Every activation the entry keeps, for its backward or for a replay, goes
-// to the packer; parameters, inputs and constants (no producer) stay.
+// to the packer; parameters, inputs and constants, and views of them (a
+// weight's transpose), stay.
 void CheckpointSegment::pack_kept(Node& node) {
   for (size_t i = 0; i < node.inputs.size(); ++i) {
-    if (!node.inputs[i].edge.producer) continue;
+    if (owner_of(node.inputs[i].edge.producer.get()) == nullptr) continue;
     if (auto& saved = node.inputs[i].saved) saved = packer_->pack(*saved, node.sequence);
     // The replay reads these when backward reaches the segment: first.
     if (auto& held = held_inputs(node)[i]) held = packer_->pack(*held, autograd::kNotInBackward);
   }
+  if (owner_of(&node) == nullptr) return;
   for (autograd::NodeOutput& output : node.outputs) {
     if (output.saved) output.saved = packer_->pack(*output.saved, node.sequence);
   }
