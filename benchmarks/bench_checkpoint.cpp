@@ -99,10 +99,10 @@ const std::map<std::string, Preset>& presets() {
            .activation = "gelu"},
           {"none", "every-2", "block", "selective"}}}}},
       {"offload",
-       {"offload and compression: MLP depth 40 (hidden 1024, batch 64) and transformer 8 "
+       {"offload and compression: MLP depth 40 (hidden 1024, batch 512) and transformer 8 "
         "blocks (d_model 512, 8 heads, sequence 1024, batch 2)",
         "float32",
-        {{mlp(40),
+        {{{.model = "mlp", .depth = 40, .batch = 512, .width = 1024},
           {"none", "block", "offload", "offload-inputs", "compress-bf16", "compress-int8",
            "compress-fp8"}},
          {{.model = "transformer",
