@@ -178,20 +178,21 @@ int compare(const Corpus& corpus, const Config& c, const examples::RunOptions& r
   const RunResult& base = results.front();
   fmt::print("\ncheckpoint plans side by side ({} steps, batch {}, context {}, {} blocks)\n",
              c.steps, run.batch, c.context, c.layers);
-  fmt::print("{:<10} {:>11} {:>9} {:>14} {:>9} {:>15} {:>14} {:>10}\n", "plan", "step (ms)", "time",
-             "peak above", "memory", "peak allocated", "peak reserved", "losses");
-  fmt::print("{:<10} {:>11} {:>9} {:>14} {:>9} {:>15} {:>14} {:>10}\n", "", "(median)", "vs first",
-             "model", "vs first", "", "", "vs first");
+  fmt::print("{:<14} {:>11} {:>9} {:>14} {:>9} {:>15} {:>14} {:>10} {:>9}\n", "plan", "step (ms)",
+             "time", "peak above", "memory", "peak allocated", "peak reserved", "losses",
+             "val loss");
+  fmt::print("{:<14} {:>11} {:>9} {:>14} {:>9} {:>15} {:>14} {:>10} {:>9}\n", "", "(median)",
+             "vs first", "model", "vs first", "", "", "vs first", "nats");
   nlohmann::json json = nlohmann::json::array();
   for (const RunResult& r : results) {
     const bool same = r.losses == base.losses;
-    fmt::print("{:<10} {:>11.2f} {:>8.2f}x {:>14} {:>8.1f}% {:>15} {:>14} {:>10}\n", r.plan,
-               r.median_step_ms, r.median_step_ms / base.median_step_ms,
+    fmt::print("{:<14} {:>11.2f} {:>8.2f}x {:>14} {:>8.1f}% {:>15} {:>14} {:>10} {:>9.4f}\n",
+               r.plan, r.median_step_ms, r.median_step_ms / base.median_step_ms,
                examples::format_bytes(r.peak_above_model),
                100.0 * static_cast<double>(r.peak_above_model) /
                    static_cast<double>(base.peak_above_model),
                examples::format_bytes(r.peak_allocated), examples::format_bytes(r.peak_reserved),
-               same ? "identical" : "DIFFER");
+               same ? "identical" : "DIFFER", r.val_loss);
     json.push_back({{"plan", r.plan},
                     {"median_step_ms", r.median_step_ms},
                     {"final_loss", r.final_loss},
@@ -199,7 +200,8 @@ int compare(const Corpus& corpus, const Config& c, const examples::RunOptions& r
                     {"peak_allocated_bytes", r.peak_allocated},
                     {"peak_reserved_bytes", r.peak_reserved},
                     {"peak_above_model_bytes", r.peak_above_model},
-                    {"losses_identical_to_first", same}});
+                    {"losses_identical_to_first", same},
+                    {"losses", r.losses}});
   }
   std::ofstream(run.metrics_path) << json.dump(2) << '\n';
   fmt::print("metrics written to {}\n", run.metrics_path);
