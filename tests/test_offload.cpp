@@ -207,6 +207,32 @@ TEST(Offload, ParametersAndTheirViewsStayWhereTheyAre) {
   EXPECT_TRUE(w[0].grad().defined());
 }
 
+// relu keeps its output, and the next segment's matmul keeps the same
+// tensor as its input: it is packed once, by the first segment, and both
+// read it back from one copy.
+TEST(Offload, ATensorTwoSegmentsKeepIsPackedOnce) {
+  manual_seed(5);
+  const Tensor w = randn({8, 8}).requires_grad_();
+  const Tensor x = randn({4, 8}).requires_grad_();
+  auto block = [&w](const Tensor& in) { return relu(matmul(in, w)); };
+  auto run = [&](bool offload) {
+    w.impl().grad.reset();
+    const memory::OffloadStats before = memory::offload_stats(kCPU);
+    Tensor h = x;
+    for (int s = 0; s < 3; ++s) {
+      h = offload ? checkpoint(block, h, with(Policy::offload())) : block(h);
+    }
+    const int64_t packed = memory::offload_stats(kCPU).bytes_to_host - before.bytes_to_host;
+    backward(sum(h));
+    return std::pair{packed, w.grad().to_vector<float>()};
+  };
+  const auto [plain_packed, plain_grad] = run(false);
+  const auto [packed, grad] = run(true);
+  EXPECT_EQ(plain_packed, 0);
+  EXPECT_EQ(packed, 3 * 4 * 8 * 4);  // the three relu outputs, once each
+  EXPECT_EQ(grad, plain_grad);
+}
+
 TEST(Offload, RetainedGraphRepacksAfterEachBackward) {
   const std::vector<Tensor> w = chain_weights();
   const Tensor x = randn({4, 8});

@@ -101,6 +101,44 @@ Tensor flat_storage(const Tensor& t) {
                       0);
 }
 
+// The ghosts of this thread's packers by original storage: a tensor two
+// segments keep (one block's output that the next block's first op reads)
+// is packed once, and both segments' slots share its stand-in's bytes.
+struct SharedGhost {
+  std::weak_ptr<Storage> original;
+  std::weak_ptr<Storage> ghost;
+  Policy::Placement placement;
+  DType format;
+};
+class SharedGhosts {
+ public:
+  // The live ghost of `original` at `version` packed the same way, or null.
+  std::shared_ptr<Storage> find(const std::shared_ptr<Storage>& original, uint32_t version,
+                                Policy::Placement placement, DType format) {
+    const auto it = by_original_.find(original.get());
+    if (it == by_original_.end()) return nullptr;
+    const SharedGhost& s = it->second;
+    std::shared_ptr<Storage> ghost = s.ghost.lock();
+    if (!ghost || s.original.lock() != original || s.placement != placement || s.format != format ||
+        ghost->version.load() != version) {
+      return nullptr;
+    }
+    return ghost;
+  }
+  void add(const std::shared_ptr<Storage>& original, const std::shared_ptr<Storage>& ghost,
+           Policy::Placement placement, DType format) {
+    by_original_[original.get()] = SharedGhost{original, ghost, placement, format};
+    if (by_original_.size() < sweep_at_) return;
+    std::erase_if(by_original_, [](const auto& entry) { return entry.second.ghost.expired(); });
+    sweep_at_ = 2 * by_original_.size() + 64;  // amortised: the map stays near the live count
+  }
+
+ private:
+  std::unordered_map<const Storage*, SharedGhost> by_original_;
+  size_t sweep_at_ = 64;
+};
+thread_local SharedGhosts shared_ghosts;
+
 }  // namespace
 
 Packer::Packer(const Policy& policy, std::string tag)
@@ -147,13 +185,15 @@ SavedTensor Packer::pack(const SavedTensor& saved, uint64_t reader) {
     ghost->version.store(saved.version);
     ghost.reset();
   }
+  if (!ghost) ghost = shared_ghosts.find(original, saved.version, placement_, format_);
   if (!ghost) {
     ghost = std::make_shared<Storage>(memory::Allocation{});
     ghost->version.store(saved.version);
     ghost->packed = pack_bytes(t);
     ghost->evicted = true;
-    packed = Packed{original, ghost, reader, packed_count_++};
+    shared_ghosts.add(original, ghost, placement_, format_);
   }
+  if (packed.ghost.lock() != ghost) packed = Packed{original, ghost, reader, packed_count_++};
   packed.last_reader = std::max(packed.last_reader, reader);
   Tensor stand_in = t.as_strided(t.shape(), t.strides(), t.offset());
   stand_in.impl().storage = std::move(ghost);
