@@ -252,13 +252,23 @@ TEST(BudgetEstimator, PredictsTheMeasuredPeakOfEveryNamedPlan) {
     const StepProfile profile = profile_blocks(s.blocks->functions(), s.x);
     const auto blocks = static_cast<int64_t>(s.blocks->size());
     for (const char* name :
-         {"none", "block", "every-2", "alternate", "sqrt", "nested", "selective"}) {
+         {"none", "block", "every-2", "alternate", "sqrt", "nested", "selective", "offload",
+          "offload-inputs", "compress-bf16", "compress-int8", "compress-fp8"}) {
       const CheckpointPlan plan = CheckpointPlan::parse(name);
       const auto measured = static_cast<double>(measured_peak(s, plan));
       const auto predicted = static_cast<double>(predict_peak(profile, plan.schedule(blocks)));
-      std::printf("%-12s %-10s measured %8.1f KiB predicted %8.1f KiB (%+.1f%%)\n", s.name.c_str(),
+      std::printf("%-12s %-14s measured %8.1f KiB predicted %8.1f KiB (%+.1f%%)\n", s.name.c_str(),
                   name, measured / 1024, predicted / 1024, 100 * (predicted / measured - 1));
-      EXPECT_NEAR(predicted, measured, 0.05 * measured) << s.name << " " << name;
+      if (std::string(name).starts_with("compress")) {
+        // Nearly an upper bound: the model has all of a block's kept
+        // tensors decompressed at once in its backward, where each comes
+        // back only while the entries reading it run.
+        EXPECT_GE(predicted, 0.97 * measured) << s.name << " " << name;
+        EXPECT_LE(predicted, 1.25 * measured) << s.name << " " << name;
+      } else {
+        const double tolerance = std::string(name).starts_with("offload") ? 0.06 : 0.05;
+        EXPECT_NEAR(predicted, measured, tolerance * measured) << s.name << " " << name;
+      }
     }
     // And the planner's schedule of least memory: segments nested as deep as the stack.
     const CheckpointSchedule frugal = plan_for_budget(profile, minimum_budget(profile));

@@ -6,9 +6,11 @@
 #include <cmath>
 #include <limits>
 #include <unordered_set>
+#include <utility>
 
 #include "autograd/node.h"
 #include "checkpoint/budget.h"
+#include "ops/quantize.h"
 #include "ops/registry.h"
 #include "remat/autograd.h"
 #include "remat/checkpoint.h"
@@ -173,20 +175,50 @@ BlockProfile profile_one(const Block& block, Tensor& current) {
 
 // ---- the estimator ----------------------------------------------------------------
 
-// Whether the segment keeps matmul outputs (the selective plan's policy),
-// false for a segment that recomputes everything. Any other policy throws:
-// the memory model has no measurement for it.
-bool keeps_matmuls(const Item& item) {
-  if (!item.policy) return false;
+// The segments the memory model covers, by what they keep and where.
+enum class SegmentModel {
+  Recompute,         // keeps its input, on the device (no policy: the caller's, taken as this)
+  RecomputeOffload,  // keeps its input, in the offload pool (Policy::recompute_all().offloaded())
+  KeepMatmuls,       // one block keeping its matmul outputs (the selective plan)
+  KeepAllPacked,     // one block keeping everything offloaded or compressed
+};
+
+SegmentModel model_of(const Item& item, bool top) {
+  if (!item.policy) return SegmentModel::Recompute;
   const Policy& p = *item.policy;
-  if (p.placement() == Policy::Placement::Device) {
-    if (p.kind() == Policy::Kind::RecomputeAll) return false;
-    if (p == checkpointing::keep_matmuls_policy()) return true;
+  const bool alone = item.end == item.begin + 1;
+  using P = Policy::Placement;
+  if (p.kind() == Policy::Kind::RecomputeAll && p.placement() == P::Device) {
+    return SegmentModel::Recompute;
   }
-  throw NotImplementedError(
-      fmt::format("predicting a segment [{}, {}) under {}: the memory model covers segments that "
-                  "recompute everything or keep matmul outputs",
-                  item.begin, item.end, p.str()));
+  if (p.kind() == Policy::Kind::RecomputeAll && p.placement() == P::Offload && top) {
+    return SegmentModel::RecomputeOffload;
+  }
+  if (p == checkpointing::keep_matmuls_policy()) return SegmentModel::KeepMatmuls;
+  if (p.kind() == Policy::Kind::SaveAll && alone && top) return SegmentModel::KeepAllPacked;
+  throw NotImplementedError(fmt::format(
+      "predicting a segment [{}, {}) under {}{}: the memory model covers segments that recompute "
+      "everything (their input offloaded at the top level), keep matmul outputs, or keep "
+      "everything offloaded or compressed (one block alone at the top level)",
+      item.begin, item.end, p.str(), top ? "" : " inside another segment"));
+}
+
+// What stays on the device of `bytes` of `dtype` kept under `policy`: nothing
+// when offloaded, the codes (and for 8-bit formats a float32 scale per block)
+// when compressed, as checkpoint/pack.cpp stores them.
+int64_t resident_bytes(const Policy& policy, int64_t bytes, DType dtype) {
+  switch (policy.placement()) {
+    case Policy::Placement::Device: return bytes;
+    case Policy::Placement::Offload: return 0;
+    case Policy::Placement::Compress: {
+      const DType format = policy.format();
+      if (!is_floating(dtype) || element_size(dtype) <= element_size(format)) return bytes;
+      const int64_t n = bytes / static_cast<int64_t>(element_size(dtype));
+      const int64_t scales = format == kBFloat16 ? 0 : 4 * ops::quant_scale_count(n);
+      return n * static_cast<int64_t>(element_size(format)) + scales;
+    }
+  }
+  return bytes;
 }
 
 // What a segment keeping matmul outputs costs: modelled for one block alone
@@ -239,7 +271,11 @@ LevelBytes level_bytes(const StepProfile& prof, const std::vector<Item>& items, 
   int64_t prefix = 0, peak = 0;  // prefix: what the items so far keep
   bool counted = input_counted;
   const int64_t last = static_cast<int64_t>(prof.blocks.size()) - 1;
+  // What the previous item has in the offload pool: backward brings it back
+  // while it runs the item after it (one segment ahead).
+  int64_t offloaded_before = 0;
   for (const Item& item : items) {
+    const int64_t ahead = std::exchange(offloaded_before, 0);
     if (!item.segment) {
       const BlockProfile& b = prof.blocks[static_cast<size_t>(item.begin)];
       const int64_t kept = plain_kept(b, counted, item.begin == last);
@@ -257,18 +293,40 @@ LevelBytes level_bytes(const StepProfile& prof, const std::vector<Item>& items, 
       // replays (a segment next holds it as its input instead).
       const bool plain_next = &item != &items.back() && !(&item + 1)->segment;
       const int64_t lingering = !top && plain_next ? out : 0;
+      const SegmentModel model = model_of(item, top);
+      if (model == SegmentModel::KeepAllPacked) {
+        // Run plainly, what it keeps packed as it is kept: on the device
+        // while its forward runs, and in backward with what the segment
+        // before it has offloaded coming back.
+        const BlockProfile& b = prof.blocks[static_cast<size_t>(item.begin)];
+        const int64_t full = plain_kept(b, counted, item.begin == last);
+        peak = std::max(peak, prefix + std::max(replay_gradient + b.forward_peak,
+                                                full + b.backward_peak + ahead));
+        prefix += resident_bytes(*item.policy, full, prof.dtype);
+        if (item.policy->placement() == Policy::Placement::Offload) offloaded_before = full;
+        counted = b.keeps_output;
+        continue;
+      }
       // A block alone keeping its matmul outputs holds them through the
       // rest of the forward; its backward (with the replay of the rest) was measured.
       int64_t held = 0, inside = 0;
-      if (keeps_matmuls(item)) {
+      if (model == SegmentModel::KeepMatmuls) {
         const BlockProfile::Selective& kept_matmuls = selective_of(prof, item, top);
         held = kept_matmuls.kept_bytes;
         inside = held + kept_matmuls.backward_peak;
       } else {
         inside = level_bytes(prof, item.children, true, out, false).peak;
       }
-      peak = std::max(peak, prefix + kept + lingering + std::max(passing, inside));
-      prefix += kept + held;
+      if (model == SegmentModel::RecomputeOffload) {
+        // Its input is in the pool from its forward's end to its backward,
+        // where the input of the segment before it comes back too.
+        peak = std::max(peak, prefix + lingering + kept + std::max(passing, inside + ahead));
+        offloaded_before = kept;
+      } else {
+        peak = std::max(peak, prefix + kept + lingering + std::max(passing, inside));
+        prefix += kept;
+      }
+      prefix += held;
       counted = false;
     }
   }
@@ -279,7 +337,9 @@ double level_recompute_ms(const StepProfile& prof, const std::vector<Item>& item
   double ms = 0;
   for (const Item& item : items) {
     if (!item.segment) continue;
-    if (keeps_matmuls(item)) {
+    const SegmentModel model = model_of(item, top);
+    if (model == SegmentModel::KeepAllPacked) continue;  // nothing replayed
+    if (model == SegmentModel::KeepMatmuls) {
       ms += selective_of(prof, item, top).recompute_ms;
       continue;
     }
