@@ -11,7 +11,11 @@ memory/time frontier, and the eviction mode's runs (--limits) as another (`<pres
 activation memory against depth (`deep-mlp-memory-depth.png`) and the step
 time overhead at depth 40 (`deep-mlp-time-overhead.png`). Per key of a
 timeline CSV: allocated memory through one training step, a panel per plan
-(`<key slug>-timeline.png`).
+(`<key slug>-timeline.png`). From the metrics of an example's --compare
+run (`--curves`, e.g. `build/examples/transformer --compare
+none,compress-int8 --metrics curves.json`): the training loss of each plan
+through the run, as a moving average, and each plan's difference from the
+first (`<file stem>-training-curves.png`).
 """
 import argparse
 import csv
@@ -206,6 +210,37 @@ def plot_results(remat_paths, pytorch_paths, out_dir):
     return [path for path in written if path]
 
 
+def moving_average(values, window):
+    out, total = [], 0.0
+    for i, v in enumerate(values):
+        total += v - (values[i - window] if i >= window else 0.0)
+        out.append(total / min(i + 1, window))
+    return out
+
+
+def plot_curves(paths, out_dir, window=50):
+    written = []
+    for path in paths:
+        with open(path) as f:
+            runs = json.load(f)
+        fig, (top, bottom) = plt.subplots(2, 1, figsize=(7, 6), sharex=True,
+                                          gridspec_kw={"height_ratios": [2, 1]})
+        first = moving_average(runs[0]["losses"], window)
+        for run in runs:
+            smooth = moving_average(run["losses"], window)
+            label = f"{run['plan']} (validation {run['val_loss']:.4f})"
+            top.plot(range(1, len(smooth) + 1), smooth, label=label, linewidth=1)
+            bottom.plot(range(1, len(smooth) + 1), [a - b for a, b in zip(smooth, first)],
+                        linewidth=1)
+        finish(top, "", "training loss (nats/char)",
+               f"training loss, moving average of {window} steps")
+        bottom.set_xlabel("step")
+        bottom.set_ylabel(f"minus {runs[0]['plan']}")
+        bottom.grid(alpha=0.3)
+        written.append(save(fig, out_dir, f"{Path(path).stem}-training-curves.png"))
+    return written
+
+
 def phase_of(tag):
     return "replay" if tag.startswith("replay") else tag
 
@@ -352,11 +387,17 @@ def selftest():
     written += plot_timelines([timeline], "index", out)
     os.makedirs(os.path.join(out, "time"))
     written += plot_timelines([timeline], "time", os.path.join(out, "time"))
-    expected = {"deep-mlp-mlp-depth-40-batch-64-width-1024-memory-time.png",
+    curves = os.path.join(data, "curves.json")
+    with open(curves, "w") as f:
+        json.dump([{"plan": plan, "val_loss": 2.0, "losses": [3.0 - 0.001 * i + shift
+                                                              for i in range(300)]}
+                   for plan, shift in (("none", 0.0), ("compress-int8", 0.01))], f)
+    written += plot_curves([curves], out)
+    expected = {"curves-training-curves.png","deep-mlp-mlp-depth-40-batch-64-width-1024-memory-time.png",
                 "deep-mlp-memory-depth.png", "deep-mlp-time-overhead.png",
                 f"{slug(key)}-timeline.png"}
     names = {os.path.basename(p) for p in written}
-    assert expected <= names and len(written) == 8, names
+    assert expected <= names and len(written) == 9, names
     assert all(os.path.getsize(p) > 0 for p in written)
     print(f"selftest passed: {len(written)} PNGs under {out}")
 
@@ -368,16 +409,18 @@ def main():
     parser.add_argument("--pytorch", action="append", default=[], metavar="FILE.json")
     parser.add_argument("--timeline", action="append", default=[], metavar="FILE.csv")
     parser.add_argument("--timeline-x", choices=("index", "time"), default="index")
+    parser.add_argument("--curves", action="append", default=[], metavar="FILE.json")
     parser.add_argument("--out", default="docs/img")
     parser.add_argument("--selftest", action="store_true")
     args = parser.parse_args()
     if args.selftest:
         return selftest()
-    if not args.remat and not args.timeline:
-        parser.error("nothing to plot: give --remat and/or --timeline")
+    if not args.remat and not args.timeline and not args.curves:
+        parser.error("nothing to plot: give --remat, --timeline and/or --curves")
     os.makedirs(args.out, exist_ok=True)
     plot_results(args.remat, args.pytorch, args.out)
     plot_timelines(args.timeline, args.timeline_x, args.out)
+    plot_curves(args.curves, args.out)
 
 
 if __name__ == "__main__":
