@@ -158,7 +158,8 @@ run_tests() {
 
 # The CUDA op benchmark and its PyTorch anchor, one after the other on the
 # same GPU, and their ratios; then the checkpoint presets, bench_allocator and
-# the PyTorch side by side through scripts/bench.sh (docs/benchmarks.md).
+# the PyTorch side by side through scripts/bench.sh (docs/benchmarks.md), and
+# the offload and compression preset (remat only: copy-stream overlap).
 bench() {
   "$BUILD_DIR/benchmarks/bench_cuda_ops" --json "$LOGS/bench_cuda_ops.json" 2>&1 | tee "$LOGS/bench.log"
   python3 "$ROOT/benchmarks/pytorch/bench_cuda_ops.py" --json "$LOGS/bench_cuda_ops_torch.json" 2>&1 |
@@ -167,6 +168,9 @@ bench() {
     "$LOGS/bench_cuda_ops_torch.json" 2>&1 | tee -a "$LOGS/bench.log"
   DEVICE=cuda SKIP_BUILD=1 BUILD_DIR="$BUILD_DIR" PYTHON=python3 OUT="$LOGS/checkpoint" \
     PLOTS="$LOGS/img" bash "$ROOT/scripts/bench.sh" 2>&1 | tee -a "$LOGS/bench.log"
+  "$BUILD_DIR/benchmarks/bench_checkpoint" --preset offload --device cuda --steps 10 \
+    --json "$LOGS/checkpoint/offload.json" --csv "$LOGS/checkpoint/offload.csv" 2>&1 |
+    tee -a "$LOGS/bench.log"
 }
 
 # The three examples on the GPU, short runs with checkpointing on and off
@@ -176,7 +180,7 @@ examples() {
   local bin=$BUILD_DIR/examples data=$DEPS/data
   {
     "$bin/transformer" --device cuda --quiet --steps 200 --corpus "$data/fortunes" \
-      --compare none,block,selective --metrics "$LOGS/transformer_metrics.json"
+      --compare none,block,selective,offload,compress-int8 --metrics "$LOGS/transformer_metrics.json"
     "$bin/transformer" --device cuda --quiet --steps 50 --corpus "$data/fortunes" \
       --memory-limit 128MiB --metrics "$LOGS/transformer_limit_metrics.json"
     "$bin/mlp" --device cuda --quiet --steps 300 --data "$data/fashion-mnist" \
