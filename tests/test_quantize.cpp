@@ -7,13 +7,17 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <cstring>
+#include <fstream>
+#include <iterator>
 #include <limits>
 #include <random>
 #include <vector>
 
 #include "kernels/quantize.h"
 #include "ops/quantize.h"
+#include "remat/nn/state.h"
 #include "remat/ops.h"
 #include "support/float8_e4m3_reference.h"
 
@@ -132,6 +136,26 @@ TEST(Int8, ConvertsToAndFromEveryDtype) {
   EXPECT_EQ(full({2}, -5, kInt8).to_vector<int8_t>(), (std::vector<int8_t>{-5, -5}));
   EXPECT_EQ(dtype_name(kInt8), std::string("int8"));
   EXPECT_FALSE(is_floating(kInt8));
+}
+
+// safetensors codes I8 and F8_E4M3 (the format's names for these dtypes).
+TEST(StorageDTypes, RoundTripThroughSafetensors) {
+  const std::string path = ::testing::TempDir() + "remat_storage_dtypes.safetensors";
+  const Tensor i8 = from_vector(std::vector<int8_t>{-128, -1, 0, 127}, {2, 2});
+  const Tensor f8 = from_vector(std::vector<float>{-448, 0.5f, 1e-3f}, {3}).to(kFloat8E4M3);
+  nn::save_safetensors({{"i8", i8}, {"f8", f8}}, path);
+  std::ifstream file(path, std::ios::binary);
+  const std::string bytes((std::istreambuf_iterator<char>(file)), {});
+  EXPECT_NE(bytes.find("\"dtype\":\"I8\""), std::string::npos);
+  EXPECT_NE(bytes.find("\"dtype\":\"F8_E4M3\""), std::string::npos);
+  const nn::NamedTensors back = nn::load_safetensors(path);
+  ASSERT_EQ(back.size(), 2u);
+  EXPECT_EQ(back[0].second.dtype(), kInt8);
+  EXPECT_EQ(back[0].second.shape(), (Shape{2, 2}));
+  EXPECT_EQ(back[0].second.to_vector<int8_t>(), i8.to_vector<int8_t>());
+  EXPECT_EQ(back[1].second.dtype(), kFloat8E4M3);
+  EXPECT_EQ(back[1].second.to(kFloat32).to_vector<float>(), f8.to(kFloat32).to_vector<float>());
+  std::remove(path.c_str());
 }
 
 TEST(StorageDTypes, ArithmeticRejectsThem) {
