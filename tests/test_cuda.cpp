@@ -654,17 +654,20 @@ TEST(CudaCompress, BlockCodesAreBitwiseTheCpusAndLowerThePeak) {
   manual_seed(4);
   const Tensor x = randn({70000}) * 3.0;
   for (DType format : {kBFloat16, kInt8, kFloat8E4M3}) {
-    SCOPED_TRACE(dtype_name(format));
-    auto round_trip = [&](Device d) {
-      const Tensor src = x.to(d);
-      const Tensor codes = Tensor::empty(src.shape(), format, d);
-      const Tensor scales = Tensor::empty({ops::quant_scale_count(src.numel())}, kFloat32, d);
-      ops::quantize_blocks(src, codes, scales);
-      const Tensor back = Tensor::empty(src.shape(), kFloat32, d);
-      ops::dequantize_blocks(codes, scales, back);
-      return std::pair{codes.to(kFloat32).to_vector<float>(), back.to_vector<float>()};
-    };
-    EXPECT_EQ(round_trip(kGpu), round_trip(kCPU));
+    for (kernels::QuantZeros zeros : {kernels::QuantZeros::Rounded, kernels::QuantZeros::Exact}) {
+      SCOPED_TRACE(dtype_name(format));
+      SCOPED_TRACE(zeros == kernels::QuantZeros::Exact ? "exact zeros" : "rounded zeros");
+      auto round_trip = [&](Device d) {
+        const Tensor src = x.to(d);
+        const Tensor codes = Tensor::empty(src.shape(), format, d);
+        const Tensor scales = Tensor::empty({ops::quant_scale_count(src.numel())}, kFloat32, d);
+        ops::quantize_blocks(src, codes, scales, zeros);
+        const Tensor back = Tensor::empty(src.shape(), kFloat32, d);
+        ops::dequantize_blocks(codes, scales, back);
+        return std::pair{codes.to(kFloat32).to_vector<float>(), back.to_vector<float>()};
+      };
+      EXPECT_EQ(round_trip(kGpu), round_trip(kCPU));
+    }
   }
   GpuMlpStack m(8, 256, 3);
   const Tensor in = randn({512, 256}).to(kGpu);

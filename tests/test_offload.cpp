@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <cmath>
 #include <map>
+#include <optional>
 
 #include "remat/remat.h"
 #include "support/error_message.h"
@@ -318,6 +319,40 @@ TEST(Offload, AnInPlaceChangeToAnOffloadedTensorIsCaughtAsForAPlainOne) {
   }
   // The library keeps working: the pool empties once the graphs are gone.
   EXPECT_EQ(memory::offload_stats(kCPU).pool.allocated_bytes.current, 0);
+}
+
+// Compression keeps exact zeros only where backward reads them. Four int8
+// blocks (4 KiB, the least compression packs), each 100 first: +-1e-4 is
+// far below half their smallest code (100 / 127). ReLU's mask (its saved
+// output > 0) is still the exact one, while mul's saved factor, read for its
+// values, rounds those to zero rather than up to the smallest code (a bias
+// of 0.79 each).
+TEST(Compress, KeepsExactZerosOnlyWhereBackwardReadsThem) {
+  constexpr int64_t kBlocks = 4, kBlockSize = 256;
+  std::vector<float> values(kBlocks * kBlockSize);
+  for (size_t i = 0; i < values.size(); ++i) {
+    values[i] = i % kBlockSize == 0 ? 100.0f : (i % 2 == 0 ? 1e-4f : -1e-4f);
+  }
+  auto grads = [&](const std::optional<Policy>& policy) {
+    Tensor x = from_vector(values, {kBlocks * kBlockSize});
+    x.requires_grad_();
+    Tensor w = full({kBlocks * kBlockSize}, 1.0);
+    w.requires_grad_();
+    auto fn = [&](const Tensor& in) { return relu(in * 1.0) + (in * 1.0) * w; };
+    backward(sum(policy ? checkpoint(fn, x, with(*policy)) : fn(x)));
+    return std::pair{x.grad().to_vector<float>(), w.grad().to_vector<float>()};
+  };
+  const auto [exact_x, exact_w] = grads(std::nullopt);
+  const auto [x_grad, w_grad] = grads(Policy::compress(kInt8));
+  EXPECT_EQ(x_grad, exact_x);  // relu's mask: 1 where x > 0, plus w's 1
+  for (size_t i = 0; i < w_grad.size(); ++i) {
+    if (i % kBlockSize == 0) {
+      EXPECT_EQ(w_grad[i], 100.0f) << i;
+    } else {
+      ASSERT_NE(exact_w[i], 0.0f);
+      EXPECT_EQ(w_grad[i], 0.0f) << i;
+    }
+  }
 }
 
 TEST(Compress, RejectsAFormatItDoesNotHave) {

@@ -198,10 +198,12 @@ struct Quantized {
   Tensor codes, scales;
 };
 
-Quantized quantize(const Tensor& src, DType format) {
+using kernels::QuantZeros;
+
+Quantized quantize(const Tensor& src, DType format, QuantZeros zeros = QuantZeros::Rounded) {
   Quantized q{Tensor::empty(src.shape(), format, src.device()),
               Tensor::empty({ops::quant_scale_count(src.numel())}, kFloat32, src.device())};
-  ops::quantize_blocks(src, q.codes, q.scales);
+  ops::quantize_blocks(src, q.codes, q.scales, zeros);
   return q;
 }
 
@@ -218,21 +220,25 @@ bool same_bytes(const Tensor& a, const Tensor& b) {
 
 // The documented bound of kernels/quantize.h for one element, with the
 // float32 roundings of q = x / scale and of the product.
-double error_bound(DType format, double x, double scale) {
+double error_bound(DType format, QuantZeros zeros, double x, double scale) {
   const double q = std::abs(x) / scale;
   const double roundings = 0x1p-22 * (std::abs(x) + scale);
   const double smallest = format == kInt8 ? 1 : 0x1p-9;  // the smallest nonzero code
-  if (x != 0 && q < smallest / 2) return (smallest - q) * scale + roundings;
+  if (x != 0 && q < smallest / 2) {
+    return (zeros == QuantZeros::Exact ? (smallest - q) * scale : std::abs(x)) + roundings;
+  }
   if (format == kInt8) return scale / 2 + roundings;
   return (q >= 0x1p-6 ? 0x1p-4 * std::abs(x) : 0x1p-10 * scale) + roundings;
 }
 
-// Zeros stay zeros, nonzeros keep their sign: the rule ReLU's backward needs.
-TEST(Quantize, KeepsZerosAndTheSignOfEverythingElse) {
+// Exact zeros: zeros stay zeros, nonzeros keep their sign (the rule ReLU's
+// backward needs); rounded, values below half the smallest code become zero.
+TEST(Quantize, ExactZerosKeepZerosAndTheSignOfEverythingElse) {
   const std::vector<float> x = {100.0f, 0.3f, -0.3f, 0.0f, -0.0f, 1e-30f, -1e-30f, 0.5f, 0.4f};
   const Tensor src = from_vector(x, {static_cast<int64_t>(x.size())});
   for (DType format : {kInt8, kFloat8E4M3}) {
-    const std::vector<float> back = dequantize(quantize(src, format), kFloat32).to_vector<float>();
+    const std::vector<float> back =
+        dequantize(quantize(src, format, QuantZeros::Exact), kFloat32).to_vector<float>();
     for (size_t i = 0; i < x.size(); ++i) {
       EXPECT_EQ(back[i] == 0.0f, x[i] == 0.0f) << format << " " << x[i];
       if (x[i] != 0) {
@@ -240,17 +246,28 @@ TEST(Quantize, KeepsZerosAndTheSignOfEverythingElse) {
       }
     }
   }
-  const std::vector<int8_t> codes = quantize(src, kInt8).codes.to_vector<int8_t>();
-  EXPECT_EQ(codes,
-            (std::vector<int8_t>{127, 1, -1, 0, 0, 1, -1, 1, 1}));  // 0.5 / (100/127) = 0.635
+  // 0.3 / (100 / 127) = 0.381, 0.4 -> 0.508, 0.5 -> 0.635
+  EXPECT_EQ(quantize(src, kInt8, QuantZeros::Exact).codes.to_vector<int8_t>(),
+            (std::vector<int8_t>{127, 1, -1, 0, 0, 1, -1, 1, 1}));
+  EXPECT_EQ(quantize(src, kInt8, QuantZeros::Rounded).codes.to_vector<int8_t>(),
+            (std::vector<int8_t>{127, 0, 0, 0, 0, 0, 0, 1, 1}));
+  // float8: 1e-30 is below half of 2^-9 * (100 / 448); 0.3 is not.
+  const std::vector<float> rounded =
+      dequantize(quantize(src, kFloat8E4M3, QuantZeros::Rounded), kFloat32).to_vector<float>();
+  EXPECT_EQ(rounded[5], 0.0f);
+  EXPECT_EQ(rounded[6], 0.0f);
+  EXPECT_NE(rounded[1], 0.0f);
 }
 
 TEST(Quantize, ErrorWithinTheDocumentedBound) {
   for (int64_t n : {1, 255, 256, 257, 1000, 70000}) {
     const std::vector<float> x = normal_with_outliers(n, static_cast<uint32_t>(n));
     const Tensor src = from_vector(x, {n});
-    for (DType format : {kInt8, kFloat8E4M3}) {
-      const Quantized q = quantize(src, format);
+    for (const auto& [format, zeros] : {std::pair{kInt8, QuantZeros::Rounded},
+                                        {kInt8, QuantZeros::Exact},
+                                        {kFloat8E4M3, QuantZeros::Rounded},
+                                        {kFloat8E4M3, QuantZeros::Exact}}) {
+      const Quantized q = quantize(src, format, zeros);
       const std::vector<float> back = dequantize(q, kFloat32).to_vector<float>();
       const std::vector<float> scales = q.scales.to_vector<float>();
       double worst = 0;
@@ -265,7 +282,7 @@ TEST(Quantize, ErrorWithinTheDocumentedBound) {
         const auto k = static_cast<size_t>(i);
         const double scale = scales[k / 256];
         const double error = std::abs(static_cast<double>(x[k]) - back[k]);
-        const double bound = error_bound(format, x[k], scale);
+        const double bound = error_bound(format, zeros, x[k], scale);
         ASSERT_LE(error, bound) << format << " n=" << n << " i=" << i << " x=" << x[k];
         worst = std::max(worst, error / bound);
       }
@@ -296,7 +313,8 @@ TEST(Quantize, EverySourceAndDestinationDtype) {
           const double e = exact[i];
           const double below = from_vector(std::vector<double>{e}, {1}).to(dst).item<double>();
           ASSERT_LE(std::abs(got[i] - e), std::abs(below - e)) << dtype_name(dst) << " " << i;
-          ASSERT_LE(std::abs(e - x[i]), error_bound(format, x[i], scales[i / 256]));
+          ASSERT_LE(std::abs(e - x[i]),
+                    error_bound(format, QuantZeros::Rounded, x[i], scales[i / 256]));
         }
       }
     }

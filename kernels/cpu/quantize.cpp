@@ -30,7 +30,8 @@ void for_each_block(int64_t n, Fn&& fn) {
   });
 }
 
-void quantize_blocks(const Tensor& src, const Tensor& codes, const Tensor& scales) {
+void quantize_blocks(const Tensor& src, const Tensor& codes, const Tensor& scales,
+                     QuantZeros zeros) {
   check_contiguous("quantize_blocks", {src, codes, scales});
   visit_all_floating(src.dtype(), "quantize_blocks", [&]<typename Src>() {
     visit_quant_format(codes.dtype(), "CPU", "quantize_blocks", [&]<typename Code>() {
@@ -48,7 +49,7 @@ void quantize_blocks(const Tensor& src, const Tensor& codes, const Tensor& scale
           s[begin / kQuantBlock] = scale;
         }
         for (int64_t i = begin; i < end; ++i) {
-          c[i] = quant::encode<Code>(static_cast<float>(x[i]), scale);
+          c[i] = quant::encode<Code>(static_cast<float>(x[i]), scale, zeros);
         }
       });
     });

@@ -13,8 +13,8 @@ namespace {
 static_assert(kQuantBlock == kThreads, "one thread per element of a block");
 
 template <typename Src, typename Code>
-__global__ void quantize_kernel(const Src* x, Code* codes, float* scales, int64_t n,
-                                int64_t blocks) {
+__global__ void quantize_kernel(const Src* x, Code* codes, float* scales, int64_t n, int64_t blocks,
+                                QuantZeros zeros) {
   for (int64_t b = blockIdx.x; b < blocks; b += gridDim.x) {
     const int64_t i = b * kQuantBlock + threadIdx.x;
     const float v = i < n ? static_cast<float>(x[i]) : 0.0f;
@@ -25,7 +25,7 @@ __global__ void quantize_kernel(const Src* x, Code* codes, float* scales, int64_
       scale = quant::scale_of<Code>(amax);
       if (threadIdx.x == 0) scales[b] = scale;
     }
-    if (i < n) codes[i] = quant::encode<Code>(v, scale);
+    if (i < n) codes[i] = quant::encode<Code>(v, scale, zeros);
   }
 }
 
@@ -37,7 +37,8 @@ __global__ void dequantize_kernel(const Code* codes, const float* scales, Dst* y
   }
 }
 
-void quantize_blocks(const Tensor& src, const Tensor& codes, const Tensor& scales) {
+void quantize_blocks(const Tensor& src, const Tensor& codes, const Tensor& scales,
+                     QuantZeros zeros) {
   check_contiguous("quantize_blocks", {src, codes, scales});
   const int64_t n = src.numel();
   if (n == 0) return;
@@ -47,7 +48,7 @@ void quantize_blocks(const Tensor& src, const Tensor& codes, const Tensor& scale
       quantize_kernel<Src, Code><<<blocks_for(n), kThreads, 0, stream_of(src)>>>(
           static_cast<const Src*>(src.data_ptr()), static_cast<Code*>(codes.data_ptr()),
           quant::kScaled<Code> ? static_cast<float*>(scales.data_ptr()) : nullptr, n,
-          quant_block_count(n));
+          quant_block_count(n), zeros);
     });
   });
   REMAT_CUDA_LAUNCH_CHECK("quantize_kernel");

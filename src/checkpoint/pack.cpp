@@ -74,13 +74,14 @@ class Offloaded final : public PackedBytes {
 // kernels/quantize.h); unpack decompresses them.
 class Compressed final : public PackedBytes {
  public:
-  Compressed(const Tensor& flat, const std::shared_ptr<Storage>& original, DType format)
+  Compressed(const Tensor& flat, const std::shared_ptr<Storage>& original, DType format,
+             kernels::QuantZeros zeros)
       : PackedBytes(flat, original),
         codes_(Tensor::empty(flat.shape(), format, flat.device())),
         scales_(format == kBFloat16 ? Tensor()
                                     : Tensor::empty({ops::quant_scale_count(flat.numel())},
                                                     kFloat32, flat.device())) {
-    ops::quantize_blocks(flat, codes_, scales_);
+    ops::quantize_blocks(flat, codes_, scales_, zeros);
   }
   void unpack(Storage& storage) override {
     Tensor values = Tensor::empty(meta_.shape, meta_.dtype, meta_.device);
@@ -163,16 +164,17 @@ bool Packer::leaves_alone(const Tensor& t) const {
   return false;
 }
 
-std::unique_ptr<PackedStorage> Packer::pack_bytes(const Tensor& t) const {
+std::unique_ptr<PackedStorage> Packer::pack_bytes(const Tensor& t,
+                                                  kernels::QuantZeros zeros) const {
   NoGradGuard no_grad;  // packing runs inside the tape's record of an op
   const Tensor flat = flat_storage(t);
   const std::shared_ptr<Storage>& original = t.impl().storage;
   if (placement_ == Policy::Placement::Offload) return std::make_unique<Offloaded>(flat, original);
   memory::TagScope tag("compress:" + tag_);
-  return std::make_unique<Compressed>(flat, original, format_);
+  return std::make_unique<Compressed>(flat, original, format_, zeros);
 }
 
-SavedTensor Packer::pack(const SavedTensor& saved, uint64_t reader) {
+SavedTensor Packer::pack(const SavedTensor& saved, uint64_t reader, kernels::QuantZeros zeros) {
   const Tensor& t = saved.value;
   if (!t.defined() || t.impl().storage->packed || leaves_alone(t)) return saved;
   const std::shared_ptr<Storage>& original = t.impl().storage;
@@ -189,7 +191,7 @@ SavedTensor Packer::pack(const SavedTensor& saved, uint64_t reader) {
   if (!ghost) {
     ghost = std::make_shared<Storage>(memory::Allocation{});
     ghost->version.store(saved.version);
-    ghost->packed = pack_bytes(t);
+    ghost->packed = pack_bytes(t, zeros);
     ghost->evicted = true;
     shared_ghosts.add(original, ghost, placement_, format_);
   }

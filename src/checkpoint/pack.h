@@ -11,6 +11,7 @@
 #include <unordered_map>
 
 #include "autograd/node.h"
+#include "ops/quantize.h"
 #include "remat/checkpoint.h"
 
 namespace remat::checkpointing {
@@ -23,7 +24,10 @@ class Packer {
   // One ghost serves every view and every slot of a storage while its
   // version is unchanged. Values the placement leaves alone (empty ones;
   // for compression those not wider than the format) come back as they are.
-  autograd::SavedTensor pack(const autograd::SavedTensor& saved, uint64_t reader);
+  // `zeros`, for compression: whether the storage's zeros must stay exact, a
+  // property of the bytes that every reader of a storage passes alike.
+  autograd::SavedTensor pack(const autograd::SavedTensor& saved, uint64_t reader,
+                             kernels::QuantZeros zeros);
   // Offload: starts bringing back every stand-in still away, latest reader
   // first: the order backward reads them in. (Compressed ones are
   // decompressed when read.)
@@ -43,7 +47,7 @@ class Packer {
     uint64_t order = 0;  // packs before this one, in this segment
   };
   bool leaves_alone(const Tensor& t) const;
-  std::unique_ptr<PackedStorage> pack_bytes(const Tensor& t) const;
+  std::unique_ptr<PackedStorage> pack_bytes(const Tensor& t, kernels::QuantZeros zeros) const;
 
   Policy::Placement placement_;
   DType format_;

@@ -1,5 +1,6 @@
 #include "checkpoint/segment.h"
 
+#include <algorithm>
 #include <cstring>
 #include <set>
 
@@ -161,14 +162,27 @@ void CheckpointSegment::on_record(const std::shared_ptr<Node>& node,
 }
 
 namespace {
-// The entry whose output owns the bytes that `producer`'s output holds, views
-// (transpose, reshape) followed to their base; null when the base is a
-// parameter, an input or a constant, whose bytes stay alive anyway.
-const Node* owner_of(const Node* producer) {
+// The entry output that owns the bytes output `output` of `producer` holds,
+// views (transpose, reshape) followed to their base.
+struct Owner {
+  const Node* node;  // null: a parameter, an input or a constant, alive anyway
+  int output;
+};
+Owner owner_of(const Node* producer, int output) {
   while (producer != nullptr && producer->op->view) {
-    producer = producer->inputs.front().edge.producer.get();
+    const autograd::Edge& base = producer->inputs.front().edge;
+    producer = base.producer.get();
+    output = base.output_nr;
   }
-  return producer;
+  return {producer, output};
+}
+
+// A property of the bytes, so every reader of a storage packs it alike:
+// exact zeros where the producing op's backward reads them.
+kernels::QuantZeros zeros_of(Owner owner) {
+  const std::vector<int>& masks = owner.node->op->zero_mask_outputs;
+  return std::ranges::find(masks, owner.output) != masks.end() ? kernels::QuantZeros::Exact
+                                                               : kernels::QuantZeros::Rounded;
 }
 }  // namespace
 
@@ -177,14 +191,23 @@ const Node* owner_of(const Node* producer) {
 // weight's transpose), stay.
 void CheckpointSegment::pack_kept(Node& node) {
   for (size_t i = 0; i < node.inputs.size(); ++i) {
-    if (owner_of(node.inputs[i].edge.producer.get()) == nullptr) continue;
-    if (auto& saved = node.inputs[i].saved) saved = packer_->pack(*saved, node.sequence);
+    const autograd::Edge& edge = node.inputs[i].edge;
+    const Owner owner = owner_of(edge.producer.get(), edge.output_nr);
+    if (owner.node == nullptr) continue;
+    if (auto& saved = node.inputs[i].saved) {
+      saved = packer_->pack(*saved, node.sequence, zeros_of(owner));
+    }
     // The replay reads these when backward reaches the segment: first.
-    if (auto& held = held_inputs(node)[i]) held = packer_->pack(*held, autograd::kNotInBackward);
+    if (auto& held = held_inputs(node)[i]) {
+      held = packer_->pack(*held, autograd::kNotInBackward, zeros_of(owner));
+    }
   }
-  if (owner_of(&node) == nullptr) return;
-  for (autograd::NodeOutput& output : node.outputs) {
-    if (output.saved) output.saved = packer_->pack(*output.saved, node.sequence);
+  for (size_t j = 0; j < node.outputs.size(); ++j) {
+    const Owner owner = owner_of(&node, static_cast<int>(j));
+    if (owner.node == nullptr) return;
+    if (auto& saved = node.outputs[j].saved) {
+      saved = packer_->pack(*saved, node.sequence, zeros_of(owner));
+    }
   }
 }
 

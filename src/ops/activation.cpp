@@ -20,9 +20,11 @@ void register_activation_ops(Registry& r) {
   r.add(binary_def("tanh_backward", BinaryOp::TanhBackward, {}, nullptr));
   r.add(binary_def("sigmoid_backward", BinaryOp::SigmoidBackward, {}, nullptr));
 
-  r.add(unary_def("relu", UnaryOp::Relu, Saves::Output, [](const BackwardArgs& a) {
+  OpDef relu = unary_def("relu", UnaryOp::Relu, Saves::Output, [](const BackwardArgs& a) {
     return std::vector<Tensor>{grad_map(op<"relu_backward">(), a.grad(), a.output(0))};
-  }));
+  });
+  relu.zero_mask_outputs = {0};
+  r.add(std::move(relu));
   r.add(unary_def("gelu", UnaryOp::Gelu, Saves::Input, [](const BackwardArgs& a) {
     return std::vector<Tensor>{grad_map(op<"gelu_backward">(), a.grad(), a.input(0))};
   }));

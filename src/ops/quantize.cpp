@@ -49,9 +49,10 @@ int64_t quant_scale_count(int64_t n) {
   return kernels::quant_block_count(n);
 }
 
-void quantize_blocks(const Tensor& src, const Tensor& codes, const Tensor& scales) {
+void quantize_blocks(const Tensor& src, const Tensor& codes, const Tensor& scales,
+                     kernels::QuantZeros zeros) {
   check_operands("quantize_blocks", src, codes, scales);
-  quantize_kernels("quantize_blocks", src.device()).quantize_blocks(src, codes, scales);
+  quantize_kernels("quantize_blocks", src.device()).quantize_blocks(src, codes, scales, zeros);
   codes.bump_version();
   if (codes.dtype() != kBFloat16) scales.bump_version();
 }

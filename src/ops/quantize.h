@@ -6,6 +6,7 @@
 
 #include <cstdint>
 
+#include "kernels/quantize.h"
 #include "remat/core/tensor.h"
 
 namespace remat::ops {
@@ -13,9 +14,12 @@ namespace remat::ops {
 // src (float32, float64, bfloat16 or float16; n elements) to codes (n
 // elements of int8, float8_e4m3 or bfloat16, the format) and scales (float32,
 // quant_scale_count(n) elements; unused and may be undefined for bfloat16
-// codes). Throws naming the function on any other dtype, size, device or
+// codes). `zeros`: whether values below half the smallest code round to zero
+// (Rounded) or only zeros are zero (Exact, for tensors whose zeros backward
+// reads). Throws naming the function on any other dtype, size, device or
 // layout.
-void quantize_blocks(const Tensor& src, const Tensor& codes, const Tensor& scales);
+void quantize_blocks(const Tensor& src, const Tensor& codes, const Tensor& scales,
+                     kernels::QuantZeros zeros = kernels::QuantZeros::Rounded);
 
 // codes and scales as quantize_blocks wrote them to dst (n elements of
 // float32, float64, bfloat16 or float16), each value rounded once.

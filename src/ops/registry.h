@@ -55,6 +55,10 @@ struct OpDef {
   BackwardFn backward;
   std::vector<int> save_inputs;
   std::vector<int> save_outputs;
+  // Saved outputs whose zeros backward reads (relu's derivative is output >
+  // 0): compression keeps which of their elements are zero exact, where it
+  // lets other tensors' smallest values round to zero (checkpoint/pack.cpp).
+  std::vector<int> zero_mask_outputs;
   int visible_outputs = 1;  // -1: every output is visible (split)
   bool view = false;
   // Random ops draw `random_count(in, attrs)` numbers from Attrs::philox,
