@@ -193,6 +193,37 @@ TEST(Offload, BackwardPrefetchesOneSegmentAheadInTheOrderItReads) {
   EXPECT_EQ(prefetched, expected);
 }
 
+// With an entry between two offloading segments, backward does not run from
+// the later one straight into the earlier: the earlier one's bytes come back
+// when backward reaches it, after the entry's backward (its gradient, a
+// non-prefetch allocation, comes between), not while that runs.
+TEST(Offload, PrefetchesTheSegmentBeforeOnlyWhenItEndsWhereThisOneBegins) {
+  const std::vector<Tensor> w = chain_weights();
+  const Tensor x = randn({4, 8}).requires_grad_();
+  memory::enable_timeline(kCPU, true);
+  memory::clear_timeline(kCPU);
+  {
+    CheckpointOptions first = with(Policy::offload()), second = with(Policy::offload());
+    first.tag = "s0";
+    second.tag = "s1";
+    Tensor h = checkpoint([&w](const Tensor& in) { return chain(in, w); }, x, first);
+    h = h * 2.0;
+    h = checkpoint([&w](const Tensor& in) { return chain(in, w); }, h, second);
+    backward(sum(h));
+  }
+  std::vector<std::string> allocs;  // the tag of each allocation, "" where not a prefetch
+  for (const memory::Event& e : memory::timeline(kCPU)) {
+    if (e.kind != memory::EventKind::Alloc) continue;
+    allocs.push_back(e.tag.rfind("prefetch:", 0) == 0 ? e.tag.substr(9) : "");
+  }
+  memory::enable_timeline(kCPU, false);
+  const auto last_s1 = std::find(allocs.rbegin(), allocs.rend(), "s1").base();
+  const auto first_s0 = std::find(allocs.begin(), allocs.end(), "s0");
+  ASSERT_NE(first_s0, allocs.end());
+  ASSERT_LT(last_s1 - allocs.begin(), first_s0 - allocs.begin());
+  EXPECT_NE(std::find(last_s1, first_s0, ""), first_s0);  // h * 2.0's backward
+}
+
 // A weight's transpose is a view of a parameter: its bytes stay alive with
 // the parameter, so packing them would only add a copy. Only the activation
 // h (x * 1.0, [4, 8]) goes to the pool.

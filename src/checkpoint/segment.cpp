@@ -101,7 +101,9 @@ void CheckpointSegment::on_record(const std::shared_ptr<Node>& node,
   // An entry of a nested segment is the first of every enclosing one that has
   // none yet: a replay walks back to its root's first entry, which may be an
   // inner segment's (a segment that begins with a nested one).
-  for (CheckpointSegment* s = this; s != nullptr && !s->recorded_any_; s = s->parent_.get()) {
+  for (CheckpointSegment* s = this; s != nullptr; s = s->parent_.get()) {
+    s->last_sequence_ = node->sequence;
+    if (s->recorded_any_) continue;
     s->first_sequence_ = node->sequence;
     s->recorded_any_ = true;
     if (s->packer_) {
@@ -266,7 +268,11 @@ void CheckpointSegment::reached() {
 
 // What this segment packed comes back now (unless the segment after it
 // prefetched it), and what the packing segment before it packed starts
-// coming back, to arrive while this one's backward runs.
+// coming back, to arrive while this one's backward runs, if that segment
+// ends where this one begins: backward runs from this one straight into it.
+// With other entries between, its bytes come back when backward reaches it,
+// so they are never on the device while those entries' backward runs (the
+// memory model, budget.cpp, counts them only next to an adjacent segment).
 void CheckpointSegment::prefetch_ahead() {
   packer_->prefetch();
   auto it = packing_segments.lower_bound({first_sequence_, depth_});
@@ -278,7 +284,7 @@ void CheckpointSegment::prefetch_ahead() {
       continue;
     }
     if (before->contains(this)) continue;  // an enclosing segment, reached with this one
-    before->packer_->prefetch();
+    if (before->last_sequence_ + 1 == first_sequence_) before->packer_->prefetch();
     return;
   }
 }

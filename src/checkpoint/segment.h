@@ -91,6 +91,7 @@ class CheckpointSegment final : public autograd::Segment {
   int depth_;
   CheckpointOptions options_;
   uint64_t first_sequence_ = 0;
+  uint64_t last_sequence_ = 0;
   bool recorded_any_ = false;
   bool reached_ = false;  // by the current backward pass (on_backward was called)
   std::vector<DroppedSlot> dropped_;
