@@ -391,8 +391,9 @@ int main(int argc, char** argv) try {
       ->capture_default_str();
   app.add_option("--plans", o.plans,
                  "comma-separated plans: none, block, every-N, alternate, sqrt, selective, "
-                 "nested, budget:SIZE (docs/checkpointing.md); transformer also attn, mlp, "
-                 "attn+mlp")
+                 "nested, offload, offload-inputs, compress-bf16, compress-int8, compress-fp8, "
+                 "budget:SIZE, budget-offload:SIZE (docs/checkpointing.md); transformer also "
+                 "attn, mlp, attn+mlp")
       ->capture_default_str();
   app.add_option("--budgets", o.budgets,
                  "after the plans, budget plans for these fractions of plan none's activation "

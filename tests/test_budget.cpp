@@ -27,6 +27,8 @@ StepProfile random_chain(std::mt19937& rng, int blocks, int64_t unit) {
   std::uniform_int_distribution<int> coin(0, 1);
   std::uniform_real_distribution<double> ms(0.5, 4.0);
   StepProfile p;
+  // Offloading a block's 2-36 units then costs about as much as recomputing it.
+  p.offload_ms_per_mib = ms(rng) * 40 * (1 << 20) / static_cast<double>(unit * 1024);
   int64_t x = size(rng) * unit;
   for (int i = 0; i < blocks; ++i) {
     BlockProfile b;
@@ -54,28 +56,34 @@ StepProfile random_chain(std::mt19937& rng, int blocks, int64_t unit) {
 // Every level over [begin, end): sequences of plain blocks and segments, each
 // segment's contents again any level (but not one segment of exactly the
 // same blocks, which changes nothing), and at the top level a block alone
-// keeping its matmul outputs where its profile measured that.
+// keeping its matmul outputs where its profile measured that, and (with
+// `offload`) a block alone offloaded.
 std::vector<std::vector<Item>> all_levels(const StepProfile& p, int64_t begin, int64_t end,
-                                          bool whole_ok, bool top) {
+                                          bool whole_ok, bool top, bool offload) {
   if (begin == end) return {{}};
   std::vector<std::vector<Item>> out;
   const Item alone = Item::plain(begin);
+  std::vector<Policy> alone_policies;
   if (top && p.blocks[static_cast<size_t>(begin)].selective) {
-    for (const auto& rest : all_levels(p, begin + 1, end, true, top)) {
-      std::vector<Item> level{Item::segment_of({alone}, Policy::save_ops({"matmul"}))};
+    alone_policies.push_back(Policy::save_ops({"matmul"}));
+  }
+  if (top && offload) alone_policies.push_back(Policy::offload());
+  for (const Policy& policy : alone_policies) {
+    for (const auto& rest : all_levels(p, begin + 1, end, true, top, offload)) {
+      std::vector<Item> level{Item::segment_of({alone}, policy)};
       level.insert(level.end(), rest.begin(), rest.end());
       out.push_back(std::move(level));
     }
   }
-  for (const auto& rest : all_levels(p, begin + 1, end, true, top)) {
+  for (const auto& rest : all_levels(p, begin + 1, end, true, top, offload)) {
     std::vector<Item> level{alone};
     level.insert(level.end(), rest.begin(), rest.end());
     out.push_back(std::move(level));
   }
   for (int64_t d = begin + 1; d <= end; ++d) {
     if (d == end && !whole_ok) continue;
-    for (const auto& inside : all_levels(p, begin, d, false, false)) {
-      for (const auto& rest : all_levels(p, d, end, true, top)) {
+    for (const auto& inside : all_levels(p, begin, d, false, false, offload)) {
+      for (const auto& rest : all_levels(p, d, end, true, top, offload)) {
         std::vector<Item> level{Item::segment_of(inside)};
         level.insert(level.end(), rest.begin(), rest.end());
         out.push_back(std::move(level));
@@ -120,6 +128,11 @@ struct Best {
   int64_t min_peak = INT64_MAX;
 };
 
+// What the planner minimises: recompute, plus the copies of what is offloaded.
+double predicted_cost(const StepProfile& p, const CheckpointSchedule& s) {
+  return predict_recompute_ms(p, s) + predict_offload_ms(p, s);
+}
+
 Best brute_force(const StepProfile& p, const std::vector<std::vector<Item>>& schedules,
                  int64_t budget) {
   Best best;
@@ -127,7 +140,7 @@ Best brute_force(const StepProfile& p, const std::vector<std::vector<Item>>& sch
     const CheckpointSchedule s{items};
     const int64_t peak = predict_peak(p, s);
     best.min_peak = std::min(best.min_peak, peak);
-    if (peak <= budget) best.ms = std::min(best.ms, predict_recompute_ms(p, s));
+    if (peak <= budget) best.ms = std::min(best.ms, predicted_cost(p, s));
   }
   return best;
 }
@@ -159,6 +172,9 @@ TEST(BudgetPlanner, ParsesSizes) {
   EXPECT_EQ(CheckpointPlan::parse("budget:64KiB").name(), "budget:64KiB");
   EXPECT_EQ(CheckpointPlan::parse("budget:2048MiB").name(), "budget:2GiB");
   EXPECT_EQ(CheckpointPlan::parse("budget:1000").name(), "budget:1000");
+  EXPECT_EQ(CheckpointPlan::parse("budget-offload:64KiB").name(), "budget-offload:64KiB");
+  EXPECT_TRUE(CheckpointPlan::parse("budget-offload:64KiB").choices.offload);
+  EXPECT_FALSE(CheckpointPlan::parse("budget:64KiB").choices.offload);
   for (const char* bad : {"", "MiB", "12XB", "-5", "1.5GiB", "99999999999999GiB"}) {
     EXPECT_THROW(parse_bytes(bad), Error) << bad;
   }
@@ -166,36 +182,46 @@ TEST(BudgetPlanner, ParsesSizes) {
 }
 
 // The planner is optimal: over every schedule of chains of up to 6 blocks
-// (every nesting, and blocks alone keeping their matmul outputs), its schedule fits and costs
-// exactly the least recompute of any schedule that fits; below the smallest feasible budget it says
-// so.
+// (every nesting, blocks alone keeping their matmul outputs, and with
+// offload allowed blocks alone offloaded), its schedule fits and costs
+// exactly the least of any schedule that fits; below the smallest feasible
+// budget it says so.
 TEST(BudgetPlanner, IsOptimalAgainstEveryScheduleOfSmallChains) {
   std::mt19937 rng(7);
   const int64_t unit = 1024;
-  for (int blocks = 1; blocks <= 6; ++blocks) {
-    for (int trial = 0; trial < 4; ++trial) {
-      const StepProfile p = random_chain(rng, blocks, unit);
-      const auto schedules = all_levels(p, 0, blocks, true, true);
-      const Best floor = brute_force(p, schedules, 0);
-      for (double fraction : {0.0, 0.3, 0.6, 1.0}) {
-        const int64_t none = predict_peak(p, CheckpointPlan::parse("none").schedule(blocks));
-        const int64_t budget =
-            floor.min_peak +
-            static_cast<int64_t>(fraction * static_cast<double>(none)) / unit * unit;
-        const Best best = brute_force(p, schedules, budget);
-        // Sizes are whole units of budget / resolution: no rounding.
-        const auto resolution = static_cast<int>(budget / unit);
-        const CheckpointSchedule s = plan_for_budget(p, budget, resolution);
-        EXPECT_LE(predict_peak(p, s), budget);
-        EXPECT_NEAR(predict_recompute_ms(p, s), best.ms, 1e-4)
-            << blocks << " blocks, budget " << budget;
+  int offloading = 0;  // plans that chose to offload
+  for (const bool offload : {false, true}) {
+    const PlanChoices choices{.offload = offload};
+    for (int blocks = 1; blocks <= 6; ++blocks) {
+      for (int trial = 0; trial < 4; ++trial) {
+        const StepProfile p = random_chain(rng, blocks, unit);
+        const auto schedules = all_levels(p, 0, blocks, true, true, offload);
+        const Best floor = brute_force(p, schedules, 0);
+        for (double fraction : {0.0, 0.3, 0.6, 1.0}) {
+          const int64_t none = predict_peak(p, CheckpointPlan::parse("none").schedule(blocks));
+          const int64_t budget =
+              floor.min_peak +
+              static_cast<int64_t>(fraction * static_cast<double>(none)) / unit * unit;
+          const Best best = brute_force(p, schedules, budget);
+          // Sizes are whole units of budget / resolution: no rounding.
+          const auto resolution = static_cast<int>(budget / unit);
+          const CheckpointSchedule s = plan_for_budget(p, budget, resolution, choices);
+          EXPECT_LE(predict_peak(p, s), budget);
+          EXPECT_NEAR(predicted_cost(p, s), best.ms, 1e-4)
+              << blocks << " blocks, budget " << budget << ", offload " << offload << "\n"
+              << s.describe();
+          if (predict_offload_ms(p, s) > 0) ++offloading;
+          EXPECT_TRUE(offload || predict_offload_ms(p, s) == 0);
+        }
+        const std::string msg = error_message([&] {
+          plan_for_budget(p, floor.min_peak - unit, static_cast<int>(floor.min_peak / unit),
+                          choices);
+        });
+        EXPECT_NE(msg.find("smallest feasible budget"), std::string::npos) << msg;
       }
-      const std::string msg = error_message([&] {
-        plan_for_budget(p, floor.min_peak - unit, static_cast<int>(floor.min_peak / unit));
-      });
-      EXPECT_NE(msg.find("smallest feasible budget"), std::string::npos) << msg;
     }
   }
+  EXPECT_GT(offloading, 10);  // the choice is exercised, not just allowed
 }
 
 // On longer chains, against every one-level schedule (every subset of blocks
@@ -366,6 +392,59 @@ TEST(BudgetPlan, ABudgetOnlyTheFirstStepMeetsThrowsAndNamesOneThatHolds) {
 // describe() accounts for the whole step: what is alive when the stack
 // starts, what the step needs after its forward (measured in the first step)
 // and the measured peak of the step before.
+// budget-offload: the planner may also offload blocks. Between the least
+// memory and none, on the three stacks, every step stays within the budget
+// with the gradients of no checkpoint; the planner offloads somewhere, never
+// needs more memory than without offload, and halfway to no checkpoint costs
+// less than recomputing alone (same profile); the estimate of its schedule
+// holds as for the others.
+TEST(BudgetPlan, OffloadingStaysWithinTheBudgetWithTheGradientsOfNoCheckpoint) {
+  int offloaded = 0, cheaper = 0;
+  for (Stack stack : {mlp_stack(), transformer_stack(), resnet_stack()}) {
+    Training t(std::move(stack));
+    const std::string& name = t.s.name;
+    const CheckpointPlan none = CheckpointPlan::parse("none");
+    t.step(none);
+    const int64_t unconstrained = t.step(none);
+    const auto want = gradients(t.s);
+    const PlanChoices offload{.offload = true};
+    const int64_t frugal = t.step(CheckpointPlan::budget(unconstrained, offload));
+    EXPECT_EQ(gradients(t.s), want) << name << " (the profiled step)";
+    for (double fraction : {0.0, 0.3}) {
+      const auto budget =
+          frugal + static_cast<int64_t>(fraction * static_cast<double>(unconstrained - frugal));
+      const CheckpointPlan plan = CheckpointPlan::parse("budget-offload:" + std::to_string(budget));
+      for (int step = 0; step < 2; ++step) {
+        const int64_t peak = t.step(plan);
+        EXPECT_LE(peak, budget) << name << " step " << step << "\n" << plan.describe();
+        EXPECT_EQ(gradients(t.s), want) << name << " budget " << budget << " step " << step;
+      }
+      const CheckpointSchedule ran = plan.schedule(static_cast<int64_t>(t.s.blocks->size()));
+      std::printf("%-12s budget-offload %8.1f KiB: offload %.2f ms, recompute %.2f ms\n%s",
+                  name.c_str(), static_cast<double>(budget) / 1024,
+                  predict_offload_ms(*plan.profile(), ran),
+                  predict_recompute_ms(*plan.profile(), ran), ran.describe().c_str());
+      if (ran.describe().find("offload") != std::string::npos) ++offloaded;
+    }
+    const StepProfile profile = profile_blocks(t.s.blocks->functions(), t.s.x);
+    const int64_t least = minimum_budget(profile);
+    EXPECT_LE(minimum_budget(profile, 256, offload), least) << name;
+    const int64_t middle =
+        (least + predict_peak(profile, none.schedule(static_cast<int64_t>(t.s.blocks->size())))) /
+        2;
+    const CheckpointSchedule recomputing = plan_for_budget(profile, middle);
+    const CheckpointSchedule mid = plan_for_budget(profile, middle, 256, offload);
+    const double cost = predict_recompute_ms(profile, mid) + predict_offload_ms(profile, mid);
+    EXPECT_LE(cost, predict_recompute_ms(profile, recomputing) + 1e-9) << name;
+    if (cost < predict_recompute_ms(profile, recomputing)) ++cheaper;
+    const auto measured = static_cast<double>(measured_peak(t.s, mid));
+    const auto predicted = static_cast<double>(predict_peak(profile, mid));
+    EXPECT_NEAR(predicted, measured, 0.06 * measured) << name << "\n" << mid.describe();
+  }
+  EXPECT_GT(offloaded, 0);
+  EXPECT_GT(cheaper, 0);
+}
+
 TEST(BudgetPlan, DescribesTheWholeStep) {
   Training t(mlp_stack());
   const CheckpointPlan none = CheckpointPlan::parse("none");

@@ -48,8 +48,9 @@ void add_run_options(CLI::App& app, RunOptions& options, const std::string& name
          "checkpoint plan: none, block, every-N, alternate, sqrt, selective, nested, "
          "offload, offload-inputs, compress-bf16, compress-int8, compress-fp8 (every "
          "block a segment whose kept activations are offloaded or compressed; lossy for "
-         "compress), or budget:SIZE (e.g. budget:2GiB: the planner's schedule for a training step "
-         "whose peak of allocated memory stays within SIZE; docs/checkpointing.md)")
+         "compress), budget:SIZE (e.g. budget:2GiB: the planner's schedule for a training step "
+         "whose peak of allocated memory stays within SIZE; docs/checkpointing.md) or "
+         "budget-offload:SIZE (the same, the planner also offloading blocks)")
       ->check(accepted_by([](const std::string& plan) { remat::CheckpointPlan::parse(plan); }))
       ->capture_default_str();
   app.add_option("--memory-limit", options.memory_limit,

@@ -179,6 +179,11 @@ struct StepProfile {
   // (the loss head's output the caller still holds, say), measured by the
   // budget plan when backward reaches the stack; profile_blocks leaves it 0.
   int64_t during_backward_bytes = 0;
+  // A round trip through the device's offload pool (copied out and back,
+  // waited for), per MiB, measured on the largest kept size: the budget
+  // planner's price for offloading (PlanChoices). On CUDA the copies overlap
+  // compute, so this bounds what offload costs a step.
+  double offload_ms_per_mib = 0;
   Shape input_shape;  // the input the profile was taken with: a new shape needs a new one
   DType dtype = kFloat32;
   Device device = kCPU;
@@ -204,16 +209,31 @@ StepProfile profile_blocks(const std::vector<std::function<Tensor(const Tensor&)
 int64_t predict_peak(const StepProfile& profile, const CheckpointSchedule& schedule);
 // The forward time that the schedule's replays repeat, in ms.
 double predict_recompute_ms(const StepProfile& profile, const CheckpointSchedule& schedule);
+// The round trip of what the schedule's single-block offload segments keep,
+// in ms, at the profile's offload_ms_per_mib (the planner's price for them).
+double predict_offload_ms(const StepProfile& profile, const CheckpointSchedule& schedule);
 
-// The schedule with the least predicted recompute whose predicted_peak is at
-// most `bytes` (optimal at block granularity over every nesting and, for
-// blocks whose profile measured it, keeping a block's matmul outputs in a
-// segment of its own; sizes rounded up to 1/`resolution` of the budget). Throws Error naming the
+// What plan_for_budget may choose besides running a block plainly,
+// recomputing segments of blocks and (for blocks whose profile measured it)
+// keeping a block's matmul outputs in a segment of its own.
+struct PlanChoices {
+  // A block alone in a segment keeping everything in the offload pool
+  // (Policy::offload()), outside other segments, priced at its kept bytes'
+  // round trip (StepProfile::offload_ms_per_mib).
+  bool offload = false;
+};
+
+// The schedule with the least predicted cost (recompute time, plus the
+// round trip of what it offloads) whose predicted_peak is at most `bytes`
+// (optimal at block granularity over every nesting and the choices; sizes
+// rounded up to 1/`resolution` of the budget). Throws Error naming the
 // smallest budget that is feasible when none fits.
-CheckpointSchedule plan_for_budget(const StepProfile& profile, int64_t bytes, int resolution = 256);
+CheckpointSchedule plan_for_budget(const StepProfile& profile, int64_t bytes, int resolution = 256,
+                                   const PlanChoices& choices = {});
 
 // The smallest budget plan_for_budget can meet (found by bisection).
-int64_t minimum_budget(const StepProfile& profile, int resolution = 256);
+int64_t minimum_budget(const StepProfile& profile, int resolution = 256,
+                       const PlanChoices& choices = {});
 
 // Parses "512MiB", "2GiB", "100KB" (KB/MB/GB are powers of 1000) or plain bytes.
 int64_t parse_bytes(const std::string& text);
@@ -238,6 +258,9 @@ int64_t parse_bytes(const std::string& text);
 //                 allocated bytes on the stack's device stays within SIZE
 //                 (profiled on the first call and whenever the input's shape
 //                 changes; see checkpoint_blocks)
+//   budget-offload:SIZE
+//                 the same, the planner also choosing to offload blocks
+//                 (PlanChoices::offload)
 struct CheckpointPlan {
   enum class Kind {
     None,
@@ -255,12 +278,14 @@ struct CheckpointPlan {
   Kind kind = Kind::None;
   int group = 1;             // blocks per segment for every-N
   int64_t budget_bytes = 0;  // for budget
+  PlanChoices choices;       // for budget
   DType format = kBFloat16;  // for compress
 
   // Throws remat::Error listing the accepted names for anything else.
   static CheckpointPlan parse(const std::string& name);
-  // The budget plan of `bytes` (what "budget:<bytes>" parses to).
-  static CheckpointPlan budget(int64_t bytes);
+  // The budget plan of `bytes` (what "budget:<bytes>" parses to; with
+  // choices.offload, "budget-offload:<bytes>").
+  static CheckpointPlan budget(int64_t bytes, const PlanChoices& choices = {});
   std::string name() const;
   // The policy the plan gives its segments (selective, offload, offload-inputs,
   // compress); none: the caller's opts.policy.

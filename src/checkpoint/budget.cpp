@@ -1,6 +1,6 @@
 // Checkpointing under a memory budget: the per-block profile, the memory
 // estimator of a schedule, and the planner that finds the schedule with the
-// least recompute that fits (docs/checkpointing.md, "Planning for a budget").
+// least recompute (and offload copying) that fits (docs/checkpointing.md, "Planning for a budget").
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -10,6 +10,7 @@
 
 #include "autograd/node.h"
 #include "checkpoint/budget.h"
+#include "memory/offload.h"
 #include "ops/quantize.h"
 #include "ops/registry.h"
 #include "remat/autograd.h"
@@ -173,6 +174,24 @@ BlockProfile profile_one(const Block& block, Tensor& current) {
   return p;
 }
 
+// A round trip of `bytes` through the device's offload pool, out and back
+// and waited for, in ms per MiB: the best of three (timing noise only adds).
+double offload_ms_per_mib(Device d, int64_t bytes) {
+  memory::OffloadPool& pool = memory::OffloadPool::of(d);
+  const memory::Allocation on_device = memory::allocate(d, bytes);
+  const memory::Allocation host = pool.allocate(bytes);
+  double best = std::numeric_limits<double>::infinity();
+  for (int i = 0; i < 3; ++i) {
+    synchronize(d);
+    const auto start = std::chrono::steady_clock::now();
+    pool.copy(memory::OffloadPool::Direction::ToHost, on_device, host, bytes);
+    pool.order_after(pool.copy(memory::OffloadPool::Direction::ToDevice, host, on_device, bytes));
+    synchronize(d);
+    best = std::min(best, milliseconds_since(start));
+  }
+  return best * static_cast<double>(1 << 20) / static_cast<double>(bytes);
+}
+
 // ---- the estimator ----------------------------------------------------------------
 
 // The segments the memory model covers, by what they keep and where.
@@ -264,7 +283,8 @@ int64_t max_forward_peak(const StepProfile& prof, int64_t begin, int64_t end) {
 // during its own replay.
 struct LevelBytes {
   int64_t peak = 0;
-  int64_t kept = 0;  // what the level's items hold when its forward is done
+  int64_t kept = 0;       // what the level's items hold when its forward is done
+  int64_t offloaded = 0;  // what its items (not their children) put in the offload pool
 };
 LevelBytes level_bytes(const StepProfile& prof, const std::vector<Item>& items, bool input_counted,
                        int64_t replay_gradient, bool top) {
@@ -273,9 +293,13 @@ LevelBytes level_bytes(const StepProfile& prof, const std::vector<Item>& items, 
   const int64_t last = static_cast<int64_t>(prof.blocks.size()) - 1;
   // What the previous item has in the offload pool: backward brings it back
   // while it runs the item after it (one segment ahead).
-  int64_t offloaded_before = 0;
+  int64_t offloaded_before = 0, offloaded = 0;
+  // The policy of the previous item where it packed its block's output:
+  // an item packing the same way shares that storage's ghost.
+  std::optional<Policy> output_packed_by;
   for (const Item& item : items) {
     const int64_t ahead = std::exchange(offloaded_before, 0);
+    const std::optional<Policy> input_packed_by = std::exchange(output_packed_by, std::nullopt);
     if (!item.segment) {
       const BlockProfile& b = prof.blocks[static_cast<size_t>(item.begin)];
       const int64_t kept = plain_kept(b, counted, item.begin == last);
@@ -299,12 +323,19 @@ LevelBytes level_bytes(const StepProfile& prof, const std::vector<Item>& items, 
         // while its forward runs, and in backward with what the segment
         // before it has offloaded coming back.
         const BlockProfile& b = prof.blocks[static_cast<size_t>(item.begin)];
-        const int64_t full = plain_kept(b, counted, item.begin == last);
+        const bool input_packed = input_packed_by == item.policy;
+        const int64_t full = plain_kept(b, counted || input_packed, item.begin == last);
         peak = std::max(peak, prefix + std::max(replay_gradient + b.forward_peak,
                                                 full + b.backward_peak + ahead));
         prefix += resident_bytes(*item.policy, full, prof.dtype);
-        if (item.policy->placement() == Policy::Placement::Offload) offloaded_before = full;
-        counted = b.keeps_output;
+        if (item.policy->placement() == Policy::Placement::Offload) {
+          offloaded_before = full;
+          offloaded += full;
+        }
+        if (b.keeps_output) output_packed_by = item.policy;
+        // The output's original lives on where the next item holds it (a
+        // plain block keeping its input, a segment), and then on the device.
+        counted = false;
         continue;
       }
       // A block alone keeping its matmul outputs holds them through the
@@ -322,6 +353,7 @@ LevelBytes level_bytes(const StepProfile& prof, const std::vector<Item>& items, 
         // where the input of the segment before it comes back too.
         peak = std::max(peak, prefix + lingering + kept + std::max(passing, inside + ahead));
         offloaded_before = kept;
+        offloaded += kept;
       } else {
         peak = std::max(peak, prefix + kept + lingering + std::max(passing, inside));
         prefix += kept;
@@ -330,7 +362,7 @@ LevelBytes level_bytes(const StepProfile& prof, const std::vector<Item>& items, 
       counted = false;
     }
   }
-  return {peak, prefix};
+  return {peak, prefix, offloaded};
 }
 
 double level_recompute_ms(const StepProfile& prof, const std::vector<Item>& items, bool top) {
@@ -361,15 +393,20 @@ void check_covers(const StepProfile& prof, const CheckpointSchedule& schedule) {
 // the level, memory left m in units, whether s's input is counted, whether
 // the level is the top one, whether a segment may span the whole level):
 // the best first item of the level is a plain block s or a segment [s, d),
-// whose contents are themselves an optimal level; what the first item keeps
+// whose contents are themselves an optimal level, or at the top level block
+// s alone keeping its matmul outputs or (PlanChoices::offload) offloaded,
+// the state then also saying what the item before offloaded; the cost is
+// recompute time plus offload copy time; what the first item keeps
 // is memory the rest of the level cannot use. This is the recursion of
 // level_bytes read backwards, so a schedule it accepts fits the budget in
 // level_bytes's bytes (sizes are rounded up to units); it is the persistent
 // checkpointing DP of Beaumont et al. ("rotor") in remat's segment model.
 class Planner {
  public:
-  Planner(const StepProfile& prof, int64_t budget, int resolution)
-      : prof_(prof), blocks_(static_cast<int64_t>(prof.blocks.size())) {
+  Planner(const StepProfile& prof, int64_t budget, int resolution, const PlanChoices& choices)
+      : prof_(prof),
+        blocks_(static_cast<int64_t>(prof.blocks.size())),
+        offload_(choices.offload && prof.offload_ms_per_mib > 0) {
     REMAT_CHECK(blocks_ < std::numeric_limits<int16_t>::max(),
                 "plan_for_budget: {} blocks; the planner takes fewer than {}", blocks_,
                 std::numeric_limits<int16_t>::max());
@@ -385,18 +422,21 @@ class Planner {
       prefix_ms_[static_cast<size_t>(i) + 1] =
           prefix_ms_[static_cast<size_t>(i)] + prof.blocks[static_cast<size_t>(i)].forward_ms;
     }
-    memo_.assign(index(blocks_, blocks_, units_, true, true, true, kSegmentFirst) + 1, Entry{});
+    const State last{blocks_, blocks_, units_, true, false, true, kSegmentFirst, Before::Kept};
+    memo_.assign(index(last) + 1, Entry{});
+    top_memo_.assign(
+        index(State{blocks_, blocks_, units_, true, true, true, kSegmentFirst, kLastBefore}) + 1,
+        Entry{});
   }
 
   // The schedule, or nullopt when none fits. The stack's output is alive
   // through all of backward (the caller holds it).
   std::optional<CheckpointSchedule> solve() {
     if (top_units_ < 0) return std::nullopt;
-    if (cost(0, blocks_, top_units_, true, true, true, kAnyFirst) == kInfeasible) {
-      return std::nullopt;
-    }
+    const State root{0, blocks_, top_units_, true, true, true, kAnyFirst, Before::Kept};
+    if (cost(root) == kInfeasible) return std::nullopt;
     CheckpointSchedule schedule;
-    schedule.items = build(0, blocks_, top_units_, true, true, true);
+    schedule.items = build(root);
     return schedule;
   }
 
@@ -406,45 +446,106 @@ class Planner {
   // a plain item follows it (see level_bytes), so the choice of a segment
   // also fixes the kind of the item after it.
   enum First : int8_t { kAnyFirst, kPlainFirst, kSegmentFirst };
-  // 8 bytes: the table has (blocks + 1)^2 x (resolution + 1) x 24 of them
-  // (40 blocks: 80 MB; 80 blocks: 320 MB).
+  // What the top-level item before s put in the offload pool: it comes back
+  // during the backward of an offloading item at s (one segment ahead).
+  enum class Before : int8_t {
+    Kept,                // nothing
+    Offloaded,           // block s - 1 alone, its input counted elsewhere
+    OffloadedWithInput,  // block s - 1 alone, its input too
+  };
+  static constexpr Before kLastBefore = Before::OffloadedWithInput;
+  // The rest of a level, from its first block s to its end e, with m units
+  // left; whether s's input is counted, whether the level is the top one,
+  // whether a segment may span the whole level, what the first item may be,
+  // and what the item before offloaded (top level only).
+  struct State {
+    int64_t s, e;
+    int m;
+    bool counted, top, whole;
+    First first;
+    Before before;
+  };
+  enum class Choice : int8_t { Plain, Segment, KeepMatmuls, Offload };
+  // 8 bytes: the table below the top level has (blocks + 1)^2 x (resolution
+  // + 1) x 12 of them (40 blocks: 40 MB; 80 blocks: 160 MB); the top level's
+  // has (blocks + 1) x (resolution + 1) x 36.
   struct Entry {
-    float cost = -1;         // < 0: not computed
-    int16_t choice = -1;     // -1: plain first block; d: a segment [s, d)
+    float cost = -1;   // < 0: not computed
+    int16_t end = -1;  // a segment's end d: [s, d)
+    Choice choice = Choice::Plain;
     First next = kAnyFirst;  // after a segment: the kind of the item at d
-    bool selective = false;  // the segment is block s alone, keeping its matmul outputs
   };
   static_assert(sizeof(Entry) == 8);
 
   int units_of(int64_t bytes) const { return static_cast<int>((bytes + unit_ - 1) / unit_); }
   const BlockProfile& block(int64_t i) const { return prof_.blocks[static_cast<size_t>(i)]; }
 
-  size_t index(int64_t s, int64_t e, int m, bool counted, bool top, bool whole, First first) const {
+  // Top-level states all end at blocks_ and have no use for e; the others
+  // never follow an offload.
+  size_t index(const State& x) const {
     const auto b = static_cast<size_t>(blocks_ + 1);
-    size_t i = static_cast<size_t>(s) * b + static_cast<size_t>(e);
-    i = i * (static_cast<size_t>(units_) + 1) + static_cast<size_t>(m);
-    i = ((i * 2 + counted) * 2 + top) * 2 + whole;
-    return i * 3 + static_cast<size_t>(first);
+    size_t i = static_cast<size_t>(x.s);
+    if (!x.top) i = i * b + static_cast<size_t>(x.e);
+    i = i * (static_cast<size_t>(units_) + 1) + static_cast<size_t>(x.m);
+    i = (i * 2 + x.counted) * 2 + x.whole;
+    if (x.top) i = i * 3 + static_cast<size_t>(x.before);
+    return i * 3 + static_cast<size_t>(x.first);
+  }
+  Entry& entry_of(const State& x) { return (x.top ? top_memo_ : memo_)[index(x)]; }
+
+  // The bytes block s keeps, offloaded alone: everything a plain run keeps.
+  int64_t offloaded_bytes(int64_t s, bool counted) const {
+    return plain_kept(block(s), counted, s == blocks_ - 1);
   }
 
-  double cost(int64_t s, int64_t e, int m, bool counted, bool top, bool whole, First first) {
+  double cost(const State& x) {
+    const int64_t s = x.s, e = x.e;
+    const int m = x.m;
+    const bool counted = x.counted, top = x.top, whole = x.whole;
+    const First first = x.first;
     // The end of the top level is the end of the forward: the rest of the
     // step runs on what is left.
     if (s == e) return top && m < after_forward_ ? kInfeasible : 0;
     if (m < 0) return kInfeasible;
-    Entry& entry = memo_[index(s, e, m, counted, top, whole, first)];
+    Entry& entry = entry_of(x);
     if (entry.cost >= 0) return static_cast<double>(entry.cost);
-    double best = kInfeasible;
-    int64_t choice = -1;
-    First next_kind = kAnyFirst;
-    bool selective = false;
+    Entry best{static_cast<float>(kInfeasible)};
+    auto consider = [&](double total, Choice choice, int64_t end, First next) {
+      if (total < static_cast<double>(best.cost)) {
+        best = {static_cast<float>(total), static_cast<int16_t>(end), choice, next};
+      }
+    };
+    auto rest = [&](int64_t from, int left, bool from_counted, First next, Before before) {
+      return cost(State{from, e, left, from_counted, top, true, next, before});
+    };
     const int64_t waiting = top ? 0 : block(e - 1).output_bytes;
     // A plain first block.
     const BlockProfile& b = block(s);
     const int kept = units_of(plain_kept(b, counted, s == blocks_ - 1));
     const int need = std::max(units_of(waiting + b.forward_peak), kept + units_of(b.backward_peak));
     if (first != kSegmentFirst && need <= m) {
-      best = cost(s + 1, e, m - kept, b.keeps_output, top, true, kAnyFirst);
+      consider(rest(s + 1, m - kept, b.keeps_output, kAnyFirst, Before::Kept), Choice::Plain, -1,
+               kAnyFirst);
+    }
+    // Block s alone offloaded (level_bytes's KeepAllPacked): nothing stays on
+    // the device; in backward, what the item before offloaded comes back
+    // beside it.
+    if (offload_ && top && first != kPlainFirst) {
+      // Its input is in the pool already where the item before offloaded it.
+      const bool input_packed = x.before != Before::Kept && block(s - 1).keeps_output;
+      const int64_t bytes = offloaded_bytes(s, counted || input_packed);
+      const int ahead = x.before == Before::Kept
+                            ? 0
+                            : units_of(offloaded_bytes(s - 1, x.before == Before::Offloaded));
+      if (std::max(units_of(b.forward_peak), units_of(bytes) + units_of(b.backward_peak) + ahead) <=
+          m) {
+        const double copies = static_cast<double>(bytes) / (1 << 20) * prof_.offload_ms_per_mib;
+        const Before next =
+            counted || input_packed ? Before::Offloaded : Before::OffloadedWithInput;
+        // The next item counts its input: on the device where it holds it.
+        consider(copies + rest(s + 1, m, false, kAnyFirst, next), Choice::Offload, s + 1,
+                 kAnyFirst);
+      }
     }
     // A segment [s, d) first.
     const int input = counted ? 0 : units_of(b.input_bytes);
@@ -467,79 +568,84 @@ class Planner {
           const int own =
               std::max(units_of(passing + largest), held + units_of(kept_matmuls.backward_peak));
           if (input + lingering + own <= m) {
-            const double total =
-                kept_matmuls.recompute_ms + cost(d, e, m - input - held, false, top, true, next);
-            if (total < best) {
-              best = total;
-              choice = d;
-              next_kind = next;
-              selective = true;
-            }
+            consider(
+                kept_matmuls.recompute_ms + rest(d, m - input - held, false, next, Before::Kept),
+                Choice::KeepMatmuls, d, next);
           }
         }
         if (input + lingering + units_of(passing + largest) > m) continue;
-        const double inside = cost(s, d, m - input - lingering, true, false, false, kAnyFirst);
+        const double inside =
+            cost(State{s, d, m - input - lingering, true, false, false, kAnyFirst, Before::Kept});
         if (inside == kInfeasible) continue;
-        const double total = forward + inside + cost(d, e, m - input, false, top, true, next);
-        if (total < best) {
-          best = total;
-          choice = d;
-          next_kind = next;
-          selective = false;
-        }
+        consider(forward + inside + rest(d, m - input, false, next, Before::Kept), Choice::Segment,
+                 d, next);
       }
     }
-    entry = {static_cast<float>(best), static_cast<int16_t>(choice), next_kind, selective};
+    entry = best;
     return static_cast<double>(entry.cost);
   }
 
-  std::vector<Item> build(int64_t s, int64_t e, int m, bool counted, bool top, bool whole) {
+  std::vector<Item> build(State x) {
     std::vector<Item> items;
-    First first = kAnyFirst;
-    while (s < e) {
-      cost(s, e, m, counted, top, whole, first);
-      const Entry entry = memo_[index(s, e, m, counted, top, whole, first)];
-      if (entry.choice < 0) {
+    while (x.s < x.e) {
+      cost(x);
+      const Entry entry = entry_of(x);
+      const int64_t s = x.s;
+      const bool input_counted =
+          x.counted || (x.before != Before::Kept && block(s - 1).keeps_output);
+      if (entry.choice == Choice::Plain) {
         items.push_back(Item::plain(s));
-        m -= units_of(plain_kept(block(s), counted, s == blocks_ - 1));
-        counted = block(s).keeps_output;
-        ++s;
-        first = kAnyFirst;
+        x.m -= units_of(plain_kept(block(s), x.counted, s == blocks_ - 1));
+        x.counted = block(s).keeps_output;
+        x.s = s + 1;
+        x.first = kAnyFirst;
+      } else if (entry.choice == Choice::Offload) {
+        items.push_back(Item::segment_of({Item::plain(s)}, Policy::offload()));
+        x.counted = false;
+        x.s = s + 1;
+        x.first = kAnyFirst;
       } else {
-        const int64_t d = entry.choice;
-        const int input = counted ? 0 : units_of(block(s).input_bytes);
+        const int64_t d = entry.end;
+        const int input = x.counted ? 0 : units_of(block(s).input_bytes);
         const int lingering =
-            !top && entry.next == kPlainFirst ? units_of(block(d - 1).output_bytes) : 0;
-        if (entry.selective) {
+            !x.top && entry.next == kPlainFirst ? units_of(block(d - 1).output_bytes) : 0;
+        if (entry.choice == Choice::KeepMatmuls) {
           items.push_back(Item::segment_of({Item::plain(s)}, checkpointing::keep_matmuls_policy()));
-          m -= units_of(block(s).selective->kept_bytes);
+          x.m -= units_of(block(s).selective->kept_bytes);
         } else {
-          items.push_back(Item::segment_of(build(s, d, m - input - lingering, true, false, false)));
+          items.push_back(Item::segment_of(build(
+              State{s, d, x.m - input - lingering, true, false, false, kAnyFirst, Before::Kept})));
         }
-        m -= input;
-        counted = false;
-        s = d;
-        first = entry.next;
+        x.m -= input;
+        x.counted = false;
+        x.s = d;
+        x.first = entry.next;
       }
-      whole = true;
+      x.before = Before::Kept;
+      if (entry.choice == Choice::Offload) {
+        x.before = input_counted ? Before::Offloaded : Before::OffloadedWithInput;
+      }
+      x.whole = true;
     }
     return items;
   }
 
   const StepProfile& prof_;
   int64_t blocks_;
+  bool offload_;  // the choices allow it and the profile priced it
   int64_t unit_ = 1;
   int units_ = 0;
   int top_units_ = 0;
   int after_forward_ = 0;  // in units, beyond what the step holds during backward
   std::vector<double> prefix_ms_;
-  std::vector<Entry> memo_;
+  std::vector<Entry> memo_;      // below the top level
+  std::vector<Entry> top_memo_;  // the top level
 };
 
 }  // namespace
 
 // A bisection over budgets: a schedule that fits one budget fits every larger one.
-int64_t minimum_budget(const StepProfile& prof, int resolution) {
+int64_t minimum_budget(const StepProfile& prof, int resolution, const PlanChoices& choices) {
   int64_t hi =
       predict_peak(prof, CheckpointSchedule{[&] {
                      std::vector<Item> plain;
@@ -551,7 +657,7 @@ int64_t minimum_budget(const StepProfile& prof, int resolution) {
   int64_t lo = 0;
   while (hi - lo > std::max<int64_t>(1, hi / 1000)) {
     const int64_t mid = lo + (hi - lo) / 2;
-    (checkpointing::schedule_within(prof, mid, resolution) ? hi : lo) = mid;
+    (checkpointing::schedule_within(prof, mid, resolution, choices) ? hi : lo) = mid;
   }
   return hi;
 }
@@ -569,6 +675,11 @@ StepProfile profile_blocks(const std::vector<Block>& blocks, const Tensor& x) {
   memory::TagScope tag("profile");
   Tensor current = x;
   for (const Block& block : blocks) prof.blocks.push_back(profile_one(block, current));
+  int64_t largest_kept = 0;
+  for (const BlockProfile& b : prof.blocks) largest_kept = std::max(largest_kept, b.kept_bytes);
+  // Small copies are cache-bound, large ones take long to time.
+  prof.offload_ms_per_mib =
+      offload_ms_per_mib(prof.device, std::clamp<int64_t>(largest_kept, 64 << 10, 16 << 20));
   set_generator_state(generator);
   return prof;
 }
@@ -587,22 +698,30 @@ double predict_recompute_ms(const StepProfile& profile, const CheckpointSchedule
   return level_recompute_ms(profile, schedule.items, true);
 }
 
+double predict_offload_ms(const StepProfile& profile, const CheckpointSchedule& schedule) {
+  check_covers(profile, schedule);
+  if (profile.blocks.empty()) return 0;
+  const int64_t bytes = level_bytes(profile, schedule.items, true, 0, true).offloaded;
+  return static_cast<double>(bytes) / (1 << 20) * profile.offload_ms_per_mib;
+}
+
 namespace checkpointing {
 std::optional<CheckpointSchedule> schedule_within(const StepProfile& profile, int64_t bytes,
-                                                  int resolution) {
+                                                  int resolution, const PlanChoices& choices) {
   REMAT_CHECK(resolution >= 1, "plan_for_budget: resolution must be >= 1, got {}", resolution);
   if (profile.blocks.empty()) return CheckpointSchedule{};
   if (bytes <= 0) return std::nullopt;
-  return Planner(profile, bytes, resolution).solve();
+  return Planner(profile, bytes, resolution, choices).solve();
 }
 }  // namespace checkpointing
 
-CheckpointSchedule plan_for_budget(const StepProfile& profile, int64_t bytes, int resolution) {
+CheckpointSchedule plan_for_budget(const StepProfile& profile, int64_t bytes, int resolution,
+                                   const PlanChoices& choices) {
   if (std::optional<CheckpointSchedule> s =
-          checkpointing::schedule_within(profile, bytes, resolution)) {
+          checkpointing::schedule_within(profile, bytes, resolution, choices)) {
     return *s;
   }
-  const int64_t minimum = minimum_budget(profile, resolution);
+  const int64_t minimum = minimum_budget(profile, resolution, choices);
   throw Error(fmt::format(
       "checkpoint budget of {} bytes ({:.1f} MiB) is below what {} blocks need under any "
       "schedule: the smallest feasible budget is {} bytes ({:.1f} MiB)",

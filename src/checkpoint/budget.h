@@ -18,6 +18,7 @@ inline const Policy& keep_matmuls_policy() {
 
 // plan_for_budget's schedule, or nullopt when none fits `bytes`.
 std::optional<CheckpointSchedule> schedule_within(const StepProfile& profile, int64_t bytes,
-                                                  int resolution = 256);
+                                                  int resolution = 256,
+                                                  const PlanChoices& choices = {});
 
 }  // namespace remat::checkpointing

@@ -43,7 +43,8 @@ using Item = CheckpointSchedule::Item;
 
 constexpr const char* kPlanNames =
     "none, block, every-N (N >= 1), alternate, sqrt, selective, nested, offload, offload-inputs, "
-    "compress-bf16, compress-int8, compress-fp8, budget:SIZE (512MiB, 2GiB, bytes)";
+    "compress-bf16, compress-int8, compress-fp8, budget:SIZE (512MiB, 2GiB, bytes), "
+    "budget-offload:SIZE";
 
 // The compress plans' formats, by their names' suffix.
 constexpr std::pair<const char*, DType> kCompressFormats[] = {
@@ -180,16 +181,20 @@ CheckpointPlan CheckpointPlan::parse(const std::string& name) {
     auto [end, error] = std::from_chars(first, last, group);
     if (error == std::errc() && end == last && group >= 1) return {K::EveryN, group};
   }
-  const std::string budget_prefix = "budget:";
-  if (name.starts_with(budget_prefix))
-    return budget(parse_bytes(name.substr(budget_prefix.size())));
+  for (const bool offload : {false, true}) {
+    const std::string prefix = offload ? "budget-offload:" : "budget:";
+    if (name.starts_with(prefix)) {
+      return budget(parse_bytes(name.substr(prefix.size())), PlanChoices{.offload = offload});
+    }
+  }
   throw Error(fmt::format("unknown checkpoint plan '{}': expected one of {}", name, kPlanNames));
 }
 
-CheckpointPlan CheckpointPlan::budget(int64_t bytes) {
+CheckpointPlan CheckpointPlan::budget(int64_t bytes, const PlanChoices& choices) {
   REMAT_CHECK(bytes > 0, "checkpoint budget must be positive, got {} bytes", bytes);
   CheckpointPlan plan{Kind::Budget};
   plan.budget_bytes = bytes;
+  plan.choices = choices;
   plan.state = std::make_shared<BudgetState>();
   return plan;
 }
@@ -210,7 +215,8 @@ std::string CheckpointPlan::name() const {
         if (f == format) return fmt::format("compress-{}", suffix);
       }
       break;
-    case Kind::Budget: return "budget:" + size_name(budget_bytes);
+    case Kind::Budget:
+      return fmt::format("budget{}:{}", choices.offload ? "-offload" : "", size_name(budget_bytes));
   }
   return "?";
 }
@@ -318,8 +324,10 @@ int64_t allocated_now(Device d) { return memory::stats(d).allocated_bytes.curren
 // The schedule of least predicted peak, which the profiled step runs. Its
 // last item is a segment, so that the step sees backward reach the stack
 // (on_backward) and measures what the step needed after the forward.
-CheckpointSchedule frugal_schedule(const StepProfile& prof) {
-  CheckpointSchedule s = checkpointing::schedule_within(prof, minimum_budget(prof)).value();
+CheckpointSchedule frugal_schedule(const StepProfile& prof, const PlanChoices& choices) {
+  CheckpointSchedule s =
+      checkpointing::schedule_within(prof, minimum_budget(prof, 256, choices), 256, choices)
+          .value();
   Item& last = s.items.back();
   if (!last.segment) last = segment({plain(last.begin)});
   return s;
@@ -328,9 +336,10 @@ CheckpointSchedule frugal_schedule(const StepProfile& prof) {
 [[noreturn]] void throw_infeasible(const CheckpointPlan& plan, const StepProfile& prof,
                                    int64_t minimum, const std::string& why) {
   throw Error(fmt::format(
-      "checkpoint plan budget:{} ({:.1f} MiB): {} blocks with input {} {} {} bytes ({:.1f} MiB): "
+      "checkpoint plan budget{}:{} ({:.1f} MiB): {} blocks with input {} {} {} bytes ({:.1f} MiB): "
       "the smallest feasible budget is {} bytes",
-      plan.budget_bytes, static_cast<double>(plan.budget_bytes) / (1 << 20), prof.blocks.size(),
+      plan.choices.offload ? "-offload" : "", plan.budget_bytes,
+      static_cast<double>(plan.budget_bytes) / (1 << 20), prof.blocks.size(),
       shape_str(prof.input_shape), why, minimum, static_cast<double>(minimum) / (1 << 20),
       minimum));
 }
@@ -350,7 +359,7 @@ Tensor run_first_step(const std::vector<Block>& blocks, const Tensor& x, const C
   st.step_watch = std::make_unique<memory::PeakWatch>(d);  // the profile is part of the step
   st.profile = profile_blocks(blocks, x);
   st.blocks = static_cast<int64_t>(blocks.size());
-  st.frugal = frugal_schedule(*st.profile);
+  st.frugal = frugal_schedule(*st.profile, plan.choices);
   st.schedule = st.frugal;
   st.planned_base = allocated_now(d);
   st.first_base = st.planned_base;
@@ -398,12 +407,13 @@ bool may_be_short(const std::vector<Item>& items) {
 // The schedule of least recompute within `room` bytes above the stack's
 // start, planned again with one block output in reserve where the estimate
 // may be short of it.
-std::optional<CheckpointSchedule> schedule_for(const StepProfile& prof, int64_t room) {
-  std::optional<CheckpointSchedule> s = checkpointing::schedule_within(prof, room);
+std::optional<CheckpointSchedule> schedule_for(const StepProfile& prof, int64_t room,
+                                               const PlanChoices& choices) {
+  std::optional<CheckpointSchedule> s = checkpointing::schedule_within(prof, room, 256, choices);
   if (!s || !may_be_short(s->items)) return s;
   int64_t reserve = 0;
   for (const BlockProfile& b : prof.blocks) reserve = std::max(reserve, b.output_bytes);
-  return checkpointing::schedule_within(prof, room - reserve);
+  return checkpointing::schedule_within(prof, room - reserve, 256, choices);
 }
 
 // Every later step: measures the one before, and plans again when it went
@@ -436,7 +446,7 @@ Tensor run_planned_step(const std::vector<Block>& blocks, const Tensor& x,
   const int64_t base = allocated_now(x.device());
   if (replan || base > st.planned_base) {
     st.planned_base = base;
-    if (auto fits = schedule_for(prof, budget - base - st.margin)) {
+    if (auto fits = schedule_for(prof, budget - base - st.margin, plan.choices)) {
       st.schedule = *std::move(fits);
     } else {
       // The frugal schedule fits if the first step showed it with as much
