@@ -419,6 +419,7 @@ TEST(BudgetPlan, OffloadingStaysWithinTheBudgetWithTheGradientsOfNoCheckpoint) {
         EXPECT_LE(peak, budget) << name << " step " << step << "\n" << plan.describe();
         EXPECT_EQ(gradients(t.s), want) << name << " budget " << budget << " step " << step;
       }
+      EXPECT_NE(plan.describe().find("offload round trips"), std::string::npos) << name;
       const CheckpointSchedule ran = plan.schedule(static_cast<int64_t>(t.s.blocks->size()));
       std::printf("%-12s budget-offload %8.1f KiB: offload %.2f ms, recompute %.2f ms\n%s",
                   name.c_str(), static_cast<double>(budget) / 1024,

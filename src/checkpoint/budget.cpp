@@ -10,8 +10,8 @@
 
 #include "autograd/node.h"
 #include "checkpoint/budget.h"
+#include "checkpoint/pack.h"
 #include "memory/offload.h"
-#include "ops/quantize.h"
 #include "ops/registry.h"
 #include "remat/autograd.h"
 #include "remat/checkpoint.h"
@@ -223,19 +223,15 @@ SegmentModel model_of(const Item& item, bool top) {
 }
 
 // What stays on the device of `bytes` of `dtype` kept under `policy`: nothing
-// when offloaded, the codes (and for 8-bit formats a float32 scale per block)
-// when compressed, as checkpoint/pack.cpp stores them.
+// when offloaded, what checkpoint/pack.cpp stores when compressed (the sum of
+// a block's kept bytes, so storages under the packer's 4 KiB threshold,
+// which stay as they are, count compressed: slightly low for small tensors).
 int64_t resident_bytes(const Policy& policy, int64_t bytes, DType dtype) {
   switch (policy.placement()) {
     case Policy::Placement::Device: return bytes;
     case Policy::Placement::Offload: return 0;
-    case Policy::Placement::Compress: {
-      const DType format = policy.format();
-      if (!is_floating(dtype) || element_size(dtype) <= element_size(format)) return bytes;
-      const int64_t n = bytes / static_cast<int64_t>(element_size(dtype));
-      const int64_t scales = format == kBFloat16 ? 0 : 4 * ops::quant_scale_count(n);
-      return n * static_cast<int64_t>(element_size(format)) + scales;
-    }
+    case Policy::Placement::Compress:
+      return checkpointing::compressed_bytes(bytes, dtype, policy.format());
   }
   return bytes;
 }

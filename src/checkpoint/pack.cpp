@@ -154,12 +154,22 @@ namespace {
 constexpr int64_t kSmallestCompressedBytes = 4096;
 }  // namespace
 
+bool compresses(DType dtype, DType format) {
+  return is_floating(dtype) && element_size(dtype) > element_size(format);
+}
+
+int64_t compressed_bytes(int64_t bytes, DType dtype, DType format) {
+  if (!compresses(dtype, format)) return bytes;
+  const int64_t n = bytes / static_cast<int64_t>(element_size(dtype));
+  const int64_t scales = format == kBFloat16 ? 0 : 4 * ops::quant_scale_count(n);
+  return n * static_cast<int64_t>(element_size(format)) + scales;
+}
+
 bool Packer::leaves_alone(const Tensor& t) const {
   const int64_t bytes = t.impl().storage->data.size();
   if (bytes == 0) return true;
   if (placement_ == Policy::Placement::Compress) {
-    return !is_floating(t.dtype()) || element_size(t.dtype()) <= element_size(format_) ||
-           bytes < kSmallestCompressedBytes;
+    return !compresses(t.dtype(), format_) || bytes < kSmallestCompressedBytes;
   }
   return false;
 }

@@ -16,6 +16,14 @@
 
 namespace remat::checkpointing {
 
+// Whether compression to `format` stores values of `dtype` in fewer bytes:
+// floating-point ones wider than the format (others stay as they are).
+bool compresses(DType dtype, DType format);
+// What compression to `format` keeps of `bytes` of `dtype` on the device:
+// the codes and, for the 8-bit formats, one float32 scale per block
+// (kernels/quantize.h); `bytes` where it leaves them alone.
+int64_t compressed_bytes(int64_t bytes, DType dtype, DType format);
+
 class Packer {
  public:
   Packer(const Policy& policy, std::string tag);

@@ -50,13 +50,9 @@ constexpr const char* kPlanNames =
 constexpr std::pair<const char*, DType> kCompressFormats[] = {
     {"bf16", kBFloat16}, {"int8", kInt8}, {"fp8", kFloat8E4M3}};
 
-Item plain(int64_t i) { return Item::plain(i); }
-Item segment(std::vector<Item> children, std::optional<Policy> policy = {}) {
-  return Item::segment_of(std::move(children), std::move(policy));
-}
 std::vector<Item> plain_run(int64_t begin, int64_t end) {
   std::vector<Item> items;
-  for (int64_t i = begin; i < end; ++i) items.push_back(plain(i));
+  for (int64_t i = begin; i < end; ++i) items.push_back(Item::plain(i));
   return items;
 }
 
@@ -244,27 +240,29 @@ CheckpointSchedule CheckpointPlan::schedule(int64_t blocks) const {
     case K::OffloadInputs:
     case K::Compress: {
       const std::optional<Policy> policy = segment_policy();
-      for (int64_t i = 0; i < blocks; ++i) s.items.push_back(segment({plain(i)}, policy));
+      for (int64_t i = 0; i < blocks; ++i)
+        s.items.push_back(Item::segment_of({Item::plain(i)}, policy));
       break;
     }
     case K::EveryN:
       for (int64_t begin = 0; begin < blocks; begin += group) {
-        s.items.push_back(segment(plain_run(begin, std::min<int64_t>(blocks, begin + group))));
+        s.items.push_back(
+            Item::segment_of(plain_run(begin, std::min<int64_t>(blocks, begin + group))));
       }
       break;
     case K::Alternate:
       for (int64_t i = 0; i < blocks; ++i)
-        s.items.push_back(i % 2 == 0 ? segment({plain(i)}) : plain(i));
+        s.items.push_back(i % 2 == 0 ? Item::segment_of({Item::plain(i)}) : Item::plain(i));
       break;
     case K::Sqrt:
       for (auto [begin, end] : checkpointing::consecutive_groups(blocks, sqrt_groups))
-        s.items.push_back(segment(plain_run(begin, end)));
+        s.items.push_back(Item::segment_of(plain_run(begin, end)));
       break;
     case K::Nested:
       for (auto [begin, end] : checkpointing::consecutive_groups(blocks, sqrt_groups)) {
         std::vector<Item> inner;
-        for (int64_t i = begin; i < end; ++i) inner.push_back(segment({plain(i)}));
-        s.items.push_back(segment(std::move(inner)));
+        for (int64_t i = begin; i < end; ++i) inner.push_back(Item::segment_of({Item::plain(i)}));
+        s.items.push_back(Item::segment_of(std::move(inner)));
       }
       break;
     case K::Budget:
@@ -298,9 +296,12 @@ std::string CheckpointPlan::describe(std::optional<int64_t> count) const {
         state->first_step ? " (measuring in this step)" : " (measured)", mib(state->margin));
     out += fmt::format(
         "predicted step peak {:.1f} MiB ({:.1f} MiB above the stack's start), recompute {:.2f} "
-        "ms{}\n",
+        "ms{}{}\n",
         mib(state->planned_base + predict_peak(prof, s)), mib(predict_peak(prof, s)),
         predict_recompute_ms(prof, s),
+        choices.offload
+            ? fmt::format(", offload round trips {:.2f} ms", predict_offload_ms(prof, s))
+            : "",
         state->last_step_peak < 0
             ? ""
             : fmt::format("; the step before peaked at {:.1f} MiB", mib(state->last_step_peak)));
@@ -329,7 +330,7 @@ CheckpointSchedule frugal_schedule(const StepProfile& prof, const PlanChoices& c
       checkpointing::schedule_within(prof, minimum_budget(prof, 256, choices), 256, choices)
           .value();
   Item& last = s.items.back();
-  if (!last.segment) last = segment({plain(last.begin)});
+  if (!last.segment) last = Item::segment_of({Item::plain(last.begin)});
   return s;
 }
 
