@@ -13,13 +13,15 @@
 // JSON and CSV (the shape benchmarks/pytorch/bench_checkpoint.py writes too),
 // optionally the allocator timeline of one step per run. --budgets adds runs
 // of the budget planner at fractions of plan none's activations: the
-// memory/time frontier next to the hand plans. --limits adds runs of plan
+// memory/time frontier next to the hand plans; --offload-budgets likewise
+// with the planner also offloading (budget-offload:SIZE). --limits adds runs of plan
 // none under a BudgetGuard (the eviction mode) at fractions of plan none's
 // activations, as for budgets; --memory-limit puts every run under one limit.
 //
 //   bench_checkpoint --preset long-seq
 //   bench_checkpoint --model mlp --depth 10,20,40 --plans none,sqrt
 //   bench_checkpoint --model transformer --depth 16 --budgets 0.3,0.5,0.7
+//   bench_checkpoint --preset offload --offload-budgets 0.3,0.5,0.7
 //   bench_checkpoint --model transformer --depth 16 --limits 0.3,0.5,0.7
 #include <CLI/CLI.hpp>
 #include <algorithm>
@@ -183,9 +185,10 @@ struct Options {
   ModelConfig model;
   std::vector<int64_t> depths = {16}, batches = {4}, seqs = {256};
   std::string plans = "none,block,selective,sqrt,every-2,nested";
-  std::vector<double> budgets;  // fractions of plan none's activation bytes
-  std::vector<double> limits;   // likewise, for runs under a BudgetGuard
-  std::string memory_limit;     // a BudgetGuard of this size for every run
+  std::vector<double> budgets;          // fractions of plan none's activation bytes
+  std::vector<double> offload_budgets;  // likewise, for budget-offload plans
+  std::vector<double> limits;           // likewise, for runs under a BudgetGuard
+  std::string memory_limit;             // a BudgetGuard of this size for every run
   std::string dtype;
   std::string device = "cpu";
   int64_t warmup = 2;
@@ -401,6 +404,11 @@ int main(int argc, char** argv) try {
                  "runs none first if --plans lacks it)")
       ->delimiter(',')
       ->check(CLI::Range(0.0, 10.0));
+  app.add_option("--offload-budgets", o.offload_budgets,
+                 "after the budgets, budget-offload plans (the planner also offloading blocks) "
+                 "for these fractions, as for --budgets")
+      ->delimiter(',')
+      ->check(CLI::Range(0.0, 10.0));
   app.add_option("--limits", o.limits,
                  "after the budgets, plan none under a hard memory limit (BudgetGuard, the "
                  "eviction mode) for these fractions of plan none's activation bytes (limit = "
@@ -438,46 +446,50 @@ int main(int argc, char** argv) try {
   for (const Sweep& sweep : sweeps) {
     fmt::print("{}, {}, {}: median of {} steps after {} warm-up\n", sweep.config.key(), device,
                dtype_name, o.steps, o.warmup);
-    fmt::print("  {:<14} {:>10} {:>7} {:>14} {:>7} {:>11} {:>12} {:>13} {:>9} {:>8} {:>13}\n",
+    fmt::print("  {:<18} {:>10} {:>7} {:>14} {:>7} {:>11} {:>12} {:>13} {:>9} {:>8} {:>13}\n",
                "plan", "step ms", "time", "activations", "memory", "predicted", "peak alloc",
                "peak reserved", "replayed", "raw/step", "offload/step");
     SweepResult& done = results.emplace_back(SweepResult{sweep.config, {}});
     std::vector<std::string> plans = sweep.plans;
-    const bool fractions = !o.budgets.empty() || !o.limits.empty();
-    if (fractions && std::find(plans.begin(), plans.end(), "none") == plans.end()) {
+    // After the plans: runs at fractions of plan none's activations, each a
+    // budget plan (its name's prefix) or plan none under a limit.
+    std::vector<std::pair<std::string, double>> fractions;
+    for (double f : o.budgets) fractions.emplace_back("budget", f);
+    for (double f : o.offload_budgets) fractions.emplace_back("budget-offload", f);
+    for (double f : o.limits) fractions.emplace_back("limit", f);
+    if (!fractions.empty() && std::find(plans.begin(), plans.end(), "none") == plans.end()) {
       plans.insert(plans.begin(), "none");
     }
-    for (size_t i = 0; i < plans.size() + o.budgets.size() + o.limits.size(); ++i) {
+    for (size_t i = 0; i < plans.size() + fractions.size(); ++i) {
       RunResult run;
       if (i < plans.size()) {
         run = measure(o, sweep.config, dtype, device, plans[i]);
       } else {
-        const bool budget = i < plans.size() + o.budgets.size();
-        const double fraction =
-            budget ? o.budgets[i - plans.size()] : o.limits[i - plans.size() - o.budgets.size()];
+        const auto& [kind, fraction] = fractions[i - plans.size()];
+        const bool budget = kind != "limit";
         const RunResult& none = *done.none();  // run first: plans holds it
         const auto share =
             static_cast<int64_t>(fraction * static_cast<double>(none.activation_bytes()));
         const int64_t bytes = none.state_bytes + share;
         try {
-          run = budget ? measure(o, sweep.config, dtype, device, fmt::format("budget:{}", bytes))
+          run = budget ? measure(o, sweep.config, dtype, device, fmt::format("{}:{}", kind, bytes))
                        : measure(o, sweep.config, dtype, device, "none", bytes);
         } catch (const remat::Error& e) {
           run.skipped = e.what();
         }
-        run.plan = fmt::format("{}-{:.0f}%", budget ? "budget" : "limit", 100 * fraction);
+        run.plan = fmt::format("{}-{:.0f}%", kind, 100 * fraction);
         (budget ? run.budget_bytes : run.limit_bytes) = bytes;
         (budget ? run.budget_fraction : run.limit_fraction) = fraction;
       }
       done.runs.push_back(std::move(run));
       const RunResult& r = done.runs.back();
       if (!r.skipped.empty()) {
-        fmt::print("  {:<14} not run: {}\n", r.plan, r.skipped);
+        fmt::print("  {:<18} not run: {}\n", r.plan, r.skipped);
         continue;
       }
       const auto [time_ratio, memory_ratio] = done.ratios(r);
       fmt::print(
-          "  {:<14} {:>10.1f} {:>7} {:>10.1f} MiB {:>7} {:>11} {:>8.1f} MiB "
+          "  {:<18} {:>10.1f} {:>7} {:>10.1f} MiB {:>7} {:>11} {:>8.1f} MiB "
           "{:>9.1f} MiB {:>9} {:>8.1f} {:>9.1f} MiB\n",
           r.plan, r.median_step_ms, time_ratio ? fmt::format("{:.2f}x", *time_ratio) : "-",
           mib(r.activation_bytes()),
@@ -486,11 +498,11 @@ int main(int argc, char** argv) try {
           mib(r.peak_reserved), r.replayed_ops, r.raw_allocs_per_step,
           mib(static_cast<int64_t>(r.offloaded_bytes_per_step)));
       if (r.budget_bytes && r.peak_allocated > *r.budget_bytes) {
-        fmt::print("  {:<14} over its budget of {:.1f} MiB\n", r.plan, mib(*r.budget_bytes));
+        fmt::print("  {:<18} over its budget of {:.1f} MiB\n", r.plan, mib(*r.budget_bytes));
       }
       if (r.limit_bytes) {
         fmt::print(
-            "  {:<14} limit {:.1f} MiB: {:.1f} evictions and {:.1f} MiB regenerated per "
+            "  {:<18} limit {:.1f} MiB: {:.1f} evictions and {:.1f} MiB regenerated per "
             "step{}\n",
             r.plan, mib(*r.limit_bytes), r.evictions_per_step,
             mib(static_cast<int64_t>(r.regenerated_bytes_per_step)),
