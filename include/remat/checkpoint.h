@@ -310,7 +310,7 @@ struct CheckpointPlan {
 // apply to every segment. A budget plan profiles the blocks on its first call
 // (and when x's shape changes), runs that step under the schedule of least
 // memory and measures what the step needs after the stack's forward; from the
-// next call on it runs the schedule of least recompute whose predicted step
+// next call on it runs the schedule of least cost (plan.choices) whose predicted step
 // peak (what is alive when the stack starts, plus the stack's predicted peak)
 // fits the budget. Every call measures the step before it; one over the
 // budget makes the plan keep the excess free from then on. Throws Error

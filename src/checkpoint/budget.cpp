@@ -1,6 +1,7 @@
 // Checkpointing under a memory budget: the per-block profile, the memory
 // estimator of a schedule, and the planner that finds the schedule with the
-// least recompute (and offload copying) that fits (docs/checkpointing.md, "Planning for a budget").
+// least recompute (and offload copying) that fits (docs/checkpointing.md,
+// "Planning for a budget").
 #include <algorithm>
 #include <chrono>
 #include <cmath>
