@@ -159,7 +159,8 @@ run_tests() {
 # The CUDA op benchmark and its PyTorch anchor, one after the other on the
 # same GPU, and their ratios; then the checkpoint presets, bench_allocator and
 # the PyTorch side by side through scripts/bench.sh (docs/benchmarks.md), and
-# the offload and compression preset (remat only: copy-stream overlap).
+# the offload and compression preset beside PyTorch's save_on_cpu (same
+# weights and input).
 bench() {
   "$BUILD_DIR/benchmarks/bench_cuda_ops" --json "$LOGS/bench_cuda_ops.json" 2>&1 | tee "$LOGS/bench.log"
   python3 "$ROOT/benchmarks/pytorch/bench_cuda_ops.py" --json "$LOGS/bench_cuda_ops_torch.json" 2>&1 |
@@ -169,8 +170,16 @@ bench() {
   DEVICE=cuda SKIP_BUILD=1 BUILD_DIR="$BUILD_DIR" PYTHON=python3 OUT="$LOGS/checkpoint" \
     PLOTS="$LOGS/img" bash "$ROOT/scripts/bench.sh" 2>&1 | tee -a "$LOGS/bench.log"
   "$BUILD_DIR/benchmarks/bench_checkpoint" --preset offload --device cuda --steps 10 \
+    --offload-budgets 0.3,0.5 --budgets 0.3,0.5 --save-state "$LOGS/checkpoint/offload-state" \
     --json "$LOGS/checkpoint/offload.json" --csv "$LOGS/checkpoint/offload.csv" 2>&1 |
     tee -a "$LOGS/bench.log"
+  python3 "$ROOT/benchmarks/pytorch/bench_checkpoint.py" --preset offload --device cuda --steps 10 \
+    --state-dir "$LOGS/checkpoint/offload-state" --json "$LOGS/checkpoint/offload-pytorch.json" 2>&1 |
+    tee -a "$LOGS/bench.log"
+  python3 "$ROOT/benchmarks/pytorch/compare_checkpoint.py" --markdown \
+    "$LOGS/checkpoint/offload.json" "$LOGS/checkpoint/offload-pytorch.json" 2>&1 |
+    tee "$LOGS/checkpoint/offload-compare.md" | tee -a "$LOGS/bench.log"
+  rm -rf "$LOGS/checkpoint/offload-state"
 }
 
 # The three examples on the GPU, short runs with checkpointing on and off

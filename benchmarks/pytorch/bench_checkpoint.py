@@ -51,6 +51,14 @@ PRESETS = {
                          "activation": "gelu", "attention": "math"},
          ["none", "every-2", "block", "selective"]),
     ]),
+    # remat's offload and compress plans; PyTorch's answer to offload is
+    # save_on_cpu (no compression of saved tensors is built in).
+    "offload": ("float32", [
+        ("mlp", {"depth": 40, "batch": 512, "width": 1024}, ["none", "block", "offload"]),
+        ("transformer", {"depth": 8, "batch": 2, "seq": 1024, "width": 512, "heads": 8,
+                         "activation": "gelu", "attention": "math"},
+         ["none", "block", "offload"]),
+    ]),
 }
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 SUBLAYER_PLANS = ("attn", "mlp", "attn+mlp")
@@ -357,6 +365,13 @@ def run_blocks(blocks, x, plan):
             x = segment(b.attention_residual, x) if plan != "mlp" else b.attention_residual(x)
             x = segment(b.mlp_residual, x) if plan != "attn" else b.mlp_residual(x)
         return x
+    if plan == "offload":
+        # Every tensor the blocks save goes to (pinned, on CUDA) host memory as
+        # it is saved and comes back when backward unpacks it: PyTorch's
+        # documented activation offload. Unlike remat's, it also copies saved
+        # parameters, and nothing is prefetched ahead of need.
+        with torch.autograd.graph.save_on_cpu(pin_memory=x.is_cuda):
+            return sequence(blocks)(x)
     raise ValueError(f"unknown plan '{plan}'")
 
 
@@ -366,10 +381,10 @@ def check_plan(plan, model):
     if plan in SUBLAYER_PLANS:
         if model != "transformer":
             raise ValueError(f"plan '{plan}' checkpoints transformer sublayers; the {model} has none")
-    elif not (plan in ("none", "block", "alternate", "sqrt", "selective", "nested")
+    elif not (plan in ("none", "block", "alternate", "sqrt", "selective", "nested", "offload")
               or (every and int(every.group(1)) >= 1)):
         raise ValueError(f"unknown plan '{plan}' (none, block, every-N, alternate, sqrt, "
-                         "selective, nested; transformer also attn, mlp, attn+mlp)")
+                         "selective, nested, offload; transformer also attn, mlp, attn+mlp)")
 
 
 def skip_reason(plan, config):
