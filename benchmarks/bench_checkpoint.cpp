@@ -88,7 +88,7 @@ const std::map<std::string, Preset>& presets() {
            .seq = 4096,
            .heads = 4,
            .activation = "relu"},
-          {"none", "attn", "mlp", "attn+mlp", "alternate"}}}}},
+          {"none", "attn", "mlp", "attn+mlp", "alternate", "offload"}}}}},
       {"wide",
        {"transformer, 20 blocks, d_model 1024, 16 heads, batch 4, sequence 512",
         "float32",

@@ -44,7 +44,7 @@ PRESETS = {
     "long-seq": ("bfloat16", [
         ("transformer", {"depth": 12, "batch": 1, "seq": 4096, "width": 512, "heads": 4,
                          "activation": "relu", "attention": "math"},
-         ["none", "attn", "mlp", "attn+mlp", "alternate"]),
+         ["none", "attn", "mlp", "attn+mlp", "alternate", "offload"]),
     ]),
     "wide": ("float32", [
         ("transformer", {"depth": 20, "batch": 4, "seq": 512, "width": 1024, "heads": 16,
