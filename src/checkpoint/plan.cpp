@@ -46,6 +46,12 @@ constexpr const char* kPlanNames =
     "compress-bf16, compress-int8, compress-fp8, budget:SIZE (512MiB, 2GiB, bytes), "
     "budget-offload:SIZE";
 
+// A budget plan's name before its size: "budget", or "budget-offload" where
+// the planner may offload.
+const char* budget_kind(const PlanChoices& choices) {
+  return choices.offload ? "budget-offload" : "budget";
+}
+
 // The compress plans' formats, by their names' suffix.
 constexpr std::pair<const char*, DType> kCompressFormats[] = {
     {"bf16", kBFloat16}, {"int8", kInt8}, {"fp8", kFloat8E4M3}};
@@ -178,10 +184,9 @@ CheckpointPlan CheckpointPlan::parse(const std::string& name) {
     if (error == std::errc() && end == last && group >= 1) return {K::EveryN, group};
   }
   for (const bool offload : {false, true}) {
-    const std::string prefix = offload ? "budget-offload:" : "budget:";
-    if (name.starts_with(prefix)) {
-      return budget(parse_bytes(name.substr(prefix.size())), PlanChoices{.offload = offload});
-    }
+    const PlanChoices choices{.offload = offload};
+    const std::string prefix = fmt::format("{}:", budget_kind(choices));
+    if (name.starts_with(prefix)) return budget(parse_bytes(name.substr(prefix.size())), choices);
   }
   throw Error(fmt::format("unknown checkpoint plan '{}': expected one of {}", name, kPlanNames));
 }
@@ -211,8 +216,7 @@ std::string CheckpointPlan::name() const {
         if (f == format) return fmt::format("compress-{}", suffix);
       }
       break;
-    case Kind::Budget:
-      return fmt::format("budget{}:{}", choices.offload ? "-offload" : "", size_name(budget_bytes));
+    case Kind::Budget: return fmt::format("{}:{}", budget_kind(choices), size_name(budget_bytes));
   }
   return "?";
 }
@@ -337,9 +341,9 @@ CheckpointSchedule frugal_schedule(const StepProfile& prof, const PlanChoices& c
 [[noreturn]] void throw_infeasible(const CheckpointPlan& plan, const StepProfile& prof,
                                    int64_t minimum, const std::string& why) {
   throw Error(fmt::format(
-      "checkpoint plan budget{}:{} ({:.1f} MiB): {} blocks with input {} {} {} bytes ({:.1f} MiB): "
+      "checkpoint plan {}:{} ({:.1f} MiB): {} blocks with input {} {} {} bytes ({:.1f} MiB): "
       "the smallest feasible budget is {} bytes",
-      plan.choices.offload ? "-offload" : "", plan.budget_bytes,
+      budget_kind(plan.choices), plan.budget_bytes,
       static_cast<double>(plan.budget_bytes) / (1 << 20), prof.blocks.size(),
       shape_str(prof.input_shape), why, minimum, static_cast<double>(minimum) / (1 << 20),
       minimum));

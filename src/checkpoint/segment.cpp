@@ -196,12 +196,11 @@ void CheckpointSegment::pack_kept(Node& node) {
     const autograd::Edge& edge = node.inputs[i].edge;
     const Owner owner = owner_of(edge.producer.get(), edge.output_nr);
     if (owner.node == nullptr) continue;
-    if (auto& saved = node.inputs[i].saved) {
-      saved = packer_->pack(*saved, node.sequence, zeros_of(owner));
-    }
+    const kernels::QuantZeros zeros = zeros_of(owner);
+    if (auto& saved = node.inputs[i].saved) saved = packer_->pack(*saved, node.sequence, zeros);
     // The replay reads these when backward reaches the segment: first.
     if (auto& held = held_inputs(node)[i]) {
-      held = packer_->pack(*held, autograd::kNotInBackward, zeros_of(owner));
+      held = packer_->pack(*held, autograd::kNotInBackward, zeros);
     }
   }
   for (size_t j = 0; j < node.outputs.size(); ++j) {
