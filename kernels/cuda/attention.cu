@@ -17,8 +17,12 @@
 #include <cuda_fp16.h>
 
 #include <climits>
+#include <cstdint>
 #include <cstring>
+#include <functional>
+#include <initializer_list>
 #include <limits>
+#include <type_traits>
 
 #include "kernels/attention.h"
 #include "kernels/cuda/common.cuh"
@@ -533,6 +537,400 @@ __global__ void __launch_bounds__(kSimtThreads)
   if (i < g.lq) store_row(grad_q + (nh * g.lq + i) * e, dq, pr.scale, e, lane);
 }
 
+// ---- tensor-core path (bfloat16, float16) -------------------------------------------
+//
+// FlashAttention-2's warp layout: 4 warps, each owning 16 rows of the block's
+// tile (queries; keys in dK/dV), with every product an mma.sync m16n8k16 on
+// 16-bit operands and float32 accumulators. Per lane (g = lane / 4,
+// t = lane % 4) an accumulator block of 16 rows x 8 columns holds rows g and
+// g + 8 at columns 2t and 2t + 1: elements x = 0..3 are row g + 8 * (x / 2),
+// column 2t + x % 2. Scores stay in registers from the first product to the
+// second (P V, dS K, ...), as FlashAttention-2 keeps them. Operand tiles are
+// staged raw (16-bit) in shared memory, rows padded by 8 elements so that the
+// fragment loads below hit 32 distinct banks.
+
+constexpr int kTcThreads = 128;
+constexpr int kTcRows = 64;       // a block's rows, 16 per warp
+constexpr int kTcKeyCols = 64;    // keys per streamed tile (forward, dQ)
+constexpr int kTcQueryCols = 32;  // queries per streamed tile (dK/dV: its registers hold dK and dV)
+constexpr int kTcPad = 8;
+constexpr int kTcMaxDim = 128;
+
+template <typename D>
+constexpr bool kTensorCoreType = std::is_same_v<D, BFloat16> || std::is_same_v<D, Float16>;
+
+struct Lane {
+  int g, t;
+  __device__ Lane() : g(threadIdx.x % kWarp / 4), t(threadIdx.x % 4) {}
+};
+
+__device__ inline uint32_t load_pair(const uint16_t* p) {
+  return *reinterpret_cast<const uint32_t*>(p);
+}
+
+// The A operand (16 x 16, row-major) at rows r0.., columns k0.. of a
+// row-major shared tile.
+__device__ inline void load_a(uint32_t (&a)[4], const uint16_t* s, int stride, int r0, int k0,
+                              Lane l) {
+  const uint16_t* p = s + (r0 + l.g) * stride + k0 + 2 * l.t;
+  a[0] = load_pair(p);
+  a[1] = load_pair(p + 8 * stride);
+  a[2] = load_pair(p + 8);
+  a[3] = load_pair(p + 8 * stride + 8);
+}
+
+// The B operand (16 x 8) with B[k][n] = s[n0 + n][k0 + k]: the tile holds
+// B's columns as its rows (K in Q K^T).
+__device__ inline void load_b_rows(uint32_t (&b)[2], const uint16_t* s, int stride, int n0, int k0,
+                                   Lane l) {
+  const uint16_t* p = s + (n0 + l.g) * stride + k0 + 2 * l.t;
+  b[0] = load_pair(p);
+  b[1] = load_pair(p + 8);
+}
+
+// The B operand (16 x 8) with B[k][n] = s[k0 + k][n0 + n]: the tile holds B
+// row-major (V in P V), so each register pairs two rows.
+__device__ inline void load_b_cols(uint32_t (&b)[2], const uint16_t* s, int stride, int k0, int n0,
+                                   Lane l) {
+  const uint16_t* p = s + (k0 + 2 * l.t) * stride + n0 + l.g;
+  b[0] = p[0] | static_cast<uint32_t>(p[stride]) << 16;
+  b[1] = p[8 * stride] | static_cast<uint32_t>(p[9 * stride]) << 16;
+}
+
+// Two float32 values rounded to D (to nearest even), lo in the low half.
+template <typename D>
+__device__ uint32_t pack(float lo, float hi) {
+  uint32_t bits;
+  if constexpr (std::is_same_v<D, BFloat16>) {
+    const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
+    memcpy(&bits, &v, sizeof bits);
+  } else {
+    const __half2 v = __floats2half2_rn(lo, hi);
+    memcpy(&bits, &v, sizeof bits);
+  }
+  return bits;
+}
+
+// The A operand whose 16 columns are two accumulator blocks side by side.
+template <typename D>
+__device__ void a_from_acc(uint32_t (&a)[4], const float (&left)[4], const float (&right)[4]) {
+  a[0] = pack<D>(left[0], left[1]);
+  a[1] = pack<D>(left[2], left[3]);
+  a[2] = pack<D>(right[0], right[1]);
+  a[3] = pack<D>(right[2], right[3]);
+}
+
+// c += a b on one warp's 16 x 8 x 16 block.
+template <typename D>
+__device__ void mma(float (&c)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
+  if constexpr (std::is_same_v<D, BFloat16>) {
+    asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, "
+        "{%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+  } else {
+    asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, "
+        "{%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+  }
+}
+
+// acc[nb] (+)= (16 rows of s_a from r0) (tile s_b's rows n0 = 8 nb as
+// columns)^T over the k dims below n: Q K^T, dO V^T, K Q^T, V dO^T.
+template <typename D, int kBlocks, int kDim>
+__device__ void mma_rows(float (&acc)[kBlocks][4], const uint16_t* s_a, const uint16_t* s_b,
+                         int stride, int r0, int n, Lane l) {
+#pragma unroll
+  for (int kc = 0; kc < kDim / 16; ++kc) {
+    if (16 * kc >= n) break;
+    uint32_t a[4];
+    load_a(a, s_a, stride, r0, 16 * kc, l);
+#pragma unroll
+    for (int nb = 0; nb < kBlocks; ++nb) {
+      uint32_t b[2];
+      load_b_rows(b, s_b, stride, 8 * nb, 16 * kc, l);
+      mma<D>(acc[nb], a, b);
+    }
+  }
+}
+
+// out[nb] += w s for the columns 8 nb < n of s, w in registers (kW
+// accumulator blocks, 8 kW tile rows of s): P V, dS K, Pd^T dO, dS^T Q.
+template <typename D, int kW, int kDim>
+__device__ void mma_weights(float (&out)[kDim / 8][4], const float (&w)[kW][4], const uint16_t* s,
+                            int stride, int n, Lane l) {
+#pragma unroll
+  for (int kc = 0; kc < kW / 2; ++kc) {
+    uint32_t a[4];
+    a_from_acc<D>(a, w[2 * kc], w[2 * kc + 1]);
+#pragma unroll
+    for (int nb = 0; nb < kDim / 8; ++nb) {
+      if (8 * nb >= n) break;
+      uint32_t b[2];
+      load_b_cols(b, s, stride, 16 * kc, 8 * nb, l);
+      mma<D>(out[nb], a, b);
+    }
+  }
+}
+
+// Rows [0, rows) of a 16-bit operand (row stride src_stride; rows 16-byte
+// aligned) into shared memory, 16 bytes at a time; rows from `valid` on are
+// zero, so a partial tile multiplies as zeros.
+__device__ inline void copy_rows(uint16_t* dst, int dst_stride, const void* src_rows,
+                                 int64_t src_stride, int rows, int64_t valid, int cols) {
+  const auto* src = static_cast<const uint16_t*>(src_rows);
+  const int chunks = cols / 8;
+  for (int idx = threadIdx.x; idx < rows * chunks; idx += blockDim.x) {
+    const int r = idx / chunks, c = idx % chunks * 8;
+    uint4 v = make_uint4(0, 0, 0, 0);
+    if (r < valid) v = *reinterpret_cast<const uint4*>(src + r * src_stride + c);
+    *reinterpret_cast<uint4*>(dst + r * dst_stride + c) = v;
+  }
+}
+
+// Writes one warp's accumulator rows (16 x kDim/8 blocks) of a contiguous
+// output with n columns, scaled per row: rows[x / 2] is the output row of
+// element x (null past the end).
+template <typename D, int kDim>
+__device__ void store_acc(D* const (&rows)[2], const float (&acc)[kDim / 8][4],
+                          const float (&factor)[2], int n, Lane l) {
+#pragma unroll
+  for (int nb = 0; nb < kDim / 8; ++nb) {
+    if (8 * nb >= n) break;
+#pragma unroll
+    for (int x = 0; x < 4; ++x) {
+      if (rows[x / 2])
+        rows[x / 2][8 * nb + 2 * l.t + x % 2] = from_acc<D>(acc[nb][x] * factor[x / 2]);
+    }
+  }
+}
+
+// Forward and dQ: the block's query rows (and dO rows for dQ), the streamed
+// key tile, the tile's dropout bits.
+struct TcQuerySmem {
+  uint16_t *q, *dout, *k, *v;
+  uint32_t* bits;
+  size_t bytes;
+
+  __host__ __device__ TcQuerySmem(unsigned char* base, int e, int ev, bool with_dout) {
+    SmemCarver c(base);
+    q = c.take<uint16_t>(kTcRows * (e + kTcPad));
+    dout = with_dout ? c.take<uint16_t>(kTcRows * (ev + kTcPad)) : nullptr;
+    k = c.take<uint16_t>(kTcKeyCols * (e + kTcPad));
+    v = c.take<uint16_t>(kTcKeyCols * (ev + kTcPad));
+    bits = c.take<uint32_t>(kTcRows * KeepTile<kTcKeyCols>::kWords);
+    bytes = c.bytes();
+  }
+};
+
+// dK/dV: the block's key rows, the streamed query tile with its dO rows, lse
+// and D, the tile's dropout bits.
+struct TcKeySmem {
+  uint16_t *k, *v, *q, *dout;
+  float *lse, *delta;
+  uint32_t* bits;
+  size_t bytes;
+
+  __host__ __device__ TcKeySmem(unsigned char* base, int e, int ev) {
+    SmemCarver c(base);
+    k = c.take<uint16_t>(kTcRows * (e + kTcPad));
+    v = c.take<uint16_t>(kTcRows * (ev + kTcPad));
+    q = c.take<uint16_t>(kTcQueryCols * (e + kTcPad));
+    dout = c.take<uint16_t>(kTcQueryCols * (ev + kTcPad));
+    lse = c.take<float>(kTcQueryCols);
+    delta = c.take<float>(kTcQueryCols);
+    bits = c.take<uint32_t>(kTcQueryCols * KeepTile<kTcRows>::kWords);
+    bytes = c.bytes();
+  }
+};
+
+template <typename D, int kDim>
+__global__ void __launch_bounds__(kTcThreads)
+    attention_forward_tc(Problem<D> pr, D* out, float* lse) {
+  constexpr int kS = kTcKeyCols / 8;  // score blocks per warp
+  const Geometry& g = pr.g;
+  const int e = pr.e, ev = pr.ev, se = e + kTcPad, sev = ev + kTcPad;
+  const int64_t tiles = ceil_div(g.lq, kTcRows);
+  const int64_t nh = blockIdx.x / tiles, i0 = blockIdx.x % tiles * kTcRows;
+  const int w0 = threadIdx.x / kWarp * 16;
+  const Lane l;
+  const int r_local[2] = {w0 + l.g, w0 + l.g + 8};
+  const int64_t i[2] = {i0 + r_local[0], i0 + r_local[1]};
+  const TcQuerySmem sm(attention_smem, e, ev, false);
+  const Scorer<D> score = pr.scorer(nh);
+  const KeepTile<kTcKeyCols> keep = pr.template keep_tile<kTcKeyCols>(sm.bits);
+
+  copy_rows(sm.q, se, pr.q.head(nh, g.heads) + i0 * pr.q.sl, pr.q.sl, kTcRows, g.lq - i0, e);
+  OnlineSoftmax<float> soft[2];
+  float o[kDim / 8][4] = {};
+  const int64_t key_end = g.key_end(std::min(i0 + kTcRows, g.lq) - 1);
+  for (int64_t j0 = 0; j0 < key_end; j0 += kTcKeyCols) {
+    __syncthreads();  // the previous tile is consumed
+    copy_rows(sm.k, se, pr.k.head(nh, g.heads) + j0 * pr.k.sl, pr.k.sl, kTcKeyCols, g.lk - j0, e);
+    copy_rows(sm.v, sev, pr.v.head(nh, g.heads) + j0 * pr.v.sl, pr.v.sl, kTcKeyCols, g.lk - j0, ev);
+    keep.fill(pr.dropout, g, nh, i0, j0, kTcRows);
+    __syncthreads();
+
+    float s[kS][4] = {};
+    mma_rows<D, kS, kDim>(s, sm.q, sm.k, se, w0, e, l);
+    float tile_max[2] = {neg_inf<float>(), neg_inf<float>()};
+#pragma unroll
+    for (int nb = 0; nb < kS; ++nb) {
+#pragma unroll
+      for (int x = 0; x < 4; ++x) {
+        s[nb][x] = score(s[nb][x], i[x / 2], j0 + 8 * nb + 2 * l.t + x % 2);
+        tile_max[x / 2] = MaxOp{}(tile_max[x / 2], s[nb][x]);
+      }
+    }
+    float alpha[2];
+#pragma unroll
+    for (int r = 0; r < 2; ++r) alpha[r] = soft[r].rescale(warp_reduce<4>(tile_max[r], MaxOp{}));
+#pragma unroll
+    for (int nb = 0; nb < kDim / 8; ++nb) {
+#pragma unroll
+      for (int x = 0; x < 4; ++x) o[nb][x] *= alpha[x / 2];
+    }
+#pragma unroll
+    for (int nb = 0; nb < kS; ++nb) {
+#pragma unroll
+      for (int x = 0; x < 4; ++x) {
+        const bool kept = keep.kept(r_local[x / 2], 8 * nb + 2 * l.t + x % 2);
+        s[nb][x] = dropped(soft[x / 2].prob(s[nb][x]), kept, pr.dropout.keep_scale);
+      }
+    }
+    mma_weights<D, kS, kDim>(o, s, sm.v, sev, ev, l);
+  }
+  float row_lse[2], factor[2];
+  D* rows[2];
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    soft[r].finish(warp_reduce<4>(soft[r].l, SumOp{}), row_lse[r], factor[r]);
+    rows[r] = i[r] < g.lq ? out + (nh * g.lq + i[r]) * ev : nullptr;
+    if (i[r] < g.lq && l.t == 0) lse[nh * g.lq + i[r]] = row_lse[r];
+  }
+  store_acc<D, kDim>(rows, o, factor, ev, l);
+}
+
+template <typename D, int kDim>
+__global__ void __launch_bounds__(kTcThreads)
+    attention_dkdv_tc(Problem<D> pr, HeadRows<const D> dout, const float* lse, const float* delta,
+                      D* grad_k, D* grad_v) {
+  constexpr int kS = kTcQueryCols / 8;  // score blocks per warp
+  const Geometry& g = pr.g;
+  const int e = pr.e, ev = pr.ev, se = e + kTcPad, sev = ev + kTcPad;
+  const int64_t tiles = ceil_div(g.lk, kTcRows);
+  const int64_t nh = blockIdx.x / tiles, j0 = blockIdx.x % tiles * kTcRows;
+  const int w0 = threadIdx.x / kWarp * 16;
+  const Lane l;
+  const int k_local[2] = {w0 + l.g, w0 + l.g + 8};
+  const int64_t j[2] = {j0 + k_local[0], j0 + k_local[1]};
+  const TcKeySmem sm(attention_smem, e, ev);
+  const Scorer<D> score = pr.scorer(nh);
+  const KeepTile<kTcRows> keep = pr.template keep_tile<kTcRows>(sm.bits);
+  const float keep_scale = pr.dropout.keep_scale;
+
+  copy_rows(sm.k, se, pr.k.head(nh, g.heads) + j0 * pr.k.sl, pr.k.sl, kTcRows, g.lk - j0, e);
+  copy_rows(sm.v, sev, pr.v.head(nh, g.heads) + j0 * pr.v.sl, pr.v.sl, kTcRows, g.lk - j0, ev);
+  float dk[kDim / 8][4] = {}, dv[kDim / 8][4] = {};
+  for (int64_t i0 = g.first_query(j0) / kTcQueryCols * kTcQueryCols; i0 < g.lq;
+       i0 += kTcQueryCols) {
+    __syncthreads();  // the previous tile is consumed
+    copy_rows(sm.q, se, pr.q.head(nh, g.heads) + i0 * pr.q.sl, pr.q.sl, kTcQueryCols, g.lq - i0, e);
+    copy_rows(sm.dout, sev, dout.head(nh, g.heads) + i0 * dout.sl, dout.sl, kTcQueryCols, g.lq - i0,
+              ev);
+    for (int t = threadIdx.x; t < kTcQueryCols; t += blockDim.x) {
+      const bool valid = i0 + t < g.lq;
+      sm.lse[t] = valid ? lse[nh * g.lq + i0 + t] : neg_inf<float>();
+      sm.delta[t] = valid ? delta[nh * g.lq + i0 + t] : 0.0f;
+    }
+    keep.fill(pr.dropout, g, nh, i0, j0, kTcQueryCols);
+    __syncthreads();
+
+    // S^T and dPd^T: rows are this warp's keys, columns the tile's queries.
+    float st[kS][4] = {}, dpt[kS][4] = {};
+    mma_rows<D, kS, kDim>(st, sm.k, sm.q, se, w0, e, l);
+    mma_rows<D, kS, kDim>(dpt, sm.v, sm.dout, sev, w0, ev, l);
+#pragma unroll
+    for (int nb = 0; nb < kS; ++nb) {
+#pragma unroll
+      for (int x = 0; x < 4; ++x) {
+        const int qc = 8 * nb + 2 * l.t + x % 2;
+        const float p = prob_from_lse(score(st[nb][x], i0 + qc, j[x / 2]), sm.lse[qc]);
+        const bool kept = keep.kept(qc, k_local[x / 2]);
+        st[nb][x] = dropped(p, kept, keep_scale);
+        dpt[nb][x] = score_grad(p, dpt[nb][x], kept, keep_scale, sm.delta[qc]);
+      }
+    }
+    mma_weights<D, kS, kDim>(dv, st, sm.dout, sev, ev, l);
+    mma_weights<D, kS, kDim>(dk, dpt, sm.q, se, e, l);
+  }
+  D* k_rows[2];
+  D* v_rows[2];
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    k_rows[r] = j[r] < g.lk ? grad_k + (nh * g.lk + j[r]) * e : nullptr;
+    v_rows[r] = j[r] < g.lk ? grad_v + (nh * g.lk + j[r]) * ev : nullptr;
+  }
+  store_acc<D, kDim>(k_rows, dk, {pr.scale, pr.scale}, e, l);
+  store_acc<D, kDim>(v_rows, dv, {1.0f, 1.0f}, ev, l);
+}
+
+template <typename D, int kDim>
+__global__ void __launch_bounds__(kTcThreads)
+    attention_dq_tc(Problem<D> pr, HeadRows<const D> dout, const float* lse, const float* delta,
+                    D* grad_q) {
+  constexpr int kS = kTcKeyCols / 8;  // score blocks per warp
+  const Geometry& g = pr.g;
+  const int e = pr.e, ev = pr.ev, se = e + kTcPad, sev = ev + kTcPad;
+  const int64_t tiles = ceil_div(g.lq, kTcRows);
+  const int64_t nh = blockIdx.x / tiles, i0 = blockIdx.x % tiles * kTcRows;
+  const int w0 = threadIdx.x / kWarp * 16;
+  const Lane l;
+  const int r_local[2] = {w0 + l.g, w0 + l.g + 8};
+  const int64_t i[2] = {i0 + r_local[0], i0 + r_local[1]};
+  const TcQuerySmem sm(attention_smem, e, ev, true);
+  const Scorer<D> score = pr.scorer(nh);
+  const KeepTile<kTcKeyCols> keep = pr.template keep_tile<kTcKeyCols>(sm.bits);
+
+  copy_rows(sm.q, se, pr.q.head(nh, g.heads) + i0 * pr.q.sl, pr.q.sl, kTcRows, g.lq - i0, e);
+  copy_rows(sm.dout, sev, dout.head(nh, g.heads) + i0 * dout.sl, dout.sl, kTcRows, g.lq - i0, ev);
+  float row_lse[2], row_delta[2];
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    row_lse[r] = i[r] < g.lq ? lse[nh * g.lq + i[r]] : neg_inf<float>();
+    row_delta[r] = i[r] < g.lq ? delta[nh * g.lq + i[r]] : 0.0f;
+  }
+  float dq[kDim / 8][4] = {};
+  const int64_t key_end = g.key_end(std::min(i0 + kTcRows, g.lq) - 1);
+  for (int64_t j0 = 0; j0 < key_end; j0 += kTcKeyCols) {
+    __syncthreads();  // the previous tile is consumed
+    copy_rows(sm.k, se, pr.k.head(nh, g.heads) + j0 * pr.k.sl, pr.k.sl, kTcKeyCols, g.lk - j0, e);
+    copy_rows(sm.v, sev, pr.v.head(nh, g.heads) + j0 * pr.v.sl, pr.v.sl, kTcKeyCols, g.lk - j0, ev);
+    keep.fill(pr.dropout, g, nh, i0, j0, kTcRows);
+    __syncthreads();
+
+    float s[kS][4] = {}, dp[kS][4] = {};
+    mma_rows<D, kS, kDim>(s, sm.q, sm.k, se, w0, e, l);
+    mma_rows<D, kS, kDim>(dp, sm.dout, sm.v, sev, w0, ev, l);
+#pragma unroll
+    for (int nb = 0; nb < kS; ++nb) {
+#pragma unroll
+      for (int x = 0; x < 4; ++x) {
+        const int col = 8 * nb + 2 * l.t + x % 2;
+        const float p = prob_from_lse(score(s[nb][x], i[x / 2], j0 + col), row_lse[x / 2]);
+        s[nb][x] = score_grad(p, dp[nb][x], keep.kept(r_local[x / 2], col), pr.dropout.keep_scale,
+                              row_delta[x / 2]);
+      }
+    }
+    mma_weights<D, kS, kDim>(dq, s, sm.k, se, e, l);
+  }
+  D* rows[2];
+#pragma unroll
+  for (int r = 0; r < 2; ++r) rows[r] = i[r] < g.lq ? grad_q + (nh * g.lq + i[r]) * e : nullptr;
+  store_acc<D, kDim>(rows, dq, {pr.scale, pr.scale}, e, l);
+}
+
 // ---- launchers ------------------------------------------------------------------
 
 struct Dims {
@@ -713,6 +1111,77 @@ void backward_simt(const Problem<D>& pr, const Dims& d, const Tensor& q, const T
   });
 }
 
+// Whether the tensor-core kernels take these operands: bfloat16 or float16
+// (the caller's check), head dims multiples of 16 up to kTcMaxDim, and every
+// staged row 16-byte aligned, as copy_rows moves 16 bytes at a time.
+bool tensor_core_fits(const Dims& d,
+                      std::initializer_list<std::reference_wrapper<const Tensor>> staged) {
+  if (d.e == 0 || d.ev == 0 || d.e % 16 != 0 || d.ev % 16 != 0 || d.e > kTcMaxDim ||
+      d.ev > kTcMaxDim) {
+    return false;
+  }
+  for (const Tensor& t : staged) {
+    if (reinterpret_cast<uintptr_t>(t.data_ptr()) % 16 != 0) return false;
+    for (size_t dim = 0; dim < 3; ++dim) {
+      if (t.shape()[dim] > 1 && t.strides()[dim] % 8 != 0) return false;
+    }
+  }
+  return true;
+}
+
+// Calls fn.template operator()<kDim>() with the tensor-core kernels' head-dim
+// bound for these dims.
+template <typename Fn>
+void visit_tc_dim(const Dims& d, Fn&& fn) {
+  if (std::max(d.e, d.ev) <= 64) {
+    fn.template operator()<64>();
+  } else {
+    fn.template operator()<kTcMaxDim>();
+  }
+}
+
+template <typename D>
+void forward_tc(const Problem<D>& pr, const Dims& d, const Tensor& q, const Tensor& out,
+                const Tensor& lse) {
+  visit_tc_dim(d, [&]<int kDim>() {
+    auto kernel = attention_forward_tc<D, kDim>;
+    const size_t bytes = TcQuerySmem(nullptr, pr.e, pr.ev, false).bytes;
+    allow_shared_memory(kernel, bytes, "attention", q, d);
+    kernel<<<grid_of(d.n * d.h, d.lq, kTcRows, "attention"), kTcThreads, bytes, stream_of(q)>>>(
+        pr, static_cast<D*>(out.data_ptr()), static_cast<float*>(lse.data_ptr()));
+    REMAT_CUDA_LAUNCH_CHECK("attention_forward_tc");
+  });
+}
+
+template <typename D>
+void backward_tc(const Problem<D>& pr, const Dims& d, const Tensor& q, const Tensor& grad_out,
+                 const Tensor& lse, const Tensor& delta, const Tensor& grad_q, const Tensor& grad_k,
+                 const Tensor& grad_v) {
+  const char* op = "attention_backward";
+  const HeadRows<const D> dout = rows_of<const D>(grad_out);
+  const auto* lse_p = static_cast<const float*>(lse.data_ptr());
+  const auto* delta_p = static_cast<const float*>(delta.data_ptr());
+  visit_tc_dim(d, [&]<int kDim>() {
+    if (d.lk > 0) {
+      auto kernel = attention_dkdv_tc<D, kDim>;
+      const size_t bytes = TcKeySmem(nullptr, pr.e, pr.ev).bytes;
+      allow_shared_memory(kernel, bytes, op, q, d);
+      kernel<<<grid_of(d.n * d.h, d.lk, kTcRows, op), kTcThreads, bytes, stream_of(q)>>>(
+          pr, dout, lse_p, delta_p, static_cast<D*>(grad_k.data_ptr()),
+          static_cast<D*>(grad_v.data_ptr()));
+      REMAT_CUDA_LAUNCH_CHECK("attention_dkdv_tc");
+    }
+    if (d.lq > 0) {
+      auto kernel = attention_dq_tc<D, kDim>;
+      const size_t bytes = TcQuerySmem(nullptr, pr.e, pr.ev, true).bytes;
+      allow_shared_memory(kernel, bytes, op, q, d);
+      kernel<<<grid_of(d.n * d.h, d.lq, kTcRows, op), kTcThreads, bytes, stream_of(q)>>>(
+          pr, dout, lse_p, delta_p, static_cast<D*>(grad_q.data_ptr()));
+      REMAT_CUDA_LAUNCH_CHECK("attention_dq_tc");
+    }
+  });
+}
+
 void forward(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& mask,
              const AttentionParams& params, const Tensor& out, const Tensor& lse) {
   const char* op = "attention";
@@ -723,6 +1192,9 @@ void forward(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& ma
   DeviceScope scope(q);
   visit_floating(q.dtype(), op, [&]<typename D>() {
     const Problem<D> pr = problem_of<D>(d, q, k, v, mask, params);
+    if constexpr (kTensorCoreType<D>) {
+      if (tensor_core_fits(d, {q, k, v})) return forward_tc(pr, d, q, out, lse);
+    }
     forward_simt(pr, d, q, out, lse);
   });
 }
@@ -753,6 +1225,11 @@ void backward(const Tensor& grad_out, const Tensor& q, const Tensor& k, const Te
           rows_of<const D>(grad_out), rows_of<const D>(out), static_cast<const A*>(lse.data_ptr()),
           static_cast<A*>(delta.data_ptr()), rows, d.h, d.lq, pr.ev);
       REMAT_CUDA_LAUNCH_CHECK("attention_delta_kernel");
+    }
+    if constexpr (kTensorCoreType<D>) {
+      if (tensor_core_fits(d, {q, k, v, grad_out})) {
+        return backward_tc(pr, d, q, grad_out, lse, delta, grad_q, grad_k, grad_v);
+      }
     }
     backward_simt(pr, d, q, grad_out, lse, delta, grad_q, grad_k, grad_v);
   });
