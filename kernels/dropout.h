@@ -25,6 +25,12 @@ REMAT_HOST_DEVICE inline bool dropout_keeps(uint64_t seed, uint64_t offset, uint
   return dropout_keeps_bits(philox_u32(seed, offset, index), p);
 }
 
+// Kept values are scaled by 1 / (1 - p) so the expectation is unchanged; with
+// p = 1 nothing is kept and a scale of 0 avoids an infinity.
+REMAT_HOST_DEVICE inline double dropout_keep_scale(double p) {
+  return p < 1.0 ? 1.0 / (1.0 - p) : 0.0;
+}
+
 struct DropoutKernels {
   // out = x * scale where element i is kept, 0 elsewhere; x and out
   // contiguous (i is the row-major position), float32 or float64 (CUDA also

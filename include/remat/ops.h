@@ -98,7 +98,32 @@ Tensor avg_pool2d(const Tensor& x, std::vector<int64_t> kernel, std::vector<int6
                   std::vector<int64_t> padding = {0, 0});
 Tensor adaptive_avg_pool2d(const Tensor& x, std::vector<int64_t> output_size);
 
-// q, k, v: [..., L, E]; softmax(q k^T / sqrt(E) [+ causal mask]) v.
+// Attention: q [..., Lq, E], k [..., Lk, E], v [..., Lk, Ev] (batch dims
+// broadcast) give dropout(softmax(scale * q k^T + mask)) v, [..., Lq, Ev]
+// (docs/attention.md).
+enum class AttentionImpl {
+  // One op in O(L) memory (FlashAttention-2): it saves q, k, v, the output
+  // and each row's log-sum-exp, and its backward regenerates the
+  // probabilities tile by tile. The mask gets no gradient.
+  Fused,
+  // The composition matmul, softmax, dropout, matmul: saves the [Lq, Lk]
+  // probabilities, and a mask that requires grad gets its gradient.
+  Math,
+};
+struct AttentionOptions {
+  // Query i sees key j iff j <= i + (Lk - Lq): the last query sees every key
+  // (bottom-right aligned; for Lq == Lk, PyTorch's is_causal). A query that
+  // sees no key gives NaN.
+  bool causal = false;
+  // Added to the scaled scores, broadcast to [..., Lq, Lk]: q's dtype, or
+  // bool (true: attend; false: -inf).
+  Tensor mask;
+  double dropout_p = 0;         // on the probabilities; the same mask for both impls
+  std::optional<double> scale;  // default 1 / sqrt(E)
+  AttentionImpl impl = AttentionImpl::Fused;
+};
+Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tensor& v,
+                                    const AttentionOptions& options);
 Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tensor& v,
                                     bool causal = false);
 

@@ -1,8 +1,7 @@
 // Matrix products on the CPU through OpenBLAS (contract: kernels/gemm.h).
 #include "kernels/gemm.h"
 
-#include <cblas.h>
-
+#include "kernels/cpu/blas.h"
 #include "kernels/cpu/dtype_dispatch.h"
 #include "kernels/cpu/loops.h"
 #include "kernels/elementwise.h"
@@ -32,20 +31,6 @@ BlasMatrix blas_view(const Tensor& t) {
   Tensor c = Tensor::empty(t.shape(), t.dtype(), t.device());
   elementwise_kernels.copy(t, c);
   return {c, CblasNoTrans, std::max<int64_t>(cols, 1)};
-}
-
-// c = a @ b + beta * c
-template <typename T>
-void gemm(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int64_t m, int64_t n, int64_t k, const T* a,
-          int64_t lda, const T* b, int64_t ldb, T beta, T* c, int64_t ldc) {
-  const auto M = static_cast<blasint>(m), N = static_cast<blasint>(n), K = static_cast<blasint>(k);
-  if constexpr (std::is_same_v<T, float>) {
-    cblas_sgemm(CblasRowMajor, ta, tb, M, N, K, 1.0f, a, static_cast<blasint>(lda), b,
-                static_cast<blasint>(ldb), beta, c, static_cast<blasint>(ldc));
-  } else {
-    cblas_dgemm(CblasRowMajor, ta, tb, M, N, K, 1.0, a, static_cast<blasint>(lda), b,
-                static_cast<blasint>(ldb), beta, c, static_cast<blasint>(ldc));
-  }
 }
 
 // Every row of the contiguous out [rows, n] set to bias [n] (any stride).
@@ -89,8 +74,8 @@ void matmul(const Tensor& a, const Tensor& b, const Tensor& bias, const Tensor& 
         oa += idx * a_batch[d];
         ob += idx * b_batch[d];
       }
-      gemm<T>(A.trans, B.trans, m, n, k, pa + oa, A.ld, pb + ob, B.ld, beta, pc + i * m * n,
-              std::max<int64_t>(n, 1));
+      blas_gemm<T>(A.trans, B.trans, m, n, k, T(1), pa + oa, A.ld, pb + ob, B.ld, beta,
+                   pc + i * m * n, std::max<int64_t>(n, 1));
     }
   });
 }

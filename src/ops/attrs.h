@@ -227,6 +227,14 @@ struct DropoutAttrs {
   double p = 0;
 };
 
+// scaled_dot_product_attention (fused) and its backward: the scores are
+// scale * q k^T (+ mask); dropout's numbers are Attrs::philox.
+struct AttentionAttrs {
+  double scale = 1.0;
+  bool causal = false;
+  double dropout_p = 0;
+};
+
 struct CrossEntropyAttrs {
   int64_t ignore_index = -100;
 };

@@ -19,6 +19,7 @@ Registry::Registry() {
   register_linalg_ops(*this);
   register_activation_ops(*this);
   register_softmax_ops(*this);
+  register_attention_ops(*this);
   register_normalization_ops(*this);
   register_random_ops(*this);
   register_loss_ops(*this);

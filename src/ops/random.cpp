@@ -13,10 +13,6 @@ void check_probability(double p) {
   REMAT_CHECK(p >= 0.0 && p <= 1.0, "dropout: p must be in [0, 1], got {}", p);
 }
 
-// Kept values are scaled by 1 / (1 - p) so the expectation is unchanged; with
-// p = 1 nothing is kept and a scale of 0 avoids an infinity.
-double keep_scale(double p) { return p < 1.0 ? 1.0 / (1.0 - p) : 0.0; }
-
 // The forward (on the input) and the backward (on the gradient) apply the
 // same mask and scale.
 OpDef mask_def(const char* name, BackwardFn backward) {
@@ -36,7 +32,7 @@ OpDef mask_def(const char* name, BackwardFn backward) {
     const Tensor x = in[0].contiguous();
     kernels_for(name, out[0].device(), kernels::cpu::dropout_kernels,
                 REMAT_CUDA_KERNELS(dropout_kernels))
-        .apply_mask(x, p, keep_scale(p), philox.seed, philox.offset, out[0]);
+        .apply_mask(x, p, kernels::dropout_keep_scale(p), philox.seed, philox.offset, out[0]);
   };
   def.backward = std::move(backward);
   return def;

@@ -171,6 +171,7 @@ void register_shape_ops(Registry& r);
 void register_linalg_ops(Registry& r);
 void register_activation_ops(Registry& r);
 void register_softmax_ops(Registry& r);
+void register_attention_ops(Registry& r);
 void register_normalization_ops(Registry& r);
 void register_random_ops(Registry& r);
 void register_loss_ops(Registry& r);
