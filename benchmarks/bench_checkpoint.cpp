@@ -63,6 +63,28 @@ ModelConfig mlp(int64_t depth) {
   return {.model = "mlp", .depth = depth, .batch = 64, .width = 1024};
 }
 
+// The transformer presets, with either attention.
+ModelConfig long_seq(const char* attention) {
+  return {.model = "transformer",
+          .depth = 12,
+          .batch = 1,
+          .width = 512,
+          .seq = 4096,
+          .heads = 4,
+          .activation = "relu",
+          .attention = attention};
+}
+ModelConfig wide(const char* attention) {
+  return {.model = "transformer",
+          .depth = 20,
+          .batch = 4,
+          .width = 1024,
+          .seq = 512,
+          .heads = 16,
+          .activation = "gelu",
+          .attention = attention};
+}
+
 // The classic experiments of docs/benchmarks.md.
 const std::map<std::string, Preset>& presets() {
   static const std::map<std::string, Preset> table = {
@@ -79,27 +101,17 @@ const std::map<std::string, Preset>& presets() {
         {{{.model = "resnet", .depth = 8, .batch = 32, .width = 64, .image = 32},
           {"none", "block", "alternate", "sqrt", "nested"}}}}},
       {"long-seq",
-       {"transformer, 12 blocks, d_model 512, 4 heads, ReLU MLP, sequence 4096, batch 1",
+       {"transformer, 12 blocks, d_model 512, 4 heads, ReLU MLP, sequence 4096, batch 1; "
+        "math attention, then fused",
         "bfloat16",
-        {{{.model = "transformer",
-           .depth = 12,
-           .batch = 1,
-           .width = 512,
-           .seq = 4096,
-           .heads = 4,
-           .activation = "relu"},
-          {"none", "attn", "mlp", "attn+mlp", "alternate", "offload"}}}}},
+        {{long_seq("math"), {"none", "attn", "mlp", "attn+mlp", "alternate", "offload"}},
+         {long_seq("fused"), {"none", "attn+mlp", "block"}}}}},
       {"wide",
-       {"transformer, 20 blocks, d_model 1024, 16 heads, batch 4, sequence 512",
+       {"transformer, 20 blocks, d_model 1024, 16 heads, batch 4, sequence 512; math attention, "
+        "then fused",
         "float32",
-        {{{.model = "transformer",
-           .depth = 20,
-           .batch = 4,
-           .width = 1024,
-           .seq = 512,
-           .heads = 16,
-           .activation = "gelu"},
-          {"none", "every-2", "block", "selective"}}}}},
+        {{wide("math"), {"none", "every-2", "block", "selective"}},
+         {wide("fused"), {"none", "block"}}}}},
       {"offload",
        {"offload and compression: MLP depth 40 (hidden 1024, batch 512) and transformer 8 "
         "blocks (d_model 512, 8 heads, sequence 1024, batch 2)",
@@ -113,7 +125,8 @@ const std::map<std::string, Preset>& presets() {
            .width = 512,
            .seq = 1024,
            .heads = 8,
-           .activation = "gelu"},
+           .activation = "gelu",
+           .attention = "math"},
           {"none", "block", "offload", "offload-inputs", "compress-bf16", "compress-int8",
            "compress-fp8"}}}}},
   };
@@ -233,7 +246,7 @@ RunResult measure(const Options& o, const ModelConfig& config, remat::DType dtyp
   std::optional<remat::BudgetGuard> guard;
   if (limit) guard.emplace(device, *limit);
   if (!o.state_dir.empty()) {
-    std::string name = config.key();
+    std::string name = config.weights_key();
     std::replace(name.begin(), name.end(), ' ', '_');
     std::replace(name.begin(), name.end(), '=', '_');
     std::filesystem::create_directories(o.state_dir);

@@ -25,6 +25,7 @@ struct Config {
   int64_t heads = 4;
   int64_t layers = 4;
   double dropout = 0.0;
+  std::string attention = "fused";  // fused or math
   double lr = 2e-3;
   double weight_decay = 0.1;
   int64_t warmup_steps = 100;
@@ -102,8 +103,9 @@ RunResult train(const Corpus& corpus, const Config& c, const examples::RunOption
                 const remat::CheckpointPlan& plan, bool final_report) {
   const remat::Device device = run.parsed_device();
   remat::manual_seed(run.seed);
-  examples::CharTransformer model(corpus.text.vocabulary().size(), c.context, c.d_model, c.heads,
-                                  c.layers, c.dropout);
+  examples::CharTransformer model(
+      corpus.text.vocabulary().size(), c.context, c.d_model, c.heads, c.layers, c.dropout,
+      c.attention == "math" ? remat::AttentionImpl::Math : remat::AttentionImpl::Fused);
   model.to(device);
   remat::optim::AdamW optimizer(model.parameters(),
                                 {.lr = c.lr, .beta2 = 0.99, .weight_decay = c.weight_decay});
@@ -224,6 +226,10 @@ int main(int argc, char** argv) try {
   app.add_option("--heads", c.heads, "attention heads")->capture_default_str();
   app.add_option("--layers", c.layers, "transformer blocks")->capture_default_str();
   app.add_option("--dropout", c.dropout, "dropout in the blocks")->capture_default_str();
+  app.add_option("--attention", c.attention,
+                 "fused (one op in O(context) memory) or math (matmul, softmax, matmul)")
+      ->check(CLI::IsMember({"fused", "math"}))
+      ->capture_default_str();
   app.add_option("--lr", c.lr, "peak AdamW learning rate")->capture_default_str();
   app.add_option("--weight-decay", c.weight_decay, "AdamW weight decay")->capture_default_str();
   app.add_option("--warmup", c.warmup_steps, "linear warmup steps")->capture_default_str();

@@ -32,15 +32,21 @@ TEST(BenchWorkloads, KeysNameTheFieldsOfEachModelInOrder) {
             "mlp depth=10 batch=64 width=1024");
   EXPECT_EQ((ModelConfig{.model = "resnet", .depth = 8, .batch = 32, .width = 64}).key(),
             "resnet depth=8 batch=32 width=64 image=32");
-  EXPECT_EQ((ModelConfig{.model = "transformer",
-                         .depth = 12,
-                         .batch = 1,
-                         .width = 512,
-                         .seq = 4096,
-                         .heads = 4,
-                         .activation = "relu"})
-                .key(),
-            "transformer depth=12 batch=1 seq=4096 width=512 heads=4 activation=relu");
+  ModelConfig transformer{.model = "transformer",
+                          .depth = 12,
+                          .batch = 1,
+                          .width = 512,
+                          .seq = 4096,
+                          .heads = 4,
+                          .activation = "relu"};
+  const std::string weights =
+      "transformer depth=12 batch=1 seq=4096 width=512 heads=4 activation=relu";
+  EXPECT_EQ(transformer.key(), weights + " attention=fused");
+  EXPECT_EQ(transformer.weights_key(), weights);
+  // The math attention keeps the key it had before the fused one existed.
+  transformer.attention = "math";
+  EXPECT_EQ(transformer.key(), weights);
+  EXPECT_EQ(transformer.weights_key(), weights);
 }
 
 TEST(BenchWorkloads, RejectsBadConfigurationsAndPlans) {

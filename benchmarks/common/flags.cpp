@@ -12,6 +12,9 @@ void add_model_flags(CLI::App& app, ModelConfig& config) {
   app.add_option("--heads", config.heads, "transformer: attention heads")->capture_default_str();
   app.add_option("--activation", config.activation, "transformer MLP: gelu or relu")
       ->capture_default_str();
+  app.add_option("--attention", config.attention,
+                 "transformer: fused (one O(seq) op) or math (matmul, softmax, matmul)")
+      ->capture_default_str();
   app.add_option("--image", config.image, "resnet: input height and width")->capture_default_str();
 }
 

@@ -37,6 +37,8 @@ void ModelConfig::validate() const {
                 "--seq must be positive and --width ({}) a multiple of --heads ({})", width, heads);
     REMAT_CHECK(activation == "gelu" || activation == "relu",
                 "--activation: expected gelu or relu, got '{}'", activation);
+    REMAT_CHECK(attention == "fused" || attention == "math",
+                "--attention: expected fused or math, got '{}'", attention);
   }
   if (model == "resnet") {
     REMAT_CHECK(depth % 2 == 0, "--depth: the resnet's two stages need an even block count, got {}",
@@ -52,18 +54,32 @@ nlohmann::ordered_json ModelConfig::to_json() const {
   if (model == "transformer") {
     j["heads"] = heads;
     j["activation"] = activation;
+    j["attention"] = attention;
   }
   if (model == "resnet") j["image"] = image;
   return j;
 }
 
-std::string ModelConfig::key() const {
+namespace {
+std::string key_of(const std::string& model, const nlohmann::ordered_json& fields) {
   std::string key = model;
-  const nlohmann::ordered_json fields = to_json();
   for (const auto& [name, value] : fields.items()) {
     key += fmt::format(" {}={}", name, value.is_string() ? value.get<std::string>() : value.dump());
   }
   return key;
+}
+}  // namespace
+
+std::string ModelConfig::key() const {
+  nlohmann::ordered_json fields = to_json();
+  if (attention == "math") fields.erase("attention");
+  return key_of(model, fields);
+}
+
+std::string ModelConfig::weights_key() const {
+  nlohmann::ordered_json fields = to_json();
+  fields.erase("attention");
+  return key_of(model, fields);
 }
 
 Plan Plan::parse(const std::string& name, const std::string& model) {
@@ -103,7 +119,8 @@ Workload::Workload(const ModelConfig& config, remat::DType dtype, remat::Device 
       } else {
         transformer_blocks_.push_back(std::make_shared<nn::TransformerBlock>(
             c.width, c.heads, /*causal=*/true, /*dropout=*/0.0,
-            c.activation == "relu" ? nn::MlpActivation::ReLU : nn::MlpActivation::GELU));
+            c.activation == "relu" ? nn::MlpActivation::ReLU : nn::MlpActivation::GELU,
+            c.attention == "math" ? remat::AttentionImpl::Math : remat::AttentionImpl::Fused));
         stack->blocks().push_back(transformer_blocks_.back());
       }
     }

@@ -25,14 +25,19 @@ struct ModelConfig {
   int64_t seq = 256;    // transformer: tokens per sample
   int64_t heads = 4;    // transformer
   std::string activation = "gelu";  // transformer MLP: gelu or relu
+  std::string attention = "fused";  // transformer: fused or math (AttentionImpl)
   int64_t image = 32;               // resnet: input height and width
 
   // Throws remat::Error naming the flag at fault.
   void validate() const;
   // The fields that apply to the model, in a fixed order.
   nlohmann::ordered_json to_json() const;
-  // "mlp depth=10 batch=64 width=1024": the join key with the PyTorch side.
+  // "mlp depth=10 batch=64 width=1024": the join key with the PyTorch side
+  // (attention=math left out, as runs before the fused attention had it).
   std::string key() const;
+  // The key without the attention choice, which changes no weight: the name
+  // of the saved state that both attention paths (and PyTorch's) start from.
+  std::string weights_key() const;
 };
 
 // A checkpoint plan: a remat::CheckpointPlan over the model's blocks, or, for

@@ -60,7 +60,7 @@ Tensor SmallResNet::run(const Tensor& images, const remat::CheckpointPlan& plan)
 }
 
 CharTransformer::CharTransformer(int64_t vocab, int64_t context, int64_t d_model, int64_t heads,
-                                 int64_t layers, double dropout)
+                                 int64_t layers, double dropout, remat::AttentionImpl attention)
     : Module("CharTransformer"), context_(context), dropout_(dropout) {
   token_embedding_ =
       register_module("token_embedding", std::make_shared<nn::Embedding>(vocab, d_model));
@@ -68,7 +68,8 @@ CharTransformer::CharTransformer(int64_t vocab, int64_t context, int64_t d_model
       register_module("position_embedding", std::make_shared<nn::Embedding>(context, d_model));
   blocks_ = register_module("blocks", std::make_shared<nn::Sequential>());
   for (int64_t i = 0; i < layers; ++i) {
-    blocks_->push_back(std::make_shared<nn::TransformerBlock>(d_model, heads, true, dropout));
+    blocks_->push_back(std::make_shared<nn::TransformerBlock>(d_model, heads, true, dropout,
+                                                              nn::MlpActivation::GELU, attention));
   }
   final_norm_ = register_module("final_norm", std::make_shared<nn::LayerNorm>(d_model));
   head_ = register_module("head", std::make_shared<nn::Linear>(d_model, vocab));

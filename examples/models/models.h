@@ -53,7 +53,7 @@ class SmallResNet : public remat::nn::Module {
 class CharTransformer : public remat::nn::Module {
  public:
   CharTransformer(int64_t vocab, int64_t context, int64_t d_model, int64_t heads, int64_t layers,
-                  double dropout);
+                  double dropout, remat::AttentionImpl attention = remat::AttentionImpl::Fused);
   remat::Tensor forward(const remat::Tensor& tokens) override { return run(tokens, {}); }
   remat::Tensor run(const remat::Tensor& tokens, const remat::CheckpointPlan& plan);
   int64_t context() const { return context_; }

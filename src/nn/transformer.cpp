@@ -4,8 +4,9 @@
 
 namespace remat::nn {
 
-MultiheadAttention::MultiheadAttention(int64_t d_model, int64_t heads, bool causal, bool bias)
-    : Module("MultiheadAttention"), heads_(heads), causal_(causal) {
+MultiheadAttention::MultiheadAttention(int64_t d_model, int64_t heads, bool causal, bool bias,
+                                       AttentionImpl impl)
+    : Module("MultiheadAttention"), heads_(heads), causal_(causal), impl_(impl) {
   REMAT_CHECK(heads > 0 && d_model > 0 && d_model % heads == 0,
               "MultiheadAttention: d_model ({}) must be a positive multiple of heads ({})", d_model,
               heads);
@@ -25,19 +26,20 @@ Tensor MultiheadAttention::forward(const Tensor& x) {
   REMAT_CHECK_SHAPE(x.dim() == 3 && x.size(2) == d_model,
                     "MultiheadAttention: input must be [B, T, {}], got {}", d_model,
                     shape_str(x.shape()));
-  Tensor attended = scaled_dot_product_attention(split_heads(q_proj_->forward(x)),
-                                                 split_heads(k_proj_->forward(x)),
-                                                 split_heads(v_proj_->forward(x)), causal_);
+  Tensor attended = scaled_dot_product_attention(
+      split_heads(q_proj_->forward(x)), split_heads(k_proj_->forward(x)),
+      split_heads(v_proj_->forward(x)), {.causal = causal_, .impl = impl_});
   return out_proj_->forward(reshape(attended.transpose(1, 2), x.shape()));
 }
 
 TransformerBlock::TransformerBlock(int64_t d_model, int64_t heads, bool causal, double dropout,
-                                   MlpActivation activation)
+                                   MlpActivation activation, AttentionImpl attention)
     : Module("TransformerBlock"), dropout_(dropout) {
   REMAT_CHECK(dropout >= 0.0 && dropout <= 1.0,
               "TransformerBlock: dropout must be in [0, 1], got {}", dropout);
   ln1_ = register_module("ln1", std::make_shared<LayerNorm>(d_model));
-  attn_ = register_module("attn", std::make_shared<MultiheadAttention>(d_model, heads, causal));
+  attn_ = register_module("attn", std::make_shared<MultiheadAttention>(d_model, heads, causal,
+                                                                       /*bias=*/true, attention));
   ln2_ = register_module("ln2", std::make_shared<LayerNorm>(d_model));
   mlp_ = register_module("mlp", std::make_shared<Sequential>(std::vector<std::shared_ptr<Module>>{
                                     std::make_shared<Linear>(d_model, 4 * d_model),

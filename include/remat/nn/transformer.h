@@ -6,16 +6,20 @@
 
 #include "remat/nn/containers.h"
 #include "remat/nn/layers.h"
+#include "remat/ops.h"
 
 namespace remat::nn {
 
 // Multi-head self-attention on [B, T, d_model]: q, k and v projections split
 // into `heads` heads of d_model / heads, scaled_dot_product_attention on
 // [B, heads, T, head_dim] (causal: position t attends to positions <= t),
-// heads merged and projected by out_proj.
+// heads merged and projected by out_proj. The attention is the fused op by
+// default (O(T) memory); AttentionImpl::Math keeps the [T, T] probabilities,
+// which a checkpoint policy can then keep or recompute on their own.
 class MultiheadAttention : public Module {
  public:
-  MultiheadAttention(int64_t d_model, int64_t heads, bool causal = false, bool bias = true);
+  MultiheadAttention(int64_t d_model, int64_t heads, bool causal = false, bool bias = true,
+                     AttentionImpl impl = AttentionImpl::Fused);
   Tensor forward(const Tensor& x) override;
 
   int64_t heads() const { return heads_; }
@@ -26,6 +30,7 @@ class MultiheadAttention : public Module {
 
   int64_t heads_;
   bool causal_;
+  AttentionImpl impl_;
   std::shared_ptr<Linear> q_proj_;
   std::shared_ptr<Linear> k_proj_;
   std::shared_ptr<Linear> v_proj_;
@@ -44,7 +49,8 @@ enum class MlpActivation { GELU, ReLU };
 class TransformerBlock : public Module {
  public:
   TransformerBlock(int64_t d_model, int64_t heads, bool causal = false, double dropout = 0.0,
-                   MlpActivation activation = MlpActivation::GELU);
+                   MlpActivation activation = MlpActivation::GELU,
+                   AttentionImpl attention = AttentionImpl::Fused);
   Tensor forward(const Tensor& x) override;
   // x + dropout(attn(ln1(x)))
   Tensor attention_residual(const Tensor& x);
