@@ -158,11 +158,46 @@ void BM_MlpBlockTinyStep(benchmark::State& state) {
   }
 }
 
+// Causal self-attention of the long-seq preset's shape (1 x 4 heads x 4096
+// tokens x 128, bfloat16), forward and backward, fused or math (argument 0:
+// fused, 1: math). `GFLOPS` is FlashAttention's convention: 2 forward and 4
+// backward [T, T, E] products, 2 flops a multiply-add, halved by causality
+// (the fused backward's recomputed scores are not counted).
+// benchmarks/pytorch/bench_attention.py times PyTorch's
+// F.scaled_dot_product_attention on the same shape.
+void BM_AttentionCausalStep(benchmark::State& state) {
+  constexpr int64_t kHeads = 4, kTokens = 4096, kHeadDim = 128;
+  const auto impl = state.range(0) == 0 ? remat::AttentionImpl::Fused : remat::AttentionImpl::Math;
+  remat::manual_seed(0);
+  auto input = [] {
+    remat::Tensor t = remat::randn({1, kHeads, kTokens, kHeadDim}).to(remat::kBFloat16);
+    t.requires_grad_();
+    return t;
+  };
+  remat::Tensor q = input(), k = input(), v = input();
+  for (auto _ : state) {
+    remat::backward(
+        remat::sum(remat::scaled_dot_product_attention(q, k, v, {.causal = true, .impl = impl})));
+    q.set_grad({});
+    k.set_grad({});
+    v.set_grad({});
+  }
+  const double flops = 6.0 * 2.0 * kHeads * kTokens * kTokens * kHeadDim / 2.0;
+  state.counters["GFLOPS"] = benchmark::Counter(
+      flops * 1e-9 * static_cast<double>(state.iterations()), benchmark::Counter::kIsRate);
+}
+
 BENCHMARK(BM_GemmRemat)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_GemmOpenBLAS)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_AddRemat)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_AddInPlaceRemat)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_Memcpy)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_AttentionCausalStep)
+    ->ArgName("math")
+    ->Arg(0)
+    ->Arg(1)
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
 BENCHMARK(BM_AddTinyNoGrad)->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_MulTinyRecorded)->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_MlpBlockTinyStep)->Unit(benchmark::kMicrosecond);
