@@ -13,8 +13,14 @@
 //   layer_norm    forward over [65536, 4096] float32 rows (read x, write y);
 //   softmax       forward over [65536, 4096] float32 rows; targets >= 70% of
 //                 copy bandwidth.
+//   attention     causal scaled_dot_product_attention (the fused op), forward
+//                 and backward, bfloat16 [4, 16, 4096, 64]; TFLOP/s counts 2
+//                 forward and 4 backward [T, T, 64] products, 2 flops a
+//                 multiply-add, halved by causality (FlashAttention's
+//                 convention). Target: >= 70% of PyTorch's SDPA (its
+//                 FlashAttention-2 backend) on the same GPU.
 //
-// Every op runs under NoGradGuard, out of place as users call it (results come
+// Every op but attention runs under NoGradGuard, out of place as users call it (results come
 // from the caching allocator, which after the first call makes no raw
 // allocation). Times: wall clock around `iters` calls, bracketed by device
 // synchronisations, median of `repeats`. Without a CUDA device it says so and
@@ -122,6 +128,27 @@ int main(int argc, char** argv) {
     results.push_back({"layer_norm", ln_s, bytes, "GB/s"});
     double sm_s = median_seconds([&] { Tensor y = softmax(x, -1); }, iters, repeats, gpu);
     results.push_back({"softmax", sm_s, bytes, "GB/s"});
+  }
+
+  {
+    GradMode::set_enabled(true);  // attention is timed forward and backward
+    constexpr int64_t kBatch = 4, kHeads = 16, kTokens = 4096, kHeadDim = 64;
+    auto input = [&] {
+      Tensor t = randn({kBatch, kHeads, kTokens, kHeadDim}, kBFloat16, gpu);
+      t.requires_grad_();
+      return t;
+    };
+    Tensor q = input(), k = input(), v = input();
+    double s = median_seconds(
+        [&] {
+          backward(sum(scaled_dot_product_attention(q, k, v, true)));
+          for (Tensor* t : {&q, &k, &v}) t->set_grad({});
+        },
+        iters, repeats, gpu);
+    results.push_back({"attention", s,
+                       6.0 * 2.0 * kBatch * kHeads * kTokens * kTokens * kHeadDim / 2.0,
+                       "TFLOP/s"});
+    GradMode::set_enabled(false);
   }
 
   cudaDeviceProp prop{};

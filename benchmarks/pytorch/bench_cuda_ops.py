@@ -62,6 +62,17 @@ def main():
         results.append(("layer_norm", s, xbytes, "GB/s"))
         s = median_seconds(lambda: torch.softmax(x, -1), args.iters, args.repeats)
         results.append(("softmax", s, xbytes, "GB/s"))
+    # Causal attention forward and backward, as bench_cuda_ops times it.
+    shape = (4, 16, 4096, 64)
+    q, k, v = (torch.randn(shape, device=dev, dtype=torch.bfloat16, requires_grad=True)
+               for _ in range(3))
+
+    def attention_step():
+        torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True).sum().backward()
+        for t in (q, k, v):
+            t.grad = None
+    s = median_seconds(attention_step, args.iters, args.repeats)
+    results.append(("attention", s, 6.0 * 2.0 * 4 * 16 * 4096 ** 2 * 64 / 2.0, "TFLOP/s"))
     out = {"framework": "pytorch", "torch": torch.__version__,
            "device": torch.cuda.get_device_name(0), "results": []}
     for name, s, work, unit in results:
