@@ -415,6 +415,12 @@ def tensor_bytes(tensors):
     return sum(unique.values())
 
 
+def event_start(event):
+    """A kineto event's start time, for ordering: PyTorch 2.x has start_ns()
+    where 1.13 has start_us()."""
+    return event.start_ns() if hasattr(event, "start_ns") else event.start_us()
+
+
 def profiled_cpu_peak(step):
     """CPU peak of step() above what was allocated before it, and how many
     allocations it made. PyTorch's CPU allocator keeps no statistics, but with
@@ -430,7 +436,8 @@ def profiled_cpu_peak(step):
     with torch.autograd.profiler.profile(profile_memory=True, use_kineto=True) as prof:
         step()
     cpu = torch.autograd.DeviceType.CPU
-    events = sorted((e.start_us(), i, e.nbytes()) for i, e in enumerate(prof.kineto_results.events())
+    events = sorted((event_start(e), i, e.nbytes())
+                    for i, e in enumerate(prof.kineto_results.events())
                     if e.name() == "[memory]" and e.device_type() == cpu)
     running = peak = allocations = 0
     for _, _, nbytes in events:
