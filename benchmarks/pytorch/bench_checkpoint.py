@@ -45,11 +45,17 @@ PRESETS = {
         ("transformer", {"depth": 12, "batch": 1, "seq": 4096, "width": 512, "heads": 4,
                          "activation": "relu", "attention": "math"},
          ["none", "attn", "mlp", "attn+mlp", "alternate", "offload"]),
+        ("transformer", {"depth": 12, "batch": 1, "seq": 4096, "width": 512, "heads": 4,
+                         "activation": "relu", "attention": "sdpa"},
+         ["none", "attn+mlp"]),
     ]),
     "wide": ("float32", [
         ("transformer", {"depth": 20, "batch": 4, "seq": 512, "width": 1024, "heads": 16,
                          "activation": "gelu", "attention": "math"},
          ["none", "every-2", "block", "selective"]),
+        ("transformer", {"depth": 20, "batch": 4, "seq": 512, "width": 1024, "heads": 16,
+                         "activation": "gelu", "attention": "sdpa"},
+         ["none", "block"]),
     ]),
     # remat's offload and compress plans; PyTorch's answer to offload is
     # save_on_cpu (no compression of saved tensors is built in).
@@ -69,11 +75,26 @@ def torch_version():
     return int(major), int(minor)
 
 
+# The key's attention field: PyTorch's SDPA pairs with remat's fused attention
+# (bench_checkpoint --attention fused); math, both sides' default, is unnamed.
+KEY_ATTENTION = {"math": None, "sdpa": "fused"}
+
+
 def config_key(model, config):
     """The join key with remat: "mlp depth=10 batch=64 width=1024"."""
-    fields = [f"{name}={value}" for name, value in config.items()
-              if not (name == "attention" and value == "math")]
+    fields = []
+    for name, value in config.items():
+        value = KEY_ATTENTION[value] if name == "attention" else value
+        if value is not None:
+            fields.append(f"{name}={value}")
     return " ".join([model] + fields)
+
+
+def state_file_name(model, config):
+    """bench_checkpoint --save-state's file for the configuration: the key
+    without attention, since both attentions train the same weights."""
+    weights = {name: value for name, value in config.items() if name != "attention"}
+    return re.sub(r"[ =]", "_", config_key(model, weights)) + ".safetensors"
 
 
 # ---------------------------------------------------------------- models
@@ -99,10 +120,12 @@ class Attention(nn.Module):
             return t.view(batch, seq, self.heads, width // self.heads).transpose(1, 2)
 
         q, k, v = split(self.q_proj(x)), split(self.k_proj(x)), split(self.v_proj(x))
+        # Causal either way, as remat's benchmark transformer (causal=true in
+        # benchmarks/common/workload.cpp).
         if self.attention == "sdpa":
             attended = F.scaled_dot_product_attention(q, k, v, is_causal=True)
         else:
-            # The explicit math remat runs: matmul, masked softmax, matmul.
+            # The explicit math of remat's math attention: matmul, masked softmax, matmul.
             scores = torch.matmul(q, k.transpose(-2, -1)) / math.sqrt(width // self.heads)
             future = torch.ones(seq, seq, dtype=torch.bool, device=x.device).triu(1)
             attended = torch.matmul(torch.softmax(scores.masked_fill(future, float("-inf")), -1), v)
@@ -415,6 +438,12 @@ def tensor_bytes(tensors):
     return sum(unique.values())
 
 
+def event_start(event):
+    """A kineto event's start time, for ordering: PyTorch 2.x has start_ns()
+    where 1.13 has start_us()."""
+    return event.start_ns() if hasattr(event, "start_ns") else event.start_us()
+
+
 def profiled_cpu_peak(step):
     """CPU peak of step() above what was allocated before it, and how many
     allocations it made. PyTorch's CPU allocator keeps no statistics, but with
@@ -430,7 +459,8 @@ def profiled_cpu_peak(step):
     with torch.autograd.profiler.profile(profile_memory=True, use_kineto=True) as prof:
         step()
     cpu = torch.autograd.DeviceType.CPU
-    events = sorted((e.start_us(), i, e.nbytes()) for i, e in enumerate(prof.kineto_results.events())
+    events = sorted((event_start(e), i, e.nbytes())
+                    for i, e in enumerate(prof.kineto_results.events())
                     if e.name() == "[memory]" and e.device_type() == cpu)
     running = peak = allocations = 0
     for _, _, nbytes in events:
@@ -445,10 +475,7 @@ def measure(args, model_name, config, plan, dtype, device):
     (profiled, untimed) step for the peak."""
     state_path = None
     if args.state_dir:
-        # remat has only the math attention; an sdpa run starts from the same state.
-        math_config = dict(config, attention="math") if "attention" in config else config
-        name = re.sub(r"[ =]", "_", config_key(model_name, math_config))
-        candidate = os.path.join(args.state_dir, name + ".safetensors")
+        candidate = os.path.join(args.state_dir, state_file_name(model_name, config))
         if os.path.isfile(candidate):
             state_path = candidate
     work = Workload(model_name, config, dtype, device, args.seed, state_path)
@@ -592,7 +619,8 @@ def main():
     p.add_argument("--activation", default="gelu", choices=["gelu", "relu"])
     p.add_argument("--image", type=int, default=32, help="resnet: input height and width")
     p.add_argument("--attention", default="math", choices=["math", "sdpa"],
-                   help="transformer: explicit math (as remat) or F.scaled_dot_product_attention")
+                   help="transformer: explicit math (as remat's default) or "
+                        "F.scaled_dot_product_attention (keyed as remat's --attention fused)")
     p.add_argument("--plans", default="none,block,selective,sqrt,every-2,nested",
                    help="comma-separated plans: none, block, every-N, alternate, sqrt, selective, "
                         "nested; transformer also attn, mlp, attn+mlp")
