@@ -47,7 +47,7 @@ PRESETS = {
          ["none", "attn", "mlp", "attn+mlp", "alternate", "offload"]),
         ("transformer", {"depth": 12, "batch": 1, "seq": 4096, "width": 512, "heads": 4,
                          "activation": "relu", "attention": "sdpa"},
-         ["none", "attn+mlp"]),
+         ["none", "attn+mlp", "block"]),
     ]),
     "wide": ("float32", [
         ("transformer", {"depth": 20, "batch": 4, "seq": 512, "width": 1024, "heads": 16,
