@@ -208,6 +208,27 @@ TEST(FusedAttention, StepPeakGrowsLinearlyInTheSequence) {
   EXPECT_LT(peaks[3], step_peak(1024, AttentionImpl::Math));
 }
 
+// Compression rounds the saved output but never the row log-sum-exp, whose
+// error would scale every probability of the row: with q, k, v leaves (kept
+// as they are) a compressed segment packs the output alone.
+TEST(FusedAttention, CompressionLeavesTheLogSumExpExact) {
+  Tensor q = uniform({2, 1, 512, 8}, -1, 1, 1, false).to(kFloat32).requires_grad_();
+  memory::enable_timeline(kCPU, true);
+  memory::clear_timeline(kCPU);
+  CheckpointOptions options;
+  options.policy = Policy::compress(kInt8);
+  const Tensor y =
+      checkpoint([](const Tensor& x) { return scaled_dot_product_attention(x, x, x); }, q, options);
+  int64_t packed = 0;
+  for (const memory::Event& e : memory::timeline(kCPU)) {
+    packed += e.kind == memory::EventKind::Alloc && e.tag.starts_with("compress:");
+  }
+  memory::enable_timeline(kCPU, false);
+  EXPECT_EQ(packed, 2);  // the output's int8 codes and their scales
+  sum(y).backward();
+  EXPECT_TRUE(q.grad().defined());
+}
+
 TEST(FusedAttention, RefusesWhatItCannotComputeAndKeepsWorking) {
   const Tensor q = uniform({2, 3, 4}, -1, 1, 1, false);
   const Tensor learned = uniform({3, 3}, -1, 1, 2);  // requires grad

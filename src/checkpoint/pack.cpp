@@ -165,28 +165,30 @@ int64_t compressed_bytes(int64_t bytes, DType dtype, DType format) {
   return n * static_cast<int64_t>(element_size(format)) + scales;
 }
 
-bool Packer::leaves_alone(const Tensor& t) const {
+bool Packer::leaves_alone(const Tensor& t, ValueRule rule) const {
   const int64_t bytes = t.impl().storage->data.size();
   if (bytes == 0) return true;
   if (placement_ == Policy::Placement::Compress) {
-    return !compresses(t.dtype(), format_) || bytes < kSmallestCompressedBytes;
+    return rule == ValueRule::Exact || !compresses(t.dtype(), format_) ||
+           bytes < kSmallestCompressedBytes;
   }
   return false;
 }
 
-std::unique_ptr<PackedStorage> Packer::pack_bytes(const Tensor& t,
-                                                  kernels::QuantZeros zeros) const {
+std::unique_ptr<PackedStorage> Packer::pack_bytes(const Tensor& t, ValueRule rule) const {
   NoGradGuard no_grad;  // packing runs inside the tape's record of an op
   const Tensor flat = flat_storage(t);
   const std::shared_ptr<Storage>& original = t.impl().storage;
   if (placement_ == Policy::Placement::Offload) return std::make_unique<Offloaded>(flat, original);
   memory::TagScope tag("compress:" + tag_);
-  return std::make_unique<Compressed>(flat, original, format_, zeros);
+  return std::make_unique<Compressed>(
+      flat, original, format_,
+      rule == ValueRule::ExactZeros ? kernels::QuantZeros::Exact : kernels::QuantZeros::Rounded);
 }
 
-SavedTensor Packer::pack(const SavedTensor& saved, uint64_t reader, kernels::QuantZeros zeros) {
+SavedTensor Packer::pack(const SavedTensor& saved, uint64_t reader, ValueRule rule) {
   const Tensor& t = saved.value;
-  if (!t.defined() || t.impl().storage->packed || leaves_alone(t)) return saved;
+  if (!t.defined() || t.impl().storage->packed || leaves_alone(t, rule)) return saved;
   const std::shared_ptr<Storage>& original = t.impl().storage;
   Packed& packed = by_original_[original.get()];
   std::shared_ptr<Storage> ghost = packed.ghost.lock();
@@ -201,7 +203,7 @@ SavedTensor Packer::pack(const SavedTensor& saved, uint64_t reader, kernels::Qua
   if (!ghost) {
     ghost = std::make_shared<Storage>(memory::Allocation{});
     ghost->version.store(saved.version);
-    ghost->packed = pack_bytes(t, zeros);
+    ghost->packed = pack_bytes(t, rule);
     ghost->evicted = true;
     shared_ghosts.add(original, ghost, placement_, format_);
   }

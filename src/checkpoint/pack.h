@@ -24,6 +24,14 @@ bool compresses(DType dtype, DType format);
 // (kernels/quantize.h); `bytes` where it leaves them alone.
 int64_t compressed_bytes(int64_t bytes, DType dtype, DType format);
 
+// What compression must keep of a storage's values: a property of the bytes
+// (the producing op's OpDef says it), which every reader passes alike.
+enum class ValueRule {
+  Rounded,     // any value may round
+  ExactZeros,  // zeros stay exact (OpDef::zero_mask_outputs)
+  Exact,       // not compressed at all (OpDef::exact_outputs)
+};
+
 class Packer {
  public:
   Packer(const Policy& policy, std::string tag);
@@ -32,10 +40,8 @@ class Packer {
   // One ghost serves every view and every slot of a storage while its
   // version is unchanged. Values the placement leaves alone (empty ones;
   // for compression those not wider than the format) come back as they are.
-  // `zeros`, for compression: whether the storage's zeros must stay exact, a
-  // property of the bytes that every reader of a storage passes alike.
-  autograd::SavedTensor pack(const autograd::SavedTensor& saved, uint64_t reader,
-                             kernels::QuantZeros zeros);
+  // `rule`, for compression: what of the storage's values must stay exact.
+  autograd::SavedTensor pack(const autograd::SavedTensor& saved, uint64_t reader, ValueRule rule);
   // Offload: starts bringing back every stand-in still away, latest reader
   // first: the order backward reads them in. (Compressed ones are
   // decompressed when read.)
@@ -54,8 +60,8 @@ class Packer {
     uint64_t last_reader = 0;
     uint64_t order = 0;  // packs before this one, in this segment
   };
-  bool leaves_alone(const Tensor& t) const;
-  std::unique_ptr<PackedStorage> pack_bytes(const Tensor& t, kernels::QuantZeros zeros) const;
+  bool leaves_alone(const Tensor& t, ValueRule rule) const;
+  std::unique_ptr<PackedStorage> pack_bytes(const Tensor& t, ValueRule rule) const;
 
   Policy::Placement placement_;
   DType format_;

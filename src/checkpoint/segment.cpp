@@ -180,11 +180,15 @@ Owner owner_of(const Node* producer, int output) {
 }
 
 // A property of the bytes, so every reader of a storage packs it alike:
-// exact zeros where the producing op's backward reads them.
-kernels::QuantZeros zeros_of(Owner owner) {
-  const std::vector<int>& masks = owner.node->op->zero_mask_outputs;
-  return std::ranges::find(masks, owner.output) != masks.end() ? kernels::QuantZeros::Exact
-                                                               : kernels::QuantZeros::Rounded;
+// exact where the producing op says so, exact zeros where its backward reads them.
+ValueRule rule_of(Owner owner) {
+  const ops::OpDef& op = *owner.node->op;
+  if (std::ranges::find(op.exact_outputs, owner.output) != op.exact_outputs.end()) {
+    return ValueRule::Exact;
+  }
+  return std::ranges::find(op.zero_mask_outputs, owner.output) != op.zero_mask_outputs.end()
+             ? ValueRule::ExactZeros
+             : ValueRule::Rounded;
 }
 }  // namespace
 
@@ -196,18 +200,18 @@ void CheckpointSegment::pack_kept(Node& node) {
     const autograd::Edge& edge = node.inputs[i].edge;
     const Owner owner = owner_of(edge.producer.get(), edge.output_nr);
     if (owner.node == nullptr) continue;
-    const kernels::QuantZeros zeros = zeros_of(owner);
-    if (auto& saved = node.inputs[i].saved) saved = packer_->pack(*saved, node.sequence, zeros);
+    const ValueRule rule = rule_of(owner);
+    if (auto& saved = node.inputs[i].saved) saved = packer_->pack(*saved, node.sequence, rule);
     // The replay reads these when backward reaches the segment: first.
     if (auto& held = held_inputs(node)[i]) {
-      held = packer_->pack(*held, autograd::kNotInBackward, zeros);
+      held = packer_->pack(*held, autograd::kNotInBackward, rule);
     }
   }
   for (size_t j = 0; j < node.outputs.size(); ++j) {
     const Owner owner = owner_of(&node, static_cast<int>(j));
     if (owner.node == nullptr) return;
     if (auto& saved = node.outputs[j].saved) {
-      saved = packer_->pack(*saved, node.sequence, zeros_of(owner));
+      saved = packer_->pack(*saved, node.sequence, rule_of(owner));
     }
   }
 }

@@ -121,6 +121,7 @@ OpDef attention_def() {
   };
   def.save_inputs = {0, 1, 2, 3};
   def.save_outputs = {0, 1};
+  def.exact_outputs = {1};
   def.backward = [](const BackwardArgs& a) {
     if (a.needs(3)) {
       throw NotImplementedError(fmt::format(

@@ -59,6 +59,9 @@ struct OpDef {
   // 0): compression keeps which of their elements are zero exact, where it
   // lets other tensors' smallest values round to zero (checkpoint/pack.cpp).
   std::vector<int> zero_mask_outputs;
+  // Saved outputs that compression leaves exact (attention's row
+  // log-sum-exp: an error in it scales every probability of its row).
+  std::vector<int> exact_outputs;
   int visible_outputs = 1;  // -1: every output is visible (split)
   bool view = false;
   // Random ops draw `random_count(in, attrs)` numbers from Attrs::philox,
