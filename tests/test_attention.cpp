@@ -28,27 +28,33 @@ struct Case {
   bool bool_mask = false;
 };
 
-// Sizes cross the CPU kernel's 64-query, 128-key tiles.
+// Sizes cross the CPU kernel's 128-query, 256-key tiles.
 std::vector<Case> cases() {
   return {
-      {"plain", {2, 3, 70, 8}, {2, 3, 150, 8}, {2, 3, 150, 5}, {}},
-      {"causal_square", {2, 2, 130, 8}, {2, 2, 130, 8}, {2, 2, 130, 8}, {.causal = true}},
-      {"causal_more_keys", {1, 2, 70, 4}, {1, 2, 300, 4}, {1, 2, 300, 6}, {.causal = true}},
-      {"dropout", {2, 2, 70, 8}, {2, 2, 150, 8}, {2, 2, 150, 8}, {.dropout_p = 0.3}},
+      {"plain", {2, 2, 200, 8}, {2, 2, 300, 8}, {2, 2, 300, 5}, {}},
+      {"causal_square", {1, 2, 300, 8}, {1, 2, 300, 8}, {1, 2, 300, 8}, {.causal = true}},
+      {"causal_more_keys", {1, 2, 150, 4}, {1, 2, 600, 4}, {1, 2, 600, 6}, {.causal = true}},
+      {"dropout", {2, 1, 200, 8}, {2, 1, 300, 8}, {2, 1, 300, 8}, {.dropout_p = 0.3}},
       {"dropout_causal",
-       {1, 3, 129, 4},
-       {1, 3, 129, 4},
-       {1, 3, 129, 4},
+       {1, 2, 260, 4},
+       {1, 2, 260, 4},
+       {1, 2, 260, 4},
        {.causal = true, .dropout_p = 0.5}},
       {"mask_scale",
-       {2, 2, 70, 8},
-       {2, 2, 150, 8},
-       {2, 2, 150, 8},
+       {2, 2, 200, 8},
+       {2, 2, 300, 8},
+       {2, 2, 300, 8},
        {.scale = 0.3},
-       {2, 1, 70, 150}},
-      {"bool_mask_causal", {2, 70, 8}, {2, 70, 8}, {2, 70, 8}, {.causal = true}, {70, 70}, true},
-      {"broadcast_batch", {2, 2, 70, 8}, {2, 1, 150, 8}, {150, 8}, {}},
-      {"no_batch_dims", {33, 8}, {200, 8}, {200, 3}, {.causal = true}},
+       {2, 1, 200, 300}},
+      {"bool_mask_causal",
+       {2, 260, 8},
+       {2, 260, 8},
+       {2, 260, 8},
+       {.causal = true},
+       {260, 260},
+       true},
+      {"broadcast_batch", {2, 2, 200, 8}, {2, 1, 300, 8}, {300, 8}, {}},
+      {"no_batch_dims", {33, 8}, {520, 8}, {520, 3}, {.causal = true}},
   };
 }
 

@@ -40,7 +40,7 @@ std::vector<OpSample> attention_samples() {
        qkv({1, 2, 3}, {1, 4, 3}, {1, 4, 3}, 46)},
       {"softmax", "sdpa_math_broadcast_batch", sdpa(math),
        qkv({2, 2, 3, 4}, {2, 1, 5, 4}, {5, 3}, 49)},
-      // The fused op: every option, and shapes that cross its 64 x 128 tiles.
+      // The fused op: every option, and shapes that cross its 128 x 256 tiles.
       {"scaled_dot_product_attention", "plain", sdpa({}), qkv({2, 3, 4}, {2, 5, 4}, {2, 5, 3}, 52)},
       {"scaled_dot_product_attention", "causal_square", sdpa({.causal = true}),
        qkv({2, 4, 3}, {2, 4, 3}, {2, 4, 2}, 55)},
@@ -55,7 +55,7 @@ std::vector<OpSample> attention_samples() {
       {"scaled_dot_product_attention", "strided_q_causal", strided_q,
        qkv({1, 3, 2, 4}, {1, 2, 3, 4}, {1, 2, 3, 2}, 71)},
       {"scaled_dot_product_attention", "across_tiles_causal", sdpa({.causal = true}),
-       qkv({1, 70, 2}, {1, 140, 2}, {1, 140, 2}, 74)},
+       qkv({1, 150, 2}, {1, 280, 2}, {1, 280, 2}, 74)},
   };
 }
 
