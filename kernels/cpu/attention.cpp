@@ -171,15 +171,10 @@ struct Arena {
 };
 
 struct Shapes {
-  int64_t heads, H, lq, lk, e, ev;  // heads: N * H
+  int64_t heads, lq, lk, e, ev;  // heads: N * H
 
   Shapes(const Tensor& q, const Tensor& k, const Tensor& v)
-      : heads(q.size(0) * q.size(1)),
-        H(q.size(1)),
-        lq(q.size(2)),
-        lk(k.size(2)),
-        e(q.size(3)),
-        ev(v.size(3)) {}
+      : heads(q.size(0) * q.size(1)), lq(q.size(2)), lk(k.size(2)), e(q.size(3)), ev(v.size(3)) {}
   int64_t query_tiles() const { return (lq + kQueryTile - 1) / kQueryTile; }
   int64_t key_tiles() const { return (lk + kKeyTile - 1) / kKeyTile; }
   // Keys j < visible_end(i) are seen by query i (all of them without causal).

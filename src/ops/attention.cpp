@@ -20,6 +20,13 @@ const kernels::AttentionKernels& attention_kernels(const char* op, Device d) {
 
 Shape batch_of(const Tensor& t) { return Shape(t.shape().begin(), t.shape().end() - 2); }
 
+// batch + [rows, cols]: an operand's, the scores' or the output's shape.
+Shape with_matrix(Shape batch, int64_t rows, int64_t cols) {
+  batch.push_back(rows);
+  batch.push_back(cols);
+  return batch;
+}
+
 DType lse_dtype(DType operands) { return operands == kFloat64 ? kFloat64 : kFloat32; }
 
 // t [..., L, E] as the kernels' [N, H, L, E] with stride 1 in the last dim:
@@ -67,9 +74,7 @@ void check_operands(const char* op, const Tensor& q, const Tensor& k, const Tens
                     op, describe({q, k, v}));
   if (mask.defined()) {
     check_same_dtype(op, q, mask);
-    Shape scores = batch_of(q);
-    scores.push_back(q.size(-2));
-    scores.push_back(k.size(-2));
+    const Shape scores = with_matrix(batch_of(q), q.size(-2), k.size(-2));
     REMAT_CHECK_SHAPE(mask.dim() <= q.dim() && broadcast_shapes(mask.shape(), scores, op) == scores,
                       "{}: the mask {} does not broadcast to the scores {}", op,
                       shape_str(mask.shape()), shape_str(scores));
@@ -81,10 +86,7 @@ void check_operands(const char* op, const Tensor& q, const Tensor& k, const Tens
 // The mask as the kernels read it: [N, H, Lq, Lk], stride 0 where it broadcasts.
 Tensor mask_4d(const Tensor& mask, const Tensor& q, const Tensor& k) {
   if (!mask.defined()) return mask;
-  Shape scores = batch_of(q);
-  scores.push_back(q.size(-2));
-  scores.push_back(k.size(-2));
-  return as_4d(mask.expand(scores));
+  return as_4d(mask.expand(with_matrix(batch_of(q), q.size(-2), k.size(-2))));
 }
 
 // inputs q, k, v, mask (possibly undefined); attrs AttentionAttrs. Outputs:
@@ -102,9 +104,8 @@ OpDef attention_def() {
                 in.size());
     const Tensor &q = in[0], &k = in[1], &v = in[2];
     check_operands(kName, q, k, v, in[3], a.get<AttentionAttrs>());
-    Shape out = batch_of(q), lse = batch_of(q);
-    out.push_back(q.size(-2));
-    out.push_back(v.size(-1));
+    const Shape out = with_matrix(batch_of(q), q.size(-2), v.size(-1));
+    Shape lse = batch_of(q);
     lse.push_back(q.size(-2));
     return std::vector<TensorMeta>{{out, q.dtype(), q.device()},
                                    {lse, lse_dtype(q.dtype()), q.device()}};
@@ -186,16 +187,12 @@ namespace remat {
 
 namespace {
 
-// Broadcasts the batch dims of q, k and v to one shape (recorded: the
-// gradients sum back), and turns a bool mask into 0 / -inf.
+// Expands q, k and v to the common batch shape (recorded: the gradients
+// sum back).
 Tensor fused_attention(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& mask,
-                       const ops::AttentionAttrs& attrs) {
-  Shape batch = broadcast_shapes(broadcast_shapes(ops::batch_of(q), ops::batch_of(k), ops::kName),
-                                 ops::batch_of(v), ops::kName);
+                       const ops::AttentionAttrs& attrs, const Shape& batch) {
   auto expanded = [&batch](const Tensor& t) {
-    Shape shape = batch;
-    shape.push_back(t.size(-2));
-    shape.push_back(t.size(-1));
+    const Shape shape = ops::with_matrix(batch, t.size(-2), t.size(-1));
     return t.shape() == shape ? t : expand(t, shape);
   };
   REMAT_CHECK(!mask.defined() || !mask.requires_grad(),
@@ -231,8 +228,8 @@ Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tens
                     "{}: expected q [..., Lq, E], k [..., Lk, E], v [..., Lk, Ev] with E > 0, "
                     "got {}",
                     name, ops::describe({q, k, v}));
-  broadcast_shapes(broadcast_shapes(ops::batch_of(q), ops::batch_of(k), name), ops::batch_of(v),
-                   name);
+  const Shape batch = broadcast_shapes(broadcast_shapes(ops::batch_of(q), ops::batch_of(k), name),
+                                       ops::batch_of(v), name);
   REMAT_CHECK(options.dropout_p >= 0 && options.dropout_p <= 1,
               "{}: dropout_p must be in [0, 1], got {}", name, options.dropout_p);
   const ops::AttentionAttrs attrs{
@@ -241,7 +238,7 @@ Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tens
       .dropout_p = options.dropout_p};
   Tensor mask = options.mask;
   if (mask.defined() && mask.dtype() == kBool) mask = log(mask.to(q.dtype()));  // 1 -> 0, 0 -> -inf
-  return options.impl == AttentionImpl::Fused ? fused_attention(q, k, v, mask, attrs)
+  return options.impl == AttentionImpl::Fused ? fused_attention(q, k, v, mask, attrs, batch)
                                               : math_attention(q, k, v, mask, attrs);
 }
 
