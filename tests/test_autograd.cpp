@@ -48,6 +48,33 @@ TEST(Autograd, GradientsAccumulateAcrossBackwardCalls) {
   EXPECT_FALSE(x.grad().defined());
 }
 
+// The leaf's first gradient is the buffer the backward computed: no second
+// copy of it exists at any time (the old engine cloned it: peak 2x).
+TEST(Autograd, FirstLeafGradientIsTakenNotCopied) {
+  Tensor x = randn({1 << 16});
+  x.requires_grad_();
+  Tensor loss = sum(x * 2.0);
+  const int64_t before = memory::stats(kCPU).allocated_bytes.current;
+  memory::PeakWatch watch(kCPU);
+  loss.backward();
+  EXPECT_LT(watch.peak() - before, x.nbytes() * 3 / 2);
+  EXPECT_EQ(x.grad().to_vector<float>(), std::vector<float>(1 << 16, 2.0f));
+}
+
+// A gradient that other handles can see is copied: the user's seed, and one
+// tensor the backward hands to two leaves.
+TEST(Autograd, SharedGradientsAreCopiedIntoTheLeaves) {
+  Tensor a = leaf({1, 2}, {2}), b = leaf({3, 4}, {2});
+  Tensor seed = from_vector(std::vector<double>{1, 1}, {2});
+  (a + b).backward(seed);  // add's backward returns the seed itself for both
+  EXPECT_FALSE(a.grad().is_alias_of(seed));
+  EXPECT_FALSE(b.grad().is_alias_of(seed));
+  EXPECT_FALSE(a.grad().is_alias_of(b.grad()));
+  seed.fill_(5);
+  a.grad().fill_(7);
+  EXPECT_EQ(b.grad().to_vector<double>(), (std::vector<double>{1, 1}));
+}
+
 TEST(Autograd, BroadcastGradientsSumBack) {
   Tensor a = leaf({1, 2, 3}, {3, 1});
   Tensor b = leaf({10, 20}, {2});

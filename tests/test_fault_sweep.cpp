@@ -294,11 +294,13 @@ class Sweep {
         initial_params_(clones(params_)),
         initial_buffers_(clones(buffers_)) {}
 
-  // zero_grad (a no-op when there are none), forward, loss, backward,
-  // clipping (where the workload clips), optimizer step. `after_backward`
-  // sees the gradients before clipping.
+  // zero_grad in place (a no-op when there are none; later steps then sweep
+  // the backward that adds to existing gradients, the first step the one
+  // that creates them, as after the default zero_grad), forward, loss,
+  // backward, clipping (where the workload clips), optimizer step.
+  // `after_backward` sees the gradients before clipping.
   Tensor step(optim::Optimizer& optimizer, const std::function<void()>& after_backward = {}) {
-    optimizer.zero_grad();
+    optimizer.zero_grad(/*set_to_none=*/false);
     manual_seed(kStepSeed);
     Tensor loss;
     {

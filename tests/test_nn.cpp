@@ -408,12 +408,21 @@ TEST(Module, ToDeviceMovesAndComesBack) {
   EXPECT_EQ(state_bytes(block), before);
 }
 
-TEST(Module, ZeroGradKeepsGradientsAllocated) {
+TEST(Module, ZeroGradDropsGradientsByDefault) {
+  nn::Linear linear(8, 4);
+  sum(linear(randn({3, 8}))).backward();
+  ASSERT_TRUE(linear.weight().grad().defined());
+  linear.zero_grad();
+  EXPECT_FALSE(linear.weight().grad().defined());
+  EXPECT_FALSE(linear.bias().grad().defined());
+}
+
+TEST(Module, ZeroGradWithoutSetToNoneKeepsGradientsAllocated) {
   nn::Linear linear(8, 4);
   sum(linear(randn({3, 8}))).backward();
   const void* storage = linear.weight().grad().data_ptr();
   EXPECT_NE(linear.weight().grad().to_vector<float>(), std::vector<float>(32, 0.0f));
-  linear.zero_grad();
+  linear.zero_grad(/*set_to_none=*/false);
   EXPECT_EQ(linear.weight().grad().data_ptr(), storage);
   EXPECT_EQ(linear.weight().grad().to_vector<float>(), std::vector<float>(32, 0.0f));
   EXPECT_EQ(linear.bias().grad().to_vector<float>(), std::vector<float>(4, 0.0f));

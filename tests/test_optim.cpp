@@ -382,12 +382,21 @@ TEST(Optimizer, StepBumpsVersionsSoStaleSavedTensorsAreRefused) {
   }
 }
 
-TEST(Optimizer, ZeroGradZeroesInPlaceAndKeepsTheBuffers) {
+TEST(Optimizer, ZeroGradDropsTheGradientsByDefault) {
+  Tensor a = parameter(kStart), b = parameter(kStart);
+  set_grad(a, kGrad1);
+  SGD sgd({a, b});
+  sgd.zero_grad();
+  EXPECT_FALSE(a.grad().defined());
+  EXPECT_FALSE(b.grad().defined());
+}
+
+TEST(Optimizer, ZeroGradWithoutSetToNoneZeroesInPlaceAndKeepsTheBuffers) {
   Tensor a = parameter(kStart), b = parameter(kStart);
   set_grad(a, kGrad1);
   void* buffer = a.grad().data_ptr();
   SGD sgd({a, b});
-  sgd.zero_grad();
+  sgd.zero_grad(/*set_to_none=*/false);
   EXPECT_EQ(a.grad().data_ptr(), buffer);
   EXPECT_EQ(a.grad().to_vector<double>(), Values(kStart.size(), 0.0));
   EXPECT_FALSE(b.grad().defined());

@@ -16,4 +16,10 @@ void backward(const Tensor& root, const Tensor& gradient = {}, bool retain_graph
 void backward(const std::vector<Tensor>& roots, const std::vector<Tensor>& gradients,
               bool retain_graph = false);
 
+// Clears one tensor's .grad before the next backward: drops it (the next
+// backward then takes its first gradient as computed), or with set_to_none =
+// false zeroes it in place so its bytes stay allocated. What Module and
+// Optimizer zero_grad do for each parameter.
+void zero_grad(const Tensor& t, bool set_to_none = true);
+
 }  // namespace remat

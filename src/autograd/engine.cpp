@@ -26,6 +26,16 @@ Tensor accumulate(const Tensor& into, const Tensor& g) { return into.defined() ?
 // added (the next step's zero_grad clears them).
 class LeafGrads {
  public:
+  // g is the only handle to its TensorImpl and its storage, and covers all
+  // of that storage contiguously, so no other tensor reads or writes it.
+  static bool sole_dense_owner(const Tensor& g) {
+    const auto& impl = g.impl_ptr();
+    const Storage& storage = *impl->storage;
+    return impl.use_count() == 1 && impl->storage.use_count() == 1 && !storage.evicted &&
+           !storage.packed && impl->offset == 0 && g.is_contiguous() &&
+           storage.data.size() == g.nbytes() && !impl->grad_fn && !impl->grad;
+  }
+
   LeafGrads() = default;
   LeafGrads(const LeafGrads&) = delete;
   LeafGrads& operator=(const LeafGrads&) = delete;
@@ -35,13 +45,15 @@ class LeafGrads {
     }
   }
 
-  void accumulate(const std::shared_ptr<TensorImpl>& leaf, const Tensor& g) {
+  void accumulate(const std::shared_ptr<TensorImpl>& leaf, Tensor g) {
     Tensor current(leaf->grad);
     if (!current.defined()) {
-      // Own a fresh buffer: g may alias a saved tensor or another gradient.
-      Tensor fresh = g.clone();
+      // The leaf's first gradient is taken as it is when nothing else sees
+      // its bytes (PyTorch's AccumulateGrad steals it the same way); one that
+      // may alias a saved tensor, a view or another gradient is copied.
+      Tensor own = sole_dense_owner(g) ? std::move(g) : g.clone();
       created_.push_back(leaf);
-      leaf->grad = fresh.impl_ptr();
+      leaf->grad = own.impl_ptr();
     } else {
       current.add_(g);
     }
@@ -176,7 +188,7 @@ void run_backward(const std::vector<Tensor>& roots, const std::vector<Tensor>& s
       if (edge.producer) {
         add_to_node(edge.producer, edge.output_nr, input_grads[i]);
       } else if (auto leaf = edge.leaf.lock()) {
-        leaf_grads.accumulate(leaf, input_grads[i]);
+        leaf_grads.accumulate(leaf, std::move(input_grads[i]));
       }
     }
   }
@@ -231,6 +243,14 @@ Tensor& Tensor::requires_grad_(bool on) {
   if (on) ops::install_recorder(&autograd::record);
   impl().requires_grad = on;
   return *this;
+}
+
+void zero_grad(const Tensor& t, bool set_to_none) {
+  if (set_to_none) {
+    t.impl().grad.reset();
+  } else if (Tensor grad = t.grad(); grad.defined()) {
+    grad.zero_();
+  }
 }
 
 Tensor Tensor::grad() const { return Tensor(impl().grad); }

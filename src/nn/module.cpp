@@ -3,6 +3,7 @@
 #include <functional>
 #include <unordered_set>
 
+#include "remat/autograd.h"
 #include "remat/core/grad_mode.h"
 
 namespace remat::nn {
@@ -155,10 +156,8 @@ Module& Module::to(DType dtype) {
   return *this;
 }
 
-void Module::zero_grad() {
-  for (const Tensor& p : parameters()) {
-    if (p.grad().defined()) p.grad().zero_();
-  }
+void Module::zero_grad(bool set_to_none) {
+  for (const Tensor& p : parameters()) remat::zero_grad(p, set_to_none);
 }
 
 }  // namespace remat::nn

@@ -4,6 +4,7 @@
 #include <set>
 #include <utility>
 
+#include "remat/autograd.h"
 #include "remat/core/grad_mode.h"
 #include "remat/memory/memory.h"
 
@@ -50,10 +51,8 @@ void Optimizer::step() {
   }
 }
 
-void Optimizer::zero_grad() {
-  for (const Tensor& p : params_) {
-    if (Tensor grad = p.grad(); grad.defined()) grad.zero_();
-  }
+void Optimizer::zero_grad(bool set_to_none) {
+  for (const Tensor& p : params_) remat::zero_grad(p, set_to_none);
 }
 
 void Optimizer::set_lr(double lr) {

@@ -53,7 +53,9 @@ Training::Training(Stack stack) : s(std::move(stack)) {
 
 int64_t Training::step(const CheckpointPlan& plan, const CheckpointOptions& opts) {
   manual_seed(9);  // dropout draws the same numbers every step
-  opt->zero_grad();
+  // Gradients stay allocated, as the budget planner assumes (it counts them
+  // in what is alive when the stack starts; docs/checkpointing.md).
+  opt->zero_grad(/*set_to_none=*/false);
   memory::reset_peak_stats(kCPU);
   {
     Tensor h = checkpoint_blocks(s.blocks->functions(), s.x, plan, opts);

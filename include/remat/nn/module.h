@@ -71,9 +71,9 @@ class Module {
   Module& to(Device device);
   Module& to(DType dtype);
 
-  // Zeroes existing gradients in place and keeps them allocated, so a
-  // training step's memory peak does not depend on whether it is the first.
-  void zero_grad();
+  // Drops the parameters' gradients, or with set_to_none = false zeroes them
+  // in place (remat::zero_grad, remat/autograd.h).
+  void zero_grad(bool set_to_none = true);
 
   // The class name ("Linear"), for messages.
   const std::string& type_name() const { return type_name_; }

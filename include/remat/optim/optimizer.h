@@ -49,9 +49,12 @@ class Optimizer {
   // OutOfMemoryError leaves every parameter and its state as it was.
   // Allocations are tagged "optimizer" on the memory timeline.
   void step();
-  // Zeroes existing gradients in place and keeps them allocated, so a training
-  // step's memory peak does not depend on whether it is the first.
-  void zero_grad();
+  // Drops every parameter's gradient (PyTorch's default since 2.0): the next
+  // backward takes its first gradient as computed instead of adding it to
+  // zeros, and the gradients' memory is free between steps. With
+  // set_to_none = false existing gradients are zeroed in place and stay
+  // allocated, so every step, the first included, holds the same bytes.
+  void zero_grad(bool set_to_none = true);
 
   double lr() const { return lr_; }
   // The rate later steps use; finite and >= 0. Schedulers call it.
