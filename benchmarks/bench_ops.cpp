@@ -10,6 +10,11 @@
 //          must do at least: add moves 3 x 64 MiB (read a, read b, write out;
 //          add_ reads a and b and writes a), memcpy 2 x 64 MiB (read, write).
 //
+//   optimizer  AdamW and SGD-with-momentum steps over 160 MiB of float32
+//          parameters (the deep-mlp preset's), bytes_per_second the traffic
+//          the update must do at least, against a threaded copy of 160 MiB
+//          (target >= 0.80).
+//
 //   host   the per-op overhead on tiny tensors, where the kernel is nothing:
 //          a + b on 8 floats without grad (dispatch, shape rule, allocation),
 //          and acc * b recorded on the tape (the same plus a tape entry; the
@@ -117,6 +122,57 @@ void BM_Memcpy(benchmark::State& state) {
   set_bytes(state, 2);
 }
 
+// The deep-mlp preset's parameters: 40 weights of 1024 x 1024 float32, 160 MiB.
+constexpr int64_t kParams = 40, kWidth = 1024;
+constexpr int64_t kParamBytes = kParams * kWidth * kWidth * static_cast<int64_t>(sizeof(float));
+
+// The copy bandwidth the optimizer's passes are held against: Tensor::copy_
+// of 160 MiB (threaded, far beyond the caches; BM_Memcpy's 64 MiB is one
+// thread and may sit partly in the last-level cache).
+void BM_CopyParamBytes(benchmark::State& state) {
+  remat::NoGradGuard no_grad;
+  remat::Tensor src = remat::full({kParamBytes / 4}, 1.0), dst = remat::zeros({kParamBytes / 4});
+  for (auto _ : state) {
+    dst.copy_(src);
+    benchmark::DoNotOptimize(dst.data_ptr());
+    benchmark::ClobberMemory();
+  }
+  state.SetBytesProcessed(state.iterations() * 2 * kParamBytes);
+}
+
+// One optimizer step over those parameters with gradients in place.
+// bytes_per_second is the traffic the update must do at least: AdamW reads
+// parameter, gradient and both moments and writes parameter and moments (7
+// passes), SGD with momentum reads parameter, gradient and buffer and writes
+// parameter and buffer (5). Target: >= 0.80 of BM_CopyParamBytes' rate.
+template <typename Optimizer, typename Options>
+void optimizer_step(benchmark::State& state, Options options, int64_t passes) {
+  remat::manual_seed(0);
+  std::vector<remat::Tensor> params;
+  for (int64_t i = 0; i < kParams; ++i) {
+    remat::Tensor p = remat::randn({kWidth, kWidth});
+    p.set_grad(remat::randn({kWidth, kWidth}) * 1e-3);
+    p.requires_grad_();
+    params.push_back(p);
+  }
+  Optimizer optimizer(params, options);
+  optimizer.step();  // allocates the state
+  for (auto _ : state) {
+    optimizer.step();
+    benchmark::ClobberMemory();
+  }
+  state.SetBytesProcessed(state.iterations() * passes * kParamBytes);
+}
+
+void BM_AdamWStep(benchmark::State& state) {
+  optimizer_step<remat::optim::AdamW>(state, remat::optim::AdamOptions{.lr = 1e-3}, 7);
+}
+
+void BM_SGDMomentumStep(benchmark::State& state) {
+  optimizer_step<remat::optim::SGD>(state, remat::optim::SGDOptions{.lr = 1e-3, .momentum = 0.9},
+                                    5);
+}
+
 }  // namespace
 
 void BM_AddTinyNoGrad(benchmark::State& state) {
@@ -192,6 +248,9 @@ BENCHMARK(BM_GemmOpenBLAS)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_AddRemat)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_AddInPlaceRemat)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_Memcpy)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_CopyParamBytes)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_AdamWStep)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_SGDMomentumStep)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_AttentionCausalStep)
     ->ArgName("math")
     ->Arg(0)

@@ -23,6 +23,16 @@ struct AdamStep {
   int64_t step = 1;                     // this update's count, from 1 (bias correction)
 };
 
+// The hyperparameters of one SGD step (torch.optim.SGD's rule).
+struct SgdStep {
+  double lr = 0;
+  double momentum = 0;  // 0: no buffer
+  double dampening = 0;
+  double weight_decay = 0;  // L2: added to the gradient
+  bool nesterov = false;
+  bool first_step = false;  // the buffer starts as the direction, not a fraction of it
+};
+
 struct OptimizerKernels {
   // One Adam/AdamW step on one parameter, in place on param, exp_avg and
   // exp_avg_sq (same shape and dtype as param, any floating dtype, any
@@ -36,6 +46,16 @@ struct OptimizerKernels {
   // bit for bit.
   void (*adam_update)(const Tensor& param, const Tensor& grad, const Tensor& exp_avg,
                       const Tensor& exp_avg_sq, const AdamStep& step);
+  // One SGD step on one parameter, in place on param and (with momentum)
+  // the buffer, in one pass:
+  //   d = grad (+ weight_decay * p)
+  //   with momentum: b = d on the first step, else b = momentum * b + (1 - dampening) * d;
+  //                  d = nesterov ? d + momentum * b : b
+  //   p -= lr * d
+  // momentum_buffer is undefined without momentum (and unread on the first
+  // step, where it is only written). Same arithmetic rules as adam_update.
+  void (*sgd_update)(const Tensor& param, const Tensor& grad, const Tensor& momentum_buffer,
+                     const SgdStep& step);
   // ||x||_p accumulated in float64, for p > 0; p = infinity gives max |x|. A
   // NaN element makes the result NaN. x (contiguous) may be float32, float64,
   // bfloat16 or float16. CUDA synchronises with the device to return it.

@@ -50,7 +50,23 @@ std::vector<OpSample> cuda_samples() {
         uniform({3, 4}, -1, 1, seed, false), uniform({3, 4}, -1, 1, seed + 1, false),
         uniform({3, 4}, -0.1, 0.1, seed + 2, false), uniform({3, 4}, 0.01, 0.1, seed + 3, false)};
   };
+  auto sgd = [](bool first_step, bool nesterov) {
+    return [first_step, nesterov](const std::vector<Tensor>& x) {
+      Tensor param = x[0].clone(), buffer = x[2].clone();
+      ops::call(ops::op("sgd_update"), {param, x[1], buffer},
+                ops::SgdUpdateAttrs{.lr = 1e-2,
+                                    .momentum = 0.9,
+                                    .dampening = nesterov ? 0.0 : 0.2,
+                                    .weight_decay = 0.1,
+                                    .nesterov = nesterov,
+                                    .first_step = first_step});
+      return concat({param, buffer}, 0);
+    };
+  };
   return {
+      {"sgd_update", "first_step", sgd(true, false), adam_inputs(521)},
+      {"sgd_update", "momentum_dampening", sgd(false, false), adam_inputs(525)},
+      {"sgd_update", "nesterov", sgd(false, true), adam_inputs(529)},
       {"batch_norm",
        "cuda_train_running_stats",
        bn(true),

@@ -155,13 +155,49 @@ TEST(SGD, KeepsNoBufferWithoutMomentum) {
   EXPECT_EQ(sgd.state(0).step, 1);
 }
 
-TEST(SGD, UpdatesReducedPrecisionParametersThroughTensorOps) {
-  Tensor p = parameter({1.0, 2.0}, kBFloat16);
-  SGD sgd({p}, {.lr = 1.0});
-  set_grad(p, {0.5, 0.5});
-  sgd.step();
-  EXPECT_EQ(p.dtype(), kBFloat16);
-  EXPECT_EQ(p.to_vector<double>(), (Values{0.5, 1.5}));
+TEST(SGD, LargeParameterWithMomentumMatchesTheReference) {
+  // Above the parallel threshold, with a length that does not divide evenly,
+  // two steps so the buffer's second rule runs.
+  const size_t n = 100003;
+  Values start(n), grad(n);
+  for (size_t i = 0; i < n; ++i) {
+    start[i] = std::cos(0.001 * static_cast<double>(i));
+    grad[i] = std::sin(0.01 * static_cast<double>(i));
+  }
+  const SGDOptions options{.lr = 0.05, .momentum = 0.8, .dampening = 0.3, .weight_decay = 0.02};
+  Tensor p = parameter(start);
+  SGD sgd({p}, options);
+  SgdReference reference{options};
+  for (int step = 0; step < 2; ++step) {
+    set_grad(p, grad);
+    sgd.step();
+    reference.step(start, grad);
+  }
+  expect_near_all(p.to_vector<double>(), start, 1e-14);
+}
+
+// As for AdamW: a 16-bit parameter's step is the float32 step rounded once.
+TEST(SGD, ReducedPrecisionStepIsTheFloat32StepRoundedOnce) {
+  for (DType reduced : {kBFloat16, kFloat16}) {
+    Values start(300), grad(300);
+    for (size_t i = 0; i < start.size(); ++i) {
+      start[i] = std::cos(0.01 * static_cast<double>(i));
+      grad[i] = std::sin(0.03 * static_cast<double>(i));
+    }
+    start = from_vector(start, {300}).to(reduced).to_vector<double>();
+    grad = from_vector(grad, {300}).to(reduced).to_vector<double>();
+    Tensor p16 = parameter(start, reduced), p32 = parameter(start, kFloat32);
+    const SGDOptions options{.lr = 0.01, .weight_decay = 0.1};  // no buffer: one rounding
+    SGD opt16({p16}, options), opt32({p32}, options);
+    set_grad(p16, grad);
+    set_grad(p32, grad);
+    opt16.step();
+    opt32.step();
+    EXPECT_EQ(p16.dtype(), reduced);
+    EXPECT_EQ(p16.to_vector<double>(), p32.to(reduced).to_vector<double>())
+        << fmt::format("{}", reduced);
+    EXPECT_NE(p16.to_vector<double>(), start) << "the step must move the parameter";
+  }
 }
 
 TEST(SGD, StepUsesTheCurrentLearningRate) {

@@ -81,6 +81,61 @@ void adam_typed(const Tensor& param, const Tensor& grad, const Tensor& exp_avg,
   REMAT_CUDA_LAUNCH_CHECK("adam_kernel");
 }
 
+// ---- SGD ----------------------------------------------------------------------
+
+template <typename T>
+struct SgdScalars {
+  T lr, weight_decay, momentum, keep;  // keep = 1 - dampening
+  bool has_buffer, first, nesterov;
+};
+
+template <typename T, bool Contiguous>
+__global__ void sgd_kernel(T* param, const T* grad, T* buffer, int64_t n, StridedIndexer<3> ix,
+                           SgdScalars<acc_t<T>> s) {
+  REMAT_GRID_STRIDE_LOOP(i, n) {
+    int64_t off[3] = {i, i, i};
+    if constexpr (!Contiguous) ix.offsets(i, off);
+    acc_t<T> p = to_acc(param[off[0]]), d = to_acc(grad[off[1]]);
+    if (s.weight_decay != 0) d = add_rn(d, mul_rn(s.weight_decay, p));
+    if (s.has_buffer) {
+      const acc_t<T> b =
+          s.first ? d : add_rn(mul_rn(s.momentum, to_acc(buffer[off[2]])), mul_rn(s.keep, d));
+      buffer[off[2]] = from_acc<T>(b);
+      d = s.nesterov ? add_rn(d, mul_rn(s.momentum, b)) : b;
+    }
+    param[off[0]] = from_acc<T>(add_rn(p, -mul_rn(s.lr, d)));
+  }
+}
+
+template <typename D>
+void sgd_typed(const Tensor& param, const Tensor& grad, const Tensor& buffer, const SgdStep& st) {
+  using C = acc_t<D>;
+  const SgdScalars<C> s{.lr = static_cast<C>(st.lr),
+                        .weight_decay = static_cast<C>(st.weight_decay),
+                        .momentum = static_cast<C>(st.momentum),
+                        .keep = static_cast<C>(1 - st.dampening),
+                        .has_buffer = st.momentum != 0,
+                        .first = st.first_step,
+                        .nesterov = st.nesterov};
+  const int64_t n = param.numel();
+  if (n == 0) return;
+  // Without momentum the kernel never touches the buffer; the parameter
+  // stands in for its strides.
+  const Tensor& b_tensor = s.has_buffer ? buffer : param;
+  auto* p = static_cast<D*>(param.data_ptr());
+  const auto* g = static_cast<const D*>(grad.data_ptr());
+  auto* b = static_cast<D*>(b_tensor.data_ptr());
+  const cudaStream_t stream = stream_of(param);
+  if (param.is_contiguous() && grad.is_contiguous() && b_tensor.is_contiguous()) {
+    sgd_kernel<D, true><<<blocks_for(n), kThreads, 0, stream>>>(p, g, b, n, {}, s);
+  } else {
+    const StridedIndexer<3> ix =
+        make_indexer<3>(param.shape(), {param.strides(), grad.strides(), b_tensor.strides()});
+    sgd_kernel<D, false><<<blocks_for(n), kThreads, 0, stream>>>(p, g, b, n, ix, s);
+  }
+  REMAT_CUDA_LAUNCH_CHECK("sgd_kernel");
+}
+
 // ---- vector norm --------------------------------------------------------------
 
 enum class NormKind { Max, Square, Power };  // p = inf, p = 2, other p
@@ -166,6 +221,13 @@ void adam_update(const Tensor& param, const Tensor& grad, const Tensor& exp_avg,
                  [&]<typename D>() { adam_typed<D>(param, grad, exp_avg, exp_avg_sq, step); });
 }
 
+void sgd_update(const Tensor& param, const Tensor& grad, const Tensor& momentum_buffer,
+                const SgdStep& step) {
+  DeviceScope scope(param);
+  visit_floating(param.dtype(), "sgd_update",
+                 [&]<typename D>() { sgd_typed<D>(param, grad, momentum_buffer, step); });
+}
+
 double vector_norm(const Tensor& values, double p) {
   REMAT_CHECK(is_floating(values.dtype()), "vector_norm: expected a floating-point tensor, got {}",
               TensorMeta::of(values).str());
@@ -180,6 +242,6 @@ double vector_norm(const Tensor& values, double p) {
 
 }  // namespace
 
-const OptimizerKernels optimizer_kernels{adam_update, vector_norm};
+const OptimizerKernels optimizer_kernels{adam_update, sgd_update, vector_norm};
 
 }  // namespace remat::kernels::cuda

@@ -265,5 +265,6 @@ struct InputShapeAttrs {
 };
 
 using AdamUpdateAttrs = kernels::AdamStep;
+using SgdUpdateAttrs = kernels::SgdStep;
 
 }  // namespace remat::ops

@@ -41,7 +41,7 @@ void Optimizer::step() {
   for (size_t i = 0; i < params_.size(); ++i) {
     Tensor grad = params_[i].grad();
     if (!grad.defined()) continue;
-    Step& s = steps.emplace_back(Step{i, std::move(grad), {states_[i], {}}});
+    Step& s = steps.emplace_back(Step{i, std::move(grad), {states_[i]}});
     ++s.next.state.step;
     prepare(params_[i], s.grad, s.next);
   }

@@ -1,6 +1,6 @@
 #include "remat/optim/sgd.h"
 
-#include "remat/ops.h"
+#include "ops/registry.h"
 
 namespace remat::optim {
 
@@ -18,25 +18,26 @@ SGD::SGD(std::vector<Tensor> params, SGDOptions options)
               momentum_, dampening_);
 }
 
-// The new buffer and value are computed on fresh tensors, rounded as an
-// update in place would round them; commit() only copies the value in.
-void SGD::prepare(const Tensor& param, const Tensor& grad, PendingUpdate& next) {
-  Tensor direction = weight_decay_ != 0 ? grad + param * weight_decay_ : grad;
-  if (momentum_ != 0) {
-    Tensor& buffer = next.state.momentum_buffer;
-    if (!buffer.defined()) {
-      buffer = direction.clone();  // direction may be the gradient itself
-    } else {
-      buffer = (buffer * momentum_).add_(direction, 1 - dampening_);
-    }
-    direction = nesterov_ ? direction + buffer * momentum_ : buffer;
+// The buffer is allocated on the first step (the kernel writes it whole);
+// later steps allocate nothing.
+void SGD::prepare(const Tensor& param, const Tensor& /*grad*/, PendingUpdate& next) {
+  if (momentum_ != 0 && !next.state.momentum_buffer.defined()) {
+    next.state.momentum_buffer = Tensor::empty(param.shape(), param.dtype(), param.device());
   }
-  next.value = param.clone();
-  next.value.add_(direction, -lr());
 }
 
-void SGD::commit(Tensor& param, const Tensor& /*grad*/, const PendingUpdate& next) {
-  param.copy_(next.value);
+// One fused kernel pass over the parameter and its buffer, in place.
+void SGD::commit(Tensor& param, const Tensor& grad, const PendingUpdate& next) {
+  const Tensor& buffer = next.state.momentum_buffer;
+  std::vector<Tensor> operands{param, grad};
+  if (momentum_ != 0) operands.push_back(buffer);
+  ops::call(ops::op<"sgd_update">(), operands,
+            ops::SgdUpdateAttrs{.lr = lr(),
+                                .momentum = momentum_,
+                                .dampening = dampening_,
+                                .weight_decay = weight_decay_,
+                                .nesterov = nesterov_,
+                                .first_step = next.state.step == 1});
 }
 
 }  // namespace remat::optim

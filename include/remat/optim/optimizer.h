@@ -20,17 +20,15 @@ namespace remat::optim {
 // undefined. The names are torch.optim's state keys.
 struct ParamState {
   int64_t step = 0;        // updates this parameter has taken
-  Tensor momentum_buffer;  // SGD with momentum; a new tensor after every step
+  Tensor momentum_buffer;  // SGD with momentum
   Tensor exp_avg;          // Adam, AdamW: first moment
   Tensor exp_avg_sq;       // Adam, AdamW: second moment
 };
 
 // One parameter's step as prepare() leaves it for commit(): the state after
-// the step (step count included) and, for a rule that computes the new value
-// out of place, that value.
+// the step (step count included), its tensors allocated.
 struct PendingUpdate {
   ParamState state;
-  Tensor value;
 };
 
 class Optimizer {

@@ -24,7 +24,9 @@ struct SGDOptions {
 //                  b = momentum * b + (1 - dampening) * g;
 //                  g = nesterov ? g + momentum * b : b
 //   p = p - lr * g
-// Computed with tensor ops, so it runs on every device and dtype they do.
+// One fused pass (the sgd_update op) in place over the parameter and its
+// buffer; 16-bit parameters computed in float32 and rounded once on store,
+// as torch.optim.SGD(fused=True) does.
 class SGD : public Optimizer {
  public:
   explicit SGD(std::vector<Tensor> params, SGDOptions options = {});
