@@ -4,8 +4,8 @@
 // views, outputs included (in-place ops write through them), and inputs are
 // broadcast (NumPy rules) to the output's shape. Arithmetic takes float32 and
 // float64, and int64 and int32 for the ops integer_op admits (Error for the
-// others); CUDA computes bfloat16/float16 in float32, rounding once (on the
-// CPU the op layer widens them). copy and fill take every dtype.
+// others); bfloat16/float16 are computed in float32 element by element,
+// rounding once on store, on both devices. copy and fill take every dtype.
 #pragma once
 
 #include "remat/core/tensor.h"

@@ -76,8 +76,14 @@ def torch_version():
 
 
 # The key's attention field: PyTorch's SDPA pairs with remat's fused attention
-# (bench_checkpoint --attention fused); math, both sides' default, is unnamed.
+# (bench_checkpoint --attention fused, both sides' default); math is unnamed,
+# as in the keys from before the fused attention existed.
 KEY_ATTENTION = {"math": None, "sdpa": "fused"}
+
+
+def default_attention():
+    """SDPA where PyTorch has it (remat's default is the fused attention)."""
+    return "sdpa" if torch_version() >= (2, 0) else "math"
 
 
 def config_key(model, config):
@@ -575,7 +581,8 @@ def sweeps_of(args):
                 config = {"depth": depth, "batch": batch}
                 if args.model == "transformer":
                     config.update(seq=seq, width=args.width, heads=args.heads,
-                                  activation=args.activation, attention=args.attention)
+                                  activation=args.activation,
+                                  attention=args.attention or default_attention())
                 else:
                     config["width"] = args.width
                 if args.model == "resnet":
@@ -618,9 +625,10 @@ def main():
     p.add_argument("--heads", type=int, default=4, help="transformer: attention heads")
     p.add_argument("--activation", default="gelu", choices=["gelu", "relu"])
     p.add_argument("--image", type=int, default=32, help="resnet: input height and width")
-    p.add_argument("--attention", default="math", choices=["math", "sdpa"],
-                   help="transformer: explicit math (as remat's default) or "
-                        "F.scaled_dot_product_attention (keyed as remat's --attention fused)")
+    p.add_argument("--attention", default=None, choices=["math", "sdpa"],
+                   help="transformer: F.scaled_dot_product_attention (keyed as remat's "
+                        "--attention fused, both sides' default; PyTorch >= 2.0) or the explicit "
+                        "math (remat's --attention math; the default on PyTorch 1.x)")
     p.add_argument("--plans", default="none,block,selective,sqrt,every-2,nested",
                    help="comma-separated plans: none, block, every-N, alternate, sqrt, selective, "
                         "nested; transformer also attn, mlp, attn+mlp")

@@ -1,6 +1,7 @@
 // Elementwise maps on the CPU (contract: kernels/elementwise.h; formulas:
 // kernels/scalar_math.h): strided loops from kernels/cpu/loops.h, and whole
-// rows cloned per ISA for the float GELU.
+// rows cloned per ISA for the float GELU. bfloat16 and float16 compute in
+// float element by element (compute_t), never through a float32 tensor.
 #include "kernels/elementwise.h"
 
 #include "kernels/cpu/dtype_dispatch.h"
@@ -64,7 +65,61 @@ void specialise(Enum op, Fn&& fn) {
 // Floating types compute every op, integers only those integer_op admits.
 template <typename T, typename Op>
 constexpr bool computes(Op op) {
-  return std::is_floating_point_v<T> || integer_op(op);
+  return std::is_floating_point_v<compute_t<T>> || integer_op(op);
+}
+
+// A float row kernel run over contiguous 16-bit rows: blocks converted to
+// float on the stack, computed, rounded back (no float32 copy of the tensor).
+template <typename T, typename FloatRows, typename... In>
+void rows_in_float(FloatRows&& rows, T* out, int64_t n, const In*... in) {
+  constexpr int64_t kBlock = 512;
+  float out_block[kBlock];
+  std::array<std::array<float, kBlock>, sizeof...(In)> in_blocks;
+  for (int64_t start = 0; start < n; start += kBlock) {
+    const int64_t len = std::min(kBlock, n - start);
+    [&]<size_t... K>(std::index_sequence<K...>) {
+      const std::array<const T*, sizeof...(In)> sources{in...};
+      for (size_t k = 0; k < sizeof...(In); ++k) {
+        for (int64_t i = 0; i < len; ++i) in_blocks[k][i] = sources[k][start + i];
+      }
+      rows(out_block, in_blocks[K].data()..., len);
+    }
+    (std::index_sequence_for<In...>{});
+    for (int64_t i = 0; i < len; ++i) out[start + i] = static_cast<T>(out_block[i]);
+  }
+}
+
+// fn.template operator()<T>() for a 16-bit dtype; false for the others.
+template <typename Fn>
+bool with_reduced(DType t, Fn&& fn) {
+  if (t == kBFloat16) return fn.template operator()<BFloat16>();
+  if (t == kFloat16) return fn.template operator()<Float16>();
+  return false;
+}
+
+// GELU and its backward on contiguous operands: the float rows, through
+// float blocks for the 16-bit types. False, doing nothing, otherwise.
+bool gelu_contiguous(const Tensor& out, const Tensor& x) {
+  if (x.dtype() == kFloat32) return map_contiguous<float>(out, gelu_rows, operand<float>(x));
+  return with_reduced(x.dtype(), [&]<typename T>() {
+    return map_contiguous<T>(
+        out, [](T* o, const T* v, int64_t n) { rows_in_float<T>(gelu_rows, o, n, v); },
+        operand<T>(x));
+  });
+}
+
+bool gelu_backward_contiguous(const Tensor& out, const Tensor& grad, const Tensor& x) {
+  if (x.dtype() == kFloat32) {
+    return map_contiguous<float>(out, gelu_backward_rows, operand<float>(grad), operand<float>(x));
+  }
+  return with_reduced(x.dtype(), [&]<typename T>() {
+    return map_contiguous<T>(
+        out,
+        [](T* o, const T* g, const T* v, int64_t n) {
+          rows_in_float<T>(gelu_backward_rows, o, n, g, v);
+        },
+        operand<T>(grad), operand<T>(x));
+  });
 }
 
 // specialise for the binary ops T computes; refuses the others before any loop.
@@ -77,43 +132,49 @@ void specialise_binary(BinaryOp op, Fn&& fn) {
 }
 
 void unary(UnaryOp op, const Tensor& x, const Tensor& out) {
-  if (op == UnaryOp::Gelu && x.dtype() == kFloat32 &&
-      map_contiguous<float>(out, gelu_rows, operand<float>(x))) {
-    return;
-  }
-  visit_arith(x.dtype(), "unary", [&]<typename T>() {
+  if (op == UnaryOp::Gelu && gelu_contiguous(out, x)) return;
+  visit_arith_and_reduced(x.dtype(), "unary", [&]<typename T>() {
+    using C = compute_t<T>;
     REMAT_CHECK(computes<T>(op), "unary op {} on {} tensor", static_cast<int>(op), x.dtype());
     specialise<UnaryOp, kUnaryOps>(op, [&](auto k) {
       constexpr UnaryOp kOp = decltype(k)::value;
       if constexpr (computes<T>(kOp)) {
         map_elements<T>(
-            out, [](T& o, T v) { o = apply_unary<kOp, CpuNormal>(v); }, operand<T>(x));
+            out,
+            [](T& o, T v) { o = static_cast<T>(apply_unary<kOp, CpuNormal>(static_cast<C>(v))); },
+            operand<T>(x));
       }
     });
   });
 }
 
 void binary(BinaryOp op, const Tensor& a, const Tensor& b, const Tensor& out) {
-  if (op == BinaryOp::GeluBackward && a.dtype() == kFloat32 &&
-      map_contiguous<float>(out, gelu_backward_rows, operand<float>(a), operand<float>(b))) {
-    return;
-  }
-  visit_arith(a.dtype(), "binary", [&]<typename T>() {
+  if (op == BinaryOp::GeluBackward && gelu_backward_contiguous(out, a, b)) return;
+  visit_arith_and_reduced(a.dtype(), "binary", [&]<typename T>() {
+    using C = compute_t<T>;
     specialise_binary<T>(op, [&](auto k) {
       map_elements<T>(
-          out, [](T& o, T x, T y) { o = apply_binary<decltype(k)::value, CpuNormal>(x, y); },
+          out,
+          [](T& o, T x, T y) {
+            o = static_cast<T>(
+                apply_binary<decltype(k)::value, CpuNormal>(static_cast<C>(x), static_cast<C>(y)));
+          },
           operand<T>(a), operand<T>(b));
     });
   });
 }
 
-// The scalar is rounded to T first.
+// The scalar is rounded to compute_t<T> first (float for the 16-bit types).
 void binary_scalar(BinaryOp op, const Tensor& a, double scalar, const Tensor& out) {
-  visit_arith(a.dtype(), "binary_scalar", [&]<typename T>() {
-    const T s = static_cast<T>(scalar);
+  visit_arith_and_reduced(a.dtype(), "binary_scalar", [&]<typename T>() {
+    using C = compute_t<T>;
+    const C s = static_cast<C>(scalar);
     specialise_binary<T>(op, [&](auto k) {
       map_elements<T>(
-          out, [s](T& o, T x) { o = apply_binary<decltype(k)::value, CpuNormal>(x, s); },
+          out,
+          [s](T& o, T x) {
+            o = static_cast<T>(apply_binary<decltype(k)::value, CpuNormal>(static_cast<C>(x), s));
+          },
           operand<T>(a));
     });
   });

@@ -1,5 +1,6 @@
 // LayerNorm and BatchNorm on the CPU (contract: kernels/normalization.h),
-// float32 and float64.
+// float32 and float64; layer_norm also reads and writes bfloat16/float16,
+// computing in float (statistics in float64) without float32 copies.
 #include "kernels/normalization.h"
 
 #include <algorithm>
@@ -48,39 +49,44 @@ class ShiftedMoments {
 // its columns and walks every row, so the sums need no cross-thread merge.
 constexpr int64_t kColumnChunk = 32;
 
-template <typename T>
+// T is the storage type of x, w, b and y; the statistics are C =
+// compute_t<T> (float32 for the 16-bit types, as the op's shape rule says).
+template <typename T, typename C = compute_t<T>>
 void layer_norm_kernel(const T* x, const T* w, const T* b, double eps, int64_t rows, int64_t cols,
-                       T* y, T* mean, T* rstd) {
+                       T* y, C* mean, C* rstd) {
   parallel_for(rows, rows * cols >= 2 * kParallelGrain, [&](int64_t r) {
     const T* xr = x + r * cols;
     ShiftedMoments m(static_cast<double>(xr[0]));
     m.add(xr, cols);
-    const T mu = static_cast<T>(m.mean());
-    const T rs = static_cast<T>(1.0 / std::sqrt(m.biased_var() + eps));
+    const C mu = static_cast<C>(m.mean());
+    const C rs = static_cast<C>(1.0 / std::sqrt(m.biased_var() + eps));
     mean[r] = mu;
     rstd[r] = rs;
     T* yr = y + r * cols;
+    auto at = [](const T* p, int64_t j) { return static_cast<C>(p[j]); };
     // One loop per affine case keeps the inner loops free of branches.
     if (w && b) {
 #pragma omp simd
-      for (int64_t j = 0; j < cols; ++j) yr[j] = (xr[j] - mu) * rs * w[j] + b[j];
+      for (int64_t j = 0; j < cols; ++j) {
+        yr[j] = static_cast<T>((at(xr, j) - mu) * rs * at(w, j) + at(b, j));
+      }
     } else if (w) {
 #pragma omp simd
-      for (int64_t j = 0; j < cols; ++j) yr[j] = (xr[j] - mu) * rs * w[j];
+      for (int64_t j = 0; j < cols; ++j) yr[j] = static_cast<T>((at(xr, j) - mu) * rs * at(w, j));
     } else if (b) {
 #pragma omp simd
-      for (int64_t j = 0; j < cols; ++j) yr[j] = (xr[j] - mu) * rs + b[j];
+      for (int64_t j = 0; j < cols; ++j) yr[j] = static_cast<T>((at(xr, j) - mu) * rs + at(b, j));
     } else {
 #pragma omp simd
-      for (int64_t j = 0; j < cols; ++j) yr[j] = (xr[j] - mu) * rs;
+      for (int64_t j = 0; j < cols; ++j) yr[j] = static_cast<T>((at(xr, j) - mu) * rs);
     }
   });
 }
 
 // dx = rstd * (g w - mean(g w) - xhat * mean(g w xhat)) per row, w = 1 when
 // null; dweight = sum over rows of g xhat, dbias = sum over rows of g.
-template <typename T>
-void layer_norm_backward_kernel(const T* g, const T* x, const T* w, const T* mean, const T* rstd,
+template <typename T, typename C = compute_t<T>>
+void layer_norm_backward_kernel(const T* g, const T* x, const T* w, const C* mean, const C* rstd,
                                 int64_t rows, int64_t cols, T* dx, T* dw, T* db) {
   const bool parallel = rows * cols >= 2 * kParallelGrain;
   if (dx) {
@@ -230,9 +236,10 @@ void layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, int64
   check_contiguous("layer_norm", {x, weight, bias, y, mean, rstd});
   const int64_t cols = normalized_numel(x, normalized_ndim);
   const int64_t rows = cols == 0 ? 0 : x.numel() / cols;
-  visit_floating(x.dtype(), "layer_norm", [&]<typename T>() {
+  visit_all_floating(x.dtype(), "layer_norm", [&]<typename T>() {
+    using C = compute_t<T>;
     layer_norm_kernel<T>(in_ptr<T>(x), in_ptr<T>(weight), in_ptr<T>(bias), eps, rows, cols,
-                         out_ptr<T>(y), out_ptr<T>(mean), out_ptr<T>(rstd));
+                         out_ptr<T>(y), out_ptr<C>(mean), out_ptr<C>(rstd));
   });
 }
 
@@ -242,9 +249,10 @@ void layer_norm_backward(const Tensor& grad, const Tensor& x, const Tensor& weig
   check_contiguous("layer_norm_backward", {grad, x, weight, mean, rstd, dx, dweight, dbias});
   const int64_t cols = normalized_numel(x, normalized_ndim);
   const int64_t rows = cols == 0 ? 0 : x.numel() / cols;
-  visit_floating(x.dtype(), "layer_norm_backward", [&]<typename T>() {
-    layer_norm_backward_kernel<T>(in_ptr<T>(grad), in_ptr<T>(x), in_ptr<T>(weight), in_ptr<T>(mean),
-                                  in_ptr<T>(rstd), rows, cols, out_ptr<T>(dx), out_ptr<T>(dweight),
+  visit_all_floating(x.dtype(), "layer_norm_backward", [&]<typename T>() {
+    using C = compute_t<T>;
+    layer_norm_backward_kernel<T>(in_ptr<T>(grad), in_ptr<T>(x), in_ptr<T>(weight), in_ptr<C>(mean),
+                                  in_ptr<C>(rstd), rows, cols, out_ptr<T>(dx), out_ptr<T>(dweight),
                                   out_ptr<T>(dbias));
   });
 }

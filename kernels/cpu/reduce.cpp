@@ -25,7 +25,7 @@ void sum(const Tensor& x, const std::vector<int64_t>& dims, double scale, const 
   ReductionLayout l = split_dims(x, dims);
   const int64_t outer = numel_of(l.kept_shape);
   const int64_t inner = numel_of(l.reduced_shape);
-  visit_arith(x.dtype(), "sum", [&]<typename T>() {
+  visit_arith_and_reduced(x.dtype(), "sum", [&]<typename T>() {
     using Acc = sum_acc_t<T>;
     const T* in = static_cast<const T*>(x.data_ptr());
     T* o = static_cast<T*>(out.data_ptr());

@@ -1,10 +1,13 @@
 // Softmax and log-softmax on the CPU (contract: kernels/softmax.h): one row
-// per dim-slice, rows in parallel with OpenMP; float32 and float64.
+// per dim-slice, rows in parallel with OpenMP; float32 and float64, and the
+// 16-bit types through float rows.
 #include "kernels/softmax.h"
 
 #include <array>
 #include <cmath>
 #include <limits>
+#include <span>
+#include <vector>
 
 #include "kernels/cpu/dtype_dispatch.h"
 #include "kernels/cpu/loops.h"
@@ -88,6 +91,29 @@ T* data(const Tensor& t) {
   return static_cast<T*>(t.data_ptr());
 }
 
+// Float scratch rows for 16-bit operands, one set per thread and reused:
+// the float row kernels run on them and results are rounded once on store,
+// as computing on a float32 copy of the tensor would, without the copy.
+std::span<float> scratch_row(size_t which, int64_t len) {
+  thread_local std::array<std::vector<float>, 3> rows;
+  std::vector<float>& row = rows[which];
+  if (row.size() < static_cast<size_t>(len)) row.resize(static_cast<size_t>(len));
+  return {row.data(), static_cast<size_t>(len)};
+}
+
+template <typename T>
+std::span<float> load_row(size_t which, const T* p, int64_t len, int64_t stride) {
+  std::span<float> row = scratch_row(which, len);
+  for (int64_t k = 0; k < len; ++k) row[static_cast<size_t>(k)] = p[k * stride];
+  return row;
+}
+
+template <typename T>
+void store_row(std::span<const float> row, T* p, int64_t stride) {
+  for (size_t k = 0; k < row.size(); ++k)
+    p[static_cast<int64_t>(k) * stride] = static_cast<T>(row[k]);
+}
+
 void softmax_forward(const Tensor& x, int64_t dim, bool log, bool causal, const Tensor& out) {
   const auto d = static_cast<size_t>(dim);
   const int64_t len = x.shape()[d];
@@ -95,13 +121,18 @@ void softmax_forward(const Tensor& x, int64_t dim, bool log, bool causal, const 
   // Causal rows are the queries of trailing [Lq, Lk] matrices (dim is the last).
   const int64_t queries = causal ? x.shape()[d - 1] : 1;
   const int64_t xs = x.strides()[d], os = out.strides()[d];
-  visit_floating(x.dtype(), "softmax", [&]<typename T>() {
+  visit_all_floating(x.dtype(), "softmax", [&]<typename T>() {
     const T* in = data<const T>(x);
     T* o = data<T>(out);
     for_each_slice<2>(x.shape(), dim, {&x, &out}, [&](int64_t r, const std::array<int64_t, 2>& at) {
       // Query i sees keys j <= i + (Lk - Lq): bottom-right aligned, as in PyTorch.
       const int64_t visible = causal ? std::min(len, r % queries + (len - queries) + 1) : len;
-      if (xs == 1 && os == 1) {
+      if constexpr (is_reduced_v<T>) {
+        const std::span<float> row = load_row(0, in + at[0], len, xs);
+        const std::span<float> result = scratch_row(1, len);
+        softmax_row<float, true>(row.data(), result.data(), len, visible, 1, 1, log);
+        store_row(result, o + at[1], os);
+      } else if (xs == 1 && os == 1) {
         softmax_row<T, true>(in + at[0], o + at[1], len, visible, 1, 1, log);
       } else {
         softmax_row<T, false>(in + at[0], o + at[1], len, visible, xs, os, log);
@@ -117,12 +148,18 @@ void softmax_backward(const Tensor& g, const Tensor& y, int64_t dim, bool log,
   if (len == 0) return;
   const std::array<int64_t, 3> s{g.strides()[d], y.strides()[d], grad_x.strides()[d]};
   const bool unit = s == std::array<int64_t, 3>{1, 1, 1};
-  visit_floating(y.dtype(), "softmax_backward", [&]<typename T>() {
+  visit_all_floating(y.dtype(), "softmax_backward", [&]<typename T>() {
     const T *gp = data<const T>(g), *yp = data<const T>(y);
     T* dxp = data<T>(grad_x);
     for_each_slice<3>(
         y.shape(), dim, {&g, &y, &grad_x}, [&](int64_t, const std::array<int64_t, 3>& at) {
-          if (unit) {
+          if constexpr (is_reduced_v<T>) {
+            const std::span<float> grad = load_row(0, gp + at[0], len, s[0]);
+            const std::span<float> out = load_row(1, yp + at[1], len, s[1]);
+            const std::span<float> result = scratch_row(2, len);
+            softmax_backward_row<float, true>(grad.data(), out.data(), result.data(), len, s, log);
+            store_row(result, dxp + at[2], s[2]);
+          } else if (unit) {
             softmax_backward_row<T, true>(gp + at[0], yp + at[1], dxp + at[2], len, s, log);
           } else {
             softmax_backward_row<T, false>(gp + at[0], yp + at[1], dxp + at[2], len, s, log);

@@ -40,6 +40,7 @@ OpDef binary_def(const char* name, BinaryOp kind, std::vector<int> save, Backwar
   };
   def.backward = std::move(backward);
   def.save_inputs = std::move(save);
+  def.compute_reduced_in_float = false;  // the kernels take 16-bit operands
   return def;
 }
 
@@ -55,6 +56,7 @@ OpDef scalar_def(const char* name, BinaryOp kind, std::vector<int> save, Backwar
   };
   def.backward = std::move(backward);
   def.save_inputs = std::move(save);
+  def.compute_reduced_in_float = false;
   return def;
 }
 
@@ -72,6 +74,7 @@ OpDef unary_def(const char* name, UnaryOp kind, Saves saves, BackwardFn backward
   def.backward = std::move(backward);
   if (saves == Saves::Input) def.save_inputs = {0};
   if (saves == Saves::Output) def.save_outputs = {0};
+  def.compute_reduced_in_float = false;
   return def;
 }
 

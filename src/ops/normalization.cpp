@@ -118,6 +118,7 @@ OpDef layer_norm_def() {
   };
   def.save_inputs = {0, 1};
   def.save_outputs = {1, 2};
+  def.compute_reduced_in_float = false;  // the kernel takes 16-bit operands
   def.backward = [](const BackwardArgs& a) {
     // The rank of weight, else of bias (not saved: its metadata has it), else
     // the attribute; the shape rule made those given agree and let no call
@@ -143,6 +144,7 @@ OpDef layer_norm_backward_def() {
   OpDef def;
   def.name = "layer_norm_backward";
   def.attrs = attrs_type<LayerNormBackwardAttrs>();
+  def.compute_reduced_in_float = false;
   def.visible_outputs = -1;
   def.shape = [](const std::vector<Tensor>& in, const Attrs& a) {
     const Tensor &g = in[0], &x = in[1];

@@ -29,6 +29,7 @@ OpDef sum_def(const char* name, bool mean) {
   OpDef def;
   def.name = name;
   def.attrs = attrs_type<ReduceAttrs>();
+  def.compute_reduced_in_float = false;  // the kernel sums 16-bit values in float64
   def.shape = [name, mean](const std::vector<Tensor>& in, const Attrs& a) {
     // An integer mean has no integer answer (PyTorch refuses it too).
     if (mean) check_floating(name, in[0]);

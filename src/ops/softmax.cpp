@@ -42,6 +42,7 @@ OpDef softmax_def(const char* name, bool log, BackwardFn backward) {
   };
   def.backward = std::move(backward);
   def.save_outputs = {0};
+  def.compute_reduced_in_float = false;  // the kernel takes 16-bit rows
   return def;
 }
 
@@ -67,6 +68,7 @@ OpDef softmax_backward_def(const char* name, bool log, BackwardFn backward) {
   };
   def.backward = std::move(backward);
   def.save_inputs = {0, 1};
+  def.compute_reduced_in_float = false;
   return def;
 }
 

@@ -66,16 +66,16 @@ void check_operand(const Tensor& self, const Tensor& other, const char* op) {
                     shape_str(self.shape()));
 }
 
-// Runs an in-place update in float32 when self is bfloat16/float16, then
-// writes back: the CPU kernels compute in float32. A CUDA kernel computes a
-// 16-bit tensor in float32 itself, so on CUDA only an update of more than one
-// kernel of self's dtype (`one_kernel` false) is widened, so that it rounds
-// no intermediate (alpha * other, another dtype's operand) to 16 bits.
+// Runs an in-place update of a bfloat16/float16 self in float32, then writes
+// back, when it takes more than one kernel of self's dtype (`one_kernel`
+// false), so that it rounds no intermediate (alpha * other, another dtype's
+// operand) to 16 bits. One kernel computes a 16-bit tensor in float32
+// itself, on both devices.
 template <typename Fn>
 void update(Tensor& self, const char* op, bool one_kernel, Fn&& fn) {
   check_in_place(self, op);
   check_no_internal_overlap(op, self);
-  if (is_reduced_float(self.dtype()) && (self.device().is_cpu() || !one_kernel)) {
+  if (is_reduced_float(self.dtype()) && !one_kernel) {
     Tensor wide = Tensor::empty(self.shape(), kFloat32, self.device());
     copy(op, self, wide);
     fn(wide);
