@@ -61,6 +61,30 @@ TEST(Autograd, FirstLeafGradientIsTakenNotCopied) {
   EXPECT_EQ(x.grad().to_vector<float>(), std::vector<float>(1 << 16, 2.0f));
 }
 
+// A linear layer's product with its weight's transpose gives the weight a
+// gradient in the weight's own (contiguous) layout, which the engine then
+// takes: no transposed copy of the weight's size exists during backward.
+TEST(Autograd, WeightOfATransposedProductGetsItsGradientInItsLayout) {
+  Tensor w = randn({512, 256});
+  w.requires_grad_();
+  Tensor x = randn({8, 256});
+  Tensor loss = sum(matmul(x, w.transpose(0, 1)));
+  const int64_t before = memory::stats(kCPU).allocated_bytes.current;
+  memory::PeakWatch watch(kCPU);
+  loss.backward();
+  EXPECT_LT(watch.peak() - before, w.nbytes() * 3 / 2);
+  EXPECT_TRUE(w.grad().is_contiguous());
+  // d/dw sum(x w^T) = column sums of x, one per row of w.
+  const std::vector<float> column_sums = sum(x, {0}).to_vector<float>();
+  const std::vector<float> grad = w.grad().to_vector<float>();
+  for (int64_t row : {0, 511}) {
+    for (int64_t j = 0; j < 256; ++j) {
+      EXPECT_NEAR(grad[static_cast<size_t>(row * 256 + j)], column_sums[static_cast<size_t>(j)],
+                  1e-5);
+    }
+  }
+}
+
 // A gradient that other handles can see is copied: the user's seed, and one
 // tensor the backward hands to two leaves.
 TEST(Autograd, SharedGradientsAreCopiedIntoTheLeaves) {

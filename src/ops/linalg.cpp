@@ -6,6 +6,21 @@
 #include "remat/ops.h"
 
 namespace remat::ops {
+namespace {
+
+// dB = A^T dC in B's own layout. A linear layer multiplies by its weight's
+// transpose, a column-major view: dB is then formed as (dC^T A)^T, whose
+// transpose (the weight's gradient) is contiguous, where A^T dC would hand
+// the weight a transposed gradient that every accumulation and optimizer
+// pass walks across the grain (PyTorch's mm_mat2_backward does the same).
+Tensor matmul_grad_b(const Tensor& a, const Tensor& b, const Tensor& grad, const Shape& b_shape) {
+  const bool column_major = a.dim() == 2 && b.dim() == 2 && b.strides()[0] == 1 &&
+                            b.strides()[1] == b.shape()[0] && b.shape()[1] > 1;
+  if (column_major) return matmul(grad.transpose(0, 1), a).transpose(0, 1);
+  return sum_to(matmul(a.transpose(-1, -2), grad), b_shape);
+}
+
+}  // namespace
 
 void register_linalg_ops(Registry& r) {
   OpDef def;
@@ -46,7 +61,7 @@ void register_linalg_ops(Registry& r) {
     return std::vector<Tensor>{
         a.needs(0) ? sum_to(matmul(a.grad(), a.input(1).transpose(-1, -2)), a.input_meta[0].shape)
                    : Tensor(),
-        a.needs(1) ? sum_to(matmul(a.input(0).transpose(-1, -2), a.grad()), a.input_meta[1].shape)
+        a.needs(1) ? matmul_grad_b(a.input(0), a.input(1), a.grad(), a.input_meta[1].shape)
                    : Tensor(),
         a.needs(2) ? sum_to(a.grad(), a.input_meta[2].shape) : Tensor()};
   };
