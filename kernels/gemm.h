@@ -1,8 +1,10 @@
 // Matrix products: the kernel every backend implements (kernels/cpu/gemm.cpp
-// through OpenBLAS, kernels/cuda/gemm.cu through cuBLAS), declared once. The
-// CPU computes float32 and float64; CUDA also bfloat16 and float16
-// (accumulated in float32), and float32 may run on TF32 tensor cores when
-// remat::matmul_allow_tf32() (off by default).
+// through OpenBLAS and oneDNN, kernels/cuda/gemm.cu through cuBLAS),
+// declared once. Both take float32, float64, bfloat16 and float16, the
+// 16-bit types accumulated in float32 and rounded once (the CPU: bfloat16
+// through oneDNN's matmul where built in, otherwise float32 copies through
+// BLAS); float32 may run on TF32 tensor cores when remat::matmul_allow_tf32()
+// (off by default).
 #pragma once
 
 #include "remat/core/tensor.h"

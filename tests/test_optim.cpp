@@ -115,6 +115,34 @@ void expect_two_steps_match(Optimizer& optimizer, const Tensor& p, Reference ref
   }
 }
 
+// A 16-bit parameter is updated in float32 and rounded once on store, so one
+// step from 16-bit values equals the float32 step rounded to the 16-bit type.
+void expect_reduced_step_is_float32_step_rounded(
+    const std::function<std::unique_ptr<Optimizer>(const Tensor&)>& make, double grad_scale = 1.0,
+    const std::function<void(const Optimizer&, DType)>& check = {}) {
+  for (DType reduced : {kBFloat16, kFloat16}) {
+    SCOPED_TRACE(fmt::format("{}", reduced));
+    Values start(300), grad(300);
+    for (size_t i = 0; i < start.size(); ++i) {
+      start[i] = std::cos(0.01 * static_cast<double>(i));
+      grad[i] = std::sin(0.03 * static_cast<double>(i)) * grad_scale;
+    }
+    // Round the inputs to the 16-bit type first, so both runs start equal.
+    start = from_vector(start, {300}).to(reduced).to_vector<double>();
+    grad = from_vector(grad, {300}).to(reduced).to_vector<double>();
+    Tensor p16 = parameter(start, reduced), p32 = parameter(start, kFloat32);
+    set_grad(p16, grad);
+    set_grad(p32, grad);
+    const std::unique_ptr<Optimizer> opt16 = make(p16), opt32 = make(p32);
+    opt16->step();
+    opt32->step();
+    EXPECT_EQ(p16.dtype(), reduced);
+    EXPECT_EQ(p16.to_vector<double>(), p32.to(reduced).to_vector<double>());
+    EXPECT_NE(p16.to_vector<double>(), start) << "the step must move the parameter";
+    if (check) check(*opt16, reduced);
+  }
+}
+
 // ---- SGD --------------------------------------------------------------------------
 
 TEST(SGD, FirstTwoStepsFollowTheUpdateRule) {
@@ -176,28 +204,11 @@ TEST(SGD, LargeParameterWithMomentumMatchesTheReference) {
   expect_near_all(p.to_vector<double>(), start, 1e-14);
 }
 
-// As for AdamW: a 16-bit parameter's step is the float32 step rounded once.
 TEST(SGD, ReducedPrecisionStepIsTheFloat32StepRoundedOnce) {
-  for (DType reduced : {kBFloat16, kFloat16}) {
-    Values start(300), grad(300);
-    for (size_t i = 0; i < start.size(); ++i) {
-      start[i] = std::cos(0.01 * static_cast<double>(i));
-      grad[i] = std::sin(0.03 * static_cast<double>(i));
-    }
-    start = from_vector(start, {300}).to(reduced).to_vector<double>();
-    grad = from_vector(grad, {300}).to(reduced).to_vector<double>();
-    Tensor p16 = parameter(start, reduced), p32 = parameter(start, kFloat32);
-    const SGDOptions options{.lr = 0.01, .weight_decay = 0.1};  // no buffer: one rounding
-    SGD opt16({p16}, options), opt32({p32}, options);
-    set_grad(p16, grad);
-    set_grad(p32, grad);
-    opt16.step();
-    opt32.step();
-    EXPECT_EQ(p16.dtype(), reduced);
-    EXPECT_EQ(p16.to_vector<double>(), p32.to(reduced).to_vector<double>())
-        << fmt::format("{}", reduced);
-    EXPECT_NE(p16.to_vector<double>(), start) << "the step must move the parameter";
-  }
+  // Without a buffer: the parameter is the only value rounded.
+  expect_reduced_step_is_float32_step_rounded([](const Tensor& p) {
+    return std::make_unique<SGD>(std::vector{p}, SGDOptions{.lr = 0.01, .weight_decay = 0.1});
+  });
 }
 
 TEST(SGD, StepUsesTheCurrentLearningRate) {
@@ -330,30 +341,15 @@ TEST(Adam, LargeParameterMatchesTheReference) {
   expect_near_all(p.to_vector<double>(), start, 1e-14);
 }
 
-// A 16-bit parameter is updated in float32 and rounded once on store, so one
-// step from 16-bit values equals the float32 step rounded to the 16-bit type,
-// and the state keeps the parameter's dtype.
 TEST(AdamW, ReducedPrecisionStepIsTheFloat32StepRoundedOnce) {
-  for (DType reduced : {kBFloat16, kFloat16}) {
-    Values start(300), grad(300);
-    for (size_t i = 0; i < start.size(); ++i) {
-      start[i] = std::cos(0.01 * static_cast<double>(i));
-      grad[i] = std::sin(0.03 * static_cast<double>(i)) * 1e-2;
-    }
-    // Round the inputs to the 16-bit type first, so both runs start equal.
-    start = from_vector(start, {300}).to(reduced).to_vector<double>();
-    grad = from_vector(grad, {300}).to(reduced).to_vector<double>();
-    Tensor p16 = parameter(start, reduced), p32 = parameter(start, kFloat32);
-    set_grad(p16, grad);
-    set_grad(p32, grad);
-    AdamW opt16({p16}, {.lr = 0.05}), opt32({p32}, {.lr = 0.05});
-    opt16.step();
-    opt32.step();
-    EXPECT_EQ(opt16.state(0).exp_avg.dtype(), reduced);
-    EXPECT_EQ(p16.to_vector<double>(), p32.to(reduced).to_vector<double>())
-        << fmt::format("{}", reduced);
-    EXPECT_NE(p16.to_vector<double>(), start) << "the step must move the parameter";
-  }
+  expect_reduced_step_is_float32_step_rounded(
+      [](const Tensor& p) {
+        return std::make_unique<AdamW>(std::vector{p}, AdamOptions{.lr = 0.05});
+      },
+      1e-2,
+      [](const Optimizer& opt, DType reduced) {
+        EXPECT_EQ(opt.state(0).exp_avg.dtype(), reduced);  // the state keeps the dtype
+      });
 }
 
 // ---- state, skipping, versions, zero_grad ----------------------------------------

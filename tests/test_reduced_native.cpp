@@ -141,5 +141,62 @@ TEST(ReducedNative, InPlaceUpdatesRoundOnce) {
   EXPECT_EQ(watch.peak(), before) << "a one-kernel in-place update allocates nothing";
 }
 
+// bfloat16 matmul (oneDNN where built in, else float32 copies through BLAS)
+// against a float64 product of the same bfloat16 values: each result is the
+// float32-accumulated sum rounded once, so within bfloat16's rounding of the
+// float64 value plus float32 accumulation error.
+TEST(ReducedNative, Bfloat16MatmulMatchesTheFloat64Product) {
+  struct Product {
+    std::string label;
+    Tensor a, b, bias;
+  };
+  const Tensor w = values({48, 40}, -1, 1, 21).to(kBFloat16);
+  const std::vector<Product> products{
+      {"plain", values({33, 40}, -1, 1, 22), values({40, 24}, -1, 1, 23), Tensor()},
+      {"bias", values({7, 40}, -1, 1, 24), values({40, 48}, -1, 1, 25), values({48}, -1, 1, 26)},
+      {"transposed weight (a Linear)", values({9, 40}, -1, 1, 27), w.transpose(0, 1),
+       values({48}, -1, 1, 28)},
+      {"transposed input", values({40, 17}, -1, 1, 29).transpose(0, 1), values({40, 5}, -1, 1, 30),
+       Tensor()},
+      {"batched, broadcast b", values({3, 2, 11, 40}, -1, 1, 31), values({40, 13}, -1, 1, 32),
+       Tensor()},
+      {"strided bias", values({6, 40}, -1, 1, 33), values({40, 12}, -1, 1, 34),
+       values({24}, -1, 1, 35).slice(0, 0, 24, 2)},
+      {"empty inner dim", values({4, 0}, -1, 1, 36), values({0, 3}, -1, 1, 37),
+       values({3}, -1, 1, 38)},
+  };
+  for (const Product& p : products) {
+    SCOPED_TRACE(p.label);
+    auto narrow = [](const Tensor& t) { return t.defined() ? t.to(kBFloat16) : t; };
+    auto wide = [](const Tensor& t) { return t.defined() ? t.to(kFloat64) : t; };
+    const Tensor a = p.a.dtype() == kBFloat16 ? p.a : narrow(p.a);
+    const Tensor b = p.b.dtype() == kBFloat16 ? p.b : narrow(p.b);
+    const Tensor bias = narrow(p.bias);
+    const Tensor got = matmul(a, b, bias);
+    ASSERT_EQ(got.dtype(), kBFloat16);
+    const Tensor want = matmul(wide(a), wide(b), wide(bias));
+    ASSERT_EQ(got.shape(), want.shape());
+    const std::vector<double> g = got.to_vector<double>(), e = want.to_vector<double>();
+    for (size_t i = 0; i < g.size(); ++i) {
+      // Half a bfloat16 ulp of the exact value, plus the float32 sum's error.
+      EXPECT_NEAR(g[i], e[i], std::abs(e[i]) * 0x1p-8 + 1e-5) << i;
+    }
+  }
+}
+
+// Under a memory limit with no room left the product throws OutOfMemoryError
+// (its output and oneDNN's scratch come from remat's allocator), and
+// afterwards it works again.
+TEST(ReducedNative, Bfloat16MatmulUnderAMemoryLimitThrowsAndRecovers) {
+  const Tensor a = values({2048, 512}, -1, 1, 41).to(kBFloat16);
+  const Tensor b = values({512, 2048}, -1, 1, 42).to(kBFloat16);
+  const Tensor before = matmul(a, b);
+  memory::empty_cache(kCPU);
+  memory::set_memory_limit(kCPU, memory::stats(kCPU).reserved_bytes.current);
+  EXPECT_THROW((void)matmul(a, b), OutOfMemoryError);
+  memory::set_memory_limit(kCPU, 0);
+  EXPECT_EQ(bits(matmul(a, b)), bits(before));
+}
+
 }  // namespace
 }  // namespace remat

@@ -1,9 +1,13 @@
-// Matrix products on the CPU through OpenBLAS (contract: kernels/gemm.h).
+// Matrix products on the CPU (contract: kernels/gemm.h): float32 and float64
+// through OpenBLAS, bfloat16 through oneDNN where it is built in (AMX or
+// AVX-512 BF16, float32 accumulation, one rounding), other 16-bit products
+// through float32 copies.
 #include "kernels/gemm.h"
 
 #include "kernels/cpu/blas.h"
 #include "kernels/cpu/dtype_dispatch.h"
 #include "kernels/cpu/loops.h"
+#include "kernels/cpu/onednn.h"
 #include "kernels/elementwise.h"
 
 namespace remat::kernels::cpu {
@@ -43,17 +47,40 @@ void fill_rows(const Tensor& bias, T* out, int64_t rows, int64_t n) {
   });
 }
 
-void matmul(const Tensor& a, const Tensor& b, const Tensor& bias, const Tensor& out) {
+// Calls gemm(batch, a_offset, b_offset) for every matrix of out's batch
+// dims, with the element offsets of its a and b matrices (broadcast batches
+// repeat one).
+template <typename Gemm>
+void for_each_batch(const Tensor& out, const BlasMatrix& A, const BlasMatrix& B, Gemm&& gemm) {
   const size_t nd = out.shape().size();
-  const int64_t m = out.shape()[nd - 2], n = out.shape()[nd - 1];
-  const int64_t k = a.shape().back();
-  Shape batch_shape(out.shape().begin(), out.shape().end() - 2);
-  const int64_t batches = numel_of(batch_shape);
-  BlasMatrix A = blas_view(a), B = blas_view(b);
+  const Shape batch_shape(out.shape().begin(), out.shape().end() - 2);
   Strides a_batch = broadcast_strides(A.storage, out.shape());
   Strides b_batch = broadcast_strides(B.storage, out.shape());
   a_batch.resize(nd - 2);
   b_batch.resize(nd - 2);
+  const int64_t batches = numel_of(batch_shape);
+  for (int64_t i = 0; i < batches; ++i) {
+    int64_t oa = 0, ob = 0, rem = i;
+    for (size_t d = batch_shape.size(); d-- > 0;) {
+      const int64_t idx = rem % batch_shape[d];
+      rem /= batch_shape[d];
+      oa += idx * a_batch[d];
+      ob += idx * b_batch[d];
+    }
+    gemm(i, oa, ob);
+  }
+}
+
+struct Dims {
+  int64_t m, n, k;
+  explicit Dims(const Tensor& a, const Tensor& out)
+      : m(out.shape()[out.shape().size() - 2]), n(out.shape().back()), k(a.shape().back()) {}
+};
+
+// float32 and float64 through BLAS.
+void blas_matmul(const Tensor& a, const Tensor& b, const Tensor& bias, const Tensor& out) {
+  const Dims d(a, out);
+  const BlasMatrix A = blas_view(a), B = blas_view(b);
   visit_floating(out.dtype(), "matmul", [&]<typename T>() {
     const T* pa = static_cast<const T*>(A.storage.data_ptr());
     const T* pb = static_cast<const T*>(B.storage.data_ptr());
@@ -61,23 +88,58 @@ void matmul(const Tensor& a, const Tensor& b, const Tensor& bias, const Tensor& 
     // With a bias, out starts as the bias and BLAS accumulates onto it.
     const T beta = bias.defined() ? T(1) : T(0);
     if (bias.defined()) {
-      fill_rows(bias, pc, batches * m, n);
-    } else if (k == 0) {
+      fill_rows(bias, pc, out.numel() / std::max<int64_t>(d.n, 1), d.n);
+    } else if (d.k == 0) {
       std::fill(pc, pc + out.numel(), T(0));
     }
-    if (k == 0) return;
-    for (int64_t i = 0; i < batches; ++i) {
-      int64_t oa = 0, ob = 0, rem = i;
-      for (size_t d = batch_shape.size(); d-- > 0;) {
-        int64_t idx = rem % batch_shape[d];
-        rem /= batch_shape[d];
-        oa += idx * a_batch[d];
-        ob += idx * b_batch[d];
-      }
-      blas_gemm<T>(A.trans, B.trans, m, n, k, T(1), pa + oa, A.ld, pb + ob, B.ld, beta,
-                   pc + i * m * n, std::max<int64_t>(n, 1));
-    }
+    if (d.k == 0) return;
+    for_each_batch(out, A, B, [&](int64_t i, int64_t oa, int64_t ob) {
+      blas_gemm<T>(A.trans, B.trans, d.m, d.n, d.k, T(1), pa + oa, A.ld, pb + ob, B.ld, beta,
+                   pc + i * d.m * d.n, std::max<int64_t>(d.n, 1));
+    });
   });
+}
+
+OnednnMatrix onednn_view(const BlasMatrix& x, int64_t offset) {
+  const auto* base = static_cast<const BFloat16*>(x.storage.data_ptr()) + offset;
+  return x.trans == CblasNoTrans ? OnednnMatrix{base, x.ld, 1} : OnednnMatrix{base, 1, x.ld};
+}
+
+// bfloat16 through oneDNN (AMX where the CPU has it); false, having written
+// nothing, where oneDNN cannot serve.
+bool onednn_matmul(const Tensor& a, const Tensor& b, const Tensor& bias, const Tensor& out) {
+  const Dims d(a, out);
+  if (d.k == 0) return false;
+  if (out.numel() == 0) return true;
+  const BlasMatrix A = blas_view(a), B = blas_view(b);
+  auto* pc = static_cast<BFloat16*>(out.data_ptr());
+  bool served = true;
+  for_each_batch(out, A, B, [&](int64_t i, int64_t oa, int64_t ob) {
+    served = served && onednn_bf16_gemm(d.m, d.n, d.k, onednn_view(A, oa), onednn_view(B, ob),
+                                        bias.defined() ? bias.data_ptr() : nullptr,
+                                        bias.defined() ? bias.strides()[0] : 0, pc + i * d.m * d.n);
+  });
+  return served;
+}
+
+// A 16-bit product oneDNN does not serve: float32 copies through BLAS, the
+// result rounded once.
+void widened_matmul(const Tensor& a, const Tensor& b, const Tensor& bias, const Tensor& out) {
+  auto widen = [](const Tensor& t) {
+    if (!t.defined()) return t;
+    Tensor wide = Tensor::empty(t.shape(), kFloat32, t.device());
+    elementwise_kernels.copy(t, wide);
+    return wide;
+  };
+  const Tensor wide_out = Tensor::empty(out.shape(), kFloat32, out.device());
+  blas_matmul(widen(a), widen(b), widen(bias), wide_out);
+  elementwise_kernels.copy(wide_out, out);
+}
+
+void matmul(const Tensor& a, const Tensor& b, const Tensor& bias, const Tensor& out) {
+  if (!is_reduced_float(out.dtype())) return blas_matmul(a, b, bias, out);
+  if (out.dtype() == kBFloat16 && onednn_matmul(a, b, bias, out)) return;
+  widened_matmul(a, b, bias, out);
 }
 
 }  // namespace

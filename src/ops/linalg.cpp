@@ -55,6 +55,7 @@ void register_linalg_ops(Registry& r) {
         .matmul(in[0], in[1], in[2], out[0]);
   };
   def.save_inputs = {0, 1};
+  def.compute_reduced_in_float = false;  // the CPU kernel takes 16-bit operands itself
   // dA = dC B^T, dB = A^T dC, each summed over broadcast batch dims; dbias
   // sums dC over every dim but the last.
   def.backward = [](const BackwardArgs& a) {
