@@ -115,6 +115,18 @@ void expect_two_steps_match(Optimizer& optimizer, const Tensor& p, Reference ref
   }
 }
 
+// A parameter and gradient above the parallel threshold, of a length that
+// does not divide evenly.
+std::pair<Values, Values> large_start_and_grad() {
+  const size_t n = 100003;
+  Values start(n), grad(n);
+  for (size_t i = 0; i < n; ++i) {
+    start[i] = std::cos(0.001 * static_cast<double>(i));
+    grad[i] = std::sin(0.01 * static_cast<double>(i));
+  }
+  return {start, grad};
+}
+
 // A 16-bit parameter is updated in float32 and rounded once on store, so one
 // step from 16-bit values equals the float32 step rounded to the 16-bit type.
 void expect_reduced_step_is_float32_step_rounded(
@@ -184,14 +196,8 @@ TEST(SGD, KeepsNoBufferWithoutMomentum) {
 }
 
 TEST(SGD, LargeParameterWithMomentumMatchesTheReference) {
-  // Above the parallel threshold, with a length that does not divide evenly,
-  // two steps so the buffer's second rule runs.
-  const size_t n = 100003;
-  Values start(n), grad(n);
-  for (size_t i = 0; i < n; ++i) {
-    start[i] = std::cos(0.001 * static_cast<double>(i));
-    grad[i] = std::sin(0.01 * static_cast<double>(i));
-  }
+  // Two steps, so the buffer's second rule runs.
+  auto [start, grad] = large_start_and_grad();
   const SGDOptions options{.lr = 0.05, .momentum = 0.8, .dampening = 0.3, .weight_decay = 0.02};
   Tensor p = parameter(start);
   SGD sgd({p}, options);
@@ -325,13 +331,7 @@ TEST(Adam, UpdatesAStridedParameterThroughItsView) {
 }
 
 TEST(Adam, LargeParameterMatchesTheReference) {
-  // Above the parallel threshold, with a length that does not divide evenly.
-  const size_t n = 100003;
-  Values start(n), grad(n);
-  for (size_t i = 0; i < n; ++i) {
-    start[i] = std::cos(0.001 * static_cast<double>(i));
-    grad[i] = std::sin(0.01 * static_cast<double>(i));
-  }
+  auto [start, grad] = large_start_and_grad();
   Tensor p = parameter(start);
   set_grad(p, grad);
   Adam adam({p}, {.lr = 0.01, .weight_decay = 0.1});
