@@ -26,21 +26,23 @@ Runtime& runtime() {
   return r;
 }
 
-memory::desc bf16_matrix(int64_t rows, int64_t cols, int64_t row_stride, int64_t col_stride) {
-  return {memory::dims{rows, cols}, memory::data_type::bf16, memory::dims{row_stride, col_stride}};
+memory::desc matrix(memory::data_type type, int64_t rows, int64_t cols, int64_t row_stride,
+                    int64_t col_stride) {
+  return {memory::dims{rows, cols}, type, memory::dims{row_stride, col_stride}};
 }
 
 }  // namespace
 
-bool onednn_bf16_gemm(int64_t m, int64_t n, int64_t k, const OnednnMatrix& a, const OnednnMatrix& b,
-                      const void* bias, int64_t bias_stride, void* c) {
+bool onednn_gemm(DType dtype, int64_t m, int64_t n, int64_t k, const OnednnMatrix& a,
+                 const OnednnMatrix& b, const void* bias, void* c) {
+  if (dtype != kFloat32 && dtype != kBFloat16) return false;
+  const auto type = dtype == kFloat32 ? memory::data_type::f32 : memory::data_type::bf16;
   try {
     Runtime& rt = runtime();
-    const memory::desc a_desc = bf16_matrix(m, k, a.row_stride, a.col_stride);
-    const memory::desc b_desc = bf16_matrix(k, n, b.row_stride, b.col_stride);
-    const memory::desc c_desc = bf16_matrix(m, n, n, 1);
-    const memory::desc bias_desc =
-        bias ? bf16_matrix(1, n, n * bias_stride, bias_stride) : memory::desc();
+    const memory::desc a_desc = matrix(type, m, k, a.row_stride, a.col_stride);
+    const memory::desc b_desc = matrix(type, k, n, b.row_stride, b.col_stride);
+    const memory::desc c_desc = matrix(type, m, n, n, 1);
+    const memory::desc bias_desc = bias ? matrix(type, 1, n, n, 1) : memory::desc();
     dnnl::primitive_attr attr;
     attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
     const dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(a_desc, b_desc, bias_desc, c_desc),
@@ -63,7 +65,7 @@ bool onednn_bf16_gemm(int64_t m, int64_t n, int64_t k, const OnednnMatrix& a, co
     rt.stream.wait();
     return true;
   } catch (const dnnl::error& e) {
-    throw Error(fmt::format("matmul: oneDNN bfloat16 [{}, {}] @ [{}, {}]: {} (status {})", m, k, k,
+    throw Error(fmt::format("matmul: oneDNN {} [{}, {}] @ [{}, {}]: {} (status {})", dtype, m, k, k,
                             n, e.what(), static_cast<int>(e.status)));
   }
 }
@@ -74,8 +76,8 @@ bool onednn_bf16_gemm(int64_t m, int64_t n, int64_t k, const OnednnMatrix& a, co
 
 namespace remat::kernels::cpu {
 
-bool onednn_bf16_gemm(int64_t, int64_t, int64_t, const OnednnMatrix&, const OnednnMatrix&,
-                      const void*, int64_t, void*) {
+bool onednn_gemm(DType, int64_t, int64_t, int64_t, const OnednnMatrix&, const OnednnMatrix&,
+                 const void*, void*) {
   return false;
 }
 

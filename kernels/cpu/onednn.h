@@ -1,7 +1,7 @@
 // The CPU kernels' entry to oneDNN (Debian's libdnnl-dev, what PyTorch itself
-// uses on the CPU): bfloat16 matrix products, which oneDNN runs on AMX or
+// uses on the CPU): float32 and bfloat16 matrix products, bfloat16 on AMX or
 // AVX-512 BF16 with float32 accumulation. Built only where CMake found oneDNN
-// (REMAT_WITH_ONEDNN); elsewhere the callers widen to float32 BLAS.
+// (REMAT_WITH_ONEDNN); elsewhere the callers use OpenBLAS.
 #pragma once
 
 #include <cstdint>
@@ -19,12 +19,13 @@ struct OnednnMatrix {
   int64_t col_stride = 0;
 };
 
-// c [m, n] (contiguous, bfloat16) = a [m, k] @ b [k, n] (+ bias [n], strided,
-// when given), in float32, rounded to bfloat16 once. Scratch memory comes
-// from remat's allocator (counted in its peak). Returns false, having done
-// nothing, when oneDNN is not built in or has no implementation for the
+// c [m, n] (contiguous) = a [m, k] @ b [k, n] (+ bias [n], contiguous: oneDNN
+// reads a bias densely whatever strides it is given, when given), every operand of `dtype` (float32
+// or bfloat16), accumulated in float32 and rounded to dtype once. Scratch memory comes from remat's
+// allocator (counted in its peak). Returns false, having done nothing, when
+// oneDNN is not built in or has no implementation for the dtype on this
 // machine; throws Error naming the shapes on a oneDNN failure.
-bool onednn_bf16_gemm(int64_t m, int64_t n, int64_t k, const OnednnMatrix& a, const OnednnMatrix& b,
-                      const void* bias, int64_t bias_stride, void* c);
+bool onednn_gemm(DType dtype, int64_t m, int64_t n, int64_t k, const OnednnMatrix& a,
+                 const OnednnMatrix& b, const void* bias, void* c);
 
 }  // namespace remat::kernels::cpu
