@@ -15,6 +15,17 @@
 //          the update must do at least, against a threaded copy of 160 MiB
 //          (target >= 0.80).
 //
+//   conv   conv2d forward and backward (input and weight gradients) on the
+//          resnet preset's float32 layers, batch 32: the stem (3->64, 32x32),
+//          a 3x3 64->64 at 32x32, the downsampling 3x3 64->128 stride 2 and
+//          its 1x1 shortcut, a 3x3 128->128 at 16x16. GFLOPS counts the three
+//          products (3 x 2*N*O*oH*oW*C*kH*kW per step).
+//
+//   bf16 GEMM  bfloat16 remat::matmul on the long-seq preset's Linear shapes
+//          (M = 4096 tokens; K x N = 512x512, 512x2048, 2048x512) in the three
+//          forms a Linear runs: forward x @ W^T (b transposed), backward
+//          dx = dy @ W and dW = dy^T @ x (a transposed).
+//
 //   host   the per-op overhead on tiny tensors, where the kernel is nothing:
 //          a + b on 8 floats without grad (dispatch, shape rule, allocation),
 //          and acc * b recorded on the tape (the same plus a tape entry; the
@@ -36,6 +47,7 @@
 #include <cblas.h>
 
 #include <cstring>
+#include <iterator>
 #include <vector>
 
 #include <remat/remat.h>
@@ -80,6 +92,61 @@ void BM_GemmOpenBLAS(benchmark::State& state) {
     benchmark::ClobberMemory();
   }
   set_gemm_counters(state);
+}
+
+// One layer of the resnet preset: C -> O channels, k x k kernel, stride, on
+// size x size inputs, padding k / 2 (batch 32, float32).
+struct ConvLayer {
+  int64_t c, o, k, stride, size;
+};
+constexpr ConvLayer kResnetConvs[] = {{3, 64, 3, 1, 32},
+                                      {64, 64, 3, 1, 32},
+                                      {64, 128, 3, 2, 32},
+                                      {64, 128, 1, 2, 32},
+                                      {128, 128, 3, 1, 16}};
+
+void BM_Conv2dStep(benchmark::State& state) {
+  constexpr int64_t kBatch = 32;
+  const ConvLayer& l = kResnetConvs[state.range(0)];
+  remat::manual_seed(0);
+  remat::Tensor x = remat::randn({kBatch, l.c, l.size, l.size});
+  remat::Tensor w = remat::randn({l.o, l.c, l.k, l.k});
+  x.requires_grad_();
+  w.requires_grad_();
+  const int64_t out = (l.size + 2 * (l.k / 2) - l.k) / l.stride + 1;
+  for (auto _ : state) {
+    remat::backward(
+        remat::sum(remat::conv2d(x, w, remat::Tensor(), {l.stride, l.stride}, {l.k / 2, l.k / 2})));
+    x.set_grad({});
+    w.set_grad({});
+  }
+  state.SetLabel(
+      fmt::format("{}->{} {}x{} s{} {}x{}", l.c, l.o, l.k, l.k, l.stride, l.size, l.size));
+  const double flops = 3.0 * 2.0 * kBatch * l.o * out * out * l.c * l.k * l.k;
+  state.counters["GFLOPS"] = benchmark::Counter(
+      flops * 1e-9 * static_cast<double>(state.iterations()), benchmark::Counter::kIsRate);
+}
+
+// bfloat16 c [m, n] = a [m, k] @ b [k, n], a or b read transposed (a view of
+// a [k, m] or b [n, k] tensor) as a Linear's forward and backward do.
+void BM_GemmBf16(benchmark::State& state) {
+  remat::NoGradGuard no_grad;
+  const int64_t m = state.range(0), k = state.range(1), n = state.range(2);
+  const bool ta = state.range(3) != 0, tb = state.range(4) != 0;
+  remat::manual_seed(0);
+  auto operand = [](int64_t rows, int64_t cols, bool transposed) {
+    if (!transposed) return remat::randn({rows, cols}).to(remat::kBFloat16);
+    return remat::randn({cols, rows}).to(remat::kBFloat16).transpose(0, 1);
+  };
+  const remat::Tensor a = operand(m, k, ta), b = operand(k, n, tb);
+  for (auto _ : state) {
+    remat::Tensor c = remat::matmul(a, b);
+    benchmark::DoNotOptimize(c.data_ptr());
+    benchmark::ClobberMemory();
+  }
+  const double flops = 2.0 * static_cast<double>(m * n * k);
+  state.counters["GFLOPS"] = benchmark::Counter(
+      flops * 1e-9 * static_cast<double>(state.iterations()), benchmark::Counter::kIsRate);
 }
 
 void set_bytes(benchmark::State& state, int64_t passes) {
@@ -245,6 +312,26 @@ void BM_AttentionCausalStep(benchmark::State& state) {
 
 BENCHMARK(BM_GemmRemat)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_GemmOpenBLAS)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_Conv2dStep)
+    ->ArgName("layer")
+    ->DenseRange(0, static_cast<int64_t>(std::size(kResnetConvs)) - 1)
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
+// {m, k, n, a transposed, b transposed}: forward x @ W^T, dx = dy @ W,
+// dW = dy^T @ x, for the three Linear shapes of the long-seq preset.
+BENCHMARK(BM_GemmBf16)
+    ->ArgNames({"m", "k", "n", "ta", "tb"})
+    ->Args({4096, 512, 512, 0, 1})
+    ->Args({4096, 512, 512, 0, 0})
+    ->Args({512, 4096, 512, 1, 0})
+    ->Args({4096, 512, 2048, 0, 1})
+    ->Args({4096, 2048, 512, 0, 0})
+    ->Args({2048, 4096, 512, 1, 0})
+    ->Args({4096, 2048, 512, 0, 1})
+    ->Args({4096, 512, 2048, 0, 0})
+    ->Args({512, 4096, 2048, 1, 0})
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
 BENCHMARK(BM_AddRemat)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_AddInPlaceRemat)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_Memcpy)->Unit(benchmark::kMillisecond)->UseRealTime();
