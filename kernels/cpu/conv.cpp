@@ -1,13 +1,18 @@
-// 2-d convolution on the CPU (contract: kernels/conv.h): im2col + GEMM, with
-// the column buffer built for a bounded chunk of the batch at a time so its
-// size stays capped whatever the batch.
+// 2-d convolution on the CPU (contract: kernels/conv.h). float32 and
+// bfloat16 run in oneDNN's convolution primitives where it is built in and
+// serves the problem (as PyTorch's CPU convolutions do); the rest (float64,
+// float16, problems oneDNN refuses) through im2col + GEMM, with the column
+// buffer built for a bounded chunk of the batch at a time so its size stays
+// capped whatever the batch, 16-bit operands widened to float32 copies.
 #include "kernels/conv.h"
 
 #include <algorithm>
+#include <array>
 
 #include "kernels/contiguous.h"
 #include "kernels/cpu/dtype_dispatch.h"
 #include "kernels/cpu/loops.h"
+#include "kernels/cpu/onednn.h"
 #include "kernels/elementwise.h"
 #include "kernels/gemm.h"
 
@@ -172,9 +177,8 @@ void add_bias(const T* bias, const ConvDims& d, T* out) {
   });
 }
 
-void conv2d(const Tensor& x, const Tensor& w, const Tensor& bias, const Conv2dParams& p,
-            const Tensor& out) {
-  check_contiguous("conv2d", {x, w, bias, out});
+void im2col_conv2d(const Tensor& x, const Tensor& w, const Tensor& bias, const Conv2dParams& p,
+                   const Tensor& out) {
   const ConvDims d = dims_of(x.shape(), w.shape(), out.shape(), p.groups);
   const int64_t groups = p.groups, og = d.group_out(), k = d.group_rows(), l = d.out_area();
   const Tensor w_mat = alias(w, {groups, og, k});
@@ -203,9 +207,8 @@ void conv2d(const Tensor& x, const Tensor& w, const Tensor& bias, const Conv2dPa
   }
 }
 
-void conv2d_backward_input(const Tensor& gy, const Tensor& w, const Conv2dParams& p,
+void im2col_backward_input(const Tensor& gy, const Tensor& w, const Conv2dParams& p,
                            const Tensor& grad_input) {
-  check_contiguous("conv2d_backward_input", {gy, w, grad_input});
   const ConvDims d = dims_of(grad_input.shape(), w.shape(), gy.shape(), p.groups);
   const int64_t groups = p.groups, og = d.group_out(), k = d.group_rows(), l = d.out_area();
   const Tensor w_t = transposed(alias(w, {groups, og, k}));  // [groups, K, O/groups]
@@ -229,9 +232,8 @@ void conv2d_backward_input(const Tensor& gy, const Tensor& w, const Conv2dParams
   }
 }
 
-void conv2d_backward_weight(const Tensor& gy, const Tensor& x, const Conv2dParams& p,
+void im2col_backward_weight(const Tensor& gy, const Tensor& x, const Conv2dParams& p,
                             const Tensor& grad_weight) {
-  check_contiguous("conv2d_backward_weight", {gy, x, grad_weight});
   const ConvDims d = dims_of(x.shape(), grad_weight.shape(), gy.shape(), p.groups);
   const int64_t groups = p.groups, og = d.group_out(), k = d.group_rows(), l = d.out_area();
   const Tensor gw = alias(grad_weight, {groups, og, k});
@@ -261,6 +263,220 @@ void conv2d_backward_weight(const Tensor& gy, const Tensor& x, const Conv2dParam
     matmul(alias(gy_by_channel, {groups, og, m}), transposed(alias(cols, {groups, k, m})), target);
     if (n0 > 0) elementwise_kernels.binary(BinaryOp::Add, gw, partial, gw);
   }
+}
+
+#ifdef REMAT_WITH_ONEDNN
+
+using dnnl::memory;
+
+// oneDNN's view of one convolution: the dims of its operands (a grouped
+// weight as [groups, O/groups, C/groups, kH, kW], the same bytes), and its
+// parameters (oneDNN counts dilation from 0).
+struct OnednnConv {
+  memory::data_type type;
+  memory::dims x, w, y, bias, strides, dilates, pad_l, pad_r;
+
+  OnednnConv(const ConvDims& d, const Conv2dParams& p, memory::data_type t)
+      : type(t),
+        x{d.n, d.c, d.h, d.w},
+        w(d.groups > 1 ? memory::dims{d.groups, d.group_out(), d.group_in(), d.kh, d.kw}
+                       : memory::dims{d.o, d.c, d.kh, d.kw}),
+        y{d.n, d.o, d.oh, d.ow},
+        bias{d.o},
+        strides{p.stride_h, p.stride_w},
+        dilates{p.dilation_h - 1, p.dilation_w - 1},
+        pad_l{p.pad_h, p.pad_w},
+        pad_r{p.pad_h, p.pad_w} {}
+
+  // remat's layout: contiguous NCHW, OIHW / GOIHW.
+  static memory::desc plain(const memory::dims& dims, memory::data_type t) {
+    static constexpr std::array tags{memory::format_tag::a, memory::format_tag::ab,
+                                     memory::format_tag::abc, memory::format_tag::abcd,
+                                     memory::format_tag::abcde};
+    return {dims, t, tags[dims.size() - 1]};
+  }
+  // The primitive chooses its layout (blocked for the JIT kernels); the
+  // caller reorders to and from remat's.
+  memory::desc any(const memory::dims& dims) const { return {dims, type, memory::format_tag::any}; }
+
+  dnnl::convolution_forward::primitive_desc forward(bool with_bias) const {
+    using F = dnnl::convolution_forward;
+    const auto prop = dnnl::prop_kind::forward_training;
+    const auto algo = dnnl::algorithm::convolution_direct;
+    const F::desc desc =
+        with_bias ? F::desc(prop, algo, any(x), any(w), plain(bias, type), any(y), strides, dilates,
+                            pad_l, pad_r)
+                  : F::desc(prop, algo, any(x), any(w), any(y), strides, dilates, pad_l, pad_r);
+    return {desc, onednn::user_scratchpad(), onednn::engine(), /*allow_empty=*/true};
+  }
+};
+
+// The three passes, and which operand (x, w, y) each one writes.
+enum class Pass : int64_t { Forward, BackwardData, BackwardWeights };
+enum Operand : size_t { kX, kW, kY };
+constexpr std::array<Operand, 3> kWritten{kY, kX, kW};
+
+// A created pass: its primitive, the layouts it reads and writes its x, w and
+// y in, and the argument ids it takes them as. Empty where oneDNN refuses.
+struct ConvStep {
+  onednn::Step step;
+  std::array<memory::desc, 3> layout;
+  std::array<int, 3> arg;
+};
+
+template <typename PrimitiveDesc, typename Primitive>
+ConvStep conv_step(const PrimitiveDesc& pd, std::array<memory::desc, 3> layout,
+                   std::array<int, 3> arg) {
+  return {{Primitive(pd), pd.scratchpad_desc(), pd.impl_info_str()}, std::move(layout), arg};
+}
+
+ConvStep make_step(Pass pass, const OnednnConv& c, bool with_bias) {
+  const auto algo = dnnl::algorithm::convolution_direct;
+  const dnnl::convolution_forward::primitive_desc fwd = c.forward(with_bias);
+  if (!fwd) return {};
+  if (pass == Pass::Forward) {
+    return conv_step<decltype(fwd), dnnl::convolution_forward>(
+        fwd, {fwd.src_desc(), fwd.weights_desc(), fwd.dst_desc()},
+        {DNNL_ARG_SRC, DNNL_ARG_WEIGHTS, DNNL_ARG_DST});
+  }
+  if (pass == Pass::BackwardData) {
+    using B = dnnl::convolution_backward_data;
+    const B::primitive_desc pd(
+        B::desc(algo, c.any(c.x), c.any(c.w), c.any(c.y), c.strides, c.dilates, c.pad_l, c.pad_r),
+        onednn::user_scratchpad(), onednn::engine(), fwd, true);
+    if (!pd) return {};
+    return conv_step<B::primitive_desc, B>(
+        pd, {pd.diff_src_desc(), pd.weights_desc(), pd.diff_dst_desc()},
+        {DNNL_ARG_DIFF_SRC, DNNL_ARG_WEIGHTS, DNNL_ARG_DIFF_DST});
+  }
+  using W = dnnl::convolution_backward_weights;
+  const W::primitive_desc pd(
+      W::desc(algo, c.any(c.x), c.any(c.w), c.any(c.y), c.strides, c.dilates, c.pad_l, c.pad_r),
+      onednn::user_scratchpad(), onednn::engine(), fwd, true);
+  if (!pd) return {};
+  return conv_step<W::primitive_desc, W>(
+      pd, {pd.src_desc(), pd.diff_weights_desc(), pd.diff_dst_desc()},
+      {DNNL_ARG_SRC, DNNL_ARG_DIFF_WEIGHTS, DNNL_ARG_DIFF_DST});
+}
+
+// Runs one pass through oneDNN on remat's contiguous x, w and y (bias for
+// the forward): operands whose layout the primitive does not read as they
+// are go through reordered copies (blocks of remat's allocator), and the
+// written one is reordered back. False, having written nothing, where
+// oneDNN is not built for the dtype or refuses the problem.
+bool onednn_pass(Pass pass, const char* op, const ConvDims& d, const Conv2dParams& p,
+                 std::array<const Tensor*, 3> operands, const Tensor& bias) {
+  const DType dtype = operands[kX]->dtype();
+  const memory::data_type type = onednn::data_type(dtype);
+  if (type == memory::data_type::undef || d.n == 0) return false;
+  return onednn::guarded(
+      [&] {
+        return fmt::format(
+            "{}: {} x {}, weight {}, stride {}x{}, padding {}x{}, dilation {}x{}, "
+            "groups {}, {}",
+            op, shape_str(operands[kY]->shape()), shape_str(operands[kX]->shape()),
+            shape_str(operands[kW]->shape()), p.stride_h, p.stride_w, p.pad_h, p.pad_w,
+            p.dilation_h, p.dilation_w, p.groups, dtype);
+      },
+      [&] {
+        static std::array<onednn::Cache<ConvStep>, 3> caches;
+        const OnednnConv c(d, p, type);
+        const bool with_bias = pass == Pass::Forward && bias.defined();
+        const onednn::Cache<ConvStep>::Key key{static_cast<int64_t>(type),
+                                               d.n,
+                                               d.c,
+                                               d.h,
+                                               d.w,
+                                               d.o,
+                                               d.kh,
+                                               d.kw,
+                                               p.stride_h,
+                                               p.stride_w,
+                                               p.pad_h,
+                                               p.pad_w,
+                                               p.dilation_h,
+                                               p.dilation_w,
+                                               p.groups,
+                                               with_bias};
+        const ConvStep s = caches[static_cast<size_t>(pass)].get(
+            key, [&] { return make_step(pass, c, with_bias); });
+        if (!s.step.primitive) return false;
+        onednn::start_call();
+        const std::array dims{c.x, c.w, c.y};
+        const Operand written = kWritten[static_cast<size_t>(pass)];
+        std::vector<remat::memory::Allocation> keep;
+        std::array<memory, 3> user, inner;
+        std::unordered_map<int, memory> args;
+        for (size_t i = 0; i < 3; ++i) {
+          user[i] = onednn::wrap(OnednnConv::plain(dims[i], type), operands[i]->data_ptr());
+          inner[i] = onednn::in_layout(user[i], s.layout[i], i != written, keep);
+          args.emplace(s.arg[i], inner[i]);
+        }
+        if (with_bias) {
+          args.emplace(DNNL_ARG_BIAS,
+                       onednn::wrap(OnednnConv::plain(c.bias, type), bias.data_ptr()));
+        }
+        onednn::execute(s.step, std::move(args));
+        onednn::reorder_into(inner[written], user[written]);
+        return true;
+      });
+}
+
+#else
+
+enum class Pass { Forward, BackwardData, BackwardWeights };
+bool onednn_pass(Pass, const char*, const ConvDims&, const Conv2dParams&,
+                 std::array<const Tensor*, 3>, const Tensor&) {
+  return false;
+}
+
+#endif
+
+// A float32 copy of a 16-bit tensor (undefined stays undefined).
+Tensor widened(const Tensor& t) {
+  if (!t.defined()) return t;
+  Tensor wide = Tensor::empty(t.shape(), kFloat32, t.device());
+  elementwise_kernels.copy(t, wide);
+  return wide;
+}
+
+void conv2d(const Tensor& x, const Tensor& w, const Tensor& bias, const Conv2dParams& p,
+            const Tensor& out) {
+  check_contiguous("conv2d", {x, w, bias, out});
+  const ConvDims d = dims_of(x.shape(), w.shape(), out.shape(), p.groups);
+  if (onednn_pass(Pass::Forward, "conv2d", d, p, {&x, &w, &out}, bias)) return;
+  if (!is_reduced_float(out.dtype())) return im2col_conv2d(x, w, bias, p, out);
+  const Tensor wide = Tensor::empty(out.shape(), kFloat32, out.device());
+  im2col_conv2d(widened(x), widened(w), widened(bias), p, wide);
+  elementwise_kernels.copy(wide, out);
+}
+
+void conv2d_backward_input(const Tensor& gy, const Tensor& w, const Conv2dParams& p,
+                           const Tensor& grad_input) {
+  check_contiguous("conv2d_backward_input", {gy, w, grad_input});
+  const ConvDims d = dims_of(grad_input.shape(), w.shape(), gy.shape(), p.groups);
+  if (onednn_pass(Pass::BackwardData, "conv2d_backward_input", d, p, {&grad_input, &w, &gy},
+                  Tensor())) {
+    return;
+  }
+  if (!is_reduced_float(gy.dtype())) return im2col_backward_input(gy, w, p, grad_input);
+  const Tensor wide = Tensor::empty(grad_input.shape(), kFloat32, grad_input.device());
+  im2col_backward_input(widened(gy), widened(w), p, wide);
+  elementwise_kernels.copy(wide, grad_input);
+}
+
+void conv2d_backward_weight(const Tensor& gy, const Tensor& x, const Conv2dParams& p,
+                            const Tensor& grad_weight) {
+  check_contiguous("conv2d_backward_weight", {gy, x, grad_weight});
+  const ConvDims d = dims_of(x.shape(), grad_weight.shape(), gy.shape(), p.groups);
+  if (onednn_pass(Pass::BackwardWeights, "conv2d_backward_weight", d, p, {&x, &grad_weight, &gy},
+                  Tensor())) {
+    return;
+  }
+  if (!is_reduced_float(gy.dtype())) return im2col_backward_weight(gy, x, p, grad_weight);
+  const Tensor wide = Tensor::empty(grad_weight.shape(), kFloat32, grad_weight.device());
+  im2col_backward_weight(widened(gy), widened(x), p, wide);
+  elementwise_kernels.copy(wide, grad_weight);
 }
 
 }  // namespace

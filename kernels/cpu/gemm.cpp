@@ -20,14 +20,6 @@ struct BlasMatrix {
   int64_t ld = 0;
 };
 
-// t itself when contiguous, else a contiguous copy.
-Tensor contiguous_copy(const Tensor& t) {
-  if (t.is_contiguous()) return t;
-  Tensor c = Tensor::empty(t.shape(), t.dtype(), t.device());
-  elementwise_kernels.copy(t, c);
-  return c;
-}
-
 BlasMatrix blas_view(const Tensor& t) {
   const int64_t nd = t.dim();
   const int64_t rows = t.shape()[static_cast<size_t>(nd - 2)];
@@ -40,7 +32,9 @@ BlasMatrix blas_view(const Tensor& t) {
   if ((row_stride == 1 || rows == 1) && col_stride >= std::max<int64_t>(rows, 1)) {
     return {t, CblasTrans, col_stride};
   }
-  return {contiguous_copy(t), CblasNoTrans, std::max<int64_t>(cols, 1)};
+  Tensor c = Tensor::empty(t.shape(), t.dtype(), t.device());
+  elementwise_kernels.copy(t, c);
+  return {c, CblasNoTrans, std::max<int64_t>(cols, 1)};
 }
 
 // Every row of the contiguous out [rows, n] set to bias [n] (any stride).
@@ -106,31 +100,83 @@ void blas_matmul(const Tensor& a, const Tensor& b, const Tensor& bias, const Ten
   });
 }
 
-OnednnMatrix onednn_view(const BlasMatrix& x, int64_t offset) {
-  const auto* base = static_cast<const char*>(x.storage.data_ptr()) +
-                     offset * static_cast<int64_t>(x.storage.element_size());
-  return x.trans == CblasNoTrans ? OnednnMatrix{base, x.ld, 1} : OnednnMatrix{base, 1, x.ld};
+#ifdef REMAT_WITH_ONEDNN
+
+using dnnl::memory;
+
+// A bfloat16 matrix as oneDNN reads it: any unit-stride layout goes in as it
+// is (a transposed operand is a column-major one).
+memory::desc bf16_matrix(int64_t rows, int64_t cols, int64_t row_stride, int64_t col_stride) {
+  return {memory::dims{rows, cols}, memory::data_type::bf16, memory::dims{row_stride, col_stride}};
 }
 
-// Through oneDNN (bfloat16 on AMX where the CPU has it); false, having
-// written nothing, where oneDNN cannot serve.
+memory::desc bf16_matrix(const BlasMatrix& x, int64_t rows, int64_t cols) {
+  return x.trans == CblasNoTrans ? bf16_matrix(rows, cols, x.ld, 1)
+                                 : bf16_matrix(rows, cols, 1, x.ld);
+}
+
+// The matmul primitive of one problem: [m, k] @ [k, n] (+ bias), operands'
+// layouts as blas_view reads them. Empty where oneDNN has no implementation.
+onednn::Step bf16_matmul_step(const Dims& d, const BlasMatrix& A, const BlasMatrix& B,
+                              const Tensor& bias) {
+  static onednn::Cache<onednn::Step> cache;
+  const int64_t bias_stride = bias.defined() ? bias.strides()[0] : -1;
+  const onednn::Cache<onednn::Step>::Key key{d.m,  d.n,     d.k,  A.trans,
+                                             A.ld, B.trans, B.ld, bias_stride};
+  return cache.get(key, [&] {
+    const memory::desc bias_desc =
+        bias.defined() ? bf16_matrix(1, d.n, d.n * bias_stride, bias_stride) : memory::desc();
+    const dnnl::matmul::primitive_desc pd(
+        dnnl::matmul::desc(bf16_matrix(A, d.m, d.k), bf16_matrix(B, d.k, d.n), bias_desc,
+                           bf16_matrix(d.m, d.n, d.n, 1)),
+        onednn::user_scratchpad(), onednn::engine(), /*allow_empty=*/true);
+    if (!pd) return onednn::Step{};
+    return onednn::Step{dnnl::matmul(pd), pd.scratchpad_desc(), pd.impl_info_str()};
+  });
+}
+
+// bfloat16 through oneDNN's matmul (AMX or AVX-512 BF16 where the CPU has
+// them): float32 accumulation, one rounding. False, having written nothing,
+// where oneDNN cannot serve.
 bool onednn_matmul(const Tensor& a, const Tensor& b, const Tensor& bias, const Tensor& out) {
   const Dims d(a, out);
   if (d.k == 0) return false;
   if (out.numel() == 0) return true;
   const BlasMatrix A = blas_view(a), B = blas_view(b);
-  const Tensor dense_bias = bias.defined() ? contiguous_copy(bias) : bias;
-  auto* pc = static_cast<char*>(out.data_ptr());
-  const int64_t matrix_bytes = d.m * d.n * static_cast<int64_t>(out.element_size());
-  bool served = true;
-  for_each_batch(out, A, B, [&](int64_t i, int64_t oa, int64_t ob) {
-    served =
-        served &&
-        onednn_gemm(out.dtype(), d.m, d.n, d.k, onednn_view(A, oa), onednn_view(B, ob),
-                    dense_bias.defined() ? dense_bias.data_ptr() : nullptr, pc + i * matrix_bytes);
-  });
-  return served;
+  return onednn::guarded(
+      [&] {
+        return fmt::format("matmul: bfloat16 {} @ {}", shape_str(a.shape()), shape_str(b.shape()));
+      },
+      [&] {
+        const onednn::Step step = bf16_matmul_step(d, A, B, bias);
+        if (!step.primitive) return false;
+        onednn::start_call();
+        const memory::desc a_desc = bf16_matrix(A, d.m, d.k), b_desc = bf16_matrix(B, d.k, d.n);
+        const memory::desc c_desc = bf16_matrix(d.m, d.n, d.n, 1);
+        const int64_t bs = bias.defined() ? bias.strides()[0] : 0;
+        const memory::desc bias_desc = bf16_matrix(1, d.n, d.n * bs, bs);
+        const auto* pa = static_cast<const BFloat16*>(A.storage.data_ptr());
+        const auto* pb = static_cast<const BFloat16*>(B.storage.data_ptr());
+        auto* pc = static_cast<BFloat16*>(out.data_ptr());
+        for_each_batch(out, A, B, [&](int64_t i, int64_t oa, int64_t ob) {
+          std::unordered_map<int, memory> args{
+              {DNNL_ARG_SRC, onednn::wrap(a_desc, pa + oa)},
+              {DNNL_ARG_WEIGHTS, onednn::wrap(b_desc, pb + ob)},
+              {DNNL_ARG_DST, onednn::wrap(c_desc, pc + i * d.m * d.n)}};
+          if (bias.defined()) {
+            args.emplace(DNNL_ARG_BIAS, onednn::wrap(bias_desc, bias.data_ptr()));
+          }
+          onednn::execute(step, std::move(args));
+        });
+        return true;
+      });
 }
+
+#else
+
+bool onednn_matmul(const Tensor&, const Tensor&, const Tensor&, const Tensor&) { return false; }
+
+#endif
 
 // A 16-bit product oneDNN does not serve: float32 copies through BLAS, the
 // result rounded once.
@@ -146,16 +192,10 @@ void widened_matmul(const Tensor& a, const Tensor& b, const Tensor& bias, const 
   elementwise_kernels.copy(wide_out, out);
 }
 
-// float32 stays on OpenBLAS: oneDNN's float32 brgemm measured 1.0-1.8x
-// faster on the deep MLP's shapes, but its per-call scratch made a tight
-// BudgetGuard limit fail now and then (BudgetGuard.NonSequentialGraphs-
-// AndRetainGraph), which the eviction mode does not yet plan for.
 void matmul(const Tensor& a, const Tensor& b, const Tensor& bias, const Tensor& out) {
-  if (out.dtype() == kBFloat16 && onednn_matmul(a, b, bias, out)) {
-    return;
-  }
-  if (is_reduced_float(out.dtype())) return widened_matmul(a, b, bias, out);
-  blas_matmul(a, b, bias, out);
+  if (!is_reduced_float(out.dtype())) return blas_matmul(a, b, bias, out);
+  if (out.dtype() == kBFloat16 && onednn_matmul(a, b, bias, out)) return;
+  widened_matmul(a, b, bias, out);
 }
 
 }  // namespace

@@ -1,20 +1,12 @@
-// oneDNN matrix products (contract: kernels/cpu/onednn.h). oneDNN keeps its
-// own cache of primitives keyed by their descriptors, so creating one per
-// call costs a lookup after the first call of a shape.
+// oneDNN's shared pieces (contract: kernels/cpu/onednn.h).
 #include "kernels/cpu/onednn.h"
 
 #ifdef REMAT_WITH_ONEDNN
 
-#include <oneapi/dnnl/dnnl.hpp>
-#include <unordered_map>
-
 #include "remat/core/error.h"
-#include "remat/memory/memory.h"
 
-namespace remat::kernels::cpu {
+namespace remat::kernels::cpu::onednn {
 namespace {
-
-using dnnl::memory;
 
 struct Runtime {
   dnnl::engine engine{dnnl::engine::kind::cpu, 0};
@@ -26,61 +18,89 @@ Runtime& runtime() {
   return r;
 }
 
-memory::desc matrix(memory::data_type type, int64_t rows, int64_t cols, int64_t row_stride,
-                    int64_t col_stride) {
-  return {memory::dims{rows, cols}, type, memory::dims{row_stride, col_stride}};
+thread_local OnednnCall latest;
+
+// A block of remat's allocator for `bytes` (none for 0).
+remat::memory::Allocation block(size_t bytes) {
+  if (bytes == 0) return {};
+  return remat::memory::allocate(kCPU, static_cast<int64_t>(bytes));
 }
 
 }  // namespace
 
-bool onednn_gemm(DType dtype, int64_t m, int64_t n, int64_t k, const OnednnMatrix& a,
-                 const OnednnMatrix& b, const void* bias, void* c) {
-  if (dtype != kFloat32 && dtype != kBFloat16) return false;
-  const auto type = dtype == kFloat32 ? memory::data_type::f32 : memory::data_type::bf16;
-  try {
-    Runtime& rt = runtime();
-    const memory::desc a_desc = matrix(type, m, k, a.row_stride, a.col_stride);
-    const memory::desc b_desc = matrix(type, k, n, b.row_stride, b.col_stride);
-    const memory::desc c_desc = matrix(type, m, n, n, 1);
-    const memory::desc bias_desc = bias ? matrix(type, 1, n, n, 1) : memory::desc();
-    dnnl::primitive_attr attr;
-    attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
-    const dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(a_desc, b_desc, bias_desc, c_desc),
-                                          attr, rt.engine, /*allow_empty=*/true);
-    if (!pd) return false;
-    // The scratch (oneDNN's packed tiles) as a block of remat's allocator.
-    const memory::desc scratch_desc = pd.scratchpad_desc();
-    const remat::memory::Allocation scratch_block =
-        remat::memory::allocate(kCPU, static_cast<int64_t>(scratch_desc.get_size()));
-    memory a_mem(a_desc, rt.engine, const_cast<void*>(a.data));
-    memory b_mem(b_desc, rt.engine, const_cast<void*>(b.data));
-    memory c_mem(c_desc, rt.engine, c);
-    memory scratch(scratch_desc, rt.engine, scratch_block.get());
-    std::unordered_map<int, memory> args{{DNNL_ARG_SRC, a_mem},
-                                         {DNNL_ARG_WEIGHTS, b_mem},
-                                         {DNNL_ARG_DST, c_mem},
-                                         {DNNL_ARG_SCRATCHPAD, scratch}};
-    if (bias) args.emplace(DNNL_ARG_BIAS, memory(bias_desc, rt.engine, const_cast<void*>(bias)));
-    dnnl::matmul(pd).execute(rt.stream, args);
-    rt.stream.wait();
-    return true;
-  } catch (const dnnl::error& e) {
-    throw Error(fmt::format("matmul: oneDNN {} [{}, {}] @ [{}, {}]: {} (status {})", dtype, m, k, k,
-                            n, e.what(), static_cast<int>(e.status)));
+void start_call() { latest = {}; }
+
+dnnl::engine& engine() { return runtime().engine; }
+dnnl::stream& stream() { return runtime().stream; }
+
+memory::data_type data_type(DType dtype) {
+  switch (dtype) {
+    case kFloat32: return memory::data_type::f32;
+    case kBFloat16: return memory::data_type::bf16;
+    default: return memory::data_type::undef;
   }
 }
 
+dnnl::primitive_attr user_scratchpad() {
+  dnnl::primitive_attr attr;
+  attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+  return attr;
+}
+
+void execute(const Step& step, std::unordered_map<int, memory> args) {
+  const remat::memory::Allocation scratch = block(step.scratch.get_size());
+  if (scratch.get())
+    args.emplace(DNNL_ARG_SCRATCHPAD, memory(step.scratch, engine(), scratch.get()));
+  latest.scratch_bytes += static_cast<int64_t>(step.scratch.get_size());
+  if (!step.implementation.empty()) latest.implementation = step.implementation;
+  step.primitive.execute(stream(), args);
+  stream().wait();
+}
+
+memory wrap(const memory::desc& desc, const void* data) {
+  return memory(desc, engine(), const_cast<void*>(data));
+}
+
+void reorder_into(const memory& from, const memory& to) {
+  if (from == to) return;
+  static Cache<Step> reorders;
+  const memory::desc src = from.get_desc(), dst = to.get_desc();
+  // A plain descriptor's layout is its dims and strides; a blocked one's
+  // is not, so the key takes the descriptors' bytes (POD C structs).
+  const auto* a = reinterpret_cast<const int64_t*>(&src.data);
+  const auto* b = reinterpret_cast<const int64_t*>(&dst.data);
+  static_assert(sizeof(src.data) % sizeof(int64_t) == 0);
+  Cache<Step>::Key key(a, a + sizeof(src.data) / sizeof(int64_t));
+  key.insert(key.end(), b, b + sizeof(dst.data) / sizeof(int64_t));
+  const Step step = reorders.get(key, [&] {
+    const dnnl::reorder::primitive_desc pd(engine(), src, engine(), dst, user_scratchpad());
+    return Step{dnnl::reorder(pd), pd.scratchpad_desc()};
+  });
+  execute(step, {{DNNL_ARG_FROM, from}, {DNNL_ARG_TO, to}});
+}
+
+memory in_layout(const memory& user, const memory::desc& inner, bool copy_in,
+                 std::vector<remat::memory::Allocation>& keep) {
+  if (user.get_desc() == inner) return user;
+  keep.push_back(block(inner.get_size()));
+  latest.reorder_bytes += static_cast<int64_t>(inner.get_size());
+  memory m(inner, engine(), keep.back().get());
+  if (copy_in) reorder_into(user, m);
+  return m;
+}
+
+}  // namespace remat::kernels::cpu::onednn
+
+namespace remat::kernels::cpu {
+bool onednn_built() { return true; }
+OnednnCall last_onednn_call() { return onednn::latest; }
 }  // namespace remat::kernels::cpu
 
 #else
 
 namespace remat::kernels::cpu {
-
-bool onednn_gemm(DType, int64_t, int64_t, int64_t, const OnednnMatrix&, const OnednnMatrix&,
-                 const void*, void*) {
-  return false;
-}
-
+bool onednn_built() { return false; }
+OnednnCall last_onednn_call() { return {}; }
 }  // namespace remat::kernels::cpu
 
 #endif

@@ -1,31 +1,126 @@
 // The CPU kernels' entry to oneDNN (Debian's libdnnl-dev, what PyTorch itself
-// uses on the CPU): float32 and bfloat16 matrix products, bfloat16 on AMX or
-// AVX-512 BF16 with float32 accumulation. Built only where CMake found oneDNN
-// (REMAT_WITH_ONEDNN); elsewhere the callers use OpenBLAS.
+// uses on the CPU), shared by the convolutions (kernels/cpu/conv.cpp) and the
+// bfloat16 matrix products (kernels/cpu/gemm.cpp): one engine and stream,
+// primitives cached by problem, scratch and reordered copies in blocks of
+// remat's caching allocator (so they count in its statistics and limits),
+// and oneDNN's errors turned into remat::Error. Built only where CMake found
+// oneDNN (REMAT_WITH_ONEDNN); elsewhere the callers keep their own paths.
 #pragma once
 
 #include <cstdint>
-
-#include "remat/core/tensor.h"
+#include <string>
 
 namespace remat::kernels::cpu {
 
-// One matrix of a product as oneDNN reads it: its first element and the
-// strides of its two dims, in elements (a transposed operand is a column-major
-// one, so any unit-stride layout goes in without a copy).
-struct OnednnMatrix {
-  const void* data = nullptr;
-  int64_t row_stride = 0;
-  int64_t col_stride = 0;
+// What this thread's latest oneDNN call (one convolution pass or matmul)
+// took, for tests and benchmarks: the implementation of its primitive
+// (e.g. "brg:avx512_core_amx_bf16"), the scratch and the reordered copies it
+// held in remat's allocator. Empty where oneDNN did not serve the call.
+struct OnednnCall {
+  std::string implementation;
+  int64_t scratch_bytes = 0;
+  int64_t reorder_bytes = 0;
 };
-
-// c [m, n] (contiguous) = a [m, k] @ b [k, n] (+ bias [n], contiguous: oneDNN
-// reads a bias densely whatever strides it is given, when given), every operand of `dtype` (float32
-// or bfloat16), accumulated in float32 and rounded to dtype once. Scratch memory comes from remat's
-// allocator (counted in its peak). Returns false, having done nothing, when
-// oneDNN is not built in or has no implementation for the dtype on this
-// machine; throws Error naming the shapes on a oneDNN failure.
-bool onednn_gemm(DType dtype, int64_t m, int64_t n, int64_t k, const OnednnMatrix& a,
-                 const OnednnMatrix& b, const void* bias, void* c);
+bool onednn_built();
+OnednnCall last_onednn_call();
 
 }  // namespace remat::kernels::cpu
+
+#ifdef REMAT_WITH_ONEDNN
+
+#include <oneapi/dnnl/dnnl.hpp>
+
+#include <functional>
+#include <map>
+#include <mutex>
+#include <unordered_map>
+#include <vector>
+
+#include "remat/core/tensor.h"
+#include "remat/memory/memory.h"
+
+namespace remat::kernels::cpu::onednn {
+
+using dnnl::memory;
+
+dnnl::engine& engine();
+dnnl::stream& stream();
+
+// oneDNN's type for a remat dtype it computes (float32, bfloat16); undef for
+// the others (the callers keep their own paths for them).
+memory::data_type data_type(DType dtype);
+
+// Every primitive is created with a user scratchpad, so the call's scratch
+// comes from remat's allocator (execute) instead of oneDNN's own.
+dnnl::primitive_attr user_scratchpad();
+
+// A created primitive, the scratch it needs per call, and its
+// implementation's name (empty for reorders).
+struct Step {
+  dnnl::primitive primitive;
+  memory::desc scratch;
+  std::string implementation;
+};
+
+// Starts recording a new call for last_onednn_call().
+void start_call();
+
+// Runs one step on the stream and waits, its scratch a block of remat's
+// allocator held for the call (an over-limit scratch throws OutOfMemoryError
+// before oneDNN runs).
+void execute(const Step& step, std::unordered_map<int, memory> args);
+
+// A user buffer as oneDNN memory (oneDNN never writes a source, so a const
+// pointer is safe to hand it).
+memory wrap(const memory::desc& desc, const void* data);
+
+// A memory in oneDNN's layout `inner` for the user memory `user`: `user`
+// itself when the layouts agree, else a block of remat's allocator, filled
+// from `user` when `copy_in` (a reorder). `keep` holds the block.
+memory in_layout(const memory& user, const memory::desc& inner, bool copy_in,
+                 std::vector<remat::memory::Allocation>& keep);
+// Copies `from` into `to` when they are different memories (a reorder).
+void reorder_into(const memory& from, const memory& to);
+
+// Created primitives by problem: creating one (choosing an implementation,
+// generating its JIT code) costs far more than a small call runs. Keys list
+// every size, dtype and parameter of a problem. Thread-safe; entries are
+// returned by value (oneDNN handles are shared references), so clearing a
+// full cache never invalidates one in use.
+template <typename Entry>
+class Cache {
+ public:
+  using Key = std::vector<int64_t>;
+  Entry get(const Key& key, const std::function<Entry()>& make) {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      auto it = entries_.find(key);
+      if (it != entries_.end()) return it->second;
+    }
+    Entry entry = make();  // outside the lock: creation is slow
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (entries_.size() >= kCapacity) entries_.clear();  // a shape sweep; rare
+    return entries_.emplace(key, std::move(entry)).first->second;
+  }
+
+ private:
+  static constexpr size_t kCapacity = 512;
+  std::mutex mutex_;
+  std::map<Key, Entry> entries_;
+};
+
+// Calls fn() and turns a dnnl::error it throws into remat::Error naming
+// `what` (the op, shapes and dtypes) and oneDNN's status.
+template <typename Fn>
+decltype(auto) guarded(const std::function<std::string()>& what, Fn&& fn) {
+  try {
+    return fn();
+  } catch (const dnnl::error& e) {
+    throw Error(fmt::format("{}: oneDNN failed: {} (status {})", what(), e.what(),
+                            static_cast<int>(e.status)));
+  }
+}
+
+}  // namespace remat::kernels::cpu::onednn
+
+#endif

@@ -78,6 +78,7 @@ OpDef backward_def(const char* name, ForwardFn forward) {
         {a.get<Conv2dBackwardAttrs>().grad_shape, in[0].dtype(), in[0].device()}};
   };
   def.forward = std::move(forward);
+  def.compute_reduced_in_float = false;  // the CPU kernel takes 16-bit operands itself
   return def;
 }
 
@@ -97,6 +98,8 @@ void register_conv_ops(Registry& r) {
                 a.get<Conv2dAttrs>(), out[0]);
   };
   def.save_inputs = {0, 1};
+  // The CPU kernel takes bfloat16 to oneDNN, other 16-bit types to float32.
+  def.compute_reduced_in_float = false;
   def.backward = [](const BackwardArgs& a) {
     const Tensor& g = a.grad();
     const Conv2dAttrs& conv = a.attrs.get<Conv2dAttrs>();
