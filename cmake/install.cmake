@@ -3,7 +3,7 @@
 # links remat::remat.
 #
 # remat is a static library by default, so its PRIVATE link dependencies
-# (OpenMP, BLAS, and CUDA when built) travel in the exported link interface as
+# (OpenMP, BLAS, and oneDNN and CUDA when built) travel in the exported link interface as
 # $<LINK_ONLY:...>; rematConfig.cmake finds them again before loading the
 # targets. The warnings target remat_warnings is linked only as
 # $<BUILD_INTERFACE:...>, so it is not installed: a consumer never sees it and

@@ -3,8 +3,11 @@
 # two quick-start scripts; safe to run again.
 set -euo pipefail
 
+# oneDNN's CMake package requires OpenCL (Debian builds it with the OpenCL GPU
+# runtime), which libdnnl-dev only recommends: ocl-icd-opencl-dev.
 REMAT_PACKAGES=(g++ make cmake ninja-build pkg-config libfmt-dev libgtest-dev libgmock-dev
-  libbenchmark-dev libopenblas-openmp-dev libdnnl-dev nlohmann-json3-dev libcli11-dev zlib1g-dev ${REMAT_EXTRA_PACKAGES:-})
+  libbenchmark-dev libopenblas-openmp-dev libdnnl-dev ocl-icd-opencl-dev nlohmann-json3-dev
+  libcli11-dev zlib1g-dev ${REMAT_EXTRA_PACKAGES:-})
 # scripts/test.sh's sanitizer and fuzzing stages: Clang, its ASan/UBSan/libFuzzer
 # runtimes (libclang-rt-14-dev) and its OpenMP (libomp-14-dev).
 if [ "${REMAT_SANITIZERS:-0}" = 1 ]; then REMAT_PACKAGES+=(clang-14 libclang-rt-14-dev libomp-14-dev); fi

@@ -11,10 +11,12 @@
 #   scripts/gpu.sh test      # there: ctest on an existing build
 #
 # build-deps/prefix mirrors /usr: headers and the relocatable CMake packages
-# of fmt, nlohmann_json, CLI11 and Google Benchmark. On the device it is
+# of fmt, nlohmann_json, CLI11, Google Benchmark and oneDNN (dnnl, with the
+# OpenCL headers its package config requires). On the device it is
 # copied into the build tree (<build>/_deps/prefix, so build-deps/ stays as
 # prepared), with the libraries of build-deps/libs.tar.xz unpacked into it
-# (libfmt, OpenBLAS with its Fortran runtime, zlib, libbenchmark) and
+# (libfmt, OpenBLAS with its Fortran runtime, zlib, libbenchmark, oneDNN and
+# the OpenCL loader it links) and
 # GoogleTest built from Debian's source and installed into it. CMake finds all
 # of them through CMAKE_PREFIX_PATH, so no CMake option is needed.
 #
@@ -44,13 +46,15 @@ prepare() {
   cp -r /usr/include/fmt /usr/include/nlohmann /usr/include/CLI /usr/include/benchmark \
     /usr/include/zlib.h /usr/include/zconf.h "$PREFIX/include/"
   cp /usr/include/$ARCH/openblas-openmp/*.h "$PREFIX/include/openblas/"
-  cp -r $sys/cmake/fmt $sys/cmake/benchmark "$LIBDIR/cmake/"
+  cp -r /usr/include/oneapi /usr/include/dnnl*.h* /usr/include/CL "$PREFIX/include/"
+  cp -r $sys/cmake/fmt $sys/cmake/benchmark $sys/cmake/dnnl "$LIBDIR/cmake/"
   cp -r /usr/share/cmake/nlohmann_json /usr/share/cmake/CLI11 "$PREFIX/share/cmake/"
   cp -r /usr/src/googletest "$DEPS/googletest"
-  # The libraries go packed (OpenBLAS alone is 36 MB, 5 MB in xz); symbolic
-  # links are made on the device, since links may not travel.
+  # The libraries go packed (OpenBLAS alone is 36 MB, 5 MB in xz; oneDNN 40 MB,
+  # 7 MB); symbolic links are made on the device, since links may not travel.
   tar -h -cJf "$DEPS/libs.tar.xz" -C $sys libfmt.so.9.1.0 libz.so.1 libgfortran.so.5 \
-    libquadmath.so.0 libbenchmark.so.1.7.1 libbenchmark_main.a -C $sys/openblas-openmp libopenblas.so.0
+    libquadmath.so.0 libbenchmark.so.1.7.1 libbenchmark_main.a libdnnl.so.2.6 libOpenCL.so.1 \
+    -C $sys/openblas-openmp libopenblas.so.0
   # The examples' data (the device has no Debian datasets): Fashion-MNIST as
   # shipped (gzip, 30 MB) and the fortunes corpus.
   mkdir -p "$DEPS/data"
@@ -82,6 +86,9 @@ setup() {
     ln -sf libfmt.so.9 "$LIBDIR/libfmt.so"
     ln -sf libopenblas.so.0 "$LIBDIR/libopenblas.so"
     ln -sf libz.so.1 "$LIBDIR/libz.so"
+    ln -sf libdnnl.so.2.6 "$LIBDIR/libdnnl.so.2"
+    ln -sf libdnnl.so.2 "$LIBDIR/libdnnl.so"
+    ln -sf libOpenCL.so.1 "$LIBDIR/libOpenCL.so"
     ln -sf libbenchmark.so.1.7.1 "$LIBDIR/libbenchmark.so.1debian"
     ln -sf libbenchmark.so.1debian "$LIBDIR/libbenchmark.so"
   fi
