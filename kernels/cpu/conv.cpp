@@ -265,6 +265,11 @@ void im2col_backward_weight(const Tensor& gy, const Tensor& x, const Conv2dParam
   }
 }
 
+// The three passes, and which operand (x, w, y) each one writes.
+enum class Pass : int64_t { Forward, BackwardData, BackwardWeights };
+enum Operand : size_t { kX, kW, kY };
+constexpr std::array<Operand, 3> kWritten{kY, kX, kW};
+
 #ifdef REMAT_WITH_ONEDNN
 
 using dnnl::memory;
@@ -311,11 +316,6 @@ struct OnednnConv {
   }
 };
 
-// The three passes, and which operand (x, w, y) each one writes.
-enum class Pass : int64_t { Forward, BackwardData, BackwardWeights };
-enum Operand : size_t { kX, kW, kY };
-constexpr std::array<Operand, 3> kWritten{kY, kX, kW};
-
 // A created pass: its primitive, the layouts it reads and writes its x, w and
 // y in, and the argument ids it takes them as. Empty where oneDNN refuses.
 struct ConvStep {
@@ -330,33 +330,43 @@ ConvStep conv_step(const PrimitiveDesc& pd, std::array<memory::desc, 3> layout,
   return {{Primitive(pd), pd.scratchpad_desc(), pd.impl_info_str()}, std::move(layout), arg};
 }
 
+// A backward pass of primitive P (both take the same descriptor arguments),
+// hinted by the forward's; layouts(pd) lists the x, w, y layouts it chose.
+template <typename P, typename Layouts>
+ConvStep backward_step(const OnednnConv& c, const dnnl::convolution_forward::primitive_desc& fwd,
+                       Layouts&& layouts, std::array<int, 3> arg) {
+  const typename P::primitive_desc pd(
+      typename P::desc(dnnl::algorithm::convolution_direct, c.any(c.x), c.any(c.w), c.any(c.y),
+                       c.strides, c.dilates, c.pad_l, c.pad_r),
+      onednn::user_scratchpad(), onednn::engine(), fwd, /*allow_empty=*/true);
+  if (!pd) return {};
+  return conv_step<typename P::primitive_desc, P>(pd, layouts(pd), arg);
+}
+
 ConvStep make_step(Pass pass, const OnednnConv& c, bool with_bias) {
-  const auto algo = dnnl::algorithm::convolution_direct;
   const dnnl::convolution_forward::primitive_desc fwd = c.forward(with_bias);
   if (!fwd) return {};
-  if (pass == Pass::Forward) {
-    return conv_step<decltype(fwd), dnnl::convolution_forward>(
-        fwd, {fwd.src_desc(), fwd.weights_desc(), fwd.dst_desc()},
-        {DNNL_ARG_SRC, DNNL_ARG_WEIGHTS, DNNL_ARG_DST});
+  switch (pass) {
+    case Pass::Forward:
+      return conv_step<decltype(fwd), dnnl::convolution_forward>(
+          fwd, {fwd.src_desc(), fwd.weights_desc(), fwd.dst_desc()},
+          {DNNL_ARG_SRC, DNNL_ARG_WEIGHTS, DNNL_ARG_DST});
+    case Pass::BackwardData:
+      return backward_step<dnnl::convolution_backward_data>(
+          c, fwd,
+          [](const auto& pd) {
+            return std::array{pd.diff_src_desc(), pd.weights_desc(), pd.diff_dst_desc()};
+          },
+          {DNNL_ARG_DIFF_SRC, DNNL_ARG_WEIGHTS, DNNL_ARG_DIFF_DST});
+    case Pass::BackwardWeights:
+      return backward_step<dnnl::convolution_backward_weights>(
+          c, fwd,
+          [](const auto& pd) {
+            return std::array{pd.src_desc(), pd.diff_weights_desc(), pd.diff_dst_desc()};
+          },
+          {DNNL_ARG_SRC, DNNL_ARG_DIFF_WEIGHTS, DNNL_ARG_DIFF_DST});
   }
-  if (pass == Pass::BackwardData) {
-    using B = dnnl::convolution_backward_data;
-    const B::primitive_desc pd(
-        B::desc(algo, c.any(c.x), c.any(c.w), c.any(c.y), c.strides, c.dilates, c.pad_l, c.pad_r),
-        onednn::user_scratchpad(), onednn::engine(), fwd, true);
-    if (!pd) return {};
-    return conv_step<B::primitive_desc, B>(
-        pd, {pd.diff_src_desc(), pd.weights_desc(), pd.diff_dst_desc()},
-        {DNNL_ARG_DIFF_SRC, DNNL_ARG_WEIGHTS, DNNL_ARG_DIFF_DST});
-  }
-  using W = dnnl::convolution_backward_weights;
-  const W::primitive_desc pd(
-      W::desc(algo, c.any(c.x), c.any(c.w), c.any(c.y), c.strides, c.dilates, c.pad_l, c.pad_r),
-      onednn::user_scratchpad(), onednn::engine(), fwd, true);
-  if (!pd) return {};
-  return conv_step<W::primitive_desc, W>(
-      pd, {pd.src_desc(), pd.diff_weights_desc(), pd.diff_dst_desc()},
-      {DNNL_ARG_SRC, DNNL_ARG_DIFF_WEIGHTS, DNNL_ARG_DIFF_DST});
+  return {};
 }
 
 // Runs one pass through oneDNN on remat's contiguous x, w and y (bias for
@@ -424,7 +434,6 @@ bool onednn_pass(Pass pass, const char* op, const ConvDims& d, const Conv2dParam
 
 #else
 
-enum class Pass { Forward, BackwardData, BackwardWeights };
 bool onednn_pass(Pass, const char*, const ConvDims&, const Conv2dParams&,
                  std::array<const Tensor*, 3>, const Tensor&) {
   return false;
@@ -440,43 +449,48 @@ Tensor widened(const Tensor& t) {
   return wide;
 }
 
+// One pass on x, w and y (in the pass's roles; bias for the forward):
+// oneDNN where it serves, else im2col(x, w, y, bias), 16-bit operands as
+// float32 copies and the written one rounded once.
+template <typename Im2col>
+void run_pass(Pass pass, const char* op, const Conv2dParams& p, std::array<const Tensor*, 3> xwy,
+              const Tensor& bias, Im2col&& im2col) {
+  check_contiguous(op, {*xwy[kX], *xwy[kW], *xwy[kY], bias});
+  const ConvDims d = dims_of(xwy[kX]->shape(), xwy[kW]->shape(), xwy[kY]->shape(), p.groups);
+  if (onednn_pass(pass, op, d, p, xwy, bias)) return;
+  const size_t written = kWritten[static_cast<size_t>(pass)];
+  const Tensor& out = *xwy[written];
+  if (!is_reduced_float(out.dtype())) return im2col(*xwy[kX], *xwy[kW], *xwy[kY], bias);
+  std::array<Tensor, 3> wide;
+  for (size_t i = 0; i < 3; ++i) {
+    wide[i] = i == written ? Tensor::empty(out.shape(), kFloat32, out.device()) : widened(*xwy[i]);
+  }
+  im2col(wide[kX], wide[kW], wide[kY], widened(bias));
+  elementwise_kernels.copy(wide[written], out);
+}
+
 void conv2d(const Tensor& x, const Tensor& w, const Tensor& bias, const Conv2dParams& p,
             const Tensor& out) {
-  check_contiguous("conv2d", {x, w, bias, out});
-  const ConvDims d = dims_of(x.shape(), w.shape(), out.shape(), p.groups);
-  if (onednn_pass(Pass::Forward, "conv2d", d, p, {&x, &w, &out}, bias)) return;
-  if (!is_reduced_float(out.dtype())) return im2col_conv2d(x, w, bias, p, out);
-  const Tensor wide = Tensor::empty(out.shape(), kFloat32, out.device());
-  im2col_conv2d(widened(x), widened(w), widened(bias), p, wide);
-  elementwise_kernels.copy(wide, out);
+  run_pass(Pass::Forward, "conv2d", p, {&x, &w, &out}, bias,
+           [&](const Tensor& x_, const Tensor& w_, const Tensor& y_, const Tensor& b_) {
+             im2col_conv2d(x_, w_, b_, p, y_);
+           });
 }
 
 void conv2d_backward_input(const Tensor& gy, const Tensor& w, const Conv2dParams& p,
                            const Tensor& grad_input) {
-  check_contiguous("conv2d_backward_input", {gy, w, grad_input});
-  const ConvDims d = dims_of(grad_input.shape(), w.shape(), gy.shape(), p.groups);
-  if (onednn_pass(Pass::BackwardData, "conv2d_backward_input", d, p, {&grad_input, &w, &gy},
-                  Tensor())) {
-    return;
-  }
-  if (!is_reduced_float(gy.dtype())) return im2col_backward_input(gy, w, p, grad_input);
-  const Tensor wide = Tensor::empty(grad_input.shape(), kFloat32, grad_input.device());
-  im2col_backward_input(widened(gy), widened(w), p, wide);
-  elementwise_kernels.copy(wide, grad_input);
+  run_pass(Pass::BackwardData, "conv2d_backward_input", p, {&grad_input, &w, &gy}, Tensor(),
+           [&](const Tensor& gx, const Tensor& w_, const Tensor& gy_, const Tensor&) {
+             im2col_backward_input(gy_, w_, p, gx);
+           });
 }
 
 void conv2d_backward_weight(const Tensor& gy, const Tensor& x, const Conv2dParams& p,
                             const Tensor& grad_weight) {
-  check_contiguous("conv2d_backward_weight", {gy, x, grad_weight});
-  const ConvDims d = dims_of(x.shape(), grad_weight.shape(), gy.shape(), p.groups);
-  if (onednn_pass(Pass::BackwardWeights, "conv2d_backward_weight", d, p, {&x, &grad_weight, &gy},
-                  Tensor())) {
-    return;
-  }
-  if (!is_reduced_float(gy.dtype())) return im2col_backward_weight(gy, x, p, grad_weight);
-  const Tensor wide = Tensor::empty(grad_weight.shape(), kFloat32, grad_weight.device());
-  im2col_backward_weight(widened(gy), widened(x), p, wide);
-  elementwise_kernels.copy(wide, grad_weight);
+  run_pass(Pass::BackwardWeights, "conv2d_backward_weight", p, {&x, &grad_weight, &gy}, Tensor(),
+           [&](const Tensor& x_, const Tensor& gw, const Tensor& gy_, const Tensor&) {
+             im2col_backward_weight(gy_, x_, p, gw);
+           });
 }
 
 }  // namespace
