@@ -1,6 +1,6 @@
-// Consumer of an installed remat: a tiny matmul + sum + backward through the
-// public API only, checked against values worked out by hand. Exits non-zero
-// on any mismatch, so the install test fails.
+// Consumer of an installed remat: a tiny matmul + sum + backward and a
+// convolution through the public API only, checked against values worked out by hand. Exits
+// non-zero on any mismatch, so the install test fails.
 #include <cmath>
 #include <cstdio>
 #include <vector>
@@ -41,6 +41,11 @@ int main() {
     ok = close(a.grad().to_vector<float>(), {11, 15, 11, 15}, "a.grad") && ok;
     // d loss / d b = a^T @ ones(2,2): each column holds a's column sums (4, 6).
     ok = close(b.grad().to_vector<float>(), {4, 4, 6, 6}, "b.grad") && ok;
+
+    // A 3x3 convolution of ones, padded by 1 (the CPU runs it in oneDNN where
+    // remat was built with it): each output counts the input taps inside.
+    const Tensor conv = conv2d(ones({1, 1, 3, 3}), ones({1, 1, 3, 3}), Tensor(), {1, 1}, {1, 1});
+    ok = close(conv.to_vector<float>(), {4, 6, 4, 6, 9, 6, 4, 6, 4}, "conv2d") && ok;
 
     const memory::Stats s = memory::stats(kCPU);
     std::printf("remat consumer: loss %g, peak allocated %lld bytes (%lld allocations)\n",
