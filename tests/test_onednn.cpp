@@ -295,6 +295,7 @@ TEST(Onednn, Bfloat16MatmulMatchesFloat64) {
       {"batched", values({3, 17, 64}, 8), values({3, 64, 9}, 9), Tensor()},
       {"broadcast b", values({2, 5, 31}, 10), values({31, 8}, 11), values({8}, 12)},
       {"long inner dim", values({4, 4096}, 13), values({4096, 6}, 14), Tensor()},
+      {"bias of stride 0", values({5, 16}, 15), values({16, 8}, 16), values({1}, 17).expand({8})},
   };
   for (const Product& p : products) {
     SCOPED_TRACE(p.label);

@@ -3,6 +3,8 @@
 
 #ifdef REMAT_WITH_ONEDNN
 
+#include <omp.h>
+
 #include "remat/core/error.h"
 
 namespace remat::kernels::cpu::onednn {
@@ -29,6 +31,8 @@ remat::memory::Allocation block(size_t bytes) {
 }  // namespace
 
 void start_call() { latest = {}; }
+
+int64_t max_threads() { return omp_get_max_threads(); }
 
 dnnl::engine& engine() { return runtime().engine; }
 dnnl::stream& stream() { return runtime().stream; }

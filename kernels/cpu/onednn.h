@@ -82,25 +82,39 @@ memory in_layout(const memory& user, const memory::desc& inner, bool copy_in,
 // Copies `from` into `to` when they are different memories (a reorder).
 void reorder_into(const memory& from, const memory& to);
 
+// OpenMP's thread count now: a primitive splits its work for the count it
+// was created under (and a reduction's order with it), so caches key on it.
+int64_t max_threads();
+
 // Created primitives by problem: creating one (choosing an implementation,
 // generating its JIT code) costs far more than a small call runs. Keys list
-// every size, dtype and parameter of a problem. Thread-safe; entries are
+// every size, dtype and parameter of a problem; the empty (default) Entry
+// says oneDNN refuses the problem. Thread-safe; entries are
 // returned by value (oneDNN handles are shared references), so clearing a
 // full cache never invalidates one in use.
 template <typename Entry>
 class Cache {
  public:
   using Key = std::vector<int64_t>;
-  Entry get(const Key& key, const std::function<Entry()>& make) {
+  Entry get(Key key, const std::function<Entry()>& make) {
+    key.push_back(max_threads());
     {
       std::lock_guard<std::mutex> lock(mutex_);
       auto it = entries_.find(key);
       if (it != entries_.end()) return it->second;
     }
-    Entry entry = make();  // outside the lock: creation is slow
+    // Outside the lock: creation is slow. A problem oneDNN rejects as
+    // invalid (a layout it cannot describe) is cached as the empty entry, so
+    // the caller falls back to its own path; running out of memory is not.
+    Entry entry;
+    try {
+      entry = make();
+    } catch (const dnnl::error& e) {
+      if (e.status == dnnl_out_of_memory) throw;
+    }
     std::lock_guard<std::mutex> lock(mutex_);
     if (entries_.size() >= kCapacity) entries_.clear();  // a shape sweep; rare
-    return entries_.emplace(key, std::move(entry)).first->second;
+    return entries_.emplace(std::move(key), std::move(entry)).first->second;
   }
 
  private:
