@@ -327,7 +327,9 @@ struct ConvStep {
 template <typename PrimitiveDesc, typename Primitive>
 ConvStep conv_step(const PrimitiveDesc& pd, std::array<memory::desc, 3> layout,
                    std::array<int, 3> arg) {
-  return {{Primitive(pd), pd.scratchpad_desc(), pd.impl_info_str()}, std::move(layout), arg};
+  const std::string implementation = pd.impl_info_str();
+  if (onednn::is_reference(implementation)) return {};
+  return {{Primitive(pd), pd.scratchpad_desc(), implementation}, std::move(layout), arg};
 }
 
 // A backward pass of primitive P (both take the same descriptor arguments),
@@ -376,6 +378,7 @@ ConvStep make_step(Pass pass, const OnednnConv& c, bool with_bias) {
 // oneDNN is not built for the dtype or refuses the problem.
 bool onednn_pass(Pass pass, const char* op, const ConvDims& d, const Conv2dParams& p,
                  std::array<const Tensor*, 3> operands, const Tensor& bias) {
+  onednn::start_call();
   const DType dtype = operands[kX]->dtype();
   const memory::data_type type = onednn::data_type(dtype);
   if (type == memory::data_type::undef || d.n == 0) return false;
@@ -411,7 +414,6 @@ bool onednn_pass(Pass pass, const char* op, const ConvDims& d, const Conv2dParam
         const ConvStep s = caches[static_cast<size_t>(pass)].get(
             key, [&] { return make_step(pass, c, with_bias); });
         if (!s.step.primitive) return false;
-        onednn::start_call();
         const std::array dims{c.x, c.w, c.y};
         const Operand written = kWritten[static_cast<size_t>(pass)];
         std::vector<remat::memory::Allocation> keep;

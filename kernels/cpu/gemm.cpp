@@ -130,7 +130,7 @@ onednn::Step bf16_matmul_step(const Dims& d, const BlasMatrix& A, const BlasMatr
         dnnl::matmul::desc(bf16_matrix(A, d.m, d.k), bf16_matrix(B, d.k, d.n), bias_desc,
                            bf16_matrix(d.m, d.n, d.n, 1)),
         onednn::user_scratchpad(), onednn::engine(), /*allow_empty=*/true);
-    if (!pd) return onednn::Step{};
+    if (!pd || onednn::is_reference(pd.impl_info_str())) return onednn::Step{};
     return onednn::Step{dnnl::matmul(pd), pd.scratchpad_desc(), pd.impl_info_str()};
   });
 }
@@ -139,6 +139,7 @@ onednn::Step bf16_matmul_step(const Dims& d, const BlasMatrix& A, const BlasMatr
 // them): float32 accumulation, one rounding. False, having written nothing,
 // where oneDNN cannot serve.
 bool onednn_matmul(const Tensor& a, const Tensor& b, const Tensor& bias, const Tensor& out) {
+  onednn::start_call();
   const Dims d(a, out);
   if (d.k == 0) return false;
   if (out.numel() == 0) return true;
@@ -150,7 +151,6 @@ bool onednn_matmul(const Tensor& a, const Tensor& b, const Tensor& bias, const T
       [&] {
         const onednn::Step step = bf16_matmul_step(d, A, B, bias);
         if (!step.primitive) return false;
-        onednn::start_call();
         const memory::desc a_desc = bf16_matrix(A, d.m, d.k), b_desc = bf16_matrix(B, d.k, d.n);
         const memory::desc c_desc = bf16_matrix(d.m, d.n, d.n, 1);
         const int64_t bs = bias.defined() ? bias.strides()[0] : 0;

@@ -12,8 +12,8 @@
 
 namespace remat::kernels::cpu {
 
-// What this thread's latest oneDNN call (one convolution pass or matmul)
-// took, for tests and benchmarks: the implementation of its primitive
+// What this thread's latest convolution pass or bfloat16 matmul took from
+// oneDNN, for tests and benchmarks: the implementation of its primitive
 // (e.g. "brg:avx512_core_amx_bf16"), the scratch and the reordered copies it
 // held in remat's allocator. Empty where oneDNN did not serve the call.
 struct OnednnCall {
@@ -62,7 +62,15 @@ struct Step {
   std::string implementation;
 };
 
-// Starts recording a new call for last_onednn_call().
+// Whether an implementation is one of oneDNN's reference loops (what it
+// offers where no JIT kernel fits, e.g. bfloat16 on a CPU without AVX-512):
+// slower than the callers' own paths, so they take those instead.
+inline bool is_reference(const std::string& implementation) {
+  return implementation.rfind("ref", 0) == 0;
+}
+
+// Starts recording a new call for last_onednn_call() (an empty one until a
+// step runs).
 void start_call();
 
 // Runs one step on the stream and waits, its scratch a block of remat's
