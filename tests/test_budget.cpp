@@ -291,6 +291,14 @@ TEST(BudgetEstimator, PredictsTheMeasuredPeakOfEveryNamedPlan) {
         // back only while the entries reading it run.
         EXPECT_GE(predicted, 0.97 * measured) << s.name << " " << name;
         EXPECT_LE(predicted, 1.25 * measured) << s.name << " " << name;
+      } else if (std::string(name) == "offload-inputs") {
+        // Nearly an upper bound too: the model has the previous segment's
+        // input back on the device through all of a segment's backward, one
+        // input more than the run holds at its peak (64 KiB of the resnet
+        // stack's 740 KiB since its convolutions run in oneDNN, without
+        // im2col's column buffers: 8.6%; 5.2% of 1226 KiB before).
+        EXPECT_GE(predicted, 0.97 * measured) << s.name << " " << name;
+        EXPECT_LE(predicted, 1.10 * measured) << s.name << " " << name;
       } else {
         const double tolerance = std::string(name).starts_with("offload") ? 0.06 : 0.05;
         EXPECT_NEAR(predicted, measured, tolerance * measured) << s.name << " " << name;
