@@ -1,25 +1,29 @@
 // Fused attention on the CPU (contract: kernels/attention.h). The work is cut
-// into tiles of kQueryTile queries by kKeyTile keys: each tile's products go
-// through BLAS on the calling thread, its row math (online softmax, dropout
-// mask, dS) through vectorised loops, and tiles of different heads and rows
-// run in parallel with OpenMP. Each thread works in its own slice of one
-// workspace tensor, so the scratch is counted by the allocator and is
-// O(threads x tile) in the forward; the backward adds O(Lq x E) per thread for
-// dQ. float32 and the 16-bit floats compute in float (16-bit tiles are
-// converted as they are loaded, never whole matrices), float64 in double.
+// into tiles of kQueryTile queries by kKeyTile keys: each tile's products run
+// on the worker thread (oneDNN's bfloat16 kernels, or BLAS), its row math
+// (online softmax, dropout mask, dS) through vectorised loops, and tiles of
+// different heads and rows run in parallel with OpenMP. Each thread works in
+// its own slice of one workspace tensor, so the scratch is counted by the
+// allocator and is O(threads x tile) in the forward; the backward adds
+// O(Lq x E) per thread for dQ. float32 and the 16-bit floats accumulate in
+// float (never whole matrices converted), float64 in double.
 #include "kernels/attention.h"
 
 #include <omp.h>
 
 #include <algorithm>
+#include <bit>
 #include <cmath>
+#include <exception>
 #include <limits>
+#include <optional>
 #include <type_traits>
 #include <utility>
 
 #include "kernels/contiguous.h"
 #include "kernels/cpu/blas.h"
 #include "kernels/cpu/dtype_dispatch.h"
+#include "kernels/cpu/onednn.h"
 #include "kernels/cpu/vec_math.h"
 
 namespace remat::kernels::cpu {
@@ -40,13 +44,29 @@ constexpr A kMinusInf = -std::numeric_limits<A>::infinity();
 
 // ---- row math ---------------------------------------------------------------------
 
+// The row's largest score (-inf for an empty or fully hidden row).
+REMAT_CPU_CLONES float row_max(const float* row, int64_t n) {
+  float largest = kMinusInf<float>;
+#pragma omp simd reduction(max : largest)
+  for (int64_t c = 0; c < n; ++c) largest = row[c] > largest ? row[c] : largest;
+  return largest;
+}
+double row_max(const double* row, int64_t n) {
+  double largest = kMinusInf<double>;
+  for (int64_t c = 0; c < n; ++c) largest = std::max(largest, row[c]);
+  return largest;
+}
+
 // row[c] = exp(row[c] - shift), 0 where row[c] is -inf (a hidden key) so
-// that the clamped vec_exp leaves no residue; returns the row's sum.
+// that the clamped vec_exp leaves no residue; returns the row's sum. The exp
+// is computed for every lane and the zero selected after: GCC 12 does not
+// if-convert an exp under a condition, and the branch kept the loop scalar.
 REMAT_CPU_CLONES float exp_shifted_row(float* row, int64_t n, float shift) {
   float total = 0;
 #pragma omp simd reduction(+ : total)
   for (int64_t c = 0; c < n; ++c) {
-    const float e = row[c] == kMinusInf<float> ? 0.0f : vec_exp(row[c] - shift);
+    const float exp = vec_exp(row[c] - shift);
+    const float e = row[c] == kMinusInf<float> ? 0.0f : exp;
     row[c] = e;
     total += e;
   }
@@ -138,31 +158,6 @@ struct Mask {
   }
 };
 
-// A tile of `rows` rows of `cols` values as BLAS reads it: the operand's own
-// memory where its type and row stride allow, else converted into scratch.
-template <typename A>
-struct Tile {
-  const A* data;
-  int64_t ld;
-};
-
-template <typename A, typename T>
-Tile<A> load_tile(const T* rows_start, int64_t stride, int64_t rows, int64_t cols, A* scratch) {
-  if constexpr (std::is_same_v<T, A>) {
-    if (stride >= cols || rows == 1) return {rows_start, std::max<int64_t>({stride, cols, 1})};
-  }
-  for (int64_t r = 0; r < rows; ++r) {
-    for (int64_t c = 0; c < cols; ++c)
-      scratch[r * cols + c] = static_cast<A>(rows_start[r * stride + c]);
-  }
-  return {scratch, std::max<int64_t>(cols, 1)};
-}
-
-template <typename T, typename A>
-void store_rows(const A* tile, int64_t count, T* out) {
-  for (int64_t x = 0; x < count; ++x) out[x] = static_cast<T>(tile[x]);
-}
-
 // Per-thread slices of one workspace tensor, handed out in order.
 template <typename A>
 struct Arena {
@@ -183,14 +178,259 @@ struct Shapes {
   }
 };
 
+template <typename T, typename A>
+void store_rows(const A* tile, int64_t count, T* out) {
+  for (int64_t x = 0; x < count; ++x) out[x] = static_cast<T>(tile[x]);
+}
+
+// The row strides of the operands a pass reads (grad_out's: the backward's).
+struct RowStrides {
+  int64_t q, k, v, grad_out;
+};
+
+// ---- tile products -------------------------------------------------------------------
+
+// The products of one query tile (br queries: their q and, in the backward,
+// dO rows) with one key tile (bc keys: their k and v rows), with one
+// interface in two implementations: BlasTiles (float32 and float64, and the
+// 16-bit types converted to float as each tile is loaded) and, for bfloat16
+// where oneDNN serves, OnednnTiles. Each is built on one thread's arena from
+// a Plan made once per call.
+
+// A tile of rows as BLAS reads it: the operand's own memory where its type
+// and row stride allow, else converted into scratch.
+template <typename A>
+struct Tile {
+  const A* data;
+  int64_t ld;
+};
+
+template <typename A, typename T>
+Tile<A> load_tile(const T* rows_start, int64_t stride, int64_t rows, int64_t cols, A* scratch) {
+  if constexpr (std::is_same_v<T, A>) {
+    if (stride >= cols || rows == 1) return {rows_start, std::max<int64_t>({stride, cols, 1})};
+  }
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t c = 0; c < cols; ++c)
+      scratch[r * cols + c] = static_cast<A>(rows_start[r * stride + c]);
+  }
+  return {scratch, std::max<int64_t>(cols, 1)};
+}
+
+template <typename T, typename A>
+class BlasTiles {
+ public:
+  struct Plan {
+    int64_t e, ev;
+    A scale;
+    RowStrides strides;
+    int64_t scratch_elements() const { return (kQueryTile + kKeyTile) * (e + ev); }
+  };
+
+  BlasTiles(const Plan& plan, Arena<A>& arena)
+      : plan_(plan),
+        q_scratch_(arena.take(kQueryTile * plan.e)),
+        do_scratch_(arena.take(kQueryTile * plan.ev)),
+        k_scratch_(arena.take(kKeyTile * plan.e)),
+        v_scratch_(arena.take(kKeyTile * plan.ev)) {}
+
+  void load_queries(const T* q, const T* grad_out, int64_t br) {
+    br_ = br;
+    q_ = load_tile<A>(q, plan_.strides.q, br, plan_.e, q_scratch_);
+    if (grad_out != nullptr)
+      do_ = load_tile<A>(grad_out, plan_.strides.grad_out, br, plan_.ev, do_scratch_);
+  }
+  void load_keys(const T* k, const T* v, int64_t bc) {
+    bc_ = bc;
+    k_ = load_tile<A>(k, plan_.strides.k, bc, plan_.e, k_scratch_);
+    v_ = load_tile<A>(v, plan_.strides.v, bc, plan_.ev, v_scratch_);
+  }
+  // s [br, bc] = scale q k^T
+  void scores(A* s) const {
+    blas_gemm<A>(CblasNoTrans, CblasTrans, br_, bc_, plan_.e, plan_.scale, q_.data, q_.ld, k_.data,
+                 k_.ld, A(0), s, bc_);
+  }
+  // o [br, Ev] += p v
+  void add_pv(const A* p, A* o) const {
+    blas_gemm<A>(CblasNoTrans, CblasNoTrans, br_, plan_.ev, bc_, A(1), p, bc_, v_.data, v_.ld, A(1),
+                 o, ld_ev());
+  }
+  // dv [bc, Ev] += p^T dO
+  void add_ptdo(const A* p, A* dv) const {
+    blas_gemm<A>(CblasTrans, CblasNoTrans, bc_, plan_.ev, br_, A(1), p, bc_, do_.data, do_.ld, A(1),
+                 dv, ld_ev());
+  }
+  // dp [br, bc] = dO v^T
+  void dov(A* dp) const {
+    blas_gemm<A>(CblasNoTrans, CblasTrans, br_, bc_, plan_.ev, A(1), do_.data, do_.ld, v_.data,
+                 v_.ld, A(0), dp, bc_);
+  }
+  // dk [bc, E] += scale ds^T q; dq [br, E] += scale ds k
+  void add_ds(const A* ds, A* dk, A* dq) const {
+    blas_gemm<A>(CblasTrans, CblasNoTrans, bc_, plan_.e, br_, plan_.scale, ds, bc_, q_.data, q_.ld,
+                 A(1), dk, ld_e());
+    blas_gemm<A>(CblasNoTrans, CblasNoTrans, br_, plan_.e, bc_, plan_.scale, ds, bc_, k_.data,
+                 k_.ld, A(1), dq, ld_e());
+  }
+
+ private:
+  int64_t ld_e() const { return std::max<int64_t>(plan_.e, 1); }
+  int64_t ld_ev() const { return std::max<int64_t>(plan_.ev, 1); }
+
+  const Plan& plan_;
+  A *q_scratch_, *do_scratch_, *k_scratch_, *v_scratch_;
+  Tile<A> q_{}, do_{}, k_{}, v_{};
+  int64_t br_ = 0, bc_ = 0;
+};
+
+#ifdef REMAT_WITH_ONEDNN
+
+// A float tile's bfloat16 copy, rounded to nearest even: BFloat16(float)'s
+// rounding with its NaN case as a select, which vectorises.
+REMAT_CPU_CLONES void round_to_bfloat16(const float* from, int64_t n, BFloat16* to) {
+  auto* bits = reinterpret_cast<uint16_t*>(to);
+#pragma omp simd
+  for (int64_t x = 0; x < n; ++x) {
+    const auto u = std::bit_cast<uint32_t>(from[x]);
+    const auto rounded = static_cast<uint16_t>((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+    const auto quiet_nan = static_cast<uint16_t>((u >> 16) | 0x40);
+    bits[x] = (u & 0x7fffffffu) > 0x7f800000u ? quiet_nan : rounded;
+  }
+}
+
+// bfloat16 tiles through oneDNN (AMX or AVX-512 BF16 where the CPU has
+// them): the products read the operands' bfloat16 rows in place and
+// accumulate in float32; P and dS are rounded to bfloat16 for the products
+// that take them, as FlashAttention does on GPUs. One primitive per product
+// and tile shape (full, or the edge tile of Lq or Lk), created before the
+// parallel region for one thread each.
+class OnednnTiles {
+ public:
+  using memory = dnnl::memory;
+
+  struct Product {
+    onednn::Step step;
+    memory::desc a, b, c;
+  };
+  struct Products {
+    Product scores, pv, ptdo, dov, dsq, dsk;
+  };
+
+  class Plan {
+   public:
+    // Empty where oneDNN does not serve every product.
+    static std::optional<Plan> make(const Shapes& d, float scale, const RowStrides& strides,
+                                    bool backward) {
+      if (d.lq == 0 || d.lk == 0 || d.e == 0 || d.ev == 0) return std::nullopt;
+      Plan plan;
+      plan.full_br_ = std::min(kQueryTile, d.lq);
+      plan.full_bc_ = std::min(kKeyTile, d.lk);
+      const int64_t brs[2] = {plan.full_br_, d.lq > kQueryTile ? d.lq % kQueryTile : 0};
+      const int64_t bcs[2] = {plan.full_bc_, d.lk > kKeyTile ? d.lk % kKeyTile : 0};
+      for (int r = 0; r < 2; ++r) {
+        for (int c = 0; c < 2; ++c) {
+          if (brs[r] == 0 || bcs[c] == 0) continue;
+          Products& p = plan.products_[r][c];
+          if (!make_products(p, d, brs[r], bcs[c], scale, strides, backward)) return std::nullopt;
+          for (const Product* x : {&p.scores, &p.pv, &p.ptdo, &p.dov, &p.dsq, &p.dsk})
+            plan.scratch_bytes_ =
+                std::max<int64_t>(plan.scratch_bytes_, x->step.scratch.get_size());
+        }
+      }
+      onednn::record(plan.products_[0][0].scores.step);
+      return plan;
+    }
+    // The rounded tile and the largest product's scratch, in whole
+    // cache lines of floats.
+    int64_t scratch_elements() const {
+      const int64_t floats = kQueryTile * kKeyTile / 2 + (scratch_bytes_ + 3) / 4;
+      return (floats + 15) / 16 * 16;
+    }
+    const Products& at(int64_t br, int64_t bc) const {
+      return products_[br == full_br_ ? 0 : 1][bc == full_bc_ ? 0 : 1];
+    }
+
+   private:
+    static memory::desc matrix(memory::data_type type, int64_t rows, int64_t cols,
+                               int64_t row_stride, int64_t col_stride) {
+      return {memory::dims{rows, cols}, type, memory::dims{row_stride, col_stride}};
+    }
+    static bool make_product(Product& x, memory::desc a, memory::desc b, memory::desc c,
+                             float scale, bool accumulate) {
+      x = {onednn::single_thread_matmul(a, b, c, scale, accumulate), a, b, c};
+      return static_cast<bool>(x.step.primitive);
+    }
+    static bool make_products(Products& p, const Shapes& d, int64_t br, int64_t bc, float scale,
+                              const RowStrides& s, bool backward) {
+      constexpr auto bf16 = memory::data_type::bf16;
+      constexpr auto f32 = memory::data_type::f32;
+      // The rounded P or dS tile [br, bc], and its transpose.
+      const memory::desc tile = matrix(bf16, br, bc, bc, 1), tile_t = matrix(bf16, bc, br, 1, bc);
+      const memory::desc q = matrix(bf16, br, d.e, s.q, 1), k = matrix(bf16, bc, d.e, s.k, 1);
+      const memory::desc k_t = matrix(bf16, d.e, bc, 1, s.k), v = matrix(bf16, bc, d.ev, s.v, 1);
+      if (!make_product(p.scores, q, k_t, matrix(f32, br, bc, bc, 1), scale, false)) return false;
+      if (!backward) return make_product(p.pv, tile, v, matrix(f32, br, d.ev, d.ev, 1), 1, true);
+      const memory::desc grad_out = matrix(bf16, br, d.ev, s.grad_out, 1);
+      const memory::desc v_t = matrix(bf16, d.ev, bc, 1, s.v);
+      return make_product(p.ptdo, tile_t, grad_out, matrix(f32, bc, d.ev, d.ev, 1), 1, true) &&
+             make_product(p.dov, grad_out, v_t, matrix(f32, br, bc, bc, 1), 1, false) &&
+             make_product(p.dsq, tile_t, q, matrix(f32, bc, d.e, d.e, 1), scale, true) &&
+             make_product(p.dsk, tile, k, matrix(f32, br, d.e, d.e, 1), scale, true);
+    }
+
+    Products products_[2][2];
+    int64_t full_br_ = 0, full_bc_ = 0, scratch_bytes_ = 0;
+  };
+
+  OnednnTiles(const Plan& plan, Arena<float>& arena)
+      : plan_(plan),
+        scratch_(arena.take(plan.scratch_elements())),
+        rounded_(reinterpret_cast<BFloat16*>(static_cast<float*>(scratch_)) +
+                 (plan.scratch_elements() - kQueryTile * kKeyTile / 2) * 2) {}
+
+  void load_queries(const BFloat16* q, const BFloat16* grad_out, int64_t br) {
+    q_ = q, grad_out_ = grad_out, br_ = br;
+  }
+  void load_keys(const BFloat16* k, const BFloat16* v, int64_t bc) { k_ = k, v_ = v, bc_ = bc; }
+  void scores(float* s) const { run(&Products::scores, q_, k_, s); }
+  void add_pv(const float* p, float* o) const { run(&Products::pv, round(p), v_, o); }
+  void add_ptdo(const float* p, float* dv) const { run(&Products::ptdo, round(p), grad_out_, dv); }
+  void dov(float* dp) const { run(&Products::dov, grad_out_, v_, dp); }
+  void add_ds(const float* ds, float* dk, float* dq) const {
+    const BFloat16* rounded = round(ds);
+    run(&Products::dsq, rounded, q_, dk);
+    run(&Products::dsk, rounded, k_, dq);
+  }
+
+ private:
+  const BFloat16* round(const float* tile) const {
+    round_to_bfloat16(tile, br_ * bc_, rounded_);
+    return rounded_;
+  }
+  void run(Product Products::*which, const void* a, const void* b, float* c) const {
+    const Product& x = plan_.at(br_, bc_).*which;
+    onednn::execute_with(x.step,
+                         {{DNNL_ARG_SRC, onednn::wrap(x.a, a)},
+                          {DNNL_ARG_WEIGHTS, onednn::wrap(x.b, b)},
+                          {DNNL_ARG_DST, onednn::wrap(x.c, c)}},
+                         scratch_);
+  }
+
+  const Plan& plan_;
+  void* scratch_;  // the products' (first: cache-line aligned)
+  BFloat16* rounded_;
+  const BFloat16 *q_ = nullptr, *grad_out_ = nullptr, *k_ = nullptr, *v_ = nullptr;
+  int64_t br_ = 0, bc_ = 0;
+};
+
+#endif
+
 // s [br, bc] = scale * q_tile k_tile^T + mask, -inf where causal hides a key:
 // the scores of queries i0.. against keys j0.., as both passes regenerate them.
-template <typename T, typename A>
+template <typename T, typename A, typename Tiles>
 void score_tile(const Shapes& d, const AttentionParams& params, const Mask<T>& mask, int64_t head,
-                int64_t i0, int64_t br, int64_t j0, int64_t bc, const Tile<A>& q, const Tile<A>& k,
-                A* s) {
-  blas_gemm<A>(CblasNoTrans, CblasTrans, br, bc, d.e, static_cast<A>(params.scale), q.data, q.ld,
-               k.data, k.ld, A(0), s, bc);
+                int64_t i0, int64_t br, int64_t j0, int64_t bc, const Tiles& tiles, A* s) {
+  tiles.scores(s);
   for (int64_t r = 0; r < br; ++r) {
     A* row = s + r * bc;
     if (mask.data != nullptr) {
@@ -209,22 +449,40 @@ uint64_t dropout_position(const Shapes& d, const AttentionParams& params, int64_
 }
 
 // Runs body(task, thread) for every task over at most `threads` threads;
-// dynamic scheduling, since causal tiles differ in work.
+// dynamic scheduling, since causal tiles differ in work. The first exception
+// a task throws is rethrown on the calling thread once all have finished.
 template <typename Body>
 void parallel_tasks(int64_t tasks, int threads, Body&& body) {
+  std::exception_ptr failure;
 #pragma omp parallel for num_threads(threads) schedule(dynamic)
-  for (int64_t t = 0; t < tasks; ++t) body(t, omp_get_thread_num());
+  for (int64_t t = 0; t < tasks; ++t) {
+    try {
+      body(t, omp_get_thread_num());
+    } catch (...) {
+#pragma omp critical(remat_attention_failure)
+      if (!failure) failure = std::current_exception();
+    }
+  }
+  if (failure) std::rethrow_exception(failure);
 }
 
 int threads_for(int64_t tasks) {
   return static_cast<int>(std::clamp<int64_t>(tasks, 1, omp_get_max_threads()));
 }
 
+// Whole cache lines of A per thread, so each thread's products start aligned.
+template <typename A>
+int64_t per_thread_lines(int64_t elements) {
+  constexpr int64_t line = 64 / sizeof(A);
+  return (elements + line - 1) / line * line;
+}
+
 // ---- forward --------------------------------------------------------------------------
 
-template <typename T, typename A>
-void forward_typed(const Tensor& q_t, const Tensor& k_t, const Tensor& v_t, const Tensor& mask_t,
-                   const AttentionParams& params, const Tensor& out_t, const Tensor& lse_t) {
+template <typename T, typename A, typename Tiles>
+void forward_tiles(const Tensor& q_t, const Tensor& k_t, const Tensor& v_t, const Tensor& mask_t,
+                   const AttentionParams& params, const typename Tiles::Plan& plan,
+                   const Tensor& out_t, const Tensor& lse_t) {
   const Shapes d(q_t, k_t, v_t);
   const Rows<T> q(q_t, "q"), k(k_t, "k"), v(v_t, "v");
   const Mask<T> mask(mask_t);
@@ -232,50 +490,45 @@ void forward_typed(const Tensor& q_t, const Tensor& k_t, const Tensor& v_t, cons
   A* lse = static_cast<A*>(lse_t.data_ptr());
   const bool dropout = params.dropout_p > 0;
   const int64_t tasks = d.heads * d.query_tiles();
-  if (tasks == 0) return;
   const int threads = threads_for(tasks);
-  const int64_t per_thread = kQueryTile * (d.e + d.ev + 2) + kKeyTile * (d.e + d.ev) +
-                             kQueryTile * kKeyTile * (dropout ? 2 : 1);
+  const int64_t per_thread = per_thread_lines<A>(plan.scratch_elements() + kQueryTile * (d.ev + 2) +
+                                                 kQueryTile * kKeyTile * (dropout ? 2 : 1));
   const Tensor workspace = Tensor::empty({threads * per_thread}, lse_t.dtype(), out_t.device());
 
   parallel_tasks(tasks, threads, [&](int64_t task, int thread) {
     Arena<A> arena{static_cast<A*>(workspace.data_ptr()) + thread * per_thread};
-    A* q_scratch = arena.take(kQueryTile * d.e);
-    A* k_scratch = arena.take(kKeyTile * d.e);
-    A* v_scratch = arena.take(kKeyTile * d.ev);
+    Tiles tiles(plan, arena);
     A* s = arena.take(kQueryTile * kKeyTile);
     A* keep = dropout ? arena.take(kQueryTile * kKeyTile) : nullptr;
     A* o = arena.take(kQueryTile * d.ev);
-    A* row_max = arena.take(kQueryTile);
+    A* running_max = arena.take(kQueryTile);
     A* row_sum = arena.take(kQueryTile);
 
     const int64_t head = task / d.query_tiles();
     const int64_t i0 = (task % d.query_tiles()) * kQueryTile;
     const int64_t br = std::min(kQueryTile, d.lq - i0);
-    const Tile<A> qt = load_tile<A>(q.row(head, i0), q.s2, br, d.e, q_scratch);
+    tiles.load_queries(q.row(head, i0), nullptr, br);
     std::fill(o, o + br * d.ev, A(0));
-    std::fill(row_max, row_max + br, kMinusInf<A>);
+    std::fill(running_max, running_max + br, kMinusInf<A>);
     std::fill(row_sum, row_sum + br, A(0));
-    // No query of the tile sees a key past its last query's.
+    // No query of the tile sees a key past its last query's; the key tiles
+    // keep their grid (the products exist for those shapes).
     const int64_t key_end = d.visible_end(i0 + br - 1, params.causal);
     for (int64_t j0 = 0; j0 < key_end; j0 += kKeyTile) {
-      const int64_t bc = std::min(kKeyTile, key_end - j0);
-      const Tile<A> kt = load_tile<A>(k.row(head, j0), k.s2, bc, d.e, k_scratch);
-      const Tile<A> vt = load_tile<A>(v.row(head, j0), v.s2, bc, d.ev, v_scratch);
-      score_tile(d, params, mask, head, i0, br, j0, bc, qt, kt, s);
+      const int64_t bc = std::min(kKeyTile, d.lk - j0);
+      tiles.load_keys(k.row(head, j0), v.row(head, j0), bc);
+      score_tile(d, params, mask, head, i0, br, j0, bc, tiles, s);
       for (int64_t r = 0; r < br; ++r) {
         A* row = s + r * bc;
-        A tile_max = kMinusInf<A>;
-        for (int64_t c = 0; c < bc; ++c) tile_max = std::max(tile_max, row[c]);
-        const A new_max = std::max(row_max[r], tile_max);
+        const A new_max = std::max(running_max[r], row_max(row, bc));
         if (new_max == kMinusInf<A>) {  // every key so far hidden: nothing to add
           std::fill(row, row + bc, A(0));
           continue;
         }
         // Online softmax: rescale what the earlier tiles summed to the new max.
-        const A rescale = std::exp(row_max[r] - new_max);
+        const A rescale = std::exp(running_max[r] - new_max);
         row_sum[r] = row_sum[r] * rescale + exp_shifted_row(row, bc, new_max);
-        row_max[r] = new_max;
+        running_max[r] = new_max;
         if (rescale != A(1)) {
           for (int64_t c = 0; c < d.ev; ++c) o[r * d.ev + c] *= rescale;
         }
@@ -284,8 +537,7 @@ void forward_typed(const Tensor& q_t, const Tensor& k_t, const Tensor& v_t, cons
           for (int64_t c = 0; c < bc; ++c) row[c] *= keep[c];
         }
       }
-      blas_gemm<A>(CblasNoTrans, CblasNoTrans, br, d.ev, bc, A(1), s, bc, vt.data, vt.ld, A(1), o,
-                   std::max<int64_t>(d.ev, 1));
+      tiles.add_pv(s, o);
     }
     for (int64_t r = 0; r < br; ++r) {
       const int64_t i = i0 + r;
@@ -293,7 +545,7 @@ void forward_typed(const Tensor& q_t, const Tensor& k_t, const Tensor& v_t, cons
       const A inv = sees_a_key ? A(1) / row_sum[r] : std::numeric_limits<A>::quiet_NaN();
       T* out_row = out + (head * d.lq + i) * d.ev;
       for (int64_t c = 0; c < d.ev; ++c) out_row[c] = static_cast<T>(o[r * d.ev + c] * inv);
-      lse[head * d.lq + i] = sees_a_key ? row_max[r] + std::log(row_sum[r]) : kMinusInf<A>;
+      lse[head * d.lq + i] = sees_a_key ? running_max[r] + std::log(row_sum[r]) : kMinusInf<A>;
     }
   });
 }
@@ -304,10 +556,11 @@ void forward_typed(const Tensor& q_t, const Tensor& k_t, const Tensor& v_t, cons
 // dK and dV outright and sums its part of dQ into its own buffer; with
 // several chunks per head (fewer heads than threads) the parts are added in
 // chunk order afterwards, so the result does not depend on scheduling.
-template <typename T, typename A>
-void backward_typed(const Tensor& grad_out_t, const Tensor& q_t, const Tensor& k_t,
+template <typename T, typename A, typename Tiles>
+void backward_tiles(const Tensor& grad_out_t, const Tensor& q_t, const Tensor& k_t,
                     const Tensor& v_t, const Tensor& mask_t, const Tensor& out_t,
-                    const Tensor& lse_t, const AttentionParams& params, const Tensor& grad_q_t,
+                    const Tensor& lse_t, const AttentionParams& params,
+                    const typename Tiles::Plan& plan, const Tensor& grad_q_t,
                     const Tensor& grad_k_t, const Tensor& grad_v_t) {
   const Shapes d(q_t, k_t, v_t);
   const Rows<T> q(q_t, "q"), k(k_t, "k"), v(v_t, "v"), grad_out(grad_out_t, "grad_out"),
@@ -318,9 +571,7 @@ void backward_typed(const Tensor& grad_out_t, const Tensor& q_t, const Tensor& k
   T* grad_k = static_cast<T*>(grad_k_t.data_ptr());
   T* grad_v = static_cast<T*>(grad_v_t.data_ptr());
   const bool dropout = params.dropout_p > 0;
-  const auto scale = static_cast<A>(params.scale);
   const int64_t rows = d.heads * d.lq;
-  if (d.heads == 0) return;
 
   const int max_threads = omp_get_max_threads();
   const int64_t chunks = std::clamp<int64_t>((max_threads + d.heads - 1) / d.heads, 1,
@@ -331,13 +582,14 @@ void backward_typed(const Tensor& grad_out_t, const Tensor& q_t, const Tensor& k
   // match; else per-task parts (several chunks) or per-thread buffers.
   const bool direct_dq = chunks == 1 && std::is_same_v<T, A>;
   const int64_t dq_buffers = chunks > 1 ? tasks : (direct_dq ? 0 : threads);
-  const int64_t per_thread = kQueryTile * (d.e + d.ev) + kKeyTile * 2 * (d.e + d.ev) +
-                             kQueryTile * kKeyTile * (dropout ? 4 : 2);
-  const Tensor workspace = Tensor::empty({rows + dq_buffers * d.lq * d.e + threads * per_thread},
-                                         lse_t.dtype(), grad_q_t.device());
-  A* row_dot = static_cast<A*>(workspace.data_ptr());  // D = rowsum(dO * O)
+  const int64_t per_thread = per_thread_lines<A>(plan.scratch_elements() + kKeyTile * (d.e + d.ev) +
+                                                 kQueryTile * kKeyTile * (dropout ? 4 : 2));
+  const int64_t shared = per_thread_lines<A>(rows + dq_buffers * d.lq * d.e);
+  const Tensor workspace =
+      Tensor::empty({shared + threads * per_thread}, lse_t.dtype(), grad_q_t.device());
+  A* thread_space = static_cast<A*>(workspace.data_ptr());
+  A* row_dot = thread_space + threads * per_thread;  // D = rowsum(dO * O)
   A* dq_parts = row_dot + rows;
-  A* thread_space = dq_parts + dq_buffers * d.lq * d.e;
 
   // D_i = rowsum(dO_i * O_i); 0 for a row that sees no key (its output is
   // NaN, and it contributes to no gradient).
@@ -352,10 +604,7 @@ void backward_typed(const Tensor& grad_out_t, const Tensor& q_t, const Tensor& k
 
   parallel_tasks(tasks, threads, [&](int64_t task, int thread) {
     Arena<A> arena{thread_space + thread * per_thread};
-    A* q_scratch = arena.take(kQueryTile * d.e);
-    A* do_scratch = arena.take(kQueryTile * d.ev);
-    A* k_scratch = arena.take(kKeyTile * d.e);
-    A* v_scratch = arena.take(kKeyTile * d.ev);
+    Tiles tiles(plan, arena);
     A* dk = arena.take(kKeyTile * d.e);
     A* dv = arena.take(kKeyTile * d.ev);
     A* p = arena.take(kQueryTile * kKeyTile);
@@ -375,17 +624,15 @@ void backward_typed(const Tensor& grad_out_t, const Tensor& q_t, const Tensor& k
     // tiles see more queries, and interleaving spreads them.
     for (int64_t kt_index = chunk; kt_index < d.key_tiles(); kt_index += chunks) {
       const int64_t j0 = kt_index * kKeyTile, bc = std::min(kKeyTile, d.lk - j0);
-      const Tile<A> kt = load_tile<A>(k.row(head, j0), k.s2, bc, d.e, k_scratch);
-      const Tile<A> vt = load_tile<A>(v.row(head, j0), v.s2, bc, d.ev, v_scratch);
       std::fill(dk, dk + bc * d.e, A(0));
       std::fill(dv, dv + bc * d.ev, A(0));
       // The first query that sees key j0.
       const int64_t first_query = params.causal ? std::max<int64_t>(0, j0 - (d.lk - d.lq)) : 0;
       for (int64_t i0 = first_query / kQueryTile * kQueryTile; i0 < d.lq; i0 += kQueryTile) {
         const int64_t br = std::min(kQueryTile, d.lq - i0);
-        const Tile<A> qt = load_tile<A>(q.row(head, i0), q.s2, br, d.e, q_scratch);
-        const Tile<A> dot = load_tile<A>(grad_out.row(head, i0), grad_out.s2, br, d.ev, do_scratch);
-        score_tile(d, params, mask, head, i0, br, j0, bc, qt, kt, p);
+        tiles.load_queries(q.row(head, i0), grad_out.row(head, i0), br);
+        tiles.load_keys(k.row(head, j0), v.row(head, j0), bc);
+        score_tile(d, params, mask, head, i0, br, j0, bc, tiles, p);
         for (int64_t r = 0; r < br; ++r) {  // P = exp(S - lse), the forward's probabilities
           A* row = p + r * bc;
           const A row_lse = lse[head * d.lq + i0 + r];
@@ -400,21 +647,15 @@ void backward_typed(const Tensor& grad_out_t, const Tensor& q_t, const Tensor& k
             for (int64_t c = 0; c < bc; ++c) dropped[r * bc + c] = row[c] * factors[c];
           }
         }
-        const int64_t ld_e = std::max<int64_t>(d.e, 1), ld_ev = std::max<int64_t>(d.ev, 1);
         // dV += dropout(P)^T dO; dP = dropout'(dO V^T); dS = P * (dP - D).
-        blas_gemm<A>(CblasTrans, CblasNoTrans, bc, d.ev, br, A(1), dropped, bc, dot.data, dot.ld,
-                     A(1), dv, ld_ev);
-        blas_gemm<A>(CblasNoTrans, CblasTrans, br, bc, d.ev, A(1), dot.data, dot.ld, vt.data, vt.ld,
-                     A(0), dp, bc);
+        tiles.add_ptdo(dropped, dv);
+        tiles.dov(dp);
         for (int64_t r = 0; r < br; ++r) {
           softmax_grad_row(dp + r * bc, p + r * bc, dropout ? keep + r * bc : nullptr,
                            row_dot[head * d.lq + i0 + r], bc);
         }
         // dK += scale dS^T Q; dQ += scale dS K.
-        blas_gemm<A>(CblasTrans, CblasNoTrans, bc, d.e, br, scale, dp, bc, qt.data, qt.ld, A(1), dk,
-                     ld_e);
-        blas_gemm<A>(CblasNoTrans, CblasNoTrans, br, d.e, bc, scale, dp, bc, kt.data, kt.ld, A(1),
-                     dq + i0 * d.e, ld_e);
+        tiles.add_ds(dp, dk, dq + i0 * d.e);
       }
       store_rows(dk, bc * d.e, grad_k + (head * d.lk + j0) * d.e);
       store_rows(dv, bc * d.ev, grad_v + (head * d.lk + j0) * d.ev);
@@ -436,6 +677,27 @@ void backward_typed(const Tensor& grad_out_t, const Tensor& q_t, const Tensor& k
   }
 }
 
+// The tiles one call runs on: oneDNN's for bfloat16 where it serves every
+// product (its plan made here, on the calling thread, where creating a
+// primitive may fail cleanly), else BLAS's.
+template <typename T, typename A, typename Run>
+void with_tiles(const Shapes& d, const AttentionParams& params, const RowStrides& strides,
+                bool backward, Run&& run) {
+#ifdef REMAT_WITH_ONEDNN
+  if constexpr (std::is_same_v<T, BFloat16>) {
+    onednn::start_call();
+    const auto plan = onednn::guarded(
+        [&] { return fmt::format("attention: bfloat16 tile products (E {}, Ev {})", d.e, d.ev); },
+        [&] {
+          return OnednnTiles::Plan::make(d, static_cast<float>(params.scale), strides, backward);
+        });
+    if (plan) return run.template operator()<OnednnTiles>(*plan);
+  }
+#endif
+  const typename BlasTiles<T, A>::Plan plan{d.e, d.ev, static_cast<A>(params.scale), strides};
+  run.template operator()<BlasTiles<T, A>>(plan);
+}
+
 // ---- the table ------------------------------------------------------------------------
 
 void check_outputs(const char* kernel,
@@ -453,7 +715,14 @@ void forward(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& ma
              const AttentionParams& params, const Tensor& out, const Tensor& lse) {
   check_outputs("attention forward", {out}, lse_dtype_of(q.dtype()), lse);
   visit_all_floating(q.dtype(), "attention forward", [&]<typename T>() {
-    forward_typed<T, accum_t<T>>(q, k, v, mask, params, out, lse);
+    using A = accum_t<T>;
+    const Shapes d(q, k, v);
+    if (d.heads * d.query_tiles() == 0) return;
+    const RowStrides strides{Rows<T>(q, "q").s2, Rows<T>(k, "k").s2, Rows<T>(v, "v").s2, 0};
+    with_tiles<T, A>(d, params, strides, /*backward=*/false,
+                     [&]<typename Tiles>(const typename Tiles::Plan& plan) {
+                       forward_tiles<T, A, Tiles>(q, k, v, mask, params, plan, out, lse);
+                     });
   });
 }
 
@@ -463,8 +732,16 @@ void backward(const Tensor& grad_out, const Tensor& q, const Tensor& k, const Te
               const Tensor& grad_v) {
   check_outputs("attention backward", {grad_q, grad_k, grad_v}, lse_dtype_of(q.dtype()), lse);
   visit_all_floating(q.dtype(), "attention backward", [&]<typename T>() {
-    backward_typed<T, accum_t<T>>(grad_out, q, k, v, mask, out, lse, params, grad_q, grad_k,
-                                  grad_v);
+    using A = accum_t<T>;
+    const Shapes d(q, k, v);
+    if (d.heads == 0) return;
+    const RowStrides strides{Rows<T>(q, "q").s2, Rows<T>(k, "k").s2, Rows<T>(v, "v").s2,
+                             Rows<T>(grad_out, "grad_out").s2};
+    with_tiles<T, A>(d, params, strides, /*backward=*/true,
+                     [&]<typename Tiles>(const typename Tiles::Plan& plan) {
+                       backward_tiles<T, A, Tiles>(grad_out, q, k, v, mask, out, lse, params, plan,
+                                                   grad_q, grad_k, grad_v);
+                     });
   });
 }
 

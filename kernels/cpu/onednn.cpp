@@ -5,19 +5,18 @@
 
 #include <omp.h>
 
+#include <bit>
+
 #include "remat/core/error.h"
 
 namespace remat::kernels::cpu::onednn {
 namespace {
 
-struct Runtime {
-  dnnl::engine engine{dnnl::engine::kind::cpu, 0};
-  dnnl::stream stream{engine};
-};
-
-Runtime& runtime() {
-  static Runtime r;
-  return r;
+// One stream per thread: threads of a kernel's parallel region run steps
+// side by side.
+dnnl::engine& the_engine() {
+  static dnnl::engine e{dnnl::engine::kind::cpu, 0};
+  return e;
 }
 
 thread_local OnednnCall latest;
@@ -34,8 +33,11 @@ void start_call() { latest = {}; }
 
 int64_t max_threads() { return omp_get_max_threads(); }
 
-dnnl::engine& engine() { return runtime().engine; }
-dnnl::stream& stream() { return runtime().stream; }
+dnnl::engine& engine() { return the_engine(); }
+dnnl::stream& stream() {
+  thread_local dnnl::stream s{the_engine()};
+  return s;
+}
 
 memory::data_type data_type(DType dtype) {
   switch (dtype) {
@@ -51,14 +53,67 @@ dnnl::primitive_attr user_scratchpad() {
   return attr;
 }
 
-void execute(const Step& step, std::unordered_map<int, memory> args) {
-  const remat::memory::Allocation scratch = block(step.scratch.get_size());
-  if (scratch.get())
-    args.emplace(DNNL_ARG_SCRATCHPAD, memory(step.scratch, engine(), scratch.get()));
+void record(const Step& step) {
   latest.scratch_bytes += static_cast<int64_t>(step.scratch.get_size());
   if (!step.implementation.empty()) latest.implementation = step.implementation;
+}
+
+void execute_with(const Step& step, std::unordered_map<int, memory> args, void* scratch) {
+  if (step.scratch.get_size() > 0)
+    args.emplace(DNNL_ARG_SCRATCHPAD, memory(step.scratch, engine(), scratch));
   step.primitive.execute(stream(), args);
   stream().wait();
+}
+
+void execute(const Step& step, std::unordered_map<int, memory> args) {
+  const remat::memory::Allocation scratch = block(step.scratch.get_size());
+  record(step);
+  execute_with(step, std::move(args), scratch.get());
+}
+
+namespace {
+
+// A cache key of plain C descriptors' bytes: a blocked layout is not its
+// dims and strides alone.
+Cache<Step>::Key key_of(std::initializer_list<const memory::desc*> descs) {
+  Cache<Step>::Key key;
+  for (const memory::desc* desc : descs) {
+    static_assert(sizeof(desc->data) % sizeof(int64_t) == 0);
+    const auto* words = reinterpret_cast<const int64_t*>(&desc->data);
+    key.insert(key.end(), words, words + sizeof(desc->data) / sizeof(int64_t));
+  }
+  return key;
+}
+
+}  // namespace
+
+Step single_thread_matmul(const memory::desc& a, const memory::desc& b, const memory::desc& c,
+                          float scale, bool accumulate) {
+  static Cache<Step> matmuls;
+  Cache<Step>::Key key = key_of({&a, &b, &c});
+  key.push_back(std::bit_cast<int32_t>(scale));
+  key.push_back(accumulate);
+  // Created under a one-thread setting (which the cache's key records): a
+  // primitive splits its work for the thread count it was created under.
+  const int threads = omp_get_max_threads();
+  omp_set_num_threads(1);
+  struct Restore {
+    int threads;
+    ~Restore() { omp_set_num_threads(threads); }
+  } restore{threads};
+  return matmuls.get(key, [&] {
+    dnnl::primitive_attr attr = user_scratchpad();
+    if (scale != 1.0f) attr.set_output_scales(0, {scale});
+    if (accumulate) {
+      dnnl::post_ops sum;
+      sum.append_sum(1.0f);
+      attr.set_post_ops(sum);
+    }
+    const dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(a, b, c), attr, engine(),
+                                          /*allow_empty=*/true);
+    if (!pd || is_reference(pd.impl_info_str())) return Step{};
+    return Step{dnnl::matmul(pd), pd.scratchpad_desc(), pd.impl_info_str()};
+  });
 }
 
 memory wrap(const memory::desc& desc, const void* data) {
@@ -69,14 +124,7 @@ void reorder_into(const memory& from, const memory& to) {
   if (from == to) return;
   static Cache<Step> reorders;
   const memory::desc src = from.get_desc(), dst = to.get_desc();
-  // A plain descriptor's layout is its dims and strides; a blocked one's
-  // is not, so the key takes the descriptors' bytes (POD C structs).
-  const auto* a = reinterpret_cast<const int64_t*>(&src.data);
-  const auto* b = reinterpret_cast<const int64_t*>(&dst.data);
-  static_assert(sizeof(src.data) % sizeof(int64_t) == 0);
-  Cache<Step>::Key key(a, a + sizeof(src.data) / sizeof(int64_t));
-  key.insert(key.end(), b, b + sizeof(dst.data) / sizeof(int64_t));
-  const Step step = reorders.get(key, [&] {
+  const Step step = reorders.get(key_of({&src, &dst}), [&] {
     const dnnl::reorder::primitive_desc pd(engine(), src, engine(), dst, user_scratchpad());
     return Step{dnnl::reorder(pd), pd.scratchpad_desc()};
   });

@@ -73,10 +73,24 @@ inline bool is_reference(const std::string& implementation) {
 // step runs).
 void start_call();
 
-// Runs one step on the stream and waits, its scratch a block of remat's
-// allocator held for the call (an over-limit scratch throws OutOfMemoryError
-// before oneDNN runs).
+// Runs one step on this thread's stream and waits, its scratch a block of
+// remat's allocator held for the call (an over-limit scratch throws
+// OutOfMemoryError before oneDNN runs).
 void execute(const Step& step, std::unordered_map<int, memory> args);
+
+// For kernels that run steps on the threads of their own parallel region
+// (attention's tiles): a matmul c = scale * a @ b (+ c when `accumulate`) on
+// plain descriptors, created for one thread; empty where oneDNN has only its
+// reference loops. Cached by descriptors and parameters.
+Step single_thread_matmul(const memory::desc& a, const memory::desc& b, const memory::desc& c,
+                          float scale, bool accumulate);
+// Runs a step on this thread's stream with the caller's scratch (at least
+// step.scratch's size: allocated before the parallel region, where running
+// out of memory can be handled), recording nothing.
+void execute_with(const Step& step, std::unordered_map<int, memory> args, void* scratch);
+// Adds a step that the caller's threads run to this thread's
+// last_onednn_call().
+void record(const Step& step);
 
 // A user buffer as oneDNN memory (oneDNN never writes a source, so a const
 // pointer is safe to hand it).
