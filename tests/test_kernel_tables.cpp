@@ -50,6 +50,27 @@ TEST(ReduceKernels, MaxBackwardTakesStridedGradients) {
   EXPECT_EQ(z.grad().to_vector<double>(), (std::vector<double>{0, 10, 0, 30, 20, 0, 0, 40}));
 }
 
+// A sum over outer dims with the kept ones contiguous (a bias gradient)
+// reads along rows, in blocks of outputs: the same bits as summing the
+// transposed copy along its rows, in every floating dtype, for shapes that
+// leave partial blocks, several reduced dims and a scale (mean).
+TEST(ReduceKernels, ColumnSumsAddInTheRowSumsOrder) {
+  for (DType dtype : {kFloat32, kFloat64, kBFloat16}) {
+    for (const Shape& shape : {Shape{300, 700}, Shape{5, 7, 130}, Shape{1000, 3}}) {
+      const Tensor x = randn(shape, kFloat64).to(dtype);
+      std::vector<int64_t> reduced(shape.size() - 1);
+      for (size_t d = 0; d < reduced.size(); ++d) reduced[d] = static_cast<int64_t>(d);
+      const int64_t columns = shape.back(), rows = x.numel() / columns;
+      // Row r of the copy holds output r's terms in the same order.
+      const Tensor by_row = reshape(x, {rows, columns}).transpose(0, 1).contiguous();
+      const std::string what = fmt::format("{} {}", dtype_name(dtype), shape_str(shape));
+      EXPECT_EQ(sum(x, reduced).to_vector<double>(), sum(by_row, {1}).to_vector<double>()) << what;
+      EXPECT_EQ(mean(x, reduced).to_vector<double>(), mean(by_row, {1}).to_vector<double>())
+          << what;
+    }
+  }
+}
+
 // The op layer hands dropout's kernel contiguous operands: a transposed input
 // is masked by row-major position, as its contiguous copy is, and the kernel
 // itself refuses a strided one.

@@ -299,11 +299,13 @@ REMAT_CPU_CLONES void round_to_bfloat16(const float* from, int64_t n, BFloat16* 
 }
 
 // bfloat16 tiles through oneDNN (AMX or AVX-512 BF16 where the CPU has
-// them): the products read the operands' bfloat16 rows in place and
-// accumulate in float32; P and dS are rounded to bfloat16 for the products
-// that take them, as FlashAttention does on GPUs. One primitive per product
-// and tile shape (full, or the edge tile of Lq or Lk), created before the
-// parallel region for one thread each.
+// them): the products read the operands' bfloat16 rows, accumulate in
+// float32, and take P and dS rounded to bfloat16, as FlashAttention does on
+// GPUs. Operand tiles go in dense (copied where their rows are strided, as
+// q, k and v are when they are views of one projection): oneDNN 2.6's AMX
+// kernels refuse strided rows, and its other GEMM is several times slower
+// here. One primitive per product and tile shape (full, or the edge tile of
+// Lq or Lk), created before the parallel region for one thread each.
 class OnednnTiles {
  public:
   using memory = dnnl::memory;
@@ -323,6 +325,7 @@ class OnednnTiles {
                                     bool backward) {
       if (d.lq == 0 || d.lk == 0 || d.e == 0 || d.ev == 0) return std::nullopt;
       Plan plan;
+      plan.e_ = d.e, plan.ev_ = d.ev, plan.strides_ = strides;
       plan.full_br_ = std::min(kQueryTile, d.lq);
       plan.full_bc_ = std::min(kKeyTile, d.lk);
       const int64_t brs[2] = {plan.full_br_, d.lq > kQueryTile ? d.lq % kQueryTile : 0};
@@ -331,7 +334,7 @@ class OnednnTiles {
         for (int c = 0; c < 2; ++c) {
           if (brs[r] == 0 || bcs[c] == 0) continue;
           Products& p = plan.products_[r][c];
-          if (!make_products(p, d, brs[r], bcs[c], scale, strides, backward)) return std::nullopt;
+          if (!make_products(p, d, brs[r], bcs[c], scale, backward)) return std::nullopt;
           for (const Product* x : {&p.scores, &p.pv, &p.ptdo, &p.dov, &p.dsq, &p.dsk})
             plan.scratch_bytes_ =
                 std::max<int64_t>(plan.scratch_bytes_, x->step.scratch.get_size());
@@ -340,15 +343,19 @@ class OnednnTiles {
       onednn::record(plan.products_[0][0].scores.step);
       return plan;
     }
-    // The rounded tile and the largest product's scratch, in whole
-    // cache lines of floats.
+    // Floats per thread: the products' scratch (first, so cache-line
+    // aligned), then the rounded tile and the dense operand tiles.
     int64_t scratch_elements() const {
-      const int64_t floats = kQueryTile * kKeyTile / 2 + (scratch_bytes_ + 3) / 4;
-      return (floats + 15) / 16 * 16;
+      const int64_t halves = kQueryTile * kKeyTile + (kQueryTile + kKeyTile) * (e_ + ev_);
+      return scratch_floats() + (halves + 1) / 2;
     }
+    int64_t scratch_floats() const { return (scratch_bytes_ + 63) / 64 * 16; }
     const Products& at(int64_t br, int64_t bc) const {
       return products_[br == full_br_ ? 0 : 1][bc == full_bc_ ? 0 : 1];
     }
+    int64_t e() const { return e_; }
+    int64_t ev() const { return ev_; }
+    const RowStrides& strides() const { return strides_; }
 
    private:
     static memory::desc matrix(memory::data_type type, int64_t rows, int64_t cols,
@@ -361,17 +368,18 @@ class OnednnTiles {
       return static_cast<bool>(x.step.primitive);
     }
     static bool make_products(Products& p, const Shapes& d, int64_t br, int64_t bc, float scale,
-                              const RowStrides& s, bool backward) {
+                              bool backward) {
       constexpr auto bf16 = memory::data_type::bf16;
       constexpr auto f32 = memory::data_type::f32;
-      // The rounded P or dS tile [br, bc], and its transpose.
+      // The rounded P or dS tile [br, bc] and its transpose; the dense
+      // operand tiles.
       const memory::desc tile = matrix(bf16, br, bc, bc, 1), tile_t = matrix(bf16, bc, br, 1, bc);
-      const memory::desc q = matrix(bf16, br, d.e, s.q, 1), k = matrix(bf16, bc, d.e, s.k, 1);
-      const memory::desc k_t = matrix(bf16, d.e, bc, 1, s.k), v = matrix(bf16, bc, d.ev, s.v, 1);
+      const memory::desc q = matrix(bf16, br, d.e, d.e, 1), k = matrix(bf16, bc, d.e, d.e, 1);
+      const memory::desc k_t = matrix(bf16, d.e, bc, 1, d.e), v = matrix(bf16, bc, d.ev, d.ev, 1);
       if (!make_product(p.scores, q, k_t, matrix(f32, br, bc, bc, 1), scale, false)) return false;
       if (!backward) return make_product(p.pv, tile, v, matrix(f32, br, d.ev, d.ev, 1), 1, true);
-      const memory::desc grad_out = matrix(bf16, br, d.ev, s.grad_out, 1);
-      const memory::desc v_t = matrix(bf16, d.ev, bc, 1, s.v);
+      const memory::desc grad_out = matrix(bf16, br, d.ev, d.ev, 1);
+      const memory::desc v_t = matrix(bf16, d.ev, bc, 1, d.ev);
       return make_product(p.ptdo, tile_t, grad_out, matrix(f32, bc, d.ev, d.ev, 1), 1, true) &&
              make_product(p.dov, grad_out, v_t, matrix(f32, br, bc, bc, 1), 1, false) &&
              make_product(p.dsq, tile_t, q, matrix(f32, bc, d.e, d.e, 1), scale, true) &&
@@ -379,23 +387,36 @@ class OnednnTiles {
     }
 
     Products products_[2][2];
-    int64_t full_br_ = 0, full_bc_ = 0, scratch_bytes_ = 0;
+    int64_t e_ = 0, ev_ = 0, full_br_ = 0, full_bc_ = 0, scratch_bytes_ = 0;
+    RowStrides strides_{};
   };
 
-  OnednnTiles(const Plan& plan, Arena<float>& arena)
-      : plan_(plan),
-        scratch_(arena.take(plan.scratch_elements())),
-        rounded_(reinterpret_cast<BFloat16*>(static_cast<float*>(scratch_)) +
-                 (plan.scratch_elements() - kQueryTile * kKeyTile / 2) * 2) {}
+  OnednnTiles(const Plan& plan, Arena<float>& arena) : plan_(plan) {
+    float* floats = arena.take(plan.scratch_elements());
+    scratch_ = floats;
+    Arena<BFloat16> halves{reinterpret_cast<BFloat16*>(floats + plan.scratch_floats())};
+    rounded_ = halves.take(kQueryTile * kKeyTile);
+    q_scratch_ = halves.take(kQueryTile * plan.e());
+    do_scratch_ = halves.take(kQueryTile * plan.ev());
+    k_scratch_ = halves.take(kKeyTile * plan.e());
+    v_scratch_ = halves.take(kKeyTile * plan.ev());
+  }
 
   void load_queries(const BFloat16* q, const BFloat16* grad_out, int64_t br) {
-    q_ = q, grad_out_ = grad_out, br_ = br;
+    br_ = br;
+    q_ = dense(q, plan_.strides().q, br, plan_.e(), q_scratch_);
+    if (grad_out != nullptr)
+      do_ = dense(grad_out, plan_.strides().grad_out, br, plan_.ev(), do_scratch_);
   }
-  void load_keys(const BFloat16* k, const BFloat16* v, int64_t bc) { k_ = k, v_ = v, bc_ = bc; }
+  void load_keys(const BFloat16* k, const BFloat16* v, int64_t bc) {
+    bc_ = bc;
+    k_ = dense(k, plan_.strides().k, bc, plan_.e(), k_scratch_);
+    v_ = dense(v, plan_.strides().v, bc, plan_.ev(), v_scratch_);
+  }
   void scores(float* s) const { run(&Products::scores, q_, k_, s); }
   void add_pv(const float* p, float* o) const { run(&Products::pv, round(p), v_, o); }
-  void add_ptdo(const float* p, float* dv) const { run(&Products::ptdo, round(p), grad_out_, dv); }
-  void dov(float* dp) const { run(&Products::dov, grad_out_, v_, dp); }
+  void add_ptdo(const float* p, float* dv) const { run(&Products::ptdo, round(p), do_, dv); }
+  void dov(float* dp) const { run(&Products::dov, do_, v_, dp); }
   void add_ds(const float* ds, float* dk, float* dq) const {
     const BFloat16* rounded = round(ds);
     run(&Products::dsq, rounded, q_, dk);
@@ -403,6 +424,13 @@ class OnednnTiles {
   }
 
  private:
+  // `count` rows of `cols` values `stride` apart, as one dense block.
+  static const BFloat16* dense(const BFloat16* rows, int64_t stride, int64_t count, int64_t cols,
+                               BFloat16* scratch) {
+    if (stride == cols || count == 1) return rows;
+    for (int64_t r = 0; r < count; ++r) std::copy_n(rows + r * stride, cols, scratch + r * cols);
+    return scratch;
+  }
   const BFloat16* round(const float* tile) const {
     round_to_bfloat16(tile, br_ * bc_, rounded_);
     return rounded_;
@@ -417,9 +445,9 @@ class OnednnTiles {
   }
 
   const Plan& plan_;
-  void* scratch_;  // the products' (first: cache-line aligned)
-  BFloat16* rounded_;
-  const BFloat16 *q_ = nullptr, *grad_out_ = nullptr, *k_ = nullptr, *v_ = nullptr;
+  void* scratch_;
+  BFloat16 *rounded_, *q_scratch_, *do_scratch_, *k_scratch_, *v_scratch_;
+  const BFloat16 *q_ = nullptr, *do_ = nullptr, *k_ = nullptr, *v_ = nullptr;
   int64_t br_ = 0, bc_ = 0;
 };
 

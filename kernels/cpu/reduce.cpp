@@ -34,6 +34,31 @@ void sum(const Tensor& x, const std::vector<int64_t>& dims, double scale, const 
     Shape run_outer_shape(red.shape.begin(), red.shape.end() - 1);
     Strides run_outer_strides(red.strides[0].begin(), red.strides[0].end() - 1);
     const int64_t runs = inner == 0 ? 0 : inner / run_len;
+    const StridedLayout<1> kept = merge_dims<1>(l.kept_shape, {l.kept_strides});
+    if (outer > 1 && kept.shape.size() == 1 && kept.strides[0][0] == 1 && run_stride != 1) {
+      // The kept dims are one contiguous run and the reduced ones are not (a
+      // bias gradient: [rows, columns] summed over rows). Each task sums a
+      // block of neighbouring outputs row by row, reading along the rows
+      // instead of down the columns; every output still adds its terms in
+      // the general loop's order, so the result is the same.
+      constexpr int64_t kBlock = 128;
+      const bool parallel = outer * inner >= 2 * kParallelGrain && outer > kBlock;
+      parallel_for((outer + kBlock - 1) / kBlock, parallel, [&](int64_t block) {
+        const int64_t first = block * kBlock, count = std::min(kBlock, outer - first);
+        Acc acc[kBlock] = {};
+        for (int64_t r = 0; r < runs; ++r) {
+          const T* row = in + offset_of(r, run_outer_shape, run_outer_strides) + first;
+          for (int64_t k = 0; k < run_len; ++k) {
+            const T* p = row + k * run_stride;
+#pragma omp simd
+            for (int64_t c = 0; c < count; ++c) acc[c] += static_cast<Acc>(p[c]);
+          }
+        }
+        for (int64_t c = 0; c < count; ++c)
+          o[first + c] = static_cast<T>(acc[c] * static_cast<Acc>(scale));
+      });
+      return;
+    }
     parallel_for(outer, outer * inner >= 2 * kParallelGrain && outer > 1, [&](int64_t i) {
       // An offset, not a pointer: an empty input may have no memory to point into.
       const int64_t base = offset_of(i, l.kept_shape, l.kept_strides);
