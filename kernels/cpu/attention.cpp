@@ -652,6 +652,7 @@ void backward_tiles(const Tensor& grad_out_t, const Tensor& q_t, const Tensor& k
     // tiles see more queries, and interleaving spreads them.
     for (int64_t kt_index = chunk; kt_index < d.key_tiles(); kt_index += chunks) {
       const int64_t j0 = kt_index * kKeyTile, bc = std::min(kKeyTile, d.lk - j0);
+      tiles.load_keys(k.row(head, j0), v.row(head, j0), bc);
       std::fill(dk, dk + bc * d.e, A(0));
       std::fill(dv, dv + bc * d.ev, A(0));
       // The first query that sees key j0.
@@ -659,7 +660,6 @@ void backward_tiles(const Tensor& grad_out_t, const Tensor& q_t, const Tensor& k
       for (int64_t i0 = first_query / kQueryTile * kQueryTile; i0 < d.lq; i0 += kQueryTile) {
         const int64_t br = std::min(kQueryTile, d.lq - i0);
         tiles.load_queries(q.row(head, i0), grad_out.row(head, i0), br);
-        tiles.load_keys(k.row(head, j0), v.row(head, j0), bc);
         score_tile(d, params, mask, head, i0, br, j0, bc, tiles, p);
         for (int64_t r = 0; r < br; ++r) {  // P = exp(S - lse), the forward's probabilities
           A* row = p + r * bc;
