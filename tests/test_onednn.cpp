@@ -330,11 +330,13 @@ TEST(Onednn, Bfloat16AttentionTilesMatchFloat64) {
     std::string label;
     int64_t lq, lk, e;
     AttentionOptions options;
+    bool projected = false;  // q, k, v strided views of one [2, L, 3 x 2 heads x E] projection
   };
   const std::vector<Case> cases{
       {"causal, edge tiles in both dims", 300, 300, 64, {.causal = true}},
       {"more keys than queries, dropout", 130, 600, 32, {.causal = true, .dropout_p = 0.2}},
       {"whole tiles, head dim 128", 128, 512, 128, {}},
+      {"views of one projection, causal", 300, 300, 64, {.causal = true}, true},
   };
   const bool capped = std::getenv("ONEDNN_MAX_CPU_ISA") || std::getenv("DNNL_MAX_CPU_ISA");
   const bool bf16 = cpu_has("avx512_bf16") && !capped, amx = cpu_has("amx_bf16") && !capped;
@@ -346,13 +348,23 @@ TEST(Onednn, Bfloat16AttentionTilesMatchFloat64) {
     auto input = [&](int64_t l, uint64_t seed) {
       return values({2, 2, l, c.e}, seed).to(kBFloat16).to(dtype).requires_grad_();
     };
-    Tensor q = input(c.lq, 1), k = input(c.lk, 2), v = input(c.lk, 3);
+    Tensor q, k, v, leaf;
+    if (c.projected) {  // [2, L, 3, 2, E] -> three [2, 2, L, E] views, rows 6 E apart
+      leaf = values({2, c.lq, 3, 2, c.e}, 1).to(kBFloat16).to(dtype).requires_grad_();
+      auto part = [&](int64_t i) {
+        return permute(reshape(slice(leaf, 2, i, i + 1), {2, c.lq, 2, c.e}), {0, 2, 1, 3});
+      };
+      q = part(0), k = part(1), v = part(2);
+    } else {
+      q = input(c.lq, 1), k = input(c.lk, 2), v = input(c.lk, 3);
+    }
     AttentionOptions options = c.options;
     options.impl = impl;
     manual_seed(7);
     const Tensor out = scaled_dot_product_attention(q, k, v, options);
     const std::string implementation = last_onednn_call().implementation;
     backward(sum(out * values(out.shape(), 4).to(kBFloat16).to(dtype)));
+    if (c.projected) return Run{out, leaf.grad(), leaf.grad(), leaf.grad(), implementation};
     return Run{out, q.grad(), k.grad(), v.grad(), implementation};
   };
   // |got - want| / max(1, |want|), the worst element.

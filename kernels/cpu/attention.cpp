@@ -22,6 +22,7 @@
 
 #include "kernels/contiguous.h"
 #include "kernels/cpu/blas.h"
+#include "kernels/cpu/contiguous_copy.h"
 #include "kernels/cpu/dtype_dispatch.h"
 #include "kernels/cpu/onednn.h"
 #include "kernels/cpu/vec_math.h"
@@ -227,6 +228,10 @@ class BlasTiles {
     int64_t scratch_elements() const { return (kQueryTile + kKeyTile) * (e + ev); }
   };
 
+  // The operand as the tiles read it: as it is (each tile is converted or
+  // addressed with its row stride as loaded).
+  static const Tensor& operand(const Tensor& t) { return t; }
+
   BlasTiles(const Plan& plan, Arena<A>& arena)
       : plan_(plan),
         q_scratch_(arena.take(kQueryTile * plan.e)),
@@ -301,8 +306,8 @@ REMAT_CPU_CLONES void round_to_bfloat16(const float* from, int64_t n, BFloat16* 
 // bfloat16 tiles through oneDNN (AMX or AVX-512 BF16 where the CPU has
 // them): the products read the operands' bfloat16 rows, accumulate in
 // float32, and take P and dS rounded to bfloat16, as FlashAttention does on
-// GPUs. Operand tiles go in dense (copied where their rows are strided, as
-// q, k and v are when they are views of one projection): oneDNN 2.6's AMX
+// GPUs. The operands go in dense (a copy of one whose rows are strided, as q,
+// k and v are when they are views of one projection): oneDNN 2.6's AMX
 // kernels refuse strided rows, and its other GEMM is several times slower
 // here. One primitive per product and tile shape (full, or the edge tile of
 // Lq or Lk), created before the parallel region for one thread each.
@@ -321,11 +326,9 @@ class OnednnTiles {
   class Plan {
    public:
     // Empty where oneDNN does not serve every product.
-    static std::optional<Plan> make(const Shapes& d, float scale, const RowStrides& strides,
-                                    bool backward) {
+    static std::optional<Plan> make(const Shapes& d, float scale, bool backward) {
       if (d.lq == 0 || d.lk == 0 || d.e == 0 || d.ev == 0) return std::nullopt;
       Plan plan;
-      plan.e_ = d.e, plan.ev_ = d.ev, plan.strides_ = strides;
       plan.full_br_ = std::min(kQueryTile, d.lq);
       plan.full_bc_ = std::min(kKeyTile, d.lk);
       const int64_t brs[2] = {plan.full_br_, d.lq > kQueryTile ? d.lq % kQueryTile : 0};
@@ -343,19 +346,13 @@ class OnednnTiles {
       onednn::record(plan.products_[0][0].scores.step);
       return plan;
     }
-    // Floats per thread: the products' scratch (first, so cache-line
-    // aligned), then the rounded tile and the dense operand tiles.
-    int64_t scratch_elements() const {
-      const int64_t halves = kQueryTile * kKeyTile + (kQueryTile + kKeyTile) * (e_ + ev_);
-      return scratch_floats() + (halves + 1) / 2;
-    }
+    // Floats per thread: the products' scratch in whole cache lines (first,
+    // so aligned), then the rounded tile.
+    int64_t scratch_elements() const { return scratch_floats() + kQueryTile * kKeyTile / 2; }
     int64_t scratch_floats() const { return (scratch_bytes_ + 63) / 64 * 16; }
     const Products& at(int64_t br, int64_t bc) const {
       return products_[br == full_br_ ? 0 : 1][bc == full_bc_ ? 0 : 1];
     }
-    int64_t e() const { return e_; }
-    int64_t ev() const { return ev_; }
-    const RowStrides& strides() const { return strides_; }
 
    private:
     static memory::desc matrix(memory::data_type type, int64_t rows, int64_t cols,
@@ -371,8 +368,7 @@ class OnednnTiles {
                               bool backward) {
       constexpr auto bf16 = memory::data_type::bf16;
       constexpr auto f32 = memory::data_type::f32;
-      // The rounded P or dS tile [br, bc] and its transpose; the dense
-      // operand tiles.
+      // The rounded P or dS tile [br, bc] and its transpose; the operand tiles.
       const memory::desc tile = matrix(bf16, br, bc, bc, 1), tile_t = matrix(bf16, bc, br, 1, bc);
       const memory::desc q = matrix(bf16, br, d.e, d.e, 1), k = matrix(bf16, bc, d.e, d.e, 1);
       const memory::desc k_t = matrix(bf16, d.e, bc, 1, d.e), v = matrix(bf16, bc, d.ev, d.ev, 1);
@@ -387,32 +383,24 @@ class OnednnTiles {
     }
 
     Products products_[2][2];
-    int64_t e_ = 0, ev_ = 0, full_br_ = 0, full_bc_ = 0, scratch_bytes_ = 0;
-    RowStrides strides_{};
+    int64_t full_br_ = 0, full_bc_ = 0, scratch_bytes_ = 0;
   };
+
+  // The operand with dense rows: itself, or a contiguous copy.
+  static Tensor operand(const Tensor& t) {
+    return t.strides()[3] == 1 && t.strides()[2] == t.size(3) ? t : contiguous_copy(t);
+  }
 
   OnednnTiles(const Plan& plan, Arena<float>& arena) : plan_(plan) {
     float* floats = arena.take(plan.scratch_elements());
     scratch_ = floats;
-    Arena<BFloat16> halves{reinterpret_cast<BFloat16*>(floats + plan.scratch_floats())};
-    rounded_ = halves.take(kQueryTile * kKeyTile);
-    q_scratch_ = halves.take(kQueryTile * plan.e());
-    do_scratch_ = halves.take(kQueryTile * plan.ev());
-    k_scratch_ = halves.take(kKeyTile * plan.e());
-    v_scratch_ = halves.take(kKeyTile * plan.ev());
+    rounded_ = reinterpret_cast<BFloat16*>(floats + plan.scratch_floats());
   }
 
   void load_queries(const BFloat16* q, const BFloat16* grad_out, int64_t br) {
-    br_ = br;
-    q_ = dense(q, plan_.strides().q, br, plan_.e(), q_scratch_);
-    if (grad_out != nullptr)
-      do_ = dense(grad_out, plan_.strides().grad_out, br, plan_.ev(), do_scratch_);
+    q_ = q, do_ = grad_out, br_ = br;
   }
-  void load_keys(const BFloat16* k, const BFloat16* v, int64_t bc) {
-    bc_ = bc;
-    k_ = dense(k, plan_.strides().k, bc, plan_.e(), k_scratch_);
-    v_ = dense(v, plan_.strides().v, bc, plan_.ev(), v_scratch_);
-  }
+  void load_keys(const BFloat16* k, const BFloat16* v, int64_t bc) { k_ = k, v_ = v, bc_ = bc; }
   void scores(float* s) const { run(&Products::scores, q_, k_, s); }
   void add_pv(const float* p, float* o) const { run(&Products::pv, round(p), v_, o); }
   void add_ptdo(const float* p, float* dv) const { run(&Products::ptdo, round(p), do_, dv); }
@@ -424,13 +412,6 @@ class OnednnTiles {
   }
 
  private:
-  // `count` rows of `cols` values `stride` apart, as one dense block.
-  static const BFloat16* dense(const BFloat16* rows, int64_t stride, int64_t count, int64_t cols,
-                               BFloat16* scratch) {
-    if (stride == cols || count == 1) return rows;
-    for (int64_t r = 0; r < count; ++r) std::copy_n(rows + r * stride, cols, scratch + r * cols);
-    return scratch;
-  }
   const BFloat16* round(const float* tile) const {
     round_to_bfloat16(tile, br_ * bc_, rounded_);
     return rounded_;
@@ -446,7 +427,7 @@ class OnednnTiles {
 
   const Plan& plan_;
   void* scratch_;
-  BFloat16 *rounded_, *q_scratch_, *do_scratch_, *k_scratch_, *v_scratch_;
+  BFloat16* rounded_;
   const BFloat16 *q_ = nullptr, *do_ = nullptr, *k_ = nullptr, *v_ = nullptr;
   int64_t br_ = 0, bc_ = 0;
 };
@@ -512,7 +493,8 @@ void forward_tiles(const Tensor& q_t, const Tensor& k_t, const Tensor& v_t, cons
                    const AttentionParams& params, const typename Tiles::Plan& plan,
                    const Tensor& out_t, const Tensor& lse_t) {
   const Shapes d(q_t, k_t, v_t);
-  const Rows<T> q(q_t, "q"), k(k_t, "k"), v(v_t, "v");
+  const Tensor q_in = Tiles::operand(q_t), k_in = Tiles::operand(k_t), v_in = Tiles::operand(v_t);
+  const Rows<T> q(q_in, "q"), k(k_in, "k"), v(v_in, "v");
   const Mask<T> mask(mask_t);
   T* out = static_cast<T*>(out_t.data_ptr());
   A* lse = static_cast<A*>(lse_t.data_ptr());
@@ -591,7 +573,9 @@ void backward_tiles(const Tensor& grad_out_t, const Tensor& q_t, const Tensor& k
                     const typename Tiles::Plan& plan, const Tensor& grad_q_t,
                     const Tensor& grad_k_t, const Tensor& grad_v_t) {
   const Shapes d(q_t, k_t, v_t);
-  const Rows<T> q(q_t, "q"), k(k_t, "k"), v(v_t, "v"), grad_out(grad_out_t, "grad_out"),
+  const Tensor q_in = Tiles::operand(q_t), k_in = Tiles::operand(k_t), v_in = Tiles::operand(v_t),
+               grad_out_in = Tiles::operand(grad_out_t);
+  const Rows<T> q(q_in, "q"), k(k_in, "k"), v(v_in, "v"), grad_out(grad_out_in, "grad_out"),
       out(out_t, "out");
   const Mask<T> mask(mask_t);
   const A* lse = static_cast<const A*>(lse_t.data_ptr());
@@ -716,9 +700,7 @@ void with_tiles(const Shapes& d, const AttentionParams& params, const RowStrides
     onednn::start_call();
     const auto plan = onednn::guarded(
         [&] { return fmt::format("attention: bfloat16 tile products (E {}, Ev {})", d.e, d.ev); },
-        [&] {
-          return OnednnTiles::Plan::make(d, static_cast<float>(params.scale), strides, backward);
-        });
+        [&] { return OnednnTiles::Plan::make(d, static_cast<float>(params.scale), backward); });
     if (plan) return run.template operator()<OnednnTiles>(*plan);
   }
 #endif

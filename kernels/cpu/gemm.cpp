@@ -5,6 +5,7 @@
 #include "kernels/gemm.h"
 
 #include "kernels/cpu/blas.h"
+#include "kernels/cpu/contiguous_copy.h"
 #include "kernels/cpu/dtype_dispatch.h"
 #include "kernels/cpu/loops.h"
 #include "kernels/cpu/onednn.h"
@@ -19,14 +20,6 @@ struct BlasMatrix {
   CBLAS_TRANSPOSE trans = CblasNoTrans;
   int64_t ld = 0;
 };
-
-// t itself when contiguous, else a contiguous copy.
-Tensor contiguous_copy(const Tensor& t) {
-  if (t.is_contiguous()) return t;
-  Tensor c = Tensor::empty(t.shape(), t.dtype(), t.device());
-  elementwise_kernels.copy(t, c);
-  return c;
-}
 
 BlasMatrix blas_view(const Tensor& t) {
   const int64_t nd = t.dim();
