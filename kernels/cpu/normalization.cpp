@@ -6,10 +6,13 @@
 #include <algorithm>
 #include <array>
 #include <cmath>
+#include <type_traits>
+#include <vector>
 
 #include "kernels/contiguous.h"
 #include "kernels/cpu/dtype_dispatch.h"
 #include "kernels/cpu/loops.h"
+#include "kernels/cpu/vec_math.h"
 
 namespace remat::kernels::cpu {
 namespace {
@@ -83,32 +86,92 @@ void layer_norm_kernel(const T* x, const T* w, const T* b, double eps, int64_t r
   });
 }
 
-// dx = rstd * (g w - mean(g w) - xhat * mean(g w xhat)) per row, w = 1 when
-// null; dweight = sum over rows of g xhat, dbias = sum over rows of g.
+// One row of dx = rstd * (g w - mean(g w) - xhat * mean(g w xhat)), w = 1
+// when null, in float64.
+template <typename T>
+[[gnu::always_inline]] inline void layer_norm_dx_row_of(const T* g, const T* x, const T* w,
+                                                        double mu, double rs, int64_t cols, T* dx) {
+  double sum_gw = 0, sum_gw_xhat = 0;
+#pragma omp simd reduction(+ : sum_gw, sum_gw_xhat)
+  for (int64_t j = 0; j < cols; ++j) {
+    const double gw = static_cast<double>(g[j]) * (w ? static_cast<double>(w[j]) : 1.0);
+    sum_gw += gw;
+    sum_gw_xhat += gw * (static_cast<double>(x[j]) - mu) * rs;
+  }
+  const double mean_gw = sum_gw / static_cast<double>(cols);
+  const double mean_gw_xhat = sum_gw_xhat / static_cast<double>(cols);
+#pragma omp simd
+  for (int64_t j = 0; j < cols; ++j) {
+    const double gw = static_cast<double>(g[j]) * (w ? static_cast<double>(w[j]) : 1.0);
+    const double xhat = (static_cast<double>(x[j]) - mu) * rs;
+    dx[j] = static_cast<T>(rs * (gw - mean_gw - xhat * mean_gw_xhat));
+  }
+}
+REMAT_CPU_CLONES void layer_norm_dx_row(const float* g, const float* x, const float* w, double mu,
+                                        double rs, int64_t cols, float* dx) {
+  layer_norm_dx_row_of(g, x, w, mu, rs, cols, dx);
+}
+void layer_norm_dx_row(const double* g, const double* x, const double* w, double mu, double rs,
+                       int64_t cols, double* dx) {
+  layer_norm_dx_row_of(g, x, w, mu, rs, cols, dx);
+}
+
+// One row's terms of dweight = sum over rows of g xhat and dbias = sum of g,
+// added to float64 sums column by column (so in row order for every column).
+template <typename T>
+[[gnu::always_inline]] inline void layer_norm_param_grads_row_of(const T* g, const T* x, double mu,
+                                                                 double rs, int64_t len,
+                                                                 double* sum_g,
+                                                                 double* sum_g_xhat) {
+#pragma omp simd
+  for (int64_t j = 0; j < len; ++j) {
+    const double gj = static_cast<double>(g[j]);
+    sum_g[j] += gj;
+    sum_g_xhat[j] += gj * (static_cast<double>(x[j]) - mu) * rs;
+  }
+}
+REMAT_CPU_CLONES void layer_norm_param_grads_row(const float* g, const float* x, double mu,
+                                                 double rs, int64_t len, double* sum_g,
+                                                 double* sum_g_xhat) {
+  layer_norm_param_grads_row_of(g, x, mu, rs, len, sum_g, sum_g_xhat);
+}
+void layer_norm_param_grads_row(const double* g, const double* x, double mu, double rs, int64_t len,
+                                double* sum_g, double* sum_g_xhat) {
+  layer_norm_param_grads_row_of(g, x, mu, rs, len, sum_g, sum_g_xhat);
+}
+
+// Float rows of 16-bit values, one set per thread and reused: the float row
+// kernels above run on them, so the 16-bit types give the bits of a float32
+// copy, without the copy.
+template <typename T>
+const float* widened(size_t which, const T* p, int64_t len) {
+  thread_local std::array<std::vector<float>, 3> rows;
+  std::vector<float>& row = rows[which];
+  if (row.size() < static_cast<size_t>(len)) row.resize(static_cast<size_t>(len));
+  for (int64_t j = 0; j < len; ++j) row[static_cast<size_t>(j)] = static_cast<float>(p[j]);
+  return row.data();
+}
+
 template <typename T, typename C = compute_t<T>>
 void layer_norm_backward_kernel(const T* g, const T* x, const T* w, const C* mean, const C* rstd,
                                 int64_t rows, int64_t cols, T* dx, T* dw, T* db) {
   const bool parallel = rows * cols >= 2 * kParallelGrain;
+  using Row = std::conditional_t<is_reduced_v<T>, float, T>;  // what the row kernels take
+  std::vector<float> w_wide;
+  if constexpr (is_reduced_v<T>) {
+    if (w) w_wide.assign(w, w + cols);
+  }
   if (dx) {
     parallel_for(rows, parallel, [&](int64_t r) {
-      const T* gr = g + r * cols;
-      const T* xr = x + r * cols;
       const double mu = static_cast<double>(mean[r]), rs = static_cast<double>(rstd[r]);
-      double sum_gw = 0, sum_gw_xhat = 0;
-#pragma omp simd reduction(+ : sum_gw, sum_gw_xhat)
-      for (int64_t j = 0; j < cols; ++j) {
-        const double gw = static_cast<double>(gr[j]) * (w ? static_cast<double>(w[j]) : 1.0);
-        sum_gw += gw;
-        sum_gw_xhat += gw * (static_cast<double>(xr[j]) - mu) * rs;
-      }
-      const double mean_gw = sum_gw / static_cast<double>(cols);
-      const double mean_gw_xhat = sum_gw_xhat / static_cast<double>(cols);
-      T* dxr = dx + r * cols;
-#pragma omp simd
-      for (int64_t j = 0; j < cols; ++j) {
-        const double gw = static_cast<double>(gr[j]) * (w ? static_cast<double>(w[j]) : 1.0);
-        const double xhat = (static_cast<double>(xr[j]) - mu) * rs;
-        dxr[j] = static_cast<T>(rs * (gw - mean_gw - xhat * mean_gw_xhat));
+      if constexpr (is_reduced_v<T>) {
+        thread_local std::vector<float> out;
+        out.resize(static_cast<size_t>(cols));
+        layer_norm_dx_row(widened(0, g + r * cols, cols), widened(1, x + r * cols, cols),
+                          w ? w_wide.data() : nullptr, mu, rs, cols, out.data());
+        for (int64_t j = 0; j < cols; ++j) dx[r * cols + j] = static_cast<T>(out[j]);
+      } else {
+        layer_norm_dx_row(g + r * cols, x + r * cols, w, mu, rs, cols, dx + r * cols);
       }
     });
   }
@@ -117,14 +180,18 @@ void layer_norm_backward_kernel(const T* g, const T* x, const T* w, const C* mea
     parallel_for(chunks, parallel && chunks > 1, [&](int64_t c) {
       const int64_t begin = c * kColumnChunk, len = std::min(kColumnChunk, cols - begin);
       std::array<double, kColumnChunk> sum_g_xhat{}, sum_g{};
+      std::array<Row, kColumnChunk> g_row, x_row;
       for (int64_t r = 0; r < rows; ++r) {
         const T* gr = g + r * cols + begin;
         const T* xr = x + r * cols + begin;
         const double mu = static_cast<double>(mean[r]), rs = static_cast<double>(rstd[r]);
-        for (int64_t j = 0; j < len; ++j) {
-          const double gj = static_cast<double>(gr[j]);
-          sum_g[static_cast<size_t>(j)] += gj;
-          sum_g_xhat[static_cast<size_t>(j)] += gj * (static_cast<double>(xr[j]) - mu) * rs;
+        if constexpr (is_reduced_v<T>) {
+          std::copy(gr, gr + len, g_row.begin());
+          std::copy(xr, xr + len, x_row.begin());
+          layer_norm_param_grads_row(g_row.data(), x_row.data(), mu, rs, len, sum_g.data(),
+                                     sum_g_xhat.data());
+        } else {
+          layer_norm_param_grads_row(gr, xr, mu, rs, len, sum_g.data(), sum_g_xhat.data());
         }
       }
       for (int64_t j = 0; j < len; ++j) {

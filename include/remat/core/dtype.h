@@ -84,12 +84,12 @@ struct BFloat16 {
     return v;
   }
   REMAT_HOST_DEVICE BFloat16(float f) {  // NOLINT(google-explicit-constructor): numeric type
+    // Round to nearest even; a NaN stays a (quiet) NaN. A select, not a
+    // branch, so loops of conversions vectorise.
     const uint32_t u = detail::float_bits(f);
-    if ((u & 0x7fffffffu) > 0x7f800000u) {
-      bits = static_cast<uint16_t>((u >> 16) | 0x40);  // quiet NaN
-    } else {
-      bits = static_cast<uint16_t>((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
-    }
+    const uint32_t rounded = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+    const uint32_t quiet_nan = (u >> 16) | 0x40u;
+    bits = static_cast<uint16_t>((u & 0x7fffffffu) > 0x7f800000u ? quiet_nan : rounded);
   }
   REMAT_HOST_DEVICE operator float() const {  // NOLINT(google-explicit-constructor)
     return detail::bits_float(static_cast<uint32_t>(bits) << 16);
