@@ -89,33 +89,36 @@ template <bool kBuffer, typename T, typename C>
   param_ref = static_cast<T>(p - s.lr * d);
 }
 
-// Contiguous float32 rows, cloned per ISA: baseline SSE2 leaves the Adam
-// update's sqrt and division compute-bound (measured: 0.73 of PyTorch's
-// fused AdamW at SSE2 width).
-REMAT_CPU_CLONES void adam_rows(float* p, const float* g, float* m, float* v, int64_t n,
-                                const AdamScalars<float>& s) {
+// Contiguous rows, cloned per ISA: baseline SSE2 leaves the Adam update's
+// sqrt and division compute-bound (measured: 0.73 of PyTorch's fused AdamW
+// at SSE2 width), and 16-bit rows' conversions scalar.
+template <typename T>
+REMAT_CPU_CLONES void adam_rows(T* p, const T* g, T* m, T* v, int64_t n,
+                                const AdamScalars<update_t<T>>& s) {
 #pragma omp simd
   for (int64_t i = 0; i < n; ++i) adam_element(p[i], g[i], m[i], v[i], s);
 }
 
-REMAT_CPU_CLONES void sgd_rows(float* p, const float* g, float* b, int64_t n,
-                               const SgdScalars<float>& s) {
+template <typename T>
+REMAT_CPU_CLONES void sgd_rows(T* p, const T* g, T* b, int64_t n,
+                               const SgdScalars<update_t<T>>& s) {
 #pragma omp simd
   for (int64_t i = 0; i < n; ++i) sgd_element<true>(p[i], g[i], b[i], s);
 }
 
-REMAT_CPU_CLONES void sgd_rows_no_buffer(float* p, const float* g, int64_t n,
-                                         const SgdScalars<float>& s) {
-  float unused = 0;
+template <typename T>
+REMAT_CPU_CLONES void sgd_rows_no_buffer(T* p, const T* g, int64_t n,
+                                         const SgdScalars<update_t<T>>& s) {
+  T unused{};
 #pragma omp simd
   for (int64_t i = 0; i < n; ++i) sgd_element<false>(p[i], g[i], unused, s);
 }
 
-// Runs element(refs...) over N operands of one shape, any strides; rows of
-// float32 operands that are all contiguous go to `float_rows` instead.
-template <typename T, size_t N, typename Element, typename FloatRows>
+// Runs element(refs...) over N operands of one shape, any strides; rows that
+// are contiguous in every operand go to `dense_rows` instead.
+template <typename T, size_t N, typename Element, typename DenseRows>
 void update_all(const std::array<const Tensor*, N>& operands, Element&& element,
-                FloatRows&& float_rows) {
+                DenseRows&& dense_rows) {
   std::array<T*, N> base;
   std::array<Strides, N> strides;
   for (size_t k = 0; k < N; ++k) {
@@ -128,9 +131,7 @@ void update_all(const std::array<const Tensor*, N>& operands, Element&& element,
         std::array<T*, N> row;
         for (size_t k = 0; k < N; ++k) row[k] = base[k] + off[k];
         const bool dense = std::all_of(st.begin(), st.end(), [](int64_t s) { return s == 1; });
-        if constexpr (std::is_same_v<T, float>) {
-          if (dense) return std::apply([&](auto*... r) { float_rows(r..., len); }, row);
-        }
+        if (dense) return std::apply([&](auto*... r) { dense_rows(r..., len); }, row);
         for (int64_t i = 0; i < len; ++i) {
           [&]<size_t... K>(std::index_sequence<K...>) { element(row[K][i * st[K]]...); }
           (std::make_index_sequence<N>{});
@@ -145,9 +146,7 @@ void adam_typed(const Tensor& param, const Tensor& grad, const Tensor& exp_avg,
   update_all<T, 4>(
       {&param, &grad, &exp_avg, &exp_avg_sq},
       [&](T& p, T& g, T& m, T& v) { adam_element(p, g, m, v, s); },
-      [&](float* p, float* g, float* m, float* v, int64_t n) {
-        if constexpr (std::is_same_v<T, float>) adam_rows(p, g, m, v, n, s);
-      });
+      [&](T* p, T* g, T* m, T* v, int64_t n) { adam_rows(p, g, m, v, n, s); });
 }
 
 template <typename T>
@@ -160,15 +159,11 @@ void sgd_typed(const Tensor& param, const Tensor& grad, const Tensor& buffer, co
           T unused{};
           sgd_element<false>(p, g, unused, s);
         },
-        [&](float* p, float* g, int64_t n) {
-          if constexpr (std::is_same_v<T, float>) sgd_rows_no_buffer(p, g, n, s);
-        });
+        [&](T* p, T* g, int64_t n) { sgd_rows_no_buffer(p, g, n, s); });
   } else {
     update_all<T, 3>(
         {&param, &grad, &buffer}, [&](T& p, T& g, T& b) { sgd_element<true>(p, g, b, s); },
-        [&](float* p, float* g, float* b, int64_t n) {
-          if constexpr (std::is_same_v<T, float>) sgd_rows(p, g, b, n, s);
-        });
+        [&](T* p, T* g, T* b, int64_t n) { sgd_rows(p, g, b, n, s); });
   }
 }
 
