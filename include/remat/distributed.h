@@ -194,6 +194,9 @@ class DistributedDataParallel {
   Stats stats_;
 };
 
+// Bytes of the state tensors an optimizer holds: what ZeRO-1 divides.
+int64_t optimizer_state_bytes(const optim::Optimizer& optimizer);
+
 // ZeRO stage 1: the optimizer's state is split across the ranks. Each
 // parameter belongs to one rank (whole parameters, assigned largest first to
 // the least loaded rank, as PyTorch's ZeroRedundancyOptimizer does); each rank

@@ -161,22 +161,24 @@ int mpi_count(int64_t n, const std::string& what) {
   return static_cast<int>(n);
 }
 
+// MPI has no average: sum, then divide once the sum is in place.
+std::function<void()> average_on_completion(ReduceOp op, const Tensor& result) {
+  const int size = environment().world.size;
+  if (op != ReduceOp::kAverage || size == 1) return {};
+  return [result, size] {
+    NoGradGuard no_grad;
+    result.detach().mul_(1.0 / size);
+  };
+}
+
 class MpiBackend : public Backend {
  public:
   std::shared_ptr<WorkState> all_reduce(const Tensor& tensor, ReduceOp op,
                                         std::string what) override {
     const MPI_Datatype type = mpi_type(tensor.dtype(), what);
     const int count = mpi_count(tensor.numel(), what);
-    std::function<void()> finish;
-    const int size = environment().world.size;
-    if (op == ReduceOp::kAverage && size > 1) {
-      finish = [tensor, size] {
-        NoGradGuard no_grad;
-        tensor.detach().mul_(1.0 / size);
-      };
-    }
-    auto work =
-        std::make_shared<MpiWork>(std::move(what), std::vector<Tensor>{tensor}, std::move(finish));
+    auto work = std::make_shared<MpiWork>(std::move(what), std::vector<Tensor>{tensor},
+                                          average_on_completion(op, tensor));
     REMAT_MPI_CHECK(MPI_Iallreduce(MPI_IN_PLACE, tensor.data_ptr(), count, type, mpi_op(op),
                                    environment().data, work->request()));
     return work;
@@ -205,16 +207,8 @@ class MpiBackend : public Backend {
     const MPI_Datatype type = mpi_type(tensor.dtype(), what);
     const int count = mpi_count(out.numel(), what);
     mpi_count(tensor.numel(), what);
-    std::function<void()> finish;
-    const int size = environment().world.size;
-    if (op == ReduceOp::kAverage && size > 1) {
-      finish = [out, size] {
-        NoGradGuard no_grad;
-        out.detach().mul_(1.0 / size);
-      };
-    }
     auto work = std::make_shared<MpiWork>(std::move(what), std::vector<Tensor>{tensor, out},
-                                          std::move(finish));
+                                          average_on_completion(op, out));
     REMAT_MPI_CHECK(MPI_Ireduce_scatter_block(tensor.data_ptr(), out.data_ptr(), count, type,
                                               mpi_op(op), environment().data, work->request()));
     return work;

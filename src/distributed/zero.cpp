@@ -66,16 +66,19 @@ void ZeroRedundancyOptimizer::set_lr(double lr) {
   lr_ = lr;
 }
 
-int64_t ZeroRedundancyOptimizer::local_state_bytes() const {
-  if (!local_) return 0;
+int64_t optimizer_state_bytes(const optim::Optimizer& optimizer) {
   int64_t bytes = 0;
-  for (size_t i = 0; i < local_->parameters().size(); ++i) {
-    const optim::ParamState& s = local_->state(i);
+  for (size_t i = 0; i < optimizer.parameters().size(); ++i) {
+    const optim::ParamState& s = optimizer.state(i);
     for (const Tensor* t : {&s.momentum_buffer, &s.exp_avg, &s.exp_avg_sq}) {
       if (t->defined()) bytes += t->nbytes();
     }
   }
   return bytes;
+}
+
+int64_t ZeroRedundancyOptimizer::local_state_bytes() const {
+  return local_ ? optimizer_state_bytes(*local_) : 0;
 }
 
 }  // namespace remat::distributed
