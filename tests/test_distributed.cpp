@@ -8,6 +8,7 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <cstdlib>
 #include <memory>
 #include <thread>
 
@@ -115,6 +116,19 @@ TEST(ProcessGroup, RefusesWhatItCannotMove) {
   EXPECT_THROW(group().all_reduce(zeros({2}, kInt64), ReduceOp::kAverage), Error);
   EXPECT_THROW(group().broadcast(zeros({2}, kFloat32), 2), Error);
   group().barrier();
+}
+
+// Run by its own ctest entry (distributed_peer_death_np2), which expects the
+// job to fail, not to hang: rank 1 dies mid-run, and mpirun ends the job (or
+// rank 0's collective times out).
+TEST(PeerDeath, TheJobEndsInsteadOfHanging) {
+  if (std::getenv("REMAT_TEST_PEER_DEATH") == nullptr) GTEST_SKIP() << "its own ctest entry";
+  group().set_timeout(std::chrono::seconds(20));
+  group().barrier();
+  if (group().rank() == 1) std::_Exit(3);
+  Tensor t = ones({4}, kFloat32);
+  group().all_reduce(t);
+  ADD_FAILURE() << "an all_reduce with a dead peer completed";
 }
 
 // ---- DistributedDataParallel -------------------------------------------------
