@@ -7,7 +7,6 @@
 // processes mpirun started (mpirun -np 2 transformer --ddp): each rank draws
 // its own windows, gradients are averaged, rank 0 reports.
 #include <cmath>
-#include <cstdio>
 #include <sstream>
 
 #include "models.h"
@@ -38,7 +37,6 @@ struct Config {
   int64_t sample_chars = 300;
   std::string corpus;   // empty: the fortunes directory
   std::string compare;  // comma-separated plans
-  bool ddp = false;
 };
 
 struct Corpus {
@@ -115,7 +113,7 @@ RunResult train(const Corpus& corpus, const Config& c, const examples::RunOption
   model.to(device);
   // Rank 0's weights on every rank; gradients averaged while backward runs.
   std::unique_ptr<remat::distributed::DistributedDataParallel> ddp;
-  if (c.ddp) ddp = std::make_unique<remat::distributed::DistributedDataParallel>(owned);
+  if (run.ddp) ddp = std::make_unique<remat::distributed::DistributedDataParallel>(owned);
   const int rank = ddp ? ddp->group().rank() : 0;
   remat::optim::AdamW optimizer(model.parameters(),
                                 {.lr = c.lr, .beta2 = 0.99, .weight_decay = c.weight_decay});
@@ -248,18 +246,11 @@ int main(int argc, char** argv) try {
       ->capture_default_str();
   app.add_option("--corpus", c.corpus,
                  "a text file or a directory of them (default: /usr/share/games/fortunes)");
-  app.add_flag("--ddp", c.ddp,
-               "data-parallel training across the processes mpirun started (each with its own "
-               "batch of --batch windows); rank 0 reports");
   app.add_option("--compare", c.compare,
                  "comma-separated checkpoint plans to run one after the other and compare "
                  "(e.g. none,block); overrides --checkpoint");
   if (int code = examples::parse_or_exit_code(app, argc, argv); code >= 0) return code;
-  if (c.ddp && remat::distributed::ProcessGroup::world().rank() != 0) {  // rank 0 reports
-    if (std::freopen("/dev/null", "w", stdout) == nullptr) throw remat::Error("no /dev/null");
-    run.metrics_path = "/dev/null";
-    run.quiet = true;
-  }
+  run.start_ranks();
 
   const std::filesystem::path source = c.corpus.empty() ? data::kFortunesDirectory : c.corpus;
   Corpus corpus{std::filesystem::is_directory(source) ? data::CharCorpus::from_directory(source)
