@@ -227,6 +227,7 @@ struct RankResult {
   double median_step_ms = 0;
   int64_t peak_allocated = 0;
   int64_t optimizer_state_bytes = 0;
+  double wait_ms_per_step = 0;  // backward waiting for all-reduces at its end
 };
 
 struct RunResult {
@@ -276,11 +277,13 @@ RunResult measure(const Options& o, const ModelConfig& config, remat::DType dtyp
   StepTimer timer(device);
   remat::memory::Stats at_warm{};
   int64_t offloaded_at_warm = 0;
+  int64_t wait_ns_at_warm = 0;
   for (int64_t step = 0; step < o.warmup + o.steps; ++step) {
     const bool timed = step >= o.warmup;
     if (step == o.warmup) {
       at_warm = remat::memory::stats(device);
       offloaded_at_warm = remat::memory::offload_stats(device).bytes_to_host;
+      if (o.ddp) wait_ns_at_warm = workload.ddp_stats()->wait_ns;
     }
     const int64_t before = remat::memory::stats(device).allocated_bytes.current;
     remat::memory::reset_peak_stats(device);
@@ -312,13 +315,15 @@ RunResult measure(const Options& o, const ModelConfig& config, remat::DType dtyp
     const std::vector<double> all =
         group
             .all_gather(remat::from_vector(
-                std::vector<double>{r.median_step_ms, static_cast<double>(r.peak_allocated),
-                                    static_cast<double>(workload.optimizer_state_bytes())},
-                {3}))
+                std::vector<double>{
+                    r.median_step_ms, static_cast<double>(r.peak_allocated),
+                    static_cast<double>(workload.optimizer_state_bytes()),
+                    per_step(workload.ddp_stats()->wait_ns - wait_ns_at_warm) / 1e6},
+                {4}))
             .to_vector<double>();
-    for (size_t k = 0; k < all.size(); k += 3) {
+    for (size_t k = 0; k < all.size(); k += 4) {
       r.ranks.push_back(
-          {all[k], static_cast<int64_t>(all[k + 1]), static_cast<int64_t>(all[k + 2])});
+          {all[k], static_cast<int64_t>(all[k + 1]), static_cast<int64_t>(all[k + 2]), all[k + 3]});
     }
   }
   if (!o.timeline_path.empty()) {
@@ -559,9 +564,11 @@ int main(int argc, char** argv) try {
           mib(r.peak_reserved), r.replayed_ops, r.raw_allocs_per_step,
           mib(static_cast<int64_t>(r.offloaded_bytes_per_step)));
       for (size_t k = 0; k < r.ranks.size(); ++k) {
-        fmt::print("  {:<18} rank {}: {:.1f} ms, peak {:.1f} MiB, AdamW state {:.1f} MiB\n", "", k,
-                   r.ranks[k].median_step_ms, mib(r.ranks[k].peak_allocated),
-                   mib(r.ranks[k].optimizer_state_bytes));
+        fmt::print(
+            "  {:<18} rank {}: {:.1f} ms ({:.1f} ms waiting for all-reduces at the end of "
+            "backward), peak {:.1f} MiB, AdamW state {:.1f} MiB\n",
+            "", k, r.ranks[k].median_step_ms, r.ranks[k].wait_ms_per_step,
+            mib(r.ranks[k].peak_allocated), mib(r.ranks[k].optimizer_state_bytes));
       }
       if (r.budget_bytes && r.peak_allocated > *r.budget_bytes) {
         fmt::print("  {:<18} over its budget of {:.1f} MiB\n", r.plan, mib(*r.budget_bytes));
@@ -635,7 +642,8 @@ int main(int argc, char** argv) try {
         for (const RankResult& k : r.ranks) {
           ranks.push_back({{"median_step_ms", k.median_step_ms},
                            {"peak_allocated_bytes", k.peak_allocated},
-                           {"optimizer_state_bytes", k.optimizer_state_bytes}});
+                           {"optimizer_state_bytes", k.optimizer_state_bytes},
+                           {"allreduce_wait_ms_per_step", k.wait_ms_per_step}});
         }
         json["runs"].back()["ranks"] = std::move(ranks);
       }

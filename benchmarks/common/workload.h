@@ -73,6 +73,10 @@ class Workload {
   void distribute(bool zero);
   // Bytes of AdamW state this process holds.
   int64_t optimizer_state_bytes() const;
+  // DistributedDataParallel's counters (null before distribute()).
+  const remat::distributed::DistributedDataParallel::Stats* ddp_stats() const {
+    return ddp_ ? &ddp_->stats() : nullptr;
+  }
   // The model's state and the input (and labels) in one safetensors file,
   // the names of benchmarks/pytorch/bench_checkpoint.py.
   void save_state(const std::string& path) const;

@@ -168,6 +168,9 @@ class DistributedDataParallel {
     int64_t started_during_backward = 0;
     int64_t started_at_end = 0;
     int64_t bytes_reduced = 0;
+    // Time backward spent at its end waiting for all-reduces to complete:
+    // the communication that did not overlap with computation.
+    int64_t wait_ns = 0;
   };
   const Stats& stats() const { return stats_; }
   // Sizes in bytes of the buckets, in the order they are reduced.

@@ -1,5 +1,7 @@
 // DistributedDataParallel: gradient buckets reduced while backward runs
 // (the design of PyTorch's DDP Reducer, on remat's gradient-ready hooks).
+#include <chrono>
+
 #include <fmt/format.h>
 
 #include "distributed/backend.h"
@@ -160,9 +162,13 @@ void DistributedDataParallel::finish_backward() {
   finishing_ = false;
 
   NoGradGuard no_grad;
+  const auto start = std::chrono::steady_clock::now();
+  for (auto& bucket : buckets_) bucket->work.wait();
+  stats_.wait_ns +=
+      std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - start)
+          .count();
   const double scale = 1.0 / group_.size();
   for (auto& bucket : buckets_) {
-    bucket->work.wait();
     std::vector<double> flags =
         bucket->buffer.slice(0, bucket->elements, bucket->buffer.numel()).to_vector<double>();
     for (size_t j = 0; j < bucket->params.size(); ++j) {
