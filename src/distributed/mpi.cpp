@@ -27,19 +27,22 @@ bool mpi_available() {
 namespace detail {
 
 void wait_for(WorkState& work, std::chrono::milliseconds timeout) {
-  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  const auto start = std::chrono::steady_clock::now();
+  const auto deadline = start + timeout;
   // Poll without sleeping, as MPI_Wait does: MPI moves a large message in
-  // fragments, each only when both sides poll, so a 50 us nap between polls
-  // made a 32 MiB all-reduce take 200 ms. Yielding leaves the core to a peer
-  // when ranks outnumber cores.
-  while (!work.poll()) {
-    if (std::chrono::steady_clock::now() > deadline) {
+  // fragments, each only when both sides poll. A 50 us nap between polls made
+  // a 32 MiB all-reduce take 200 ms, and even a yield hands the core to any
+  // other runnable process for a time slice (a 4 MiB all-reduce: 25 ms with
+  // yields on a busy 2-core machine, 10 ms without). Past 50 ms the peer is
+  // late, not slow: yield then, so a wait for it does not hog a core.
+  for (auto now = start; !work.poll(); now = std::chrono::steady_clock::now()) {
+    if (now > deadline) {
       throw Error(fmt::format(
           "{}: not complete after {} ms: a peer has not joined it (stuck, dead, or calling "
           "another collective); it stays in flight and may be waited again",
           work.what(), timeout.count()));
     }
-    std::this_thread::yield();
+    if (now - start > std::chrono::milliseconds(50)) std::this_thread::yield();
   }
 }
 
