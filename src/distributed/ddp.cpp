@@ -167,21 +167,22 @@ void DistributedDataParallel::finish_backward() {
   stats_.wait_ns +=
       std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - start)
           .count();
-  const double scale = 1.0 / group_.size();
   for (auto& bucket : buckets_) {
     std::vector<double> flags =
         bucket->buffer.slice(0, bucket->elements, bucket->buffer.numel()).to_vector<double>();
+    // The mean in place: one pass over the bucket, no temporary.
+    Tensor means = bucket->buffer.slice(0, 0, bucket->elements);
+    means.mul_(1.0 / group_.size());
     for (size_t j = 0; j < bucket->params.size(); ++j) {
       const Tensor& p = params_[bucket->params[j]];
       if (flags[j] == 0) continue;  // no rank has a gradient for it
-      Tensor mean =
-          (bucket->buffer.slice(0, bucket->offsets[j], bucket->offsets[j] + p.numel()) * scale)
-              .reshape(p.shape())
-              .to(p.dtype());
+      Tensor mean = means.slice(0, bucket->offsets[j], bucket->offsets[j] + p.numel())
+                        .reshape(p.shape())
+                        .to(p.dtype());
       if (Tensor grad = p.grad(); grad.defined()) {
         grad.copy_(mean);
       } else {
-        p.set_grad(mean);
+        p.set_grad(mean.clone());  // its own bytes: the bucket is reused next step
       }
     }
   }
