@@ -239,12 +239,46 @@ TEST(DistributedDataParallel, EqualsTheConcatenatedBatchWithinRounding) {
   }
 }
 
-TEST(DistributedDataParallel, SmallBucketsStartWhileBackwardRuns) {
+// Three Linear layers, every parameter reached by backward.
+std::shared_ptr<nn::Sequential> make_stack(DType dtype = kFloat32) {
   manual_seed(3);
   auto model = std::make_shared<nn::Sequential>(std::vector<std::shared_ptr<nn::Module>>{
       std::make_shared<nn::Linear>(6, 16), std::make_shared<nn::ReLU>(),
       std::make_shared<nn::Linear>(16, 16), std::make_shared<nn::ReLU>(),
       std::make_shared<nn::Linear>(16, 3)});
+  model->to(dtype);
+  return model;
+}
+
+// What DDP computes, in one process: the halves' gradients widened to the
+// bucket's float32, summed, halved and rounded back to the parameter's dtype.
+std::vector<std::vector<float>> stack_reference(DType dtype, const Batch& b) {
+  auto ref = make_stack(dtype);
+  std::vector<Tensor> g[2];
+  for (int r = 0; r < 2; ++r) {
+    ref->zero_grad();
+    const Batch mine = half(b, r);
+    mse_loss((*ref)(mine.x.to(dtype)), mine.y.to(dtype)).backward();
+    for (const Tensor& p : ref->parameters()) g[r].push_back(p.grad());
+  }
+  std::vector<std::vector<float>> out;
+  for (size_t k = 0; k < g[0].size(); ++k) {
+    out.push_back(((g[0][k].to(kFloat32) + g[1][k].to(kFloat32)) * 0.5)
+                      .to(dtype)
+                      .to(kFloat32)
+                      .to_vector<float>());
+  }
+  return out;
+}
+
+std::vector<std::vector<float>> float_grads(const nn::Module& m) {
+  std::vector<std::vector<float>> out;
+  for (const Tensor& p : m.parameters()) out.push_back(p.grad().to(kFloat32).to_vector<float>());
+  return out;
+}
+
+TEST(DistributedDataParallel, SmallBucketsStartWhileBackwardRuns) {
+  auto model = make_stack();
   DistributedDataParallel ddp(model, {.bucket_cap_bytes = 256});
   EXPECT_GE(ddp.stats().buckets, 4);
   const Batch b = full_batch(2);
@@ -254,6 +288,36 @@ TEST(DistributedDataParallel, SmallBucketsStartWhileBackwardRuns) {
   // first ones while the layers below still compute.
   EXPECT_EQ(ddp.stats().started_during_backward, ddp.stats().buckets);
   EXPECT_EQ(ddp.stats().started_at_end, 0);
+}
+
+TEST(DistributedDataParallel, BFloat16GradientsTravelInFloat32) {
+  auto model = make_stack(kBFloat16);
+  DistributedDataParallel ddp(model, {.bucket_cap_bytes = 256});
+  const Batch b = full_batch(7);
+  const Batch mine = half(b, group().rank());
+  mse_loss(ddp(mine.x.to(kBFloat16)), mine.y.to(kBFloat16)).backward();
+  EXPECT_EQ(model->parameters()[0].grad().dtype(), kBFloat16);
+  EXPECT_EQ(float_grads(*model), stack_reference(kBFloat16, b));
+}
+
+TEST(DistributedDataParallel, ABackwardThatThrowsLeavesTheNextOneCorrect) {
+  auto model = make_stack();
+  DistributedDataParallel ddp(model, {.bucket_cap_bytes = 256});
+  // Fails the first backward on every rank once the first layer's weight,
+  // the last gradient to be final, is ready: every bucket has started.
+  bool fail = true;
+  GradReadyHandle failing =
+      register_grad_ready_hook(model->parameters()[0], [&fail](const Tensor&) {
+        if (fail) throw Error("injected failure");
+      });
+  const Batch b = full_batch(8);
+  const Batch mine = half(b, group().rank());
+  EXPECT_THROW(mse_loss(ddp(mine.x.to(kFloat32)), mine.y.to(kFloat32)).backward(), Error);
+  EXPECT_FALSE(model->parameters()[0].grad().defined()) << "the failed pass's gradients dropped";
+  fail = false;
+  model->zero_grad();
+  mse_loss(ddp(mine.x.to(kFloat32)), mine.y.to(kFloat32)).backward();
+  EXPECT_EQ(float_grads(*model), stack_reference(kFloat32, b));
 }
 
 TEST(DistributedDataParallel, BucketsAfterAnUnreachedParameterStartAtTheEnd) {
