@@ -469,6 +469,25 @@ TEST(ZeroRedundancyOptimizer, SameParametersAsUnshardedAdamW) {
   EXPECT_EQ(total.item<int64_t>(), full_state);
 }
 
+TEST(ZeroRedundancyOptimizer, ARankThatOwnsNothing) {
+  manual_seed(5);
+  auto model = std::make_shared<nn::Linear>(3, 2, /*bias=*/false);  // one parameter: rank 0's
+  DistributedDataParallel ddp(model);
+  ZeroRedundancyOptimizer zero(model->parameters(), [](std::vector<Tensor> params) {
+    return std::make_unique<optim::AdamW>(std::move(params), optim::AdamOptions{.lr = 0.05});
+  });
+  EXPECT_EQ(zero.owner(0), 0);
+  EXPECT_EQ(zero.local() != nullptr, group().rank() == 0);
+  EXPECT_EQ(zero.lr(), 0.05);
+  const Tensor x = full({4, 3}, 1.0 + group().rank(), kFloat32);
+  sum(ddp(x)).backward();
+  zero.step();
+  EXPECT_EQ(zero.local_state_bytes(), group().rank() == 0 ? 2 * 6 * 4 : 0);
+  Tensor w = model->parameters()[0].detach().clone();
+  group().broadcast(w, 0);
+  EXPECT_EQ(model->parameters()[0].to_vector<float>(), w.to_vector<float>());
+}
+
 }  // namespace
 }  // namespace remat::distributed
 

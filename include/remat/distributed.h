@@ -215,6 +215,7 @@ class ZeroRedundancyOptimizer {
 
   void step();
   void zero_grad(bool set_to_none = true);
+  // The rate of this rank's optimizer (rank 0's on a rank that owns nothing).
   double lr() const;
   void set_lr(double lr);
 

@@ -40,7 +40,11 @@ ZeroRedundancyOptimizer::ZeroRedundancyOptimizer(std::vector<Tensor> params, Fac
     if (owner_[i] == group_.rank()) mine.push_back(params_[i]);
   }
   if (!mine.empty()) local_ = make(std::move(mine));
-  lr_ = local_ ? local_->lr() : 0.0;
+  // Rank 0 owns the largest parameter, so it has an optimizer to read the
+  // rate from; a rank that owns nothing reports rank 0's.
+  Tensor lr = from_vector(std::vector<double>{local_ ? local_->lr() : 0.0}, {1});
+  group_.broadcast(lr, 0);
+  lr_ = lr.item<double>();
 }
 
 void ZeroRedundancyOptimizer::step() {
