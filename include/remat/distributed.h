@@ -59,13 +59,15 @@ class Work {
 
 // The processes of one job. Blocking collectives first check that every
 // rank called the same collective on the same shape and dtype (one small
-// exchange on a separate communicator) and throw an Error naming both sides
-// otherwise; the group keeps working after it. The _async variants skip the
+// exchange on a separate communicator) and otherwise throw, on every rank,
+// an Error naming this rank's call and the element counts over the ranks;
+// the group keeps working after it. The _async variants skip the
 // check (it would make every rank wait for the others at launch, which is
 // what they exist to avoid): DistributedDataParallel and
 // ZeroRedundancyOptimizer check their layouts once, when constructed.
 // Tensors must be contiguous. Reductions take float32, float64, int32 and
-// int64 (kAverage floating point only); broadcast and all_gather any dtype.
+// int64 (NCCL also bfloat16 and float16; kAverage floating point only);
+// broadcast and all_gather any dtype.
 class ProcessGroup {
  public:
   // Every process of the job. The first call initialises MPI (unless the
