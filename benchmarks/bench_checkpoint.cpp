@@ -23,9 +23,16 @@
 //   bench_checkpoint --model transformer --depth 16 --budgets 0.3,0.5,0.7
 //   bench_checkpoint --preset offload --offload-budgets 0.3,0.5,0.7
 //   bench_checkpoint --model transformer --depth 16 --limits 0.3,0.5,0.7
+//
+// Under mpirun with --ddp each process trains its own batch with
+// DistributedDataParallel (--zero: and AdamW's state sharded, ZeRO-1); rank 0
+// prints and writes the results, with each rank's step time, peak memory and
+// optimizer state (docs/distributed.md):
+//   mpirun -np 2 bench_checkpoint --model mlp --depth 8 --plans none,block --ddp
 #include <CLI/CLI.hpp>
 #include <algorithm>
 #include <chrono>
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -211,6 +218,16 @@ struct Options {
   std::string csv_path = "bench_checkpoint.csv";
   std::string timeline_path;
   std::string state_dir;
+  bool ddp = false;
+  bool zero = false;
+};
+
+// One rank's numbers for a run under --ddp.
+struct RankResult {
+  double median_step_ms = 0;
+  int64_t peak_allocated = 0;
+  int64_t optimizer_state_bytes = 0;
+  double wait_ms_per_step = 0;  // backward waiting for all-reduces at its end
 };
 
 struct RunResult {
@@ -233,6 +250,7 @@ struct RunResult {
   double offloaded_bytes_per_step = 0;  // copied to the offload pool (offload plans)
   std::string skipped;                  // why a budget or limit run did not run: below its minimum
   std::vector<remat::memory::Event> timeline;
+  std::vector<RankResult> ranks;  // under --ddp, by rank
   int64_t activation_bytes() const { return peak_allocated - state_bytes; }
 };
 
@@ -242,6 +260,7 @@ RunResult measure(const Options& o, const ModelConfig& config, remat::DType dtyp
   const Plan plan = Plan::parse(plan_name, config.model);
   remat::memory::empty_cache(device);
   bench::Workload workload(config, dtype, device, o.seed);
+  if (o.ddp) workload.distribute(o.zero);
   if (!limit && !o.memory_limit.empty()) limit = remat::parse_bytes(o.memory_limit);
   std::optional<remat::BudgetGuard> guard;
   if (limit) guard.emplace(device, *limit);
@@ -258,11 +277,13 @@ RunResult measure(const Options& o, const ModelConfig& config, remat::DType dtyp
   StepTimer timer(device);
   remat::memory::Stats at_warm{};
   int64_t offloaded_at_warm = 0;
+  int64_t wait_ns_at_warm = 0;
   for (int64_t step = 0; step < o.warmup + o.steps; ++step) {
     const bool timed = step >= o.warmup;
     if (step == o.warmup) {
       at_warm = remat::memory::stats(device);
       offloaded_at_warm = remat::memory::offload_stats(device).bytes_to_host;
+      if (o.ddp) wait_ns_at_warm = workload.ddp_stats()->wait_ns;
     }
     const int64_t before = remat::memory::stats(device).allocated_bytes.current;
     remat::memory::reset_peak_stats(device);
@@ -289,6 +310,22 @@ RunResult measure(const Options& o, const ModelConfig& config, remat::DType dtyp
   r.offloaded_bytes_per_step =
       per_step(remat::memory::offload_stats(device).bytes_to_host - offloaded_at_warm);
   r.median_step_ms = bench::median(r.step_ms);
+  if (o.ddp) {
+    auto& group = remat::distributed::ProcessGroup::world();
+    const std::vector<double> all =
+        group
+            .all_gather(remat::from_vector(
+                std::vector<double>{
+                    r.median_step_ms, static_cast<double>(r.peak_allocated),
+                    static_cast<double>(workload.optimizer_state_bytes()),
+                    per_step(workload.ddp_stats()->wait_ns - wait_ns_at_warm) / 1e6},
+                {4}))
+            .to_vector<double>();
+    for (size_t k = 0; k < all.size(); k += 4) {
+      r.ranks.push_back(
+          {all[k], static_cast<int64_t>(all[k + 1]), static_cast<int64_t>(all[k + 2]), all[k + 3]});
+    }
+  }
   if (!o.timeline_path.empty()) {
     // One more step, untimed: recording the timeline costs a string per event.
     remat::synchronize(device);
@@ -448,7 +485,23 @@ int main(int argc, char** argv) try {
   app.add_option("--save-state", o.state_dir,
                  "directory to write each configuration's weights and input to (safetensors), "
                  "for benchmarks/pytorch/bench_checkpoint.py --state-dir");
+  app.add_flag("--ddp", o.ddp,
+               "under mpirun: average gradients across the processes (DistributedDataParallel), "
+               "each training its own batch; rank 0 reports every rank's step time and memory");
+  app.add_flag("--zero", o.zero, "with --ddp: shard AdamW's state across the ranks (ZeRO-1)");
   CLI11_PARSE(app, argc, argv);
+  if (o.zero && !o.ddp) throw remat::Error("--zero needs --ddp");
+  int world_size = 1;
+  if (o.ddp) {
+    auto& group = remat::distributed::ProcessGroup::world();
+    world_size = group.size();
+    if (group.rank() != 0) {  // rank 0 reports for all
+      if (std::freopen("/dev/null", "w", stdout) == nullptr) throw remat::Error("no /dev/null");
+      o.json_path = o.csv_path = "/dev/null";
+      o.timeline_path.clear();
+      o.state_dir.clear();
+    }
+  }
 
   const remat::Device device = bench::parse_device(o.device);
   std::string dtype_name = o.dtype, preset_name;
@@ -510,6 +563,13 @@ int main(int argc, char** argv) try {
           r.predicted ? fmt::format("{:.1f} MiB", mib(*r.predicted)) : "-", mib(r.peak_allocated),
           mib(r.peak_reserved), r.replayed_ops, r.raw_allocs_per_step,
           mib(static_cast<int64_t>(r.offloaded_bytes_per_step)));
+      for (size_t k = 0; k < r.ranks.size(); ++k) {
+        fmt::print(
+            "  {:<18} rank {}: {:.1f} ms ({:.1f} ms waiting for all-reduces at the end of "
+            "backward), peak {:.1f} MiB, AdamW state {:.1f} MiB\n",
+            "", k, r.ranks[k].median_step_ms, r.ranks[k].wait_ms_per_step,
+            mib(r.ranks[k].peak_allocated), mib(r.ranks[k].optimizer_state_bytes));
+      }
       if (r.budget_bytes && r.peak_allocated > *r.budget_bytes) {
         fmt::print("  {:<18} over its budget of {:.1f} MiB\n", r.plan, mib(*r.budget_bytes));
       }
@@ -528,7 +588,8 @@ int main(int argc, char** argv) try {
                                  {"device", device.str()}, {"device_name", device_name(device)},
                                  {"threads", threads()},   {"dtype", dtype_name},
                                  {"preset", preset_name},  {"warmup", o.warmup},
-                                 {"steps", o.steps},       {"runs", nlohmann::json::array()}};
+                                 {"steps", o.steps},       {"world_size", world_size},
+                                 {"zero", o.zero},         {"runs", nlohmann::json::array()}};
   std::ofstream csv(o.csv_path);
   csv << "key,plan,median_step_ms,time_ratio,state_bytes,peak_allocated_bytes,activation_bytes,"
          "memory_ratio,peak_reserved_bytes,replayed_ops,raw_allocs_per_step,"
@@ -576,6 +637,16 @@ int main(int argc, char** argv) try {
                               {"regenerated_bytes_per_step", r.regenerated_bytes_per_step},
                               {"offloaded_bytes_per_step", r.offloaded_bytes_per_step}});
       json["runs"].back().update(sizes);
+      if (!r.ranks.empty()) {
+        nlohmann::json ranks = nlohmann::json::array();
+        for (const RankResult& k : r.ranks) {
+          ranks.push_back({{"median_step_ms", k.median_step_ms},
+                           {"peak_allocated_bytes", k.peak_allocated},
+                           {"optimizer_state_bytes", k.optimizer_state_bytes},
+                           {"allreduce_wait_ms_per_step", k.wait_ms_per_step}});
+        }
+        json["runs"].back()["ranks"] = std::move(ranks);
+      }
       csv << fmt::format("\"{}\",{},{:.3f},{},{},{},{},{},{},{},{},{},{:.8g},{:.0f}\n", key, r.plan,
                          r.median_step_ms, time_ratio ? fmt::format("{:.4f}", *time_ratio) : "",
                          r.state_bytes, r.peak_allocated, r.activation_bytes(),

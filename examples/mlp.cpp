@@ -17,6 +17,7 @@ int main(int argc, char** argv) try {
       ->capture_default_str();
   app.add_option("--dropout", dropout, "dropout after each hidden layer")->capture_default_str();
   if (int code = examples::parse_or_exit_code(app, argc, argv); code >= 0) return code;
+  run.start_ranks();
 
   remat::manual_seed(run.seed);
   examples::MlpClassifier model(28 * 28, hidden, 10, dropout);

@@ -19,6 +19,7 @@ int main(int argc, char** argv) try {
   app.add_option("--blocks-per-stage", blocks_per_stage, "BasicBlocks per stage")
       ->capture_default_str();
   if (int code = examples::parse_or_exit_code(app, argc, argv); code >= 0) return code;
+  run.start_ranks();
 
   remat::manual_seed(run.seed);
   examples::SmallResNet model(1, width, stages, blocks_per_stage, 10);

@@ -4,10 +4,12 @@
 set -euo pipefail
 
 # oneDNN's CMake package requires OpenCL (Debian builds it with the OpenCL GPU
-# runtime), which libdnnl-dev only recommends: ocl-icd-opencl-dev.
+# runtime), which libdnnl-dev only recommends: ocl-icd-opencl-dev. OpenMPI
+# (libopenmpi-dev, and openmpi-bin for mpirun) serves remat::distributed and
+# its tests.
 REMAT_PACKAGES=(g++ make cmake ninja-build pkg-config libfmt-dev libgtest-dev libgmock-dev
   libbenchmark-dev libopenblas-openmp-dev libdnnl-dev ocl-icd-opencl-dev nlohmann-json3-dev
-  libcli11-dev zlib1g-dev ${REMAT_EXTRA_PACKAGES:-})
+  libcli11-dev zlib1g-dev libopenmpi-dev openmpi-bin ${REMAT_EXTRA_PACKAGES:-})
 # scripts/test.sh's sanitizer and fuzzing stages: Clang, its ASan/UBSan/libFuzzer
 # runtimes (libclang-rt-14-dev) and its OpenMP (libomp-14-dev).
 if [ "${REMAT_SANITIZERS:-0}" = 1 ]; then REMAT_PACKAGES+=(clang-14 libclang-rt-14-dev libomp-14-dev); fi

@@ -241,3 +241,75 @@ TEST(Autograd, OutOfMemoryMidBackwardLeavesTheLibraryWorking) {
   std::vector<float> v = x.slice(0, 0, 1).slice(1, 0, 2).to_vector<float>();
   EXPECT_NEAR(g[0], 0.5f * std::exp(0.5f * v[0]), 1e-5f);
 }
+
+// ---- gradient-ready hooks -----------------------------------------------------
+
+TEST(GradReadyHooks, FireOnceWhenTheLeafGradientIsFinal) {
+  Tensor x = leaf({1, 2}, {2});
+  Tensor w = leaf({3, 4}, {2});
+  std::vector<std::vector<double>> seen;  // x.grad as each hook call saw it
+  int ends = 0;
+  GradReadyHandle hx = register_grad_ready_hook(x, [&](const Tensor& t) {
+    EXPECT_TRUE(t.is_alias_of(x));
+    seen.push_back(t.grad().to_vector<double>());
+    queue_backward_callback([&] { ++ends; });
+  });
+  // x reaches the loss through three entries; the hook waits for all of them.
+  Tensor y = sum(x * x + x * w + exp(x * 0.0));
+  y.backward();
+  ASSERT_EQ(seen.size(), 1u);
+  EXPECT_EQ(seen[0], x.grad().to_vector<double>());
+  EXPECT_EQ(seen[0], (std::vector<double>{2 * 1 + 3, 2 * 2 + 4}));
+  EXPECT_EQ(ends, 1);
+  // Another backward, another call; one that does not reach x, none.
+  sum(x * 2.0).backward();
+  EXPECT_EQ(seen.size(), 2u);
+  sum(w * 2.0).backward();
+  EXPECT_EQ(seen.size(), 2u);
+  hx.reset();
+  sum(x * 2.0).backward();
+  EXPECT_EQ(seen.size(), 2u);
+}
+
+TEST(GradReadyHooks, EarlyLayersFinishLast) {
+  // w1 feeds the first op, w2 the last: w2's gradient is final first, while
+  // backward still has w1's to compute.
+  Tensor w1 = leaf({0.5, -1}, {2});
+  Tensor w2 = leaf({2, 3}, {2});
+  std::vector<std::string> order;
+  GradReadyHandle h1 = register_grad_ready_hook(w1, [&](const Tensor&) { order.push_back("w1"); });
+  GradReadyHandle h2 = register_grad_ready_hook(w2, [&](const Tensor&) {
+    order.push_back("w2");
+    EXPECT_FALSE(w1.grad().defined());
+  });
+  sum(tanh(tanh(w1 * 2.0) * w2)).backward();
+  EXPECT_EQ(order, (std::vector<std::string>{"w2", "w1"}));
+}
+
+TEST(GradReadyHooks, CheckpointReplaysDoNotFireThem) {
+  Tensor x = leaf({0.1, 0.2, 0.3}, {3});
+  Tensor w = leaf({1, 2, 3}, {3});
+  int calls = 0;
+  GradReadyHandle h = register_grad_ready_hook(w, [&](const Tensor&) { ++calls; });
+  Tensor y = checkpoint([&](const Tensor& t) { return tanh(t * w) * w; }, x);
+  sum(y * y).backward();
+  EXPECT_EQ(calls, 1);
+  Tensor plain_w = leaf({1, 2, 3}, {3});
+  Tensor plain = tanh(x.detach() * plain_w) * plain_w;
+  sum(plain * plain).backward();
+  EXPECT_EQ(w.grad().to_vector<double>(), plain_w.grad().to_vector<double>());
+}
+
+TEST(GradReadyHooks, ErrorsAndAThrowingHook) {
+  Tensor x = leaf({1}, {1});
+  EXPECT_NE(message_of([&] { queue_backward_callback([] {}); }).find("outside backward"),
+            std::string::npos);
+  EXPECT_THROW((void)register_grad_ready_hook(x * 2.0, [](const Tensor&) {}), Error);
+  GradReadyHandle h =
+      register_grad_ready_hook(x, [](const Tensor&) { throw Error("hook failed"); });
+  EXPECT_EQ(message_of([&] { sum(x * 3.0).backward(); }), "hook failed");
+  EXPECT_FALSE(x.grad().defined()) << "a failed backward leaves no new gradient";
+  h = GradReadyHandle();
+  sum(x * 3.0).backward();
+  EXPECT_EQ(x.grad().to_vector<double>(), (std::vector<double>{3}));
+}

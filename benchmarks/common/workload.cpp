@@ -132,8 +132,27 @@ Workload::Workload(const ModelConfig& config, remat::DType dtype, remat::Device 
   model_->to(dtype).to(device);
   input_ = input_.to(dtype).to(device);
   if (labels_.defined()) labels_ = labels_.to(device);
-  optimizer_ = std::make_unique<remat::optim::AdamW>(model_->parameters(),
-                                                     remat::optim::AdamOptions{.lr = 1e-4});
+  optimizer_ = make_adamw(model_->parameters());
+}
+
+std::unique_ptr<remat::optim::AdamW> Workload::make_adamw(std::vector<Tensor> params) {
+  return std::make_unique<remat::optim::AdamW>(std::move(params),
+                                               remat::optim::AdamOptions{.lr = 1e-4});
+}
+
+void Workload::distribute(bool zero) {
+  ddp_ = std::make_unique<remat::distributed::DistributedDataParallel>(model_);
+  if (zero) {
+    zero_ = std::make_unique<remat::distributed::ZeroRedundancyOptimizer>(
+        model_->parameters(),
+        [](std::vector<Tensor> params) { return make_adamw(std::move(params)); });
+    optimizer_.reset();
+  }
+}
+
+int64_t Workload::optimizer_state_bytes() const {
+  return zero_ ? zero_->local_state_bytes()
+               : remat::distributed::optimizer_state_bytes(*optimizer_);
 }
 
 Workload::~Workload() = default;
@@ -166,10 +185,15 @@ Tensor Workload::step(const Plan& plan) {
   }
   loss.backward();
   remat::memory::TagScope tag("optimizer");
-  optimizer_->step();
   // Gradients stay allocated between steps, so the activation peak (the
   // step's peak minus what it started with) excludes them on both sides.
-  optimizer_->zero_grad(/*set_to_none=*/false);
+  if (zero_) {
+    zero_->step();
+    zero_->zero_grad(/*set_to_none=*/false);
+  } else {
+    optimizer_->step();
+    optimizer_->zero_grad(/*set_to_none=*/false);
+  }
   return loss;
 }
 

@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "remat/distributed.h"
 #include "remat/nn/nn.h"
 #include "remat/optim/optim.h"
 #include "remat/remat.h"
@@ -65,20 +66,34 @@ class Workload {
   // zero_grad, with the allocator timeline tagged "forward", "backward" (by
   // the engine) and "optimizer". Returns the loss (not synchronised).
   remat::Tensor step(const Plan& plan);
+  // From here on, gradients are averaged across the processes mpirun started
+  // (DistributedDataParallel); with zero, AdamW's state is sharded across
+  // them too (ZeroRedundancyOptimizer). Every rank trains its own batch of
+  // the configured size.
+  void distribute(bool zero);
+  // Bytes of AdamW state this process holds.
+  int64_t optimizer_state_bytes() const;
+  // DistributedDataParallel's counters (null before distribute()).
+  const remat::distributed::DistributedDataParallel::Stats* ddp_stats() const {
+    return ddp_ ? &ddp_->stats() : nullptr;
+  }
   // The model's state and the input (and labels) in one safetensors file,
   // the names of benchmarks/pytorch/bench_checkpoint.py.
   void save_state(const std::string& path) const;
 
  private:
   remat::Tensor forward(const Plan& plan);
+  static std::unique_ptr<remat::optim::AdamW> make_adamw(std::vector<remat::Tensor> params);
 
   ModelConfig config_;
   std::shared_ptr<remat::nn::Module> model_;
   std::vector<std::function<remat::Tensor(const remat::Tensor&)>> blocks_;
   std::vector<std::shared_ptr<remat::nn::TransformerBlock>> transformer_blocks_;
   remat::Tensor input_;
-  remat::Tensor labels_;  // resnet
-  std::unique_ptr<remat::optim::AdamW> optimizer_;
+  remat::Tensor labels_;                            // resnet
+  std::unique_ptr<remat::optim::AdamW> optimizer_;  // null under ZeRO
+  std::unique_ptr<remat::distributed::DistributedDataParallel> ddp_;
+  std::unique_ptr<remat::distributed::ZeroRedundancyOptimizer> zero_;
 };
 
 // The activation peak of one training step of the MLP that docs/checkpointing.md's

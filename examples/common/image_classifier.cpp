@@ -3,6 +3,7 @@
 #include <memory>
 
 #include "remat/data/data.h"
+#include "remat/distributed.h"
 #include "remat/optim/optim.h"
 
 namespace examples {
@@ -76,7 +77,20 @@ int train_fashion_mnist(const std::string& name, remat::nn::Module& model,
              train.labels.size(0), test.labels.size(0), model.num_parameters(), plan.name());
 
   model.to(device);
-  data::DataLoader loader(train.images, train.labels,
+  // Under --ddp rank r trains on the r-th of size() equal slices of the
+  // training set. The module outlives the wrapper: a non-owning handle.
+  std::unique_ptr<remat::distributed::DistributedDataParallel> ddp;
+  Tensor images = train.images;
+  Tensor labels = train.labels;
+  if (run.ddp) {
+    ddp = std::make_unique<remat::distributed::DistributedDataParallel>(
+        std::shared_ptr<remat::nn::Module>(std::shared_ptr<void>(), &model));
+    const int64_t rank = ddp->group().rank();
+    const int64_t share = images.size(0) / ddp->group().size();
+    images = images.slice(0, rank * share, (rank + 1) * share);
+    labels = labels.slice(0, rank * share, (rank + 1) * share);
+  }
+  data::DataLoader loader(images, labels,
                           {.batch_size = run.batch, .seed = run.seed, .drop_last = true});
   const int64_t planned = training.epochs * loader.num_batches();
   const int64_t total_steps =

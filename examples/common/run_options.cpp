@@ -1,5 +1,9 @@
 #include "run_options.h"
 
+#include <cstdio>
+
+#include "remat/distributed.h"
+
 namespace examples {
 
 remat::Device RunOptions::parsed_device() const {
@@ -35,6 +39,17 @@ std::unique_ptr<remat::BudgetGuard> RunOptions::memory_guard(remat::Device on) c
   return std::make_unique<remat::BudgetGuard>(on, remat::parse_bytes(memory_limit));
 }
 
+int RunOptions::start_ranks() {
+  if (!ddp) return 0;
+  const int rank = remat::distributed::ProcessGroup::world().rank();
+  if (rank != 0) {
+    if (std::freopen("/dev/null", "w", stdout) == nullptr) throw remat::Error("no /dev/null");
+    metrics_path = "/dev/null";
+    quiet = true;
+  }
+  return rank;
+}
+
 void add_run_options(CLI::App& app, RunOptions& options, const std::string& name) {
   options.metrics_path = name + "_metrics.json";
   app.add_option("--device", options.device, "cpu or cuda")
@@ -61,6 +76,10 @@ void add_run_options(CLI::App& app, RunOptions& options, const std::string& name
   app.add_option("--metrics", options.metrics_path, "where to write the metrics JSON")
       ->capture_default_str();
   app.add_flag("--quiet", options.quiet, "no progress bar");
+  app.add_flag("--ddp", options.ddp,
+               "data-parallel training across the processes mpirun started (mpirun -np 2 ... "
+               "--ddp): each rank trains its own --batch, gradients are averaged, rank 0 "
+               "reports (docs/distributed.md)");
 }
 
 int parse_or_exit_code(CLI::App& app, int argc, char** argv) {

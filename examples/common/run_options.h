@@ -1,5 +1,5 @@
 // Flags every example shares (--device, --steps/--epochs, --batch, --seed,
-// --checkpoint, --memory-limit, --metrics), parsed with CLI11.
+// --checkpoint, --memory-limit, --metrics, --ddp), parsed with CLI11.
 #pragma once
 
 #include <CLI/CLI.hpp>
@@ -19,12 +19,17 @@ struct RunOptions {
   std::string memory_limit;  // empty: none
   std::string metrics_path;
   bool quiet = false;  // no progress bar
+  bool ddp = false;    // data-parallel across the processes mpirun started
 
   remat::Device parsed_device() const;
   remat::CheckpointPlan parsed_plan() const { return remat::CheckpointPlan::parse(checkpoint); }
   // A BudgetGuard on the device for the run's training, when --memory-limit is given.
   // Null without it.
   std::unique_ptr<remat::BudgetGuard> memory_guard(remat::Device on) const;
+  // With --ddp: this process's rank (initialising MPI); on every rank but 0
+  // the output goes to /dev/null (quiet, no metrics file), since rank 0
+  // reports. 0 without --ddp.
+  int start_ranks();
 };
 
 // Adds the shared flags to app. `name` picks the default metrics file

@@ -1,8 +1,11 @@
 // The backward engine: walks the tape in reverse from the roots. Every input
 // of an entry precedes it on the tape, so taking pending entries in
 // decreasing sequence order visits each one after all its consumers.
+#include <atomic>
 #include <map>
+#include <mutex>
 #include <queue>
+#include <unordered_map>
 
 #include "autograd/node.h"
 #include "remat/autograd.h"
@@ -72,6 +75,102 @@ void check_grad_matches(const Node& node, size_t input, const Tensor& g) {
               TensorMeta::of(g).str(), input, want.str());
 }
 
+// Registered gradient-ready hooks by leaf. A leaf's entry holds a weak
+// reference, so a new tensor at a dead leaf's address inherits nothing.
+struct HookEntry {
+  uint64_t id;
+  std::weak_ptr<TensorImpl> leaf;
+  GradReadyHook hook;
+};
+struct HookRegistry {
+  std::mutex mutex;
+  std::unordered_map<const TensorImpl*, std::vector<HookEntry>> by_leaf;
+  std::unordered_map<uint64_t, const TensorImpl*> leaf_of_id;
+  uint64_t next_id = 1;
+};
+HookRegistry& hook_registry() {
+  static HookRegistry* registry = new HookRegistry;  // never destroyed: handles may outlive main
+  return *registry;
+}
+std::atomic<size_t> registered_hooks{0};
+
+// One backward's view of the hooks: for each hooked leaf it reaches, how many
+// edges to it are still to deliver. Costs nothing while no hook exists; with
+// hooks, one walk of the graph before the pass.
+class GradReadiness {
+ public:
+  explicit GradReadiness(const std::vector<Tensor>& roots) {
+    if (registered_hooks.load() == 0) return;
+    {
+      HookRegistry& registry = hook_registry();
+      std::lock_guard lock(registry.mutex);
+      for (const auto& [impl, entries] : registry.by_leaf) {
+        for (const HookEntry& entry : entries) {
+          if (entry.leaf.lock().get() == impl) hooks_[impl].push_back(entry.hook);
+        }
+      }
+    }
+    if (hooks_.empty()) return;
+    std::vector<const Node*> stack;
+    std::unordered_set<const Node*> seen;
+    for (const Tensor& root : roots) {
+      if (root.impl().grad_fn) {
+        stack.push_back(root.impl().grad_fn.get());
+      } else {
+        expect(root.impl_ptr());
+      }
+    }
+    while (!stack.empty()) {
+      const Node* node = stack.back();
+      stack.pop_back();
+      if (!seen.insert(node).second) continue;
+      for (const NodeInput& input : node->inputs) {
+        const Edge& edge = input.edge;
+        if (!edge.requires_grad) continue;
+        if (edge.producer) {
+          stack.push_back(edge.producer.get());
+        } else if (auto leaf = edge.leaf.lock()) {
+          expect(leaf);
+        }
+      }
+    }
+  }
+
+  // One edge to the leaf has delivered its gradient, or its entry ran and
+  // gave none: the last one makes the leaf's gradient final.
+  void delivered(const std::shared_ptr<TensorImpl>& leaf) {
+    auto it = remaining_.find(leaf.get());
+    if (it == remaining_.end() || --it->second.second > 0) return;
+    remaining_.erase(it);
+    fire(leaf);
+  }
+
+  // The pass is over: leaves still waiting on entries that never received a
+  // gradient are final now.
+  void finish() {
+    auto waiting = std::move(remaining_);
+    for (const auto& [impl, entry] : waiting) fire(entry.first);
+  }
+
+ private:
+  void expect(const std::shared_ptr<TensorImpl>& leaf) {
+    if (!hooks_.count(leaf.get())) return;
+    auto [it, inserted] = remaining_.try_emplace(leaf.get(), leaf, 0);
+    ++it->second.second;
+  }
+  void fire(const std::shared_ptr<TensorImpl>& leaf) {
+    const Tensor tensor(leaf);
+    for (const GradReadyHook& hook : hooks_.at(leaf.get())) hook(tensor);
+  }
+
+  std::unordered_map<const TensorImpl*, std::vector<GradReadyHook>> hooks_;
+  // Held strongly for the pass, keyed by address.
+  std::unordered_map<const TensorImpl*, std::pair<std::shared_ptr<TensorImpl>, int64_t>> remaining_;
+};
+
+// The callbacks queued during the backward this thread runs (null outside one).
+thread_local std::vector<std::function<void()>>* queued_callbacks = nullptr;
+
 thread_local uint64_t cursor = kNotInBackward;
 
 // Sets the cursor for the length of one backward pass.
@@ -84,6 +183,20 @@ class CursorScope {
 
  private:
   uint64_t previous_;
+};
+
+// Points queue_backward_callback at one pass's queue for its length.
+class CallbackScope {
+ public:
+  explicit CallbackScope(std::vector<std::function<void()>>* queue) : previous_(queued_callbacks) {
+    queued_callbacks = queue;
+  }
+  ~CallbackScope() { queued_callbacks = previous_; }
+  CallbackScope(const CallbackScope&) = delete;
+  CallbackScope& operator=(const CallbackScope&) = delete;
+
+ private:
+  std::vector<std::function<void()>>* previous_;
 };
 
 }  // namespace
@@ -106,6 +219,9 @@ void run_backward(const std::vector<Tensor>& roots, const std::vector<Tensor>& s
   std::unordered_set<std::shared_ptr<Segment>> replayed;
   LeafGrads leaf_grads;
   CursorScope cursor_scope;
+  GradReadiness readiness(roots);
+  std::vector<std::function<void()>> callbacks;
+  CallbackScope callback_scope(&callbacks);
   auto add_to_node = [&](const std::shared_ptr<Node>& node, int output_nr, const Tensor& g) {
     auto [it, inserted] = pending.try_emplace(node->sequence);
     if (inserted) {
@@ -126,6 +242,7 @@ void run_backward(const std::vector<Tensor>& roots, const std::vector<Tensor>& s
       add_to_node(root.impl().grad_fn, root.impl().output_nr, seeds[r]);
     } else {
       leaf_grads.accumulate(root.impl_ptr(), seeds[r]);
+      readiness.delivered(root.impl_ptr());
     }
   }
 
@@ -183,16 +300,24 @@ void run_backward(const std::vector<Tensor>& roots, const std::vector<Tensor>& s
                 input_grads.size(), node->inputs.size());
     for (size_t i = 0; i < node->inputs.size(); ++i) {
       const Edge& edge = node->inputs[i].edge;
-      if (!edge.requires_grad || !input_grads[i].defined()) continue;
-      check_grad_matches(*node, i, input_grads[i]);
+      if (!edge.requires_grad) continue;
+      const bool has_grad = input_grads[i].defined();
+      if (has_grad) check_grad_matches(*node, i, input_grads[i]);
       if (edge.producer) {
-        add_to_node(edge.producer, edge.output_nr, input_grads[i]);
+        if (has_grad) add_to_node(edge.producer, edge.output_nr, input_grads[i]);
       } else if (auto leaf = edge.leaf.lock()) {
-        leaf_grads.accumulate(leaf, std::move(input_grads[i]));
+        if (has_grad) leaf_grads.accumulate(leaf, std::move(input_grads[i]));
+        readiness.delivered(leaf);
       }
     }
   }
+  readiness.finish();
   for (const auto& segment : replayed) segment->after_backward(retain_graph);
+  // By index: a callback may queue another.
+  for (size_t i = 0; i < callbacks.size(); ++i) {
+    auto callback = std::move(callbacks[i]);
+    callback();
+  }
   leaf_grads.keep();
 }
 
@@ -251,6 +376,51 @@ void zero_grad(const Tensor& t, bool set_to_none) {
   } else if (Tensor grad = t.grad(); grad.defined()) {
     grad.zero_();
   }
+}
+
+GradReadyHandle register_grad_ready_hook(const Tensor& leaf, GradReadyHook hook) {
+  REMAT_CHECK(leaf.defined() && leaf.is_leaf() && leaf.requires_grad(),
+              "register_grad_ready_hook: the tensor must be a leaf that requires grad");
+  REMAT_CHECK(hook != nullptr, "register_grad_ready_hook: empty hook");
+  autograd::HookRegistry& registry = autograd::hook_registry();
+  std::lock_guard lock(registry.mutex);
+  const uint64_t id = registry.next_id++;
+  const TensorImpl* impl = leaf.impl_ptr().get();
+  registry.by_leaf[impl].push_back({id, leaf.impl_ptr(), std::move(hook)});
+  registry.leaf_of_id.emplace(id, impl);
+  ++autograd::registered_hooks;
+  return GradReadyHandle(id);
+}
+
+void GradReadyHandle::reset() {
+  if (id_ == 0) return;
+  autograd::HookRegistry& registry = autograd::hook_registry();
+  std::lock_guard lock(registry.mutex);
+  auto it = registry.leaf_of_id.find(id_);
+  if (it != registry.leaf_of_id.end()) {
+    auto& entries = registry.by_leaf[it->second];
+    std::erase_if(entries, [&](const autograd::HookEntry& e) { return e.id == id_; });
+    if (entries.empty()) registry.by_leaf.erase(it->second);
+    registry.leaf_of_id.erase(it);
+    --autograd::registered_hooks;
+  }
+  id_ = 0;
+}
+
+GradReadyHandle& GradReadyHandle::operator=(GradReadyHandle&& other) noexcept {
+  if (this != &other) {
+    reset();
+    id_ = other.id_;
+    other.id_ = 0;
+  }
+  return *this;
+}
+
+void queue_backward_callback(std::function<void()> fn) {
+  REMAT_CHECK(autograd::queued_callbacks != nullptr,
+              "queue_backward_callback outside backward: it queues work for the end of the "
+              "running pass, so call it from a gradient-ready hook");
+  autograd::queued_callbacks->push_back(std::move(fn));
 }
 
 Tensor Tensor::grad() const { return Tensor(impl().grad); }

@@ -1,10 +1,12 @@
 // Consumer of an installed remat: a tiny matmul + sum + backward and a
-// convolution through the public API only, checked against values worked out by hand. Exits
-// non-zero on any mismatch, so the install test fails.
+// convolution through the public API only, checked against values worked out
+// by hand, and remat/distributed.h linked. Exits non-zero on any mismatch, so
+// the install test fails.
 #include <cmath>
 #include <cstdio>
 #include <vector>
 
+#include <remat/distributed.h>
 #include <remat/remat.h>
 
 namespace {
@@ -56,6 +58,10 @@ int main() {
       std::fprintf(stderr, "peak allocated bytes should be positive\n");
       ok = false;
     }
+    // The distributed header is installed, and a remat built with MPI links
+    // it through the package (the backend's objects reference MPI).
+    std::printf("remat consumer: MPI backend %s\n",
+                distributed::mpi_available() ? "built" : "not built");
     if (!ok) return 1;
     std::printf("remat consumer: ok\n");
     return 0;
