@@ -35,7 +35,9 @@ struct AttentionParams {
 // the scaled scores: [N, H, Lq, Lk], any strides (0 where broadcast), q's
 // dtype. Float32, float64, and bfloat16/float16 accumulated in float32.
 struct AttentionKernels {
-  // out [N, H, Lq, Ev] contiguous, q's dtype; lse [N, H, Lq] contiguous,
+  // out [N, H, Lq, Ev], q's dtype, stride 1 in its last dim (the CUDA
+  // kernels: contiguous; the op lays it out [N, Lq, H, Ev] on the CPU); lse
+  // [N, H, Lq] contiguous,
   // float64 for float64 operands and float32 otherwise: the natural log of
   // each row's sum of exp(score) (-inf for a row that sees no key).
   void (*forward)(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& mask,

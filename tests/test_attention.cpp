@@ -268,5 +268,22 @@ TEST(FusedAttention, SavesNoScores) {
   EXPECT_EQ(all[1].dtype(), kFloat64);
 }
 
+// On the CPU the output [B, H, Lq, Ev] is laid out [B, Lq, H, Ev]: the heads
+// merge back into [B, Lq, H x Ev] as a view, so the output projection saves
+// no copy of the attention's output (as PyTorch's CPU kernel arranges). The
+// values are the math path's (above) whatever the layout.
+TEST(FusedAttention, HeadsMergeBackAsAViewOnTheCpu) {
+  const Tensor q = uniform({2, 3, 10, 4}, -1, 1, 1, false);
+  const Tensor v = uniform({2, 3, 10, 5}, -1, 1, 2, false);
+  const Tensor out = scaled_dot_product_attention(q, q, v, {.causal = true});
+  EXPECT_EQ(out.shape(), (Shape{2, 3, 10, 5}));
+  EXPECT_TRUE(out.transpose(1, 2).is_contiguous());
+  const Tensor merged = reshape(out.transpose(1, 2), {2, 10, 15});
+  EXPECT_EQ(merged.data_ptr(), out.data_ptr());
+  // Without heads (a 2-d call) there is nothing to reorder.
+  const Tensor q2 = uniform({10, 4}, -1, 1, 3, false);
+  EXPECT_TRUE(scaled_dot_product_attention(q2, q2, q2).is_contiguous());
+}
+
 }  // namespace
 }  // namespace remat

@@ -122,21 +122,21 @@ void dropout_factors(A* keep, int64_t n, uint64_t first, const AttentionParams& 
 // ---- operands ---------------------------------------------------------------------
 
 // A 4-d operand [N, H, L, E] whose last dim has stride 1, addressed by head
-// (n * H + h) and row.
-template <typename T>
+// (n * H + h) and row; Elem is const for what a pass reads.
+template <typename Elem>
 struct Rows {
-  const T* data;
+  Elem* data;
   int64_t heads;  // H
   int64_t s0, s1, s2;
 
-  Rows(const Tensor& t, const char* what) : data(static_cast<const T*>(t.data_ptr())) {
+  Rows(const Tensor& t, const char* what) : data(static_cast<Elem*>(t.data_ptr())) {
     REMAT_CHECK(t.dim() == 4 && (t.size(3) <= 1 || t.strides()[3] == 1),
                 "attention: {} must be 4-d with stride 1 in its last dim, got {}", what,
                 TensorMeta::of(t).str());
     heads = t.size(1);
     s0 = t.strides()[0], s1 = t.strides()[1], s2 = t.strides()[2];
   }
-  const T* row(int64_t head, int64_t i) const {
+  Elem* row(int64_t head, int64_t i) const {
     return data + (head / heads) * s0 + (head % heads) * s1 + i * s2;
   }
 };
@@ -488,9 +488,9 @@ void forward_tiles(const Tensor& q_t, const Tensor& k_t, const Tensor& v_t, cons
                    const Tensor& out_t, const Tensor& lse_t) {
   const Shapes d(q_t, k_t, v_t);
   const Tensor q_in = Tiles::operand(q_t), k_in = Tiles::operand(k_t), v_in = Tiles::operand(v_t);
-  const Rows<T> q(q_in, "q"), k(k_in, "k"), v(v_in, "v");
+  const Rows<const T> q(q_in, "q"), k(k_in, "k"), v(v_in, "v");
   const Mask<T> mask(mask_t);
-  T* out = static_cast<T*>(out_t.data_ptr());
+  const Rows<T> out(out_t, "out");
   A* lse = static_cast<A*>(lse_t.data_ptr());
   const bool dropout = params.dropout_p > 0;
   const int64_t tasks = d.heads * d.query_tiles();
@@ -547,7 +547,7 @@ void forward_tiles(const Tensor& q_t, const Tensor& k_t, const Tensor& v_t, cons
       const int64_t i = i0 + r;
       const bool sees_a_key = row_sum[r] > A(0);
       const A inv = sees_a_key ? A(1) / row_sum[r] : std::numeric_limits<A>::quiet_NaN();
-      T* out_row = out + (head * d.lq + i) * d.ev;
+      T* out_row = out.row(head, i);
       for (int64_t c = 0; c < d.ev; ++c) out_row[c] = static_cast<T>(o[r * d.ev + c] * inv);
       lse[head * d.lq + i] = sees_a_key ? running_max[r] + std::log(row_sum[r]) : kMinusInf<A>;
     }
@@ -569,7 +569,7 @@ void backward_tiles(const Tensor& grad_out_t, const Tensor& q_t, const Tensor& k
   const Shapes d(q_t, k_t, v_t);
   const Tensor q_in = Tiles::operand(q_t), k_in = Tiles::operand(k_t), v_in = Tiles::operand(v_t),
                grad_out_in = Tiles::operand(grad_out_t);
-  const Rows<T> q(q_in, "q"), k(k_in, "k"), v(v_in, "v"), grad_out(grad_out_in, "grad_out"),
+  const Rows<const T> q(q_in, "q"), k(k_in, "k"), v(v_in, "v"), grad_out(grad_out_in, "grad_out"),
       out(out_t, "out");
   const Mask<T> mask(mask_t);
   const A* lse = static_cast<const A*>(lse_t.data_ptr());
@@ -717,12 +717,13 @@ DType lse_dtype_of(DType operands) { return operands == kFloat64 ? kFloat64 : kF
 
 void forward(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& mask,
              const AttentionParams& params, const Tensor& out, const Tensor& lse) {
-  check_outputs("attention forward", {out}, lse_dtype_of(q.dtype()), lse);
+  check_outputs("attention forward", {}, lse_dtype_of(q.dtype()), lse);
   visit_all_floating(q.dtype(), "attention forward", [&]<typename T>() {
     using A = accum_t<T>;
     const Shapes d(q, k, v);
     if (d.heads * d.query_tiles() == 0) return;
-    const RowStrides strides{Rows<T>(q, "q").s2, Rows<T>(k, "k").s2, Rows<T>(v, "v").s2, 0};
+    const RowStrides strides{Rows<const T>(q, "q").s2, Rows<const T>(k, "k").s2,
+                             Rows<const T>(v, "v").s2, 0};
     with_tiles<T, A>(d, params, strides, /*backward=*/false,
                      [&]<typename Tiles>(const typename Tiles::Plan& plan) {
                        forward_tiles<T, A, Tiles>(q, k, v, mask, params, plan, out, lse);
@@ -739,8 +740,8 @@ void backward(const Tensor& grad_out, const Tensor& q, const Tensor& k, const Te
     using A = accum_t<T>;
     const Shapes d(q, k, v);
     if (d.heads == 0) return;
-    const RowStrides strides{Rows<T>(q, "q").s2, Rows<T>(k, "k").s2, Rows<T>(v, "v").s2,
-                             Rows<T>(grad_out, "grad_out").s2};
+    const RowStrides strides{Rows<const T>(q, "q").s2, Rows<const T>(k, "k").s2,
+                             Rows<const T>(v, "v").s2, Rows<const T>(grad_out, "grad_out").s2};
     with_tiles<T, A>(d, params, strides, /*backward=*/true,
                      [&]<typename Tiles>(const typename Tiles::Plan& plan) {
                        backward_tiles<T, A, Tiles>(grad_out, q, k, v, mask, out, lse, params, plan,

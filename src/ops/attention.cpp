@@ -3,6 +3,7 @@
 // softmax, dropout, matmul) that a checkpoint policy can split. Both draw the
 // dropout mask from the same numbers, so they agree to rounding.
 #include <cmath>
+#include <numeric>
 
 #include "kernels/attention.h"
 #include "kernels/dropout.h"
@@ -107,7 +108,17 @@ OpDef attention_def() {
     const Shape out = with_matrix(batch_of(q), q.size(-2), v.size(-1));
     Shape lse = batch_of(q);
     lse.push_back(q.size(-2));
-    return std::vector<TensorMeta>{{out, q.dtype(), q.device()},
+    // On the CPU out [B..., H, Lq, Ev] is laid out [B..., Lq, H, Ev], as
+    // PyTorch's CPU kernel does: merging the heads back (transpose, reshape
+    // to [B..., Lq, H x Ev]) is then a view, not a copy that the output
+    // projection would save beside out. The CUDA kernels write it contiguous.
+    std::vector<int64_t> order;
+    if (q.device().is_cpu() && out.size() >= 3) {
+      order.resize(out.size());
+      std::iota(order.begin(), order.end(), 0);
+      std::swap(order[out.size() - 3], order[out.size() - 2]);
+    }
+    return std::vector<TensorMeta>{{out, q.dtype(), q.device(), order},
                                    {lse, lse_dtype(q.dtype()), q.device()}};
   };
   def.random_count = [](const std::vector<Tensor>& in, const Attrs& a) -> int64_t {
@@ -115,9 +126,11 @@ OpDef attention_def() {
     return numel_of(batch_of(in[0])) * in[0].size(-2) * in[1].size(-2);
   };
   def.forward = [](const std::vector<Tensor>& in, const Attrs& a, std::vector<Tensor>& out) {
-    const Tensor &q = in[0], &k = in[1], q4 = as_4d(q);
+    const Tensor &q = in[0], &k = in[1], q4 = as_4d(q), out4 = as_4d(out[0]);
+    REMAT_CHECK(out4.data_ptr() == out[0].data_ptr(), "{}: the output {} is not a 4-d view", kName,
+                TensorMeta::of(out[0]).str());
     attention_kernels(kName, q.device())
-        .forward(q4, as_4d(k), as_4d(in[2]), mask_4d(in[3], q, k), params_of(a), as_4d(out[0]),
+        .forward(q4, as_4d(k), as_4d(in[2]), mask_4d(in[3], q, k), params_of(a), out4,
                  rows_3d(out[1], q4));
   };
   def.save_inputs = {0, 1, 2, 3};

@@ -160,6 +160,24 @@ ReplaySideEffectsScope::ReplaySideEffectsScope() : previous_(replay_side_effects
 ReplaySideEffectsScope::~ReplaySideEffectsScope() { replay_side_effects = previous_; }
 bool side_effects_suppressed() { return replay_side_effects; }
 
+namespace {
+
+// A new tensor of m's shape, dense in the memory order m names.
+Tensor empty_in_order(const TensorMeta& m) {
+  if (m.order.empty()) return Tensor::empty(m.shape, m.dtype, m.device);
+  REMAT_CHECK(m.order.size() == m.shape.size(), "a layout of {} dims for a {}-d output",
+              m.order.size(), m.shape.size());
+  Strides strides(m.shape.size());
+  int64_t step = 1;
+  for (size_t k = m.order.size(); k-- > 0;) {
+    strides[static_cast<size_t>(m.order[k])] = step;
+    step *= m.shape[static_cast<size_t>(m.order[k])];
+  }
+  return Tensor::empty({numel_of(m.shape)}, m.dtype, m.device).as_strided(m.shape, strides, 0);
+}
+
+}  // namespace
+
 std::vector<Tensor> run_forward(const OpDef& def, const std::vector<Tensor>& inputs,
                                 const Attrs& attrs) {
   std::vector<TensorMeta> metas = def.shape(inputs, attrs);
@@ -181,7 +199,7 @@ std::vector<Tensor> run_forward(const OpDef& def, const std::vector<Tensor>& inp
   }
   std::vector<Tensor> outs;
   if (!def.view) {
-    for (const TensorMeta& m : metas) outs.push_back(Tensor::empty(m.shape, m.dtype, m.device));
+    for (const TensorMeta& m : metas) outs.push_back(empty_in_order(m));
   }
   def.forward(inputs, attrs, outs);
   REMAT_CHECK(outs.size() == metas.size(), "op '{}' forward made {} outputs, its shape rule {}",

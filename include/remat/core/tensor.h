@@ -151,10 +151,13 @@ class Tensor {
 };
 
 // A tensor's metadata (shape, dtype, device), for shape rules and messages.
+// An op's shape rule may also choose its output's memory layout: `order`
+// lists the dims from outermost to innermost in memory (empty: contiguous).
 struct TensorMeta {
   Shape shape;
   DType dtype = kFloat32;
   Device device = kCPU;
+  std::vector<int64_t> order = {};
   static TensorMeta of(const Tensor& t) { return {t.shape(), t.dtype(), t.device()}; }
   std::string str() const;
 };
