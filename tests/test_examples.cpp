@@ -113,9 +113,15 @@ void check_under_memory_limit(const MakeModel& make, const Tensor& inputs, const
 
   auto model = make();
   memory::empty_cache(kCPU);
+  // Half the activations, rounded down to whole segments, plus one segment:
+  // eviction weighs measured forward times (src/checkpoint/evict.cpp), so
+  // which tensors it frees, and how the freed blocks fall into 2 MiB
+  // segments, varies with the machine's load; without the spare segment a
+  // loaded run could be left with free memory split below one new segment.
   constexpr int64_t kSegment = int64_t{2} << 20;
   const int64_t limit =
-      (memory::stats(kCPU).reserved_bytes.current + kept + activations / 2) / kSegment * kSegment;
+      (memory::stats(kCPU).reserved_bytes.current + kept + activations / 2) / kSegment * kSegment +
+      kSegment;
   const memory::Stats before = memory::stats(kCPU);
   Trace limited;
   {
