@@ -11,6 +11,7 @@
 
 #include "kernels/contiguous.h"
 #include "kernels/cpu/dtype_dispatch.h"
+#include "kernels/cpu/float_rows.h"
 #include "kernels/cpu/loops.h"
 #include "kernels/cpu/vec_math.h"
 
@@ -140,18 +141,6 @@ void layer_norm_param_grads_row(const double* g, const double* x, double mu, dou
   layer_norm_param_grads_row_of(g, x, mu, rs, len, sum_g, sum_g_xhat);
 }
 
-// Float rows of 16-bit values, one set per thread and reused: the float row
-// kernels above run on them, so the 16-bit types give the bits of a float32
-// copy, without the copy.
-template <typename T>
-const float* widened(size_t which, const T* p, int64_t len) {
-  thread_local std::array<std::vector<float>, 3> rows;
-  std::vector<float>& row = rows[which];
-  if (row.size() < static_cast<size_t>(len)) row.resize(static_cast<size_t>(len));
-  for (int64_t j = 0; j < len; ++j) row[static_cast<size_t>(j)] = static_cast<float>(p[j]);
-  return row.data();
-}
-
 template <typename T, typename C = compute_t<T>>
 void layer_norm_backward_kernel(const T* g, const T* x, const T* w, const C* mean, const C* rstd,
                                 int64_t rows, int64_t cols, T* dx, T* dw, T* db) {
@@ -164,12 +153,12 @@ void layer_norm_backward_kernel(const T* g, const T* x, const T* w, const C* mea
   if (dx) {
     parallel_for(rows, parallel, [&](int64_t r) {
       const double mu = static_cast<double>(mean[r]), rs = static_cast<double>(rstd[r]);
-      if constexpr (is_reduced_v<T>) {
-        thread_local std::vector<float> out;
-        out.resize(static_cast<size_t>(cols));
-        layer_norm_dx_row(widened(0, g + r * cols, cols), widened(1, x + r * cols, cols),
-                          w ? w_wide.data() : nullptr, mu, rs, cols, out.data());
-        for (int64_t j = 0; j < cols; ++j) dx[r * cols + j] = static_cast<T>(out[j]);
+      if constexpr (is_reduced_v<T>) {  // through float rows: the bits of a float32 copy
+        const std::span<float> out = scratch_row(2, cols);
+        layer_norm_dx_row(load_row(0, g + r * cols, cols).data(),
+                          load_row(1, x + r * cols, cols).data(), w ? w_wide.data() : nullptr, mu,
+                          rs, cols, out.data());
+        store_row(out, dx + r * cols);
       } else {
         layer_norm_dx_row(g + r * cols, x + r * cols, w, mu, rs, cols, dx + r * cols);
       }

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "kernels/cpu/dtype_dispatch.h"
+#include "kernels/cpu/float_rows.h"
 #include "kernels/cpu/loops.h"
 
 namespace remat::kernels::cpu {
@@ -89,29 +90,6 @@ void for_each_slice(const Shape& shape, int64_t dim, const std::array<const Tens
 template <typename T>
 T* data(const Tensor& t) {
   return static_cast<T*>(t.data_ptr());
-}
-
-// Float scratch rows for 16-bit operands, one set per thread and reused:
-// the float row kernels run on them and results are rounded once on store,
-// as computing on a float32 copy of the tensor would, without the copy.
-std::span<float> scratch_row(size_t which, int64_t len) {
-  thread_local std::array<std::vector<float>, 3> rows;
-  std::vector<float>& row = rows[which];
-  if (row.size() < static_cast<size_t>(len)) row.resize(static_cast<size_t>(len));
-  return {row.data(), static_cast<size_t>(len)};
-}
-
-template <typename T>
-std::span<float> load_row(size_t which, const T* p, int64_t len, int64_t stride) {
-  std::span<float> row = scratch_row(which, len);
-  for (int64_t k = 0; k < len; ++k) row[static_cast<size_t>(k)] = p[k * stride];
-  return row;
-}
-
-template <typename T>
-void store_row(std::span<const float> row, T* p, int64_t stride) {
-  for (size_t k = 0; k < row.size(); ++k)
-    p[static_cast<int64_t>(k) * stride] = static_cast<T>(row[k]);
 }
 
 void softmax_forward(const Tensor& x, int64_t dim, bool log, bool causal, const Tensor& out) {
