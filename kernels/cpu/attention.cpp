@@ -225,7 +225,10 @@ class BlasTiles {
     int64_t e, ev;
     A scale;
     RowStrides strides;
-    int64_t scratch_elements() const { return (kQueryTile + kKeyTile) * (e + ev); }
+    bool backward;  // the pass reads dO tiles
+    int64_t scratch_elements() const {
+      return kQueryTile * (e + (backward ? ev : 0)) + kKeyTile * (e + ev);
+    }
   };
 
   // The operand as the tiles read it: as it is (each tile is converted or
@@ -235,7 +238,7 @@ class BlasTiles {
   BlasTiles(const Plan& plan, Arena<A>& arena)
       : plan_(plan),
         q_scratch_(arena.take(kQueryTile * plan.e)),
-        do_scratch_(arena.take(kQueryTile * plan.ev)),
+        do_scratch_(plan.backward ? arena.take(kQueryTile * plan.ev) : nullptr),
         k_scratch_(arena.take(kKeyTile * plan.e)),
         v_scratch_(arena.take(kKeyTile * plan.ev)) {}
 
@@ -698,7 +701,8 @@ void with_tiles(const Shapes& d, const AttentionParams& params, const RowStrides
     if (plan) return run.template operator()<OnednnTiles>(*plan);
   }
 #endif
-  const typename BlasTiles<T, A>::Plan plan{d.e, d.ev, static_cast<A>(params.scale), strides};
+  const typename BlasTiles<T, A>::Plan plan{d.e, d.ev, static_cast<A>(params.scale), strides,
+                                            backward};
   run.template operator()<BlasTiles<T, A>>(plan);
 }
 
