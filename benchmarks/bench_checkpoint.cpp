@@ -25,7 +25,8 @@
 //   bench_checkpoint --model transformer --depth 16 --limits 0.3,0.5,0.7
 //
 // Under mpirun with --ddp each process trains its own batch with
-// DistributedDataParallel (--zero: and AdamW's state sharded, ZeRO-1); rank 0
+// DistributedDataParallel (--zero: and AdamW's state sharded, ZeRO-1; --zero=2:
+// the gradients too, ZeRO-2); rank 0
 // prints and writes the results, with each rank's step time, peak memory and
 // optimizer state (docs/distributed.md):
 //   mpirun -np 2 bench_checkpoint --model mlp --depth 8 --plans none,block --ddp
@@ -219,7 +220,7 @@ struct Options {
   std::string timeline_path;
   std::string state_dir;
   bool ddp = false;
-  bool zero = false;
+  int zero_stage = 0;  // 0: none
 };
 
 // One rank's numbers for a run under --ddp.
@@ -260,7 +261,7 @@ RunResult measure(const Options& o, const ModelConfig& config, remat::DType dtyp
   const Plan plan = Plan::parse(plan_name, config.model);
   remat::memory::empty_cache(device);
   bench::Workload workload(config, dtype, device, o.seed);
-  if (o.ddp) workload.distribute(o.zero);
+  if (o.ddp) workload.distribute(o.zero_stage);
   if (!limit && !o.memory_limit.empty()) limit = remat::parse_bytes(o.memory_limit);
   std::optional<remat::BudgetGuard> guard;
   if (limit) guard.emplace(device, *limit);
@@ -488,9 +489,12 @@ int main(int argc, char** argv) try {
   app.add_flag("--ddp", o.ddp,
                "under mpirun: average gradients across the processes (DistributedDataParallel), "
                "each training its own batch; rank 0 reports every rank's step time and memory");
-  app.add_flag("--zero", o.zero, "with --ddp: shard AdamW's state across the ranks (ZeRO-1)");
+  app.add_flag("--zero{1}", o.zero_stage,
+               "with --ddp: shard AdamW's state across the ranks (ZeRO-1); --zero=2 shards the "
+               "gradients too (ZeRO-2: each mean is reduced to its owner only)")
+      ->check(CLI::Range(1, 2));
   CLI11_PARSE(app, argc, argv);
-  if (o.zero && !o.ddp) throw remat::Error("--zero needs --ddp");
+  if (o.zero_stage > 0 && !o.ddp) throw remat::Error("--zero needs --ddp");
   int world_size = 1;
   if (o.ddp) {
     auto& group = remat::distributed::ProcessGroup::world();
@@ -584,12 +588,18 @@ int main(int argc, char** argv) try {
     }
   }
 
-  nlohmann::ordered_json json = {{"tool", "remat"},        {"tool_version", "0.1.0"},
-                                 {"device", device.str()}, {"device_name", device_name(device)},
-                                 {"threads", threads()},   {"dtype", dtype_name},
-                                 {"preset", preset_name},  {"warmup", o.warmup},
-                                 {"steps", o.steps},       {"world_size", world_size},
-                                 {"zero", o.zero},         {"runs", nlohmann::json::array()}};
+  nlohmann::ordered_json json = {{"tool", "remat"},
+                                 {"tool_version", "0.1.0"},
+                                 {"device", device.str()},
+                                 {"device_name", device_name(device)},
+                                 {"threads", threads()},
+                                 {"dtype", dtype_name},
+                                 {"preset", preset_name},
+                                 {"warmup", o.warmup},
+                                 {"steps", o.steps},
+                                 {"world_size", world_size},
+                                 {"zero_stage", o.zero_stage},
+                                 {"runs", nlohmann::json::array()}};
   std::ofstream csv(o.csv_path);
   csv << "key,plan,median_step_ms,time_ratio,state_bytes,peak_allocated_bytes,activation_bytes,"
          "memory_ratio,peak_reserved_bytes,replayed_ops,raw_allocs_per_step,"

@@ -6,6 +6,7 @@
 // step time and memory side by side. --ddp trains data-parallel across the
 // processes mpirun started (mpirun -np 2 transformer --ddp): each rank draws
 // its own windows, gradients are averaged, rank 0 reports.
+#include <algorithm>
 #include <cmath>
 #include <sstream>
 
@@ -115,10 +116,13 @@ RunResult train(const Corpus& corpus, const Config& c, const examples::RunOption
   std::unique_ptr<remat::distributed::DistributedDataParallel> ddp;
   if (run.ddp) ddp = std::make_unique<remat::distributed::DistributedDataParallel>(owned);
   const int rank = ddp ? ddp->group().rank() : 0;
-  remat::optim::AdamW optimizer(model.parameters(),
-                                {.lr = c.lr, .beta2 = 0.99, .weight_decay = c.weight_decay});
-  remat::optim::CosineWithWarmup schedule(optimizer, std::min(c.warmup_steps, c.steps - 1), c.steps,
-                                          c.lr / 10);
+  const auto optimizer = run.make_optimizer(model.parameters(), [&c](std::vector<Tensor> params) {
+    return std::make_unique<remat::optim::AdamW>(
+        std::move(params),
+        remat::optim::AdamOptions{.lr = c.lr, .beta2 = 0.99, .weight_decay = c.weight_decay});
+  });
+  remat::optim::CosineWithWarmup schedule(*optimizer, std::min(c.warmup_steps, c.steps - 1),
+                                          c.steps, c.lr / 10);
   data::RandomStream windows(run.seed, /*stream=*/1 + static_cast<uint64_t>(rank));
 
   remat::memory::empty_cache(device);
@@ -137,8 +141,8 @@ RunResult train(const Corpus& corpus, const Config& c, const examples::RunOption
                                              remat::reshape(b.targets.to(device), {-1}));
     loss.backward();
     remat::optim::clip_grad_norm(model.parameters(), 1.0);
-    optimizer.step();
-    optimizer.zero_grad();
+    optimizer->step();
+    optimizer->zero_grad();
     schedule.step();
     const double value = loss.item<double>();
     log.record(value, timer.seconds(), run.batch * c.context);
@@ -174,8 +178,17 @@ RunResult train(const Corpus& corpus, const Config& c, const examples::RunOption
   summary.add("memory_limit", "memory limit", run.memory_limit.empty() ? "none" : run.memory_limit);
   summary.print();
   summary.write_json(run.metrics_path);
-  fmt::print("\nsample:\n{}\n",
-             generate(model, corpus.text.vocabulary(), "Q: ", c.sample_chars, run.seed, device));
+  if (c.sample_chars > 0) {
+    // The fortunes' question prompt, or the vocabulary's first symbol where
+    // another corpus lacks one of its characters.
+    const data::Vocabulary& vocabulary = corpus.text.vocabulary();
+    std::string prompt = "Q: ";
+    if (!std::ranges::all_of(prompt, [&](char ch) { return vocabulary.contains(ch); })) {
+      prompt = vocabulary.symbols().substr(0, 1);
+    }
+    fmt::print("\nsample:\n{}\n",
+               generate(model, vocabulary, prompt, c.sample_chars, run.seed, device));
+  }
   return r;
 }
 

@@ -522,6 +522,44 @@ TEST(DataLoader, OrderIsAFunctionOfSeedAndEpoch) {
   EXPECT_EQ(loader.order(5), twin.order(5));
 }
 
+TEST(DataLoader, ReplicasShareOneShuffledOrderDisjointly) {
+  // 11 samples over 3 replicas: 4 each, the 12th slot wrapping to the first.
+  const LoaderOptions options{.batch_size = 3, .seed = 7, .num_replicas = 3};
+  const DataLoader whole = numbered_loader(11, {.batch_size = 3, .seed = 7});
+  for (int64_t epoch = 0; epoch < 3; ++epoch) {
+    const std::vector<int64_t> global = whole.order(epoch);
+    std::vector<int64_t> seen;
+    for (int64_t rank = 0; rank < 3; ++rank) {
+      LoaderOptions mine = options;
+      mine.rank = rank;
+      const DataLoader replica = numbered_loader(11, mine);
+      EXPECT_EQ(replica.samples_per_epoch(), 4);
+      EXPECT_EQ(replica.num_batches(), 2);
+      const std::vector<int64_t> share = flatten(epoch_targets(replica, epoch));
+      ASSERT_EQ(share.size(), 4u);
+      for (size_t i = 0; i < share.size(); ++i) {
+        EXPECT_EQ(share[i], global[(3 * i + static_cast<size_t>(rank)) % 11]);
+      }
+      seen.insert(seen.end(), share.begin(), share.end());
+    }
+    // Every sample once, and one (the order's first) twice.
+    std::multiset<int64_t> counts(seen.begin(), seen.end());
+    for (int64_t i = 0; i < 11; ++i) {
+      EXPECT_EQ(counts.count(i), i == global[0] ? 2u : 1u) << "sample " << i;
+    }
+  }
+  LoaderOptions second = options;
+  second.rank = 1;
+  EXPECT_NE(numbered_loader(11, second).order(0), numbered_loader(11, second).order(1));
+}
+
+TEST(DataLoader, ReplicaRankOutsideTheReplicasIsAnError) {
+  expect_error_mentioning([] { numbered_loader(4, {.num_replicas = 2, .rank = 2}); },
+                          {"DataLoader", "rank", "[0, num_replicas)", "rank 2 of 2"});
+  expect_error_mentioning([] { numbered_loader(0, {.num_replicas = 2}); },
+                          {"DataLoader", "no samples", "2 replicas"});
+}
+
 TEST(DataLoader, DropLastKeepsOnlyFullBatches) {
   DataLoader loader = numbered_loader(10, {.batch_size = 3, .seed = 4, .drop_last = true});
   EXPECT_EQ(loader.num_batches(), 3);

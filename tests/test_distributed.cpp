@@ -10,6 +10,7 @@
 #include <chrono>
 #include <cstdlib>
 #include <memory>
+#include <optional>
 #include <thread>
 
 #include "remat/distributed.h"
@@ -19,6 +20,16 @@ namespace remat::distributed {
 namespace {
 
 ProcessGroup& group() { return ProcessGroup::world(); }
+
+template <typename Fn>
+void expect_error(Fn&& fn, const std::string& fragment) {
+  try {
+    fn();
+    ADD_FAILURE() << "no error; expected one mentioning: " << fragment;
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find(fragment), std::string::npos) << e.what();
+  }
+}
 
 TEST(ProcessGroup, TwoRanks) {
   EXPECT_EQ(group().size(), 2);
@@ -57,6 +68,18 @@ TEST(ProcessGroup, BroadcastGatherScatter) {
   EXPECT_EQ(mine.to_vector<double>(),
             r == 0 ? (std::vector<double>{3, 4}) : (std::vector<double>{6, 4}));
   group().barrier();
+}
+
+TEST(ProcessGroup, ReduceReachesOnlyTheRoot) {
+  const int r = group().rank();
+  Tensor t = from_vector(std::vector<float>{float(r + 1), float(2 * r)}, {2});
+  group().reduce(t, /*root=*/1);
+  EXPECT_EQ(t.to_vector<float>(), r == 1 ? (std::vector<float>{3, 2}) : (std::vector<float>{1, 0}));
+  Tensor a = from_vector(std::vector<double>{4.0 * r, 1}, {2});
+  group().reduce_async(a, /*root=*/0, ReduceOp::kAverage).wait();
+  EXPECT_EQ(a.to_vector<double>(),
+            r == 0 ? (std::vector<double>{2, 1}) : (std::vector<double>{4, 1}));
+  expect_error([&] { group().reduce(t, 2); }, "root 2 is not a rank of a group of 2");
 }
 
 TEST(ProcessGroup, AsyncOverlapsAndCompletes) {
@@ -428,29 +451,48 @@ TEST(DistributedDataParallel, TrainingGivesTheSameLossesAsOneProcess) {
 
 // ---- ZeRO stage 1 -----------------------------------------------------------------
 
+// Trains `model` under DDP with `zero` and a copy with the unsharded `ref_opt`
+// on the very gradients DDP produced, `steps` steps, each optimizer under its
+// own cosine schedule when `scheduled`; ref_opt's parameters are ref's.
+void train_zero_and_reference(const std::shared_ptr<nn::Module>& model, nn::Module& ref,
+                              ZeroRedundancyOptimizer& zero, optim::Optimizer& ref_opt, int steps,
+                              bool scheduled) {
+  DistributedDataParallel ddp(model);
+  std::optional<optim::CosineWithWarmup> zero_schedule;
+  std::optional<optim::CosineWithWarmup> ref_schedule;
+  if (scheduled) {
+    zero_schedule.emplace(zero, /*warmup_steps=*/2, /*total_steps=*/steps);
+    ref_schedule.emplace(ref_opt, /*warmup_steps=*/2, /*total_steps=*/steps);
+  }
+  for (int step = 0; step < steps; ++step) {
+    const Batch b = full_batch(20 + step);
+    loss_of(ddp.module(), half(b, group().rank())).backward();
+    const std::vector<Tensor> mine = model->parameters();
+    const std::vector<Tensor> theirs = ref.parameters();
+    for (size_t k = 0; k < mine.size(); ++k) {
+      if (mine[k].grad().defined()) theirs[k].set_grad(mine[k].grad().clone());
+    }
+    EXPECT_EQ(zero.lr(), ref_opt.lr()) << "step " << step;
+    zero.step();
+    zero.zero_grad();
+    ref_opt.step();
+    ref_opt.zero_grad();
+    if (scheduled) {
+      zero_schedule->step();
+      ref_schedule->step();
+    }
+  }
+}
+
 TEST(ZeroRedundancyOptimizer, SameParametersAsUnshardedAdamW) {
   auto model = make_mlp();
-  DistributedDataParallel ddp(model);
   const optim::AdamOptions options{.lr = 1e-2, .weight_decay = 0.1};
   ZeroRedundancyOptimizer zero(model->parameters(), [&](std::vector<Tensor> params) {
     return std::make_unique<optim::AdamW>(std::move(params), options);
   });
   auto ref = make_mlp();
   optim::AdamW ref_opt(ref->parameters(), options);
-  for (int step = 0; step < 3; ++step) {
-    const Batch b = full_batch(20 + step);
-    loss_of(ddp.module(), half(b, group().rank())).backward();
-    // The reference steps on the very gradients DDP produced.
-    const std::vector<Tensor> mine = model->parameters();
-    const std::vector<Tensor> theirs = ref->parameters();
-    for (size_t k = 0; k < mine.size(); ++k) {
-      if (mine[k].grad().defined()) theirs[k].set_grad(mine[k].grad().clone());
-    }
-    zero.step();
-    zero.zero_grad();
-    ref_opt.step();
-    ref_opt.zero_grad();
-  }
+  train_zero_and_reference(model, *ref, zero, ref_opt, /*steps=*/3, /*scheduled=*/false);
   const std::vector<Tensor> mine = model->parameters();
   const std::vector<Tensor> theirs = ref->parameters();
   for (size_t k = 0; k < mine.size(); ++k) {
@@ -462,11 +504,90 @@ TEST(ZeroRedundancyOptimizer, SameParametersAsUnshardedAdamW) {
     const optim::ParamState& s = ref_opt.state(k);
     if (s.exp_avg.defined()) full_state += s.exp_avg.nbytes() + s.exp_avg_sq.nbytes();
   }
-  const int64_t local = zero.local_state_bytes();
+  const int64_t local = optimizer_state_bytes(zero);
   EXPECT_LT(local, full_state);
   Tensor total = from_vector(std::vector<int64_t>{local}, {1});
   group().all_reduce(total);
   EXPECT_EQ(total.item<int64_t>(), full_state);
+}
+
+TEST(ZeroRedundancyOptimizer, ASchedulerDrivesItAsTheUnshardedOptimizer) {
+  auto model = make_mlp();
+  const optim::SGDOptions options{.lr = 0.2, .momentum = 0.9};
+  ZeroRedundancyOptimizer zero(model->parameters(), [&](std::vector<Tensor> params) {
+    return std::make_unique<optim::SGD>(std::move(params), options);
+  });
+  auto ref = make_mlp();
+  optim::SGD ref_opt(ref->parameters(), options);
+  train_zero_and_reference(model, *ref, zero, ref_opt, /*steps=*/5, /*scheduled=*/true);
+  EXPECT_LT(zero.lr(), options.lr);  // the schedule moved it
+  EXPECT_EQ(ref_opt.state(0).step, 5);
+  const std::vector<Tensor> mine = model->parameters();
+  const std::vector<Tensor> theirs = ref->parameters();
+  for (size_t k = 0; k < mine.size(); ++k) {
+    EXPECT_EQ(mine[k].to_vector<double>(), theirs[k].to_vector<double>()) << "parameter " << k;
+    // Each rank holds the momentum of the parameters it owns, and only those
+    // (branch and unused never get a gradient here: no state anywhere).
+    const bool trained = ref_opt.state(k).step > 0;
+    EXPECT_EQ(zero.state(k).momentum_buffer.defined(), trained && zero.owner(k) == group().rank());
+    EXPECT_EQ(zero.state(k).step, zero.owner(k) == group().rank() ? ref_opt.state(k).step : 0);
+  }
+}
+
+TEST(ZeroRedundancyOptimizer, StageTwoKeepsOnlyTheOwnersGradientsAndTrainsTheSame) {
+  const auto adamw = [](std::vector<Tensor> params) {
+    return std::make_unique<optim::AdamW>(std::move(params), optim::AdamOptions{.lr = 1e-2});
+  };
+  // Stage 2: gradients reduced to their owners only, in small buckets.
+  auto model = make_mlp();
+  model->use_branch = true;
+  ZeroRedundancyOptimizer zero(model->parameters(), adamw);
+  DistributedDataParallel ddp(model, {.bucket_cap_bytes = 1024, .gradient_owners = zero.owners()});
+  // Stage 1 on the same data: every rank gets every mean.
+  auto ref = make_mlp();
+  ref->use_branch = true;
+  ZeroRedundancyOptimizer ref_zero(ref->parameters(), adamw);
+  DistributedDataParallel ref_ddp(ref, {.bucket_cap_bytes = 1024});
+  // Buckets split where the owner changes, so there are at least as many.
+  EXPECT_GE(ddp.stats().buckets, ref_ddp.stats().buckets);
+  EXPECT_GT(ddp.stats().buckets, 2);
+
+  const std::vector<Tensor> mine = model->parameters();
+  const std::vector<Tensor> theirs = ref->parameters();
+  for (int step = 0; step < 3; ++step) {
+    const Batch b = half(full_batch(40 + step), group().rank());
+    loss_of(*model, b).backward();
+    loss_of(*ref, b).backward();
+    int64_t kept = 0, all = 0;
+    for (size_t k = 0; k < mine.size(); ++k) {
+      if (!theirs[k].grad().defined()) {  // `unused`: no rank has a gradient
+        EXPECT_FALSE(mine[k].grad().defined()) << "parameter " << k;
+        continue;
+      }
+      all += theirs[k].grad().nbytes();
+      if (zero.owner(k) == group().rank()) {
+        ASSERT_TRUE(mine[k].grad().defined()) << "parameter " << k;
+        EXPECT_EQ(mine[k].grad().to_vector<double>(), theirs[k].grad().to_vector<double>())
+            << "parameter " << k;
+        kept += mine[k].grad().nbytes();
+      } else {
+        EXPECT_FALSE(mine[k].grad().defined()) << "parameter " << k << " is another rank's";
+      }
+    }
+    EXPECT_LT(kept, all);
+    zero.step();
+    zero.zero_grad();
+    ref_zero.step();
+    ref_zero.zero_grad();
+  }
+  for (size_t k = 0; k < mine.size(); ++k) {
+    EXPECT_EQ(mine[k].to_vector<double>(), theirs[k].to_vector<double>()) << "parameter " << k;
+  }
+  expect_error(
+      [&] {
+        DistributedDataParallel bad(model, {.gradient_owners = {0, 1}});
+      },
+      "2 gradient owners for");
 }
 
 TEST(ZeroRedundancyOptimizer, ARankThatOwnsNothing) {
@@ -482,7 +603,8 @@ TEST(ZeroRedundancyOptimizer, ARankThatOwnsNothing) {
   const Tensor x = full({4, 3}, 1.0 + group().rank(), kFloat32);
   sum(ddp(x)).backward();
   zero.step();
-  EXPECT_EQ(zero.local_state_bytes(), group().rank() == 0 ? 2 * 6 * 4 : 0);
+  EXPECT_EQ(optimizer_state_bytes(zero), group().rank() == 0 ? 2 * 6 * 4 : 0);
+  EXPECT_EQ(zero.state(0).step, group().rank() == 0 ? 1 : 0);
   Tensor w = model->parameters()[0].detach().clone();
   group().broadcast(w, 0);
   EXPECT_EQ(model->parameters()[0].to_vector<float>(), w.to_vector<float>());

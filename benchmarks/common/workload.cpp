@@ -140,19 +140,20 @@ std::unique_ptr<remat::optim::AdamW> Workload::make_adamw(std::vector<Tensor> pa
                                                remat::optim::AdamOptions{.lr = 1e-4});
 }
 
-void Workload::distribute(bool zero) {
-  ddp_ = std::make_unique<remat::distributed::DistributedDataParallel>(model_);
-  if (zero) {
-    zero_ = std::make_unique<remat::distributed::ZeroRedundancyOptimizer>(
+void Workload::distribute(int zero_stage) {
+  remat::distributed::DdpOptions options;
+  if (zero_stage >= 1) {
+    auto zero = std::make_unique<remat::distributed::ZeroRedundancyOptimizer>(
         model_->parameters(),
         [](std::vector<Tensor> params) { return make_adamw(std::move(params)); });
-    optimizer_.reset();
+    if (zero_stage == 2) options.gradient_owners = zero->owners();
+    optimizer_ = std::move(zero);
   }
+  ddp_ = std::make_unique<remat::distributed::DistributedDataParallel>(model_, options);
 }
 
 int64_t Workload::optimizer_state_bytes() const {
-  return zero_ ? zero_->local_state_bytes()
-               : remat::distributed::optimizer_state_bytes(*optimizer_);
+  return remat::distributed::optimizer_state_bytes(*optimizer_);
 }
 
 Workload::~Workload() = default;
@@ -187,13 +188,8 @@ Tensor Workload::step(const Plan& plan) {
   remat::memory::TagScope tag("optimizer");
   // Gradients stay allocated between steps, so the activation peak (the
   // step's peak minus what it started with) excludes them on both sides.
-  if (zero_) {
-    zero_->step();
-    zero_->zero_grad(/*set_to_none=*/false);
-  } else {
-    optimizer_->step();
-    optimizer_->zero_grad(/*set_to_none=*/false);
-  }
+  optimizer_->step();
+  optimizer_->zero_grad(/*set_to_none=*/false);
   return loss;
 }
 

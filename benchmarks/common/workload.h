@@ -67,10 +67,11 @@ class Workload {
   // the engine) and "optimizer". Returns the loss (not synchronised).
   remat::Tensor step(const Plan& plan);
   // From here on, gradients are averaged across the processes mpirun started
-  // (DistributedDataParallel); with zero, AdamW's state is sharded across
-  // them too (ZeroRedundancyOptimizer). Every rank trains its own batch of
-  // the configured size.
-  void distribute(bool zero);
+  // (DistributedDataParallel); with zero_stage 1, AdamW's state is sharded
+  // across them too (ZeroRedundancyOptimizer), with 2 also the gradients
+  // (DdpOptions::gradient_owners). Every rank trains its own batch of the
+  // configured size.
+  void distribute(int zero_stage);
   // Bytes of AdamW state this process holds.
   int64_t optimizer_state_bytes() const;
   // DistributedDataParallel's counters (null before distribute()).
@@ -90,10 +91,9 @@ class Workload {
   std::vector<std::function<remat::Tensor(const remat::Tensor&)>> blocks_;
   std::vector<std::shared_ptr<remat::nn::TransformerBlock>> transformer_blocks_;
   remat::Tensor input_;
-  remat::Tensor labels_;                            // resnet
-  std::unique_ptr<remat::optim::AdamW> optimizer_;  // null under ZeRO
+  remat::Tensor labels_;                                // resnet
+  std::unique_ptr<remat::optim::Optimizer> optimizer_;  // AdamW, or ZeRO over AdamW
   std::unique_ptr<remat::distributed::DistributedDataParallel> ddp_;
-  std::unique_ptr<remat::distributed::ZeroRedundancyOptimizer> zero_;
 };
 
 // The activation peak of one training step of the MLP that docs/checkpointing.md's

@@ -77,25 +77,24 @@ int train_fashion_mnist(const std::string& name, remat::nn::Module& model,
              train.labels.size(0), test.labels.size(0), model.num_parameters(), plan.name());
 
   model.to(device);
-  // Under --ddp rank r trains on the r-th of size() equal slices of the
-  // training set. The module outlives the wrapper: a non-owning handle.
+  // Under --ddp every epoch's shuffled order is shared among the ranks, each
+  // taking every size()-th sample (DistributedSampler's interleave). The
+  // module outlives the wrapper: a non-owning handle.
   std::unique_ptr<remat::distributed::DistributedDataParallel> ddp;
-  Tensor images = train.images;
-  Tensor labels = train.labels;
+  data::LoaderOptions sampling{.batch_size = run.batch, .seed = run.seed, .drop_last = true};
   if (run.ddp) {
     ddp = std::make_unique<remat::distributed::DistributedDataParallel>(
         std::shared_ptr<remat::nn::Module>(std::shared_ptr<void>(), &model));
-    const int64_t rank = ddp->group().rank();
-    const int64_t share = images.size(0) / ddp->group().size();
-    images = images.slice(0, rank * share, (rank + 1) * share);
-    labels = labels.slice(0, rank * share, (rank + 1) * share);
+    sampling.num_replicas = ddp->group().size();
+    sampling.rank = ddp->group().rank();
   }
-  data::DataLoader loader(images, labels,
-                          {.batch_size = run.batch, .seed = run.seed, .drop_last = true});
+  data::DataLoader loader(train.images, train.labels, sampling);
   const int64_t planned = training.epochs * loader.num_batches();
   const int64_t total_steps =
       training.max_steps > 0 ? std::min(training.max_steps, planned) : planned;
-  auto optimizer = make_optimizer(training, model.parameters());
+  auto optimizer = run.make_optimizer(model.parameters(), [&training](std::vector<Tensor> params) {
+    return make_optimizer(training, std::move(params));
+  });
   optim::CosineWithWarmup schedule(*optimizer, std::min(training.warmup_steps, total_steps - 1),
                                    total_steps);
 

@@ -50,6 +50,12 @@ int RunOptions::start_ranks() {
   return rank;
 }
 
+std::unique_ptr<remat::optim::Optimizer> RunOptions::make_optimizer(
+    std::vector<remat::Tensor> params, const OptimizerFactory& make) const {
+  if (!zero) return make(std::move(params));
+  return std::make_unique<remat::distributed::ZeroRedundancyOptimizer>(std::move(params), make);
+}
+
 void add_run_options(CLI::App& app, RunOptions& options, const std::string& name) {
   options.metrics_path = name + "_metrics.json";
   app.add_option("--device", options.device, "cpu or cuda")
@@ -80,6 +86,10 @@ void add_run_options(CLI::App& app, RunOptions& options, const std::string& name
                "data-parallel training across the processes mpirun started (mpirun -np 2 ... "
                "--ddp): each rank trains its own --batch, gradients are averaged, rank 0 "
                "reports (docs/distributed.md)");
+  app.add_flag("--zero", options.zero,
+               "with --ddp: shard the optimizer's state across the ranks (ZeRO stage 1: each "
+               "rank updates its share of the parameters, then broadcasts them)")
+      ->needs("--ddp");
 }
 
 int parse_or_exit_code(CLI::App& app, int argc, char** argv) {

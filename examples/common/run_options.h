@@ -1,9 +1,10 @@
 // Flags every example shares (--device, --steps/--epochs, --batch, --seed,
-// --checkpoint, --memory-limit, --metrics, --ddp), parsed with CLI11.
+// --checkpoint, --memory-limit, --metrics, --ddp, --zero), parsed with CLI11.
 #pragma once
 
 #include <CLI/CLI.hpp>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -20,6 +21,7 @@ struct RunOptions {
   std::string metrics_path;
   bool quiet = false;  // no progress bar
   bool ddp = false;    // data-parallel across the processes mpirun started
+  bool zero = false;   // with ddp: optimizer state sharded across them (ZeRO-1)
 
   remat::Device parsed_device() const;
   remat::CheckpointPlan parsed_plan() const { return remat::CheckpointPlan::parse(checkpoint); }
@@ -30,6 +32,13 @@ struct RunOptions {
   // the output goes to /dev/null (quiet, no metrics file), since rank 0
   // reports. 0 without --ddp.
   int start_ranks();
+  // The optimizer `make` builds over params, or with --zero a
+  // ZeroRedundancyOptimizer that shards it (each rank builds `make` over its
+  // own parameters).
+  using OptimizerFactory =
+      std::function<std::unique_ptr<remat::optim::Optimizer>(std::vector<remat::Tensor>)>;
+  std::unique_ptr<remat::optim::Optimizer> make_optimizer(std::vector<remat::Tensor> params,
+                                                          const OptimizerFactory& make) const;
 };
 
 // Adds the shared flags to app. `name` picks the default metrics file

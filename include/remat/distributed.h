@@ -89,6 +89,10 @@ class ProcessGroup {
   // In place: every rank ends with the reduction of every rank's tensor.
   void all_reduce(const Tensor& tensor, ReduceOp op = ReduceOp::kSum);
   Work all_reduce_async(const Tensor& tensor, ReduceOp op = ReduceOp::kSum);
+  // In place on root: root's tensor ends with the reduction of every rank's
+  // tensor; the other ranks' stay as they are.
+  void reduce(const Tensor& tensor, int root, ReduceOp op = ReduceOp::kSum);
+  Work reduce_async(const Tensor& tensor, int root, ReduceOp op = ReduceOp::kSum);
   // In place: every rank ends with root's tensor.
   void broadcast(const Tensor& tensor, int root);
   Work broadcast_async(const Tensor& tensor, int root);
@@ -121,6 +125,15 @@ struct DdpOptions {
   int64_t bucket_cap_bytes = int64_t{25} << 20;
   // Copy rank 0's parameters and buffers to every rank at construction.
   bool broadcast_parameters = true;
+  // ZeRO stage 2, with a ZeroRedundancyOptimizer over the same parameters:
+  // DdpOptions{.gradient_owners = zero.owners()}. Entry k is the rank that
+  // keeps the gradient of the module's k-th parameter (in parameters()
+  // order, those that require a gradient): it alone receives the mean (a
+  // reduce instead of an all-reduce), and every other rank drops the
+  // gradient as soon as it is copied into its bucket. Buckets then hold one
+  // owner's parameters and are allocated only while a backward reduces them.
+  // Empty: every rank gets every mean (all-reduce).
+  std::vector<int> gradient_owners;
 };
 
 // Averages the gradients of a module's parameters across the group during
@@ -134,7 +147,9 @@ struct DdpOptions {
 // does not reach counts as a zero gradient; one that no rank gave a gradient
 // keeps none. Checkpointed models work unchanged (replays deliver no
 // gradients). One backward per step outside no_sync(): a second one would
-// average again.
+// average again. With DdpOptions::gradient_owners (ZeRO-2) only a
+// parameter's owner holds its mean when backward returns; on the other ranks
+// its .grad is undefined.
 class DistributedDataParallel {
  public:
   explicit DistributedDataParallel(std::shared_ptr<nn::Module> module, DdpOptions options = {});
@@ -184,12 +199,15 @@ class DistributedDataParallel {
   void launch_ready_buckets();
   void finish_backward();
   void reset_pass();
+  void allocate(Bucket& bucket);
+  void release(Bucket& bucket);
 
   std::shared_ptr<nn::Module> module_;
   ProcessGroup& group_;
   std::vector<Tensor> params_;
   std::vector<std::unique_ptr<Bucket>> buckets_;
   std::vector<size_t> bucket_of_;  // by parameter
+  bool sharded_ = false;           // DdpOptions::gradient_owners given
   std::vector<GradReadyHandle> hooks_;
   int no_sync_depth_ = 0;
   bool pass_open_ = false;           // a backward marked a parameter ready and has not finished
@@ -199,7 +217,8 @@ class DistributedDataParallel {
   Stats stats_;
 };
 
-// Bytes of the state tensors an optimizer holds: what ZeRO-1 divides.
+// Bytes of the state tensors an optimizer holds (for a ZeroRedundancyOptimizer:
+// those this rank holds): what ZeRO-1 divides.
 int64_t optimizer_state_bytes(const optim::Optimizer& optimizer);
 
 // ZeRO stage 1: the optimizer's state is split across the ranks. Each
@@ -208,32 +227,33 @@ int64_t optimizer_state_bytes(const optim::Optimizer& optimizer);
 // keeps an optimizer, made by `make`, over its own parameters only, and after
 // its update every parameter is broadcast from its owner. Gradients must be
 // the same on every rank (DistributedDataParallel's), so the parameters equal
-// those of the unsharded optimizer, bitwise.
-class ZeroRedundancyOptimizer {
+// those of the unsharded optimizer, bitwise. It is an optim::Optimizer: the
+// learning-rate schedulers drive it as they drive the optimizer it wraps,
+// starting from rank 0's rate (every rank's local optimizer steps at lr()).
+// An error in one rank's step (out of memory) leaves the others waiting in
+// the broadcasts until the group's timeout.
+class ZeroRedundancyOptimizer : public optim::Optimizer {
  public:
   using Factory = std::function<std::unique_ptr<optim::Optimizer>(std::vector<Tensor>)>;
   ZeroRedundancyOptimizer(std::vector<Tensor> params, Factory make,
                           ProcessGroup& group = ProcessGroup::world());
 
-  void step();
-  void zero_grad(bool set_to_none = true);
-  // The rate of this rank's optimizer (rank 0's on a rank that owns nothing).
-  double lr() const;
-  void set_lr(double lr);
+  void step() override;
+  // This rank's state of parameters()[i]; empty where another rank owns it.
+  const optim::ParamState& state(size_t i) const override;
 
-  // The rank that updates params[i].
-  int owner(size_t i) const { return owner_[i]; }
+  // The rank that updates parameters()[i].
+  int owner(size_t i) const { return owner_.at(i); }
+  // owner(i) for every parameter: DdpOptions::gradient_owners for ZeRO-2.
+  const std::vector<int>& owners() const { return owner_; }
   // This rank's optimizer (null when it owns no parameter).
   optim::Optimizer* local() { return local_.get(); }
-  // Bytes of optimizer state held by this rank.
-  int64_t local_state_bytes() const;
 
  private:
   ProcessGroup& group_;
-  std::vector<Tensor> params_;
   std::vector<int> owner_;
+  std::vector<size_t> local_index_;  // of each owned parameter in local_'s list
   std::unique_ptr<optim::Optimizer> local_;
-  double lr_;
 };
 
 }  // namespace remat::distributed

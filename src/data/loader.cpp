@@ -45,11 +45,22 @@ DataLoader::DataLoader(const Tensor& inputs, const Tensor& targets, LoaderOption
               targets_.size(0), shape_str(inputs_.shape()), shape_str(targets_.shape()));
   REMAT_CHECK(options_.batch_size > 0, "DataLoader: batch_size must be positive, got {}",
               options_.batch_size);
+  REMAT_CHECK(
+      options_.num_replicas > 0 && options_.rank >= 0 && options_.rank < options_.num_replicas,
+      "DataLoader: rank must be in [0, num_replicas), got rank {} of {}", options_.rank,
+      options_.num_replicas);
+  REMAT_CHECK(inputs_.size(0) > 0 || options_.num_replicas == 1,
+              "DataLoader: no samples to share among {} replicas", options_.num_replicas);
+}
+
+int64_t DataLoader::samples_per_epoch() const {
+  return (num_samples() + options_.num_replicas - 1) / options_.num_replicas;
 }
 
 int64_t DataLoader::num_batches() const {
-  const int64_t full = num_samples() / options_.batch_size;
-  const bool partial = num_samples() % options_.batch_size != 0;
+  const int64_t samples = samples_per_epoch();
+  const int64_t full = samples / options_.batch_size;
+  const bool partial = samples % options_.batch_size != 0;
   return full + (partial && !options_.drop_last ? 1 : 0);
 }
 
@@ -62,7 +73,15 @@ std::vector<int64_t> DataLoader::order(int64_t epoch) const {
   for (size_t i = order.size(); i > 1; --i) {
     std::swap(order[i - 1], order[stream.uniform_index(static_cast<int64_t>(i))]);
   }
-  return order;
+  if (options_.num_replicas == 1) return order;
+  // Every num_replicas-th of the order extended by wrapping around.
+  std::vector<int64_t> share(static_cast<size_t>(samples_per_epoch()));
+  for (size_t i = 0; i < share.size(); ++i) {
+    const auto position =
+        static_cast<size_t>(static_cast<int64_t>(i) * options_.num_replicas + options_.rank);
+    share[i] = order[position % order.size()];
+  }
+  return share;
 }
 
 Batch DataLoader::gather(std::span<const int64_t> indices) const {

@@ -33,6 +33,9 @@ class Backend {
                                                 std::string what) = 0;
   virtual std::shared_ptr<WorkState> broadcast(const Tensor& tensor, int root,
                                                std::string what) = 0;
+  // In place on root; the other ranks' tensors stay as they are.
+  virtual std::shared_ptr<WorkState> reduce(const Tensor& tensor, ReduceOp op, int root,
+                                            std::string what) = 0;
   // out holds size() * tensor.numel() elements.
   virtual std::shared_ptr<WorkState> all_gather(const Tensor& tensor, const Tensor& out,
                                                 std::string what) = 0;

@@ -18,6 +18,7 @@ namespace remat::distributed {
 // whether any rank had one, so a parameter no rank touched keeps no gradient,
 // as in single-process training, without a second message.
 struct DistributedDataParallel::Bucket {
+  int owner = -1;  // the rank the mean is reduced to; -1: every rank (all-reduce)
   std::vector<size_t> params;
   std::vector<int64_t> offsets;  // of each parameter's gradient in buffer
   int64_t elements = 0;          // gradient elements, before the flags
@@ -59,6 +60,17 @@ DistributedDataParallel::DistributedDataParallel(std::shared_ptr<nn::Module> mod
               module_->type_name());
 
   detail::check_same_parameters(group_, params_, "DistributedDataParallel");
+  const std::vector<int>& owners = options.gradient_owners;
+  REMAT_CHECK(owners.empty() || owners.size() == params_.size(),
+              "DistributedDataParallel: {} gradient owners for {} parameters that require a "
+              "gradient",
+              owners.size(), params_.size());
+  for (int owner : owners) {
+    REMAT_CHECK(owner >= 0 && owner < group_.size(),
+                "DistributedDataParallel: gradient owner {} is not a rank of a group of {}", owner,
+                group_.size());
+  }
+  sharded_ = !owners.empty();
   if (options.broadcast_parameters) {
     for (const Tensor& p : params_) broadcast_from_rank0(group_, p);
     for (const auto& [name, buffer] : module_->named_buffers()) {
@@ -74,13 +86,15 @@ DistributedDataParallel::DistributedDataParallel(std::shared_ptr<nn::Module> mod
     const DType dtype = reduce_dtype(p.dtype());
     const int64_t bytes = p.numel() * static_cast<int64_t>(element_size(dtype));
     Bucket* last = buckets_.empty() ? nullptr : buckets_.back().get();
+    const int owner = sharded_ ? owners[k] : -1;
     const bool fits = last != nullptr && last->buffer.dtype() == dtype &&
-                      last->buffer.device() == p.device() &&
+                      last->buffer.device() == p.device() && last->owner == owner &&
                       (last->elements * static_cast<int64_t>(element_size(dtype)) + bytes <=
                        options.bucket_cap_bytes);
     if (!fits) {
       buckets_.push_back(std::make_unique<Bucket>());
       last = buckets_.back().get();
+      last->owner = owner;
       last->buffer =
           Tensor::empty({0}, dtype, p.device());  // sized below; records dtype and device
     }
@@ -89,9 +103,9 @@ DistributedDataParallel::DistributedDataParallel(std::shared_ptr<nn::Module> mod
     last->elements += p.numel();
     bucket_of_[k] = buckets_.size() - 1;
   }
-  for (auto& bucket : buckets_) {
-    bucket->buffer = zeros({bucket->elements + static_cast<int64_t>(bucket->params.size())},
-                           bucket->buffer.dtype(), bucket->buffer.device());
+  // Sharded buckets are allocated when launched and released after.
+  if (!sharded_) {
+    for (auto& bucket : buckets_) allocate(*bucket);
   }
   stats_.buckets = static_cast<int64_t>(buckets_.size());
 
@@ -103,6 +117,15 @@ DistributedDataParallel::DistributedDataParallel(std::shared_ptr<nn::Module> mod
 }
 
 DistributedDataParallel::~DistributedDataParallel() = default;
+
+void DistributedDataParallel::allocate(Bucket& bucket) {
+  bucket.buffer = Tensor::empty({bucket.elements + static_cast<int64_t>(bucket.params.size())},
+                                bucket.buffer.dtype(), bucket.buffer.device());
+}
+
+void DistributedDataParallel::release(Bucket& bucket) {
+  bucket.buffer = Tensor::empty({0}, bucket.buffer.dtype(), bucket.buffer.device());
+}
 
 std::vector<int64_t> DistributedDataParallel::bucket_bytes() const {
   std::vector<int64_t> out;
@@ -133,6 +156,8 @@ void DistributedDataParallel::launch_ready_buckets() {
   while (next_bucket_ < buckets_.size() &&
          buckets_[next_bucket_]->ready == buckets_[next_bucket_]->params.size()) {
     Bucket& bucket = *buckets_[next_bucket_++];
+    if (sharded_) allocate(bucket);
+    const bool keeps_gradients = bucket.owner < 0 || bucket.owner == group_.rank();
     for (size_t j = 0; j < bucket.params.size(); ++j) {
       const Tensor& p = params_[bucket.params[j]];
       Tensor slot = bucket.buffer.slice(0, bucket.offsets[j], bucket.offsets[j] + p.numel());
@@ -141,12 +166,14 @@ void DistributedDataParallel::launch_ready_buckets() {
       if (Tensor grad = p.grad(); grad.defined()) {
         slot.copy_(grad.reshape({p.numel()}).to(bucket.buffer.dtype()));
         flag.fill_(1.0);
+        if (!keeps_gradients) remat::zero_grad(p, /*set_to_none=*/true);
       } else {
         slot.zero_();
         flag.zero_();
       }
     }
-    bucket.work = group_.all_reduce_async(bucket.buffer, ReduceOp::kSum);
+    bucket.work = bucket.owner < 0 ? group_.all_reduce_async(bucket.buffer, ReduceOp::kSum)
+                                   : group_.reduce_async(bucket.buffer, bucket.owner);
     bucket.launched = true;
     ++(finishing_ ? stats_.started_at_end : stats_.started_during_backward);
     stats_.bytes_reduced += bucket.buffer.nbytes();
@@ -168,6 +195,10 @@ void DistributedDataParallel::finish_backward() {
       std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - start)
           .count();
   for (auto& bucket : buckets_) {
+    if (bucket->owner >= 0 && bucket->owner != group_.rank()) {
+      release(*bucket);  // another rank's gradients: already dropped here
+      continue;
+    }
     std::vector<double> flags =
         bucket->buffer.slice(0, bucket->elements, bucket->buffer.numel()).to_vector<double>();
     // The mean in place: one pass over the bucket, no temporary.
@@ -185,6 +216,7 @@ void DistributedDataParallel::finish_backward() {
         p.set_grad(mean.clone());  // its own bytes: the bucket is reused next step
       }
     }
+    if (sharded_) release(*bucket);
   }
   reset_pass();
 }

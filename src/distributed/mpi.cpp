@@ -185,6 +185,21 @@ class MpiBackend : public Backend {
     return work;
   }
 
+  std::shared_ptr<WorkState> reduce(const Tensor& tensor, ReduceOp op, int root,
+                                    std::string what) override {
+    const MPI_Datatype type = mpi_type(tensor.dtype(), what);
+    const int count = mpi_count(tensor.numel(), what);
+    const bool at_root = environment().world.rank == root;
+    auto work =
+        std::make_shared<MpiWork>(std::move(what), std::vector<Tensor>{tensor},
+                                  average_on_completion(at_root ? op : ReduceOp::kSum, tensor));
+    // The root reduces into its own tensor; the others only send theirs.
+    REMAT_MPI_CHECK(MPI_Ireduce(at_root ? MPI_IN_PLACE : tensor.data_ptr(),
+                                at_root ? tensor.data_ptr() : nullptr, count, type, mpi_op(op),
+                                root, environment().data, work->request()));
+    return work;
+  }
+
   std::shared_ptr<WorkState> broadcast(const Tensor& tensor, int root, std::string what) override {
     const int count = mpi_count(tensor.nbytes(), what);
     auto work = std::make_shared<MpiWork>(std::move(what), std::vector<Tensor>{tensor});

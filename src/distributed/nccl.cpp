@@ -121,6 +121,14 @@ class NcclBackend : public Backend {
                            static_cast<size_t>(tensor.numel()), type, nccl_op(op), comm_, stream_);
     });
   }
+  std::shared_ptr<WorkState> reduce(const Tensor& tensor, ReduceOp op, int root,
+                                    std::string what) override {
+    const ncclDataType_t type = nccl_type(tensor.dtype(), what);
+    return launch(std::move(what), {tensor}, [&] {
+      return ncclReduce(tensor.data_ptr(), tensor.data_ptr(), static_cast<size_t>(tensor.numel()),
+                        type, nccl_op(op), root, comm_, stream_);
+    });
+  }
   std::shared_ptr<WorkState> broadcast(const Tensor& tensor, int root, std::string what) override {
     return launch(std::move(what), {tensor}, [&] {
       return ncclBroadcast(tensor.data_ptr(), tensor.data_ptr(),

@@ -140,6 +140,26 @@ void ProcessGroup::all_reduce(const Tensor& tensor, ReduceOp op) {
   all_reduce_async(tensor, op).wait();
 }
 
+Work ProcessGroup::reduce_async(const Tensor& tensor, int root, ReduceOp op) {
+  const std::string what = fmt::format("reduce({}) to rank {}", op_name(op), root);
+  detail::Backend& backend = backend_for(tensor, what.c_str());
+  REMAT_CHECK(root >= 0 && root < size_, "{}: root {} is not a rank of a group of {}", what, root,
+              size_);
+  REMAT_CHECK(op != ReduceOp::kAverage || is_floating(tensor.dtype()),
+              "{} of {}: averages need a floating-point tensor", what,
+              TensorMeta::of(tensor).str());
+  if (rank_ == root) tensor.bump_version();
+  return Work(backend.reduce(tensor, op, root, describe(what.c_str(), tensor, rank_, size_)),
+              *this);
+}
+
+void ProcessGroup::reduce(const Tensor& tensor, int root, ReduceOp op) {
+  const std::string what = fmt::format("reduce({}) to rank {}", op_name(op), root);
+  backend_for(tensor, what.c_str());
+  check_agreement(what.c_str(), tensor, root);
+  reduce_async(tensor, root, op).wait();
+}
+
 Work ProcessGroup::broadcast_async(const Tensor& tensor, int root) {
   detail::Backend& backend = backend_for(tensor, "broadcast");
   REMAT_CHECK(root >= 0 && root < size_, "broadcast: root {} is not a rank of a group of {}", root,

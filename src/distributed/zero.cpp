@@ -13,61 +13,63 @@ namespace remat::distributed {
 
 ZeroRedundancyOptimizer::ZeroRedundancyOptimizer(std::vector<Tensor> params, Factory make,
                                                  ProcessGroup& group)
-    : group_(group), params_(std::move(params)) {
-  REMAT_CHECK(!params_.empty(), "ZeroRedundancyOptimizer: no parameters");
+    : Optimizer("ZeroRedundancyOptimizer", std::move(params), /*lr=*/0), group_(group) {
   REMAT_CHECK(make != nullptr, "ZeroRedundancyOptimizer: no optimizer factory");
-  for (const Tensor& p : params_) {
+  const std::vector<Tensor>& all = parameters();
+  for (const Tensor& p : all) {
     REMAT_CHECK(p.is_contiguous(), "ZeroRedundancyOptimizer: parameter {} is not contiguous",
                 TensorMeta::of(p).str());
   }
   // Largest first, each to the rank holding the fewest bytes so far (ties to
   // the lowest rank): a deterministic partition every rank computes alike.
-  std::vector<size_t> order(params_.size());
+  std::vector<size_t> order(all.size());
   std::iota(order.begin(), order.end(), size_t{0});
   std::stable_sort(order.begin(), order.end(),
-                   [&](size_t a, size_t b) { return params_[a].nbytes() > params_[b].nbytes(); });
+                   [&](size_t a, size_t b) { return all[a].nbytes() > all[b].nbytes(); });
   std::vector<int64_t> load(static_cast<size_t>(group_.size()), 0);
-  owner_.resize(params_.size());
+  owner_.resize(all.size());
   for (size_t i : order) {
     const auto least = std::min_element(load.begin(), load.end());
     owner_[i] = static_cast<int>(least - load.begin());
-    *least += params_[i].nbytes();
+    *least += all[i].nbytes();
   }
   // step()'s broadcasts pair parameters up by position.
-  detail::check_same_parameters(group_, params_, "ZeroRedundancyOptimizer");
+  detail::check_same_parameters(group_, all, "ZeroRedundancyOptimizer");
   std::vector<Tensor> mine;
-  for (size_t i = 0; i < params_.size(); ++i) {
-    if (owner_[i] == group_.rank()) mine.push_back(params_[i]);
+  local_index_.assign(all.size(), 0);
+  for (size_t i = 0; i < all.size(); ++i) {
+    if (owner_[i] != group_.rank()) continue;
+    local_index_[i] = mine.size();
+    mine.push_back(all[i]);
   }
   if (!mine.empty()) local_ = make(std::move(mine));
   // Rank 0 owns the largest parameter, so it has an optimizer to read the
-  // rate from; a rank that owns nothing reports rank 0's.
+  // rate from; every rank starts from it.
   Tensor lr = from_vector(std::vector<double>{local_ ? local_->lr() : 0.0}, {1});
   group_.broadcast(lr, 0);
-  lr_ = lr.item<double>();
+  set_lr(lr.item<double>());
 }
 
 void ZeroRedundancyOptimizer::step() {
-  if (local_) local_->step();
+  if (local_) {
+    local_->set_lr(lr());  // a scheduler sets this optimizer's rate
+    local_->step();
+  }
   // Each parameter from its owner, all in flight at once.
   NoGradGuard no_grad;
+  const std::vector<Tensor>& all = parameters();
   std::vector<Work> works;
-  works.reserve(params_.size());
-  for (size_t i = 0; i < params_.size(); ++i) {
-    works.push_back(group_.broadcast_async(params_[i].detach(), owner_[i]));
+  works.reserve(all.size());
+  for (size_t i = 0; i < all.size(); ++i) {
+    works.push_back(group_.broadcast_async(all[i].detach(), owner_[i]));
   }
   for (Work& w : works) w.wait();
 }
 
-void ZeroRedundancyOptimizer::zero_grad(bool set_to_none) {
-  for (const Tensor& p : params_) remat::zero_grad(p, set_to_none);
-}
-
-double ZeroRedundancyOptimizer::lr() const { return lr_; }
-
-void ZeroRedundancyOptimizer::set_lr(double lr) {
-  if (local_) local_->set_lr(lr);
-  lr_ = lr;
+const optim::ParamState& ZeroRedundancyOptimizer::state(size_t i) const {
+  check_index(i);
+  static const optim::ParamState kHeldElsewhere;
+  return owner_[i] == group_.rank() ? local_->state(local_index_[i]) : kHeldElsewhere;
 }
 
 int64_t optimizer_state_bytes(const optim::Optimizer& optimizer) {
@@ -79,10 +81,6 @@ int64_t optimizer_state_bytes(const optim::Optimizer& optimizer) {
     }
   }
   return bytes;
-}
-
-int64_t ZeroRedundancyOptimizer::local_state_bytes() const {
-  return local_ ? optimizer_state_bytes(*local_) : 0;
 }
 
 }  // namespace remat::distributed

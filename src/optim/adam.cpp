@@ -10,7 +10,7 @@ Adam::Adam(std::vector<Tensor> params, AdamOptions options)
 
 Adam::Adam(std::string name, std::vector<Tensor> params, const AdamOptions& options,
            double default_weight_decay, bool decoupled_weight_decay)
-    : Optimizer(std::move(name), std::move(params), options.lr),
+    : PerParameterOptimizer(std::move(name), std::move(params), options.lr),
       beta1_(options.beta1),
       beta2_(options.beta2),
       eps_(options.eps),

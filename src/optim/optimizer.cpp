@@ -11,7 +11,7 @@
 namespace remat::optim {
 
 Optimizer::Optimizer(std::string name, std::vector<Tensor> params, double lr)
-    : name_(std::move(name)), params_(std::move(params)), states_(params_.size()) {
+    : name_(std::move(name)), params_(std::move(params)) {
   REMAT_CHECK(!params_.empty(), "{}: got an empty parameter list", name_);
   std::set<const TensorImpl*> seen;
   for (size_t i = 0; i < params_.size(); ++i) {
@@ -29,7 +29,15 @@ Optimizer::Optimizer(std::string name, std::vector<Tensor> params, double lr)
   set_lr(lr);
 }
 
-void Optimizer::step() {
+void Optimizer::check_index(size_t i) const {
+  REMAT_CHECK(i < params_.size(), "{}: no parameter {} (it has {})", name_, i, params_.size());
+}
+
+PerParameterOptimizer::PerParameterOptimizer(std::string name, std::vector<Tensor> params,
+                                             double lr)
+    : Optimizer(std::move(name), std::move(params), lr), states_(parameters().size()) {}
+
+void PerParameterOptimizer::step() {
   NoGradGuard no_grad;  // an update is not part of any graph
   memory::TagScope tag("optimizer");
   struct Step {
@@ -38,15 +46,17 @@ void Optimizer::step() {
     PendingUpdate next;
   };
   std::vector<Step> steps;
-  for (size_t i = 0; i < params_.size(); ++i) {
-    Tensor grad = params_[i].grad();
+  const std::vector<Tensor>& params = parameters();
+  for (size_t i = 0; i < params.size(); ++i) {
+    Tensor grad = params[i].grad();
     if (!grad.defined()) continue;
     Step& s = steps.emplace_back(Step{i, std::move(grad), {states_[i]}});
     ++s.next.state.step;
-    prepare(params_[i], s.grad, s.next);
+    prepare(params[i], s.grad, s.next);
   }
   for (Step& s : steps) {
-    commit(params_[s.index], s.grad, s.next);
+    Tensor param = params[s.index];  // a handle: commit writes the shared tensor
+    commit(param, s.grad, s.next);
     states_[s.index] = std::move(s.next.state);
   }
 }
@@ -61,8 +71,8 @@ void Optimizer::set_lr(double lr) {
   lr_ = lr;
 }
 
-const ParamState& Optimizer::state(size_t i) const {
-  REMAT_CHECK(i < states_.size(), "{}: no parameter {} (it has {})", name_, i, states_.size());
+const ParamState& PerParameterOptimizer::state(size_t i) const {
+  check_index(i);
   return states_[i];
 }
 

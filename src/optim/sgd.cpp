@@ -5,7 +5,7 @@
 namespace remat::optim {
 
 SGD::SGD(std::vector<Tensor> params, SGDOptions options)
-    : Optimizer("SGD", std::move(params), options.lr),
+    : PerParameterOptimizer("SGD", std::move(params), options.lr),
       momentum_(options.momentum),
       dampening_(options.dampening),
       weight_decay_(options.weight_decay),

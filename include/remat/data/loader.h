@@ -22,6 +22,15 @@ struct LoaderOptions {
   uint64_t seed = 0;
   // Drop the last batch of an epoch when it would be smaller than batch_size.
   bool drop_last = false;
+  // Data-parallel sharding, as PyTorch's DistributedSampler: each epoch's
+  // order is one permutation of every sample, the same on every replica,
+  // extended by wrapping around to a multiple of num_replicas, and replica
+  // `rank` (in [0, num_replicas)) takes every num_replicas-th sample of it,
+  // from position rank. Replicas see disjoint samples (but for the few
+  // repeated to even them out), the same number of batches, and a different
+  // share every epoch.
+  int64_t num_replicas = 1;
+  int64_t rank = 0;
 };
 
 class DataLoader {
@@ -34,12 +43,15 @@ class DataLoader {
   DataLoader(const Tensor& inputs, const Tensor& targets, LoaderOptions options = {});
 
   int64_t num_samples() const { return inputs_.size(0); }
+  // Samples this replica visits per epoch: ceil(num_samples / num_replicas).
+  int64_t samples_per_epoch() const;
   // Batches per epoch.
   int64_t num_batches() const;
   const LoaderOptions& options() const { return options_; }
 
   // The order in which `epoch` visits the samples: a permutation drawn from
-  // the seed's stream for that epoch, or 0..N-1 without shuffling.
+  // the seed's stream for that epoch, or 0..N-1 without shuffling; this
+  // replica's share of it when num_replicas > 1.
   std::vector<int64_t> order(int64_t epoch) const;
   // The given samples, copied row by row into contiguous tensors.
   Batch gather(std::span<const int64_t> indices) const;

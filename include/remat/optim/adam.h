@@ -28,7 +28,7 @@ struct AdamOptions {
 // The state takes the parameter's dtype. The update runs in float64 for
 // float64 parameters and in float32 otherwise; bfloat16 and float16
 // parameters and state are rounded once on store, as PyTorch's fused Adam.
-class Adam : public Optimizer {
+class Adam : public PerParameterOptimizer {
  public:
   explicit Adam(std::vector<Tensor> params, AdamOptions options = {});
 

@@ -1,8 +1,10 @@
-// optim::Optimizer: the base of SGD, Adam and AdamW. An optimizer holds handles
-// to the parameters it updates (the tensors a module owns: nn::Module::to()
-// moves them in place, and the optimizer sees the move) and, for each, the
-// state its update rule keeps. One learning rate covers every parameter
-// (there are no parameter groups); schedulers set it between steps.
+// optim::Optimizer: what training loops, schedulers and checkpoints of a run
+// see of an optimizer. It holds handles to the parameters it updates (the
+// tensors a module owns: nn::Module::to() moves them in place, and the
+// optimizer sees the move) and, for each, the state its update rule keeps.
+// One learning rate covers every parameter (there are no parameter groups);
+// schedulers set it between steps. PerParameterOptimizer is the base of SGD,
+// Adam and AdamW; distributed::ZeroRedundancyOptimizer is another Optimizer.
 #pragma once
 
 #include <cstdint>
@@ -42,11 +44,8 @@ class Optimizer {
   // has a gradient. Parameters without one are skipped: neither they nor their
   // state (step count included) change. Each update bumps the parameter's
   // version, so a backward that saved it before the step refuses to run.
-  // All or nothing under allocation failure: everything the step allocates
-  // (state, temporaries) is allocated before any parameter is written, so an
-  // OutOfMemoryError leaves every parameter and its state as it was.
   // Allocations are tagged "optimizer" on the memory timeline.
-  void step();
+  virtual void step() = 0;
   // Drops every parameter's gradient (PyTorch's default since 2.0): the next
   // backward takes its first gradient as computed instead of adding it to
   // zeros, and the gradients' memory is free between steps. With
@@ -59,15 +58,37 @@ class Optimizer {
   void set_lr(double lr);
 
   const std::vector<Tensor>& parameters() const { return params_; }
-  // The state of parameters()[i].
-  const ParamState& state(size_t i) const;
-  // "SGD", "Adam", "AdamW": the prefix of this optimizer's error messages.
+  // The state this optimizer holds for parameters()[i] (all fields empty for
+  // a parameter whose state lives elsewhere, as on another rank under ZeRO).
+  virtual const ParamState& state(size_t i) const = 0;
+  // "SGD", "Adam", "AdamW", ...: the prefix of this optimizer's error messages.
   const std::string& name() const { return name_; }
 
  protected:
   // Throws unless params is non-empty and holds distinct floating-point leaf
   // tensors, and lr is valid.
   Optimizer(std::string name, std::vector<Tensor> params, double lr);
+  // Throws unless i indexes parameters().
+  void check_index(size_t i) const;
+
+ private:
+  std::string name_;
+  std::vector<Tensor> params_;
+  double lr_ = 0;
+};
+
+// An optimizer that updates each parameter from its gradient and its own
+// state: SGD, Adam, AdamW. Its step() is all or nothing under allocation
+// failure: everything the step allocates (state, temporaries) is allocated
+// before any parameter is written, so an OutOfMemoryError leaves every
+// parameter and its state as it was.
+class PerParameterOptimizer : public Optimizer {
+ public:
+  void step() override;
+  const ParamState& state(size_t i) const override;
+
+ protected:
+  PerParameterOptimizer(std::string name, std::vector<Tensor> params, double lr);
   // One parameter's update in two halves; step() runs prepare() for every
   // parameter before the first commit(). prepare() does all the allocating:
   // it fills `next`, which starts as a copy of the parameter's state with the
@@ -79,10 +100,7 @@ class Optimizer {
   virtual void commit(Tensor& param, const Tensor& grad, const PendingUpdate& next) = 0;
 
  private:
-  std::string name_;
-  std::vector<Tensor> params_;
   std::vector<ParamState> states_;
-  double lr_ = 0;
 };
 
 }  // namespace remat::optim

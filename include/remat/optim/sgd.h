@@ -27,7 +27,7 @@ struct SGDOptions {
 // One fused pass (the sgd_update op) in place over the parameter and its
 // buffer; 16-bit parameters computed in float32 and rounded once on store,
 // as torch.optim.SGD(fused=True) does.
-class SGD : public Optimizer {
+class SGD : public PerParameterOptimizer {
  public:
   explicit SGD(std::vector<Tensor> params, SGDOptions options = {});
 
