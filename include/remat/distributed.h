@@ -3,7 +3,8 @@
 // through MPI for CPU tensors and through NCCL for CUDA tensors (the backend
 // follows the tensor's device). DistributedDataParallel averages a module's
 // gradients across the group while backward runs; ZeroRedundancyOptimizer
-// shards an optimizer's state across it (ZeRO stage 1).
+// shards an optimizer's state across it (ZeRO stage 1; stage 2 with
+// DdpOptions::gradient_owners).
 //
 // Not part of remat.h: this header needs no MPI to compile, but a remat built
 // without MPI (REMAT_ENABLE_MPI=OFF, or no libopenmpi-dev) throws from
