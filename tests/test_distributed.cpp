@@ -141,6 +141,39 @@ TEST(ProcessGroup, RefusesWhatItCannotMove) {
   group().barrier();
 }
 
+TEST(ProcessGroup, SplitMakesSubGroupsOfTheirOwn) {
+  const int r = group().rank();
+  // Both ranks, in reverse order.
+  std::unique_ptr<ProcessGroup> reversed = group().split(/*color=*/0, /*key=*/-r);
+  ASSERT_NE(reversed, nullptr);
+  EXPECT_EQ(reversed->size(), 2);
+  EXPECT_EQ(reversed->rank(), 1 - r);
+  EXPECT_EQ(reversed->timeout(), group().timeout());
+  Tensor b = full({2}, double(r), kFloat64);
+  reversed->broadcast(b, /*root=*/0);  // the root is world rank 1
+  EXPECT_EQ(b.to_vector<double>(), (std::vector<double>{1, 1}));
+  expect_error([&] { reversed->all_reduce(zeros({r == 0 ? 3 : 4}, kFloat32)); },
+               "the ranks disagree");
+
+  // One group per rank: its collectives involve no peer.
+  std::unique_ptr<ProcessGroup> alone = group().split(/*color=*/r);
+  ASSERT_NE(alone, nullptr);
+  EXPECT_EQ(alone->size(), 1);
+  EXPECT_EQ(alone->rank(), 0);
+  Tensor t = from_vector(std::vector<float>{float(r + 5)}, {1});
+  alone->all_reduce(t);
+  EXPECT_EQ(t.item<float>(), float(r + 5));
+  alone->barrier();
+
+  // A negative color joins no group.
+  std::unique_ptr<ProcessGroup> second = group().split(r == 0 ? -1 : 0);
+  EXPECT_EQ(second == nullptr, r == 0);
+  if (second) {
+    EXPECT_EQ(second->size(), 1);
+  }
+  group().barrier();
+}
+
 // Run by its own ctest entry (distributed_peer_death_np2), which expects the
 // job to fail, not to hang: rank 1 dies mid-run, and mpirun ends the job (or
 // rank 0's collective times out).
@@ -447,6 +480,17 @@ TEST(DistributedDataParallel, TrainingGivesTheSameLossesAsOneProcess) {
     ref_opt.zero_grad();
     EXPECT_NEAR(mean_loss.item<double>(), ref_loss.item<double>(), 1e-13) << "step " << step;
   }
+}
+
+TEST(DistributedDataParallel, OnAOneRankSubGroupKeepsTheLocalGradients) {
+  std::unique_ptr<ProcessGroup> alone = group().split(/*color=*/group().rank());
+  auto model = make_mlp();
+  DistributedDataParallel ddp(model, *alone);
+  const Batch b = half(full_batch(60), group().rank());
+  loss_of(ddp.module(), b).backward();
+  auto ref = make_mlp();
+  loss_of(*ref, b).backward();
+  expect_bitwise(grads_of(*model), grads_of(*ref));
 }
 
 // ---- ZeRO stage 1 -----------------------------------------------------------------

@@ -33,6 +33,8 @@ enum class ReduceOp { kSum, kAverage, kMax, kMin };
 namespace detail {
 class WorkState;
 class Backend;
+class MpiComms;
+struct MpiMembership;
 }  // namespace detail
 class ProcessGroup;
 
@@ -104,8 +106,15 @@ class ProcessGroup {
   Tensor reduce_scatter(const Tensor& tensor, ReduceOp op = ReduceOp::kSum);
   void barrier();
 
+  // A sub-group (MPI_Comm_split): the ranks of this group that pass the same
+  // color >= 0 form one group, ranked by key, then by their rank here. Every
+  // rank of this group must call it; a negative color joins no group and gets
+  // null. The new group has this group's timeout, and its own
+  // communicators: its collectives never match this group's.
+  std::unique_ptr<ProcessGroup> split(int color, int key = 0);
+
  private:
-  ProcessGroup();
+  explicit ProcessGroup(const detail::MpiMembership& membership, std::chrono::milliseconds timeout);
   // The backend for a tensor's device (NCCL's is made on first use).
   detail::Backend& backend_for(const Tensor& tensor, const char* what);
   // Throws unless every rank passes the same fingerprint for a collective.
@@ -114,6 +123,7 @@ class ProcessGroup {
   int rank_ = 0;
   int size_ = 1;
   std::chrono::milliseconds timeout_;
+  std::shared_ptr<detail::MpiComms> comms_;
   std::unique_ptr<detail::Backend> mpi_;
   std::unique_ptr<detail::Backend> nccl_;
   Device nccl_device_;

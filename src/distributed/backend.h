@@ -44,18 +44,26 @@ class Backend {
                                                     ReduceOp op, std::string what) = 0;
 };
 
-// The MPI environment, initialised on first use. Throws in a build without MPI.
-struct MpiWorld {
+// A group's two MPI communicators, one for the data and one for the
+// agreement checks and barriers (defined in mpi.cpp, which alone sees MPI).
+class MpiComms;
+struct MpiMembership {
   int rank = 0;
   int size = 1;
+  std::shared_ptr<MpiComms> comms;
 };
-MpiWorld mpi_init();
-std::unique_ptr<Backend> make_mpi_backend();
+// Every process, initialising MPI on first use. Throws in a build without MPI.
+MpiMembership mpi_world();
+// MPI_Comm_split of `parent` (collective over it): the ranks passing the
+// same color >= 0, ordered by key, then by their rank in parent. A negative
+// color joins no group: comms is then null.
+MpiMembership mpi_split(const MpiComms& parent, int color, int key);
+std::unique_ptr<Backend> make_mpi_backend(const MpiMembership& membership);
 // Blocking barrier and fingerprint check on the control communicator: returns
 // the minimum and maximum over ranks of each value.
-void mpi_min_max(int64_t* values, int64_t* min, int64_t* max, int count,
+void mpi_min_max(const MpiComms& comms, int64_t* values, int64_t* min, int64_t* max, int count,
                  std::chrono::milliseconds timeout, const std::string& what);
-void mpi_barrier(std::chrono::milliseconds timeout);
+void mpi_barrier(const MpiComms& comms, std::chrono::milliseconds timeout);
 // An NCCL communicator for `device`, bootstrapped through the group's MPI
 // (rank 0's unique id broadcast): null in a build without NCCL.
 std::unique_ptr<Backend> make_nccl_backend(ProcessGroup& group, Device device);

@@ -1,6 +1,7 @@
 // The MPI backend: CPU tensors, nonblocking collectives on a communicator of
 // remat's own (a duplicate of MPI_COMM_WORLD, so a program's own MPI traffic
-// never matches ours), and a second duplicate for the agreement checks.
+// never matches ours, or a split of one), and a second one for the agreement
+// checks.
 #include <climits>
 #include <functional>
 #include <thread>
@@ -64,13 +65,35 @@ struct Pending {
   std::vector<Tensor> tensors;
 };
 
+}  // namespace
+
+class MpiComms {
+ public:
+  MpiComms(MPI_Comm data, MPI_Comm control) : data_(data), control_(control) {}
+  ~MpiComms() {
+    int finalized = 0;
+    MPI_Finalized(&finalized);
+    if (finalized) return;  // MPI freed them
+    MPI_Comm_free(&data_);
+    MPI_Comm_free(&control_);
+  }
+  MpiComms(const MpiComms&) = delete;
+  MpiComms& operator=(const MpiComms&) = delete;
+  MPI_Comm data() const { return data_; }
+  MPI_Comm control() const { return control_; }
+
+ private:
+  MPI_Comm data_;
+  MPI_Comm control_;
+};
+
+namespace {
+
 // MPI for the process. Finalised by this static's destructor when remat
 // initialised it; requests dropped before completing are finished there first.
 struct Environment {
   bool initialised_here = false;
-  MPI_Comm data = MPI_COMM_NULL;
-  MPI_Comm control = MPI_COMM_NULL;
-  MpiWorld world;
+  MpiMembership world;
   std::vector<Pending> abandoned;
 
   Environment() {
@@ -83,8 +106,11 @@ struct Environment {
     }
     // Errors come back as codes (then exceptions), not as MPI's abort.
     REMAT_MPI_CHECK(MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN));
+    MPI_Comm data = MPI_COMM_NULL;
+    MPI_Comm control = MPI_COMM_NULL;
     REMAT_MPI_CHECK(MPI_Comm_dup(MPI_COMM_WORLD, &data));
     REMAT_MPI_CHECK(MPI_Comm_dup(MPI_COMM_WORLD, &control));
+    world.comms = std::make_shared<MpiComms>(data, control);
     REMAT_MPI_CHECK(MPI_Comm_rank(data, &world.rank));
     REMAT_MPI_CHECK(MPI_Comm_size(data, &world.size));
   }
@@ -93,8 +119,9 @@ struct Environment {
     MPI_Finalized(&finalized);
     if (finalized) return;
     for (Pending& p : abandoned) MPI_Wait(&p.request, MPI_STATUS_IGNORE);
-    MPI_Comm_free(&data);
-    MPI_Comm_free(&control);
+    // Communicators a live group still holds (the world's, which is never
+    // destroyed) are released by MPI_Finalize.
+    world.comms.reset();
     if (initialised_here) MPI_Finalize();
   }
 };
@@ -163,8 +190,7 @@ int mpi_count(int64_t n, const std::string& what) {
 }
 
 // MPI has no average: sum, then divide once the sum is in place.
-std::function<void()> average_on_completion(ReduceOp op, const Tensor& result) {
-  const int size = environment().world.size;
+std::function<void()> average_on_completion(ReduceOp op, const Tensor& result, int size) {
   if (op != ReduceOp::kAverage || size == 1) return {};
   return [result, size] {
     NoGradGuard no_grad;
@@ -174,14 +200,16 @@ std::function<void()> average_on_completion(ReduceOp op, const Tensor& result) {
 
 class MpiBackend : public Backend {
  public:
+  explicit MpiBackend(MpiMembership membership) : group_(std::move(membership)) {}
+
   std::shared_ptr<WorkState> all_reduce(const Tensor& tensor, ReduceOp op,
                                         std::string what) override {
     const MPI_Datatype type = mpi_type(tensor.dtype(), what);
     const int count = mpi_count(tensor.numel(), what);
     auto work = std::make_shared<MpiWork>(std::move(what), std::vector<Tensor>{tensor},
-                                          average_on_completion(op, tensor));
+                                          average_on_completion(op, tensor, group_.size));
     REMAT_MPI_CHECK(MPI_Iallreduce(MPI_IN_PLACE, tensor.data_ptr(), count, type, mpi_op(op),
-                                   environment().data, work->request()));
+                                   group_.comms->data(), work->request()));
     return work;
   }
 
@@ -189,22 +217,22 @@ class MpiBackend : public Backend {
                                     std::string what) override {
     const MPI_Datatype type = mpi_type(tensor.dtype(), what);
     const int count = mpi_count(tensor.numel(), what);
-    const bool at_root = environment().world.rank == root;
-    auto work =
-        std::make_shared<MpiWork>(std::move(what), std::vector<Tensor>{tensor},
-                                  average_on_completion(at_root ? op : ReduceOp::kSum, tensor));
+    const bool at_root = group_.rank == root;
+    auto work = std::make_shared<MpiWork>(
+        std::move(what), std::vector<Tensor>{tensor},
+        average_on_completion(at_root ? op : ReduceOp::kSum, tensor, group_.size));
     // The root reduces into its own tensor; the others only send theirs.
     REMAT_MPI_CHECK(MPI_Ireduce(at_root ? MPI_IN_PLACE : tensor.data_ptr(),
                                 at_root ? tensor.data_ptr() : nullptr, count, type, mpi_op(op),
-                                root, environment().data, work->request()));
+                                root, group_.comms->data(), work->request()));
     return work;
   }
 
   std::shared_ptr<WorkState> broadcast(const Tensor& tensor, int root, std::string what) override {
     const int count = mpi_count(tensor.nbytes(), what);
     auto work = std::make_shared<MpiWork>(std::move(what), std::vector<Tensor>{tensor});
-    REMAT_MPI_CHECK(
-        MPI_Ibcast(tensor.data_ptr(), count, MPI_BYTE, root, environment().data, work->request()));
+    REMAT_MPI_CHECK(MPI_Ibcast(tensor.data_ptr(), count, MPI_BYTE, root, group_.comms->data(),
+                               work->request()));
     return work;
   }
 
@@ -214,7 +242,7 @@ class MpiBackend : public Backend {
     mpi_count(out.nbytes(), what);
     auto work = std::make_shared<MpiWork>(std::move(what), std::vector<Tensor>{tensor, out});
     REMAT_MPI_CHECK(MPI_Iallgather(tensor.data_ptr(), count, MPI_BYTE, out.data_ptr(), count,
-                                   MPI_BYTE, environment().data, work->request()));
+                                   MPI_BYTE, group_.comms->data(), work->request()));
     return work;
   }
 
@@ -224,20 +252,41 @@ class MpiBackend : public Backend {
     const int count = mpi_count(out.numel(), what);
     mpi_count(tensor.numel(), what);
     auto work = std::make_shared<MpiWork>(std::move(what), std::vector<Tensor>{tensor, out},
-                                          average_on_completion(op, out));
+                                          average_on_completion(op, out, group_.size));
     REMAT_MPI_CHECK(MPI_Ireduce_scatter_block(tensor.data_ptr(), out.data_ptr(), count, type,
-                                              mpi_op(op), environment().data, work->request()));
+                                              mpi_op(op), group_.comms->data(), work->request()));
     return work;
   }
+
+ private:
+  MpiMembership group_;
 };
 
 }  // namespace
 
-MpiWorld mpi_init() { return environment().world; }
+MpiMembership mpi_world() { return environment().world; }
 
-std::unique_ptr<Backend> make_mpi_backend() { return std::make_unique<MpiBackend>(); }
+MpiMembership mpi_split(const MpiComms& parent, int color, int key) {
+  int parent_rank = 0;
+  REMAT_MPI_CHECK(MPI_Comm_rank(parent.data(), &parent_rank));
+  const int mpi_color = color < 0 ? MPI_UNDEFINED : color;
+  MPI_Comm data = MPI_COMM_NULL;
+  MPI_Comm control = MPI_COMM_NULL;
+  REMAT_MPI_CHECK(MPI_Comm_split(parent.data(), mpi_color, key, &data));
+  REMAT_MPI_CHECK(MPI_Comm_split(parent.control(), mpi_color, key, &control));
+  MpiMembership m;
+  if (data == MPI_COMM_NULL) return m;
+  m.comms = std::make_shared<MpiComms>(data, control);
+  REMAT_MPI_CHECK(MPI_Comm_rank(data, &m.rank));
+  REMAT_MPI_CHECK(MPI_Comm_size(data, &m.size));
+  return m;
+}
 
-void mpi_min_max(int64_t* values, int64_t* min, int64_t* max, int count,
+std::unique_ptr<Backend> make_mpi_backend(const MpiMembership& membership) {
+  return std::make_unique<MpiBackend>(membership);
+}
+
+void mpi_min_max(const MpiComms& comms, int64_t* values, int64_t* min, int64_t* max, int count,
                  std::chrono::milliseconds timeout, const std::string& what) {
   // One MAX reduction of (v, -v) gives both ends. The buffer is a tensor the
   // work keeps: after a timeout the exchange may still complete into it.
@@ -248,8 +297,8 @@ void mpi_min_max(int64_t* values, int64_t* min, int64_t* max, int count,
     b[count + i] = -values[i];
   }
   MpiWork work(what + " (agreement check)", {both});
-  REMAT_MPI_CHECK(MPI_Iallreduce(MPI_IN_PLACE, b, 2 * count, MPI_INT64_T, MPI_MAX,
-                                 environment().control, work.request()));
+  REMAT_MPI_CHECK(MPI_Iallreduce(MPI_IN_PLACE, b, 2 * count, MPI_INT64_T, MPI_MAX, comms.control(),
+                                 work.request()));
   wait_for(work, timeout);
   for (int i = 0; i < count; ++i) {
     max[i] = b[i];
@@ -257,9 +306,9 @@ void mpi_min_max(int64_t* values, int64_t* min, int64_t* max, int count,
   }
 }
 
-void mpi_barrier(std::chrono::milliseconds timeout) {
+void mpi_barrier(const MpiComms& comms, std::chrono::milliseconds timeout) {
   MpiWork work("barrier", {});
-  REMAT_MPI_CHECK(MPI_Ibarrier(environment().control, work.request()));
+  REMAT_MPI_CHECK(MPI_Ibarrier(comms.control(), work.request()));
   wait_for(work, timeout);
 }
 
@@ -273,12 +322,16 @@ namespace {
 }
 }  // namespace
 
-MpiWorld mpi_init() { no_mpi(); }
-std::unique_ptr<Backend> make_mpi_backend() { no_mpi(); }
-void mpi_min_max(int64_t*, int64_t*, int64_t*, int, std::chrono::milliseconds, const std::string&) {
+class MpiComms {};
+
+MpiMembership mpi_world() { no_mpi(); }
+MpiMembership mpi_split(const MpiComms&, int, int) { no_mpi(); }
+std::unique_ptr<Backend> make_mpi_backend(const MpiMembership&) { no_mpi(); }
+void mpi_min_max(const MpiComms&, int64_t*, int64_t*, int64_t*, int, std::chrono::milliseconds,
+                 const std::string&) {
   no_mpi();
 }
-void mpi_barrier(std::chrono::milliseconds) { no_mpi(); }
+void mpi_barrier(const MpiComms&, std::chrono::milliseconds) { no_mpi(); }
 
 #endif
 

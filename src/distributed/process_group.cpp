@@ -68,15 +68,23 @@ std::string describe(const char* what, const Tensor& tensor, int rank, int size)
 }  // namespace
 
 ProcessGroup& ProcessGroup::world() {
-  static ProcessGroup* group = new ProcessGroup;  // never destroyed: MPI's own static finalises
+  // Never destroyed: MPI's own static finalises.
+  static ProcessGroup* group = new ProcessGroup(detail::mpi_world(), timeout_from_environment());
   return *group;
 }
 
-ProcessGroup::ProcessGroup() : timeout_(timeout_from_environment()) {
-  const detail::MpiWorld w = detail::mpi_init();
-  rank_ = w.rank;
-  size_ = w.size;
-  mpi_ = detail::make_mpi_backend();
+ProcessGroup::ProcessGroup(const detail::MpiMembership& membership,
+                           std::chrono::milliseconds timeout)
+    : rank_(membership.rank),
+      size_(membership.size),
+      timeout_(timeout),
+      comms_(membership.comms),
+      mpi_(detail::make_mpi_backend(membership)) {}
+
+std::unique_ptr<ProcessGroup> ProcessGroup::split(int color, int key) {
+  const detail::MpiMembership membership = detail::mpi_split(*comms_, color, key);
+  if (membership.comms == nullptr) return nullptr;
+  return std::unique_ptr<ProcessGroup>(new ProcessGroup(membership, timeout_));
 }
 
 ProcessGroup::~ProcessGroup() = default;
@@ -114,7 +122,7 @@ void ProcessGroup::check_agreement(const char* what, const Tensor& tensor, int64
   int64_t min[2];
   int64_t max[2];
   const std::string name = describe(what, tensor, rank_, size_);
-  detail::mpi_min_max(values, min, max, 2, timeout_, name);
+  detail::mpi_min_max(*comms_, values, min, max, 2, timeout_, name);
   if (min[1] != max[1]) {
     throw Error(fmt::format(
         "{}: the ranks disagree on the call: this rank passes {} ({} elements), the ranks pass "
@@ -222,6 +230,6 @@ void check_same_parameters(ProcessGroup& group, const std::vector<Tensor>& param
 
 }  // namespace detail
 
-void ProcessGroup::barrier() { detail::mpi_barrier(timeout_); }
+void ProcessGroup::barrier() { detail::mpi_barrier(*comms_, timeout_); }
 
 }  // namespace remat::distributed
