@@ -221,6 +221,7 @@ struct Options {
   std::string state_dir;
   bool ddp = false;
   int zero_stage = 0;  // 0: none
+  bool bucket_views = false;
 };
 
 // One rank's numbers for a run under --ddp.
@@ -261,7 +262,7 @@ RunResult measure(const Options& o, const ModelConfig& config, remat::DType dtyp
   const Plan plan = Plan::parse(plan_name, config.model);
   remat::memory::empty_cache(device);
   bench::Workload workload(config, dtype, device, o.seed);
-  if (o.ddp) workload.distribute(o.zero_stage);
+  if (o.ddp) workload.distribute(o.zero_stage, o.bucket_views);
   if (!limit && !o.memory_limit.empty()) limit = remat::parse_bytes(o.memory_limit);
   std::optional<remat::BudgetGuard> guard;
   if (limit) guard.emplace(device, *limit);
@@ -493,7 +494,11 @@ int main(int argc, char** argv) try {
                "with --ddp: shard AdamW's state across the ranks (ZeRO-1); --zero=2 shards the "
                "gradients too (ZeRO-2: each mean is reduced to its owner only)")
       ->check(CLI::Range(1, 2));
+  app.add_flag("--bucket-views", o.bucket_views,
+               "with --ddp: gradients as views into the all-reduce buckets "
+               "(DdpOptions::gradient_as_bucket_view)");
   CLI11_PARSE(app, argc, argv);
+  if (o.bucket_views && !o.ddp) throw remat::Error("--bucket-views needs --ddp");
   if (o.zero_stage > 0 && !o.ddp) throw remat::Error("--zero needs --ddp");
   int world_size = 1;
   if (o.ddp) {
@@ -599,6 +604,7 @@ int main(int argc, char** argv) try {
                                  {"steps", o.steps},
                                  {"world_size", world_size},
                                  {"zero_stage", o.zero_stage},
+                                 {"bucket_views", o.bucket_views},
                                  {"runs", nlohmann::json::array()}};
   std::ofstream csv(o.csv_path);
   csv << "key,plan,median_step_ms,time_ratio,state_bytes,peak_allocated_bytes,activation_bytes,"

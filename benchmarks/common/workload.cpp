@@ -140,8 +140,8 @@ std::unique_ptr<remat::optim::AdamW> Workload::make_adamw(std::vector<Tensor> pa
                                                remat::optim::AdamOptions{.lr = 1e-4});
 }
 
-void Workload::distribute(int zero_stage) {
-  remat::distributed::DdpOptions options;
+void Workload::distribute(int zero_stage, bool bucket_views) {
+  remat::distributed::DdpOptions options{.gradient_as_bucket_view = bucket_views};
   if (zero_stage >= 1) {
     auto zero = std::make_unique<remat::distributed::ZeroRedundancyOptimizer>(
         model_->parameters(),

@@ -69,9 +69,10 @@ class Workload {
   // From here on, gradients are averaged across the processes mpirun started
   // (DistributedDataParallel); with zero_stage 1, AdamW's state is sharded
   // across them too (ZeroRedundancyOptimizer), with 2 also the gradients
-  // (DdpOptions::gradient_owners). Every rank trains its own batch of the
-  // configured size.
-  void distribute(int zero_stage);
+  // (DdpOptions::gradient_owners). bucket_views: gradients as views into the
+  // buckets (DdpOptions::gradient_as_bucket_view). Every rank trains its own
+  // batch of the configured size.
+  void distribute(int zero_stage, bool bucket_views);
   // Bytes of AdamW state this process holds.
   int64_t optimizer_state_bytes() const;
   // DistributedDataParallel's counters (null before distribute()).

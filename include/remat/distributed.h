@@ -145,6 +145,16 @@ struct DdpOptions {
   // owner's parameters and are allocated only while a backward reduces them.
   // Empty: every rank gets every mean (all-reduce).
   std::vector<int> gradient_owners;
+  // PyTorch's gradient_as_bucket_view: once a gradient is copied into its
+  // bucket, the parameter's .grad becomes that slice of the bucket, and the
+  // bucket's mean is computed in place, so gradients and buckets are one
+  // copy instead of two and no copy back is made. For float32 and float64
+  // parameters (16-bit ones travel in float32 buckets and keep their own
+  // gradients); not with gradient_owners, whose buckets are transient. The
+  // next backward adds into the views when zero_grad keeps them
+  // (set_to_none = false); after set_to_none a fresh gradient is copied in
+  // again.
+  bool gradient_as_bucket_view = false;
 };
 
 // Averages the gradients of a module's parameters across the group during
@@ -211,6 +221,8 @@ class DistributedDataParallel {
   void finish_backward();
   void reset_pass();
   void allocate(Bucket& bucket);
+  // Whether param's .grad is kept as a view into its bucket.
+  bool views_bucket(const Tensor& param, const Bucket& bucket) const;
   void release(Bucket& bucket);
 
   std::shared_ptr<nn::Module> module_;
@@ -219,6 +231,7 @@ class DistributedDataParallel {
   std::vector<std::unique_ptr<Bucket>> buckets_;
   std::vector<size_t> bucket_of_;  // by parameter
   bool sharded_ = false;           // DdpOptions::gradient_owners given
+  bool bucket_views_ = false;      // DdpOptions::gradient_as_bucket_view
   std::vector<GradReadyHandle> hooks_;
   int no_sync_depth_ = 0;
   bool pass_open_ = false;           // a backward marked a parameter ready and has not finished

@@ -71,6 +71,12 @@ DistributedDataParallel::DistributedDataParallel(std::shared_ptr<nn::Module> mod
                 group_.size());
   }
   sharded_ = !owners.empty();
+  bucket_views_ = options.gradient_as_bucket_view;
+  if (sharded_ && bucket_views_) {
+    throw NotImplementedError(
+        "DistributedDataParallel: gradient_as_bucket_view with gradient_owners (ZeRO-2's buckets "
+        "live only while they are reduced)");
+  }
   if (options.broadcast_parameters) {
     for (const Tensor& p : params_) broadcast_from_rank0(group_, p);
     for (const auto& [name, buffer] : module_->named_buffers()) {
@@ -118,6 +124,10 @@ DistributedDataParallel::DistributedDataParallel(std::shared_ptr<nn::Module> mod
 
 DistributedDataParallel::~DistributedDataParallel() = default;
 
+bool DistributedDataParallel::views_bucket(const Tensor& param, const Bucket& bucket) const {
+  return bucket_views_ && param.dtype() == bucket.buffer.dtype();
+}
+
 void DistributedDataParallel::allocate(Bucket& bucket) {
   bucket.buffer = Tensor::empty({bucket.elements + static_cast<int64_t>(bucket.params.size())},
                                 bucket.buffer.dtype(), bucket.buffer.device());
@@ -164,7 +174,12 @@ void DistributedDataParallel::launch_ready_buckets() {
       Tensor flag = bucket.buffer.slice(0, bucket.elements + static_cast<int64_t>(j),
                                         bucket.elements + static_cast<int64_t>(j) + 1);
       if (Tensor grad = p.grad(); grad.defined()) {
-        slot.copy_(grad.reshape({p.numel()}).to(bucket.buffer.dtype()));
+        // A gradient that is already this slot (a bucket view the backward
+        // added into) is in place.
+        if (grad.data_ptr() != slot.data_ptr()) {
+          slot.copy_(grad.reshape({p.numel()}).to(bucket.buffer.dtype()));
+          if (views_bucket(p, bucket)) p.set_grad(slot.view(p.shape()));
+        }
         flag.fill_(1.0);
         if (!keeps_gradients) remat::zero_grad(p, /*set_to_none=*/true);
       } else {
@@ -207,9 +222,14 @@ void DistributedDataParallel::finish_backward() {
     for (size_t j = 0; j < bucket->params.size(); ++j) {
       const Tensor& p = params_[bucket->params[j]];
       if (flags[j] == 0) continue;  // no rank has a gradient for it
-      Tensor mean = means.slice(0, bucket->offsets[j], bucket->offsets[j] + p.numel())
-                        .reshape(p.shape())
-                        .to(p.dtype());
+      Tensor slot = means.slice(0, bucket->offsets[j], bucket->offsets[j] + p.numel());
+      if (views_bucket(p, *bucket)) {
+        // The mean is in place in the view; a rank without a gradient of
+        // its own gets the view now.
+        if (!p.grad().defined()) p.set_grad(slot.view(p.shape()));
+        continue;
+      }
+      Tensor mean = slot.reshape(p.shape()).to(p.dtype());
       if (Tensor grad = p.grad(); grad.defined()) {
         grad.copy_(mean);
       } else {
