@@ -112,15 +112,14 @@ RunResult train(const Corpus& corpus, const Config& c, const examples::RunOption
       c.attention == "math" ? remat::AttentionImpl::Math : remat::AttentionImpl::Fused);
   examples::CharTransformer& model = *owned;
   model.to(device);
-  // Rank 0's weights on every rank; gradients averaged while backward runs.
-  std::unique_ptr<remat::distributed::DistributedDataParallel> ddp;
-  if (run.ddp) ddp = std::make_unique<remat::distributed::DistributedDataParallel>(owned);
-  const int rank = ddp ? ddp->group().rank() : 0;
   const auto optimizer = run.make_optimizer(model.parameters(), [&c](std::vector<Tensor> params) {
     return std::make_unique<remat::optim::AdamW>(
         std::move(params),
         remat::optim::AdamOptions{.lr = c.lr, .beta2 = 0.99, .weight_decay = c.weight_decay});
   });
+  // Rank 0's weights on every rank; gradients averaged while backward runs.
+  const auto ddp = run.make_ddp(model, *optimizer);
+  const int rank = ddp ? ddp->group().rank() : 0;
   remat::optim::CosineWithWarmup schedule(*optimizer, std::min(c.warmup_steps, c.steps - 1),
                                           c.steps, c.lr / 10);
   data::RandomStream windows(run.seed, /*stream=*/1 + static_cast<uint64_t>(rank));
@@ -140,7 +139,7 @@ RunResult train(const Corpus& corpus, const Config& c, const examples::RunOption
     const Tensor loss = remat::cross_entropy(remat::reshape(logits, {-1, logits.size(2)}),
                                              remat::reshape(b.targets.to(device), {-1}));
     loss.backward();
-    remat::optim::clip_grad_norm(model.parameters(), 1.0);
+    run.clip_grad_norm(model.parameters(), 1.0);
     optimizer->step();
     optimizer->zero_grad();
     schedule.step();

@@ -673,6 +673,39 @@ TEST(ZeroRedundancyOptimizer, StageTwoKeepsOnlyTheOwnersGradientsAndTrainsTheSam
       "2 gradient owners for");
 }
 
+TEST(ZeroRedundancyOptimizer, ShardedGradientsClipByTheNormOfAllOfThem) {
+  auto model = make_mlp();
+  ZeroRedundancyOptimizer zero(model->parameters(), [](std::vector<Tensor> params) {
+    return std::make_unique<optim::SGD>(std::move(params), optim::SGDOptions{.lr = 0.1});
+  });
+  DistributedDataParallel ddp(model, {.gradient_owners = zero.owners()});
+  auto ref = make_mlp();
+  DistributedDataParallel ref_ddp(ref);
+  const Batch b = half(full_batch(80), group().rank());
+  loss_of(*model, b).backward();
+  loss_of(*ref, b).backward();
+  // One rank's shard alone has a smaller norm: clipping by it would be wrong.
+  const double ref_total = optim::grad_norm(ref->parameters());
+  EXPECT_LT(optim::grad_norm(model->parameters()), ref_total);
+  const double max_norm = ref_total / 4;
+  const double total = clip_grad_norm(model->parameters(), max_norm, group());
+  EXPECT_NEAR(total, optim::clip_grad_norm(ref->parameters(), max_norm), 1e-13 * ref_total);
+  const std::vector<Tensor> mine = model->parameters();
+  const std::vector<Tensor> theirs = ref->parameters();
+  for (size_t k = 0; k < mine.size(); ++k) {
+    if (!mine[k].grad().defined()) continue;
+    const std::vector<double> got = mine[k].grad().to_vector<double>();
+    const std::vector<double> want = theirs[k].grad().to_vector<double>();
+    for (size_t i = 0; i < got.size(); ++i) EXPECT_NEAR(got[i], want[i], 1e-15) << k;
+  }
+  // The clipped norm over the ranks (clip_grad_norm's coefficient is
+  // max_norm / (total + 1e-6)), and the largest entry for the infinity norm.
+  const double clipped = max_norm * ref_total / (ref_total + 1e-6);
+  EXPECT_NEAR(clip_grad_norm(model->parameters(), 1e9, group()), clipped, 1e-13 * clipped);
+  EXPECT_NEAR(clip_grad_norm(model->parameters(), 1e9, group(), INFINITY),
+              optim::grad_norm(ref->parameters(), INFINITY), 1e-15);
+}
+
 TEST(ZeroRedundancyOptimizer, ARankThatOwnsNothing) {
   manual_seed(5);
   auto model = std::make_shared<nn::Linear>(3, 2, /*bias=*/false);  // one parameter: rank 0's

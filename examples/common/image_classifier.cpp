@@ -77,14 +77,14 @@ int train_fashion_mnist(const std::string& name, remat::nn::Module& model,
              train.labels.size(0), test.labels.size(0), model.num_parameters(), plan.name());
 
   model.to(device);
+  auto optimizer = run.make_optimizer(model.parameters(), [&training](std::vector<Tensor> params) {
+    return make_optimizer(training, std::move(params));
+  });
   // Under --ddp every epoch's shuffled order is shared among the ranks, each
-  // taking every size()-th sample (DistributedSampler's interleave). The
-  // module outlives the wrapper: a non-owning handle.
-  std::unique_ptr<remat::distributed::DistributedDataParallel> ddp;
+  // taking every size()-th sample (DistributedSampler's interleave).
+  const auto ddp = run.make_ddp(model, *optimizer);
   data::LoaderOptions sampling{.batch_size = run.batch, .seed = run.seed, .drop_last = true};
-  if (run.ddp) {
-    ddp = std::make_unique<remat::distributed::DistributedDataParallel>(
-        std::shared_ptr<remat::nn::Module>(std::shared_ptr<void>(), &model));
+  if (ddp) {
     sampling.num_replicas = ddp->group().size();
     sampling.rank = ddp->group().rank();
   }
@@ -92,9 +92,6 @@ int train_fashion_mnist(const std::string& name, remat::nn::Module& model,
   const int64_t planned = training.epochs * loader.num_batches();
   const int64_t total_steps =
       training.max_steps > 0 ? std::min(training.max_steps, planned) : planned;
-  auto optimizer = run.make_optimizer(model.parameters(), [&training](std::vector<Tensor> params) {
-    return make_optimizer(training, std::move(params));
-  });
   optim::CosineWithWarmup schedule(*optimizer, std::min(training.warmup_steps, total_steps - 1),
                                    total_steps);
 

@@ -56,6 +56,26 @@ std::unique_ptr<remat::optim::Optimizer> RunOptions::make_optimizer(
   return std::make_unique<remat::distributed::ZeroRedundancyOptimizer>(std::move(params), make);
 }
 
+std::unique_ptr<remat::distributed::DistributedDataParallel> RunOptions::make_ddp(
+    remat::nn::Module& model, const remat::optim::Optimizer& optimizer) const {
+  if (!ddp) return nullptr;
+  remat::distributed::DdpOptions options;
+  if (zero == 2) {
+    options.gradient_owners =
+        dynamic_cast<const remat::distributed::ZeroRedundancyOptimizer&>(optimizer).owners();
+  }
+  return std::make_unique<remat::distributed::DistributedDataParallel>(
+      std::shared_ptr<remat::nn::Module>(std::shared_ptr<void>(), &model), options);
+}
+
+double RunOptions::clip_grad_norm(const std::vector<remat::Tensor>& params, double max_norm) const {
+  if (zero == 2) {
+    return remat::distributed::clip_grad_norm(params, max_norm,
+                                              remat::distributed::ProcessGroup::world());
+  }
+  return remat::optim::clip_grad_norm(params, max_norm);
+}
+
 void add_run_options(CLI::App& app, RunOptions& options, const std::string& name) {
   options.metrics_path = name + "_metrics.json";
   app.add_option("--device", options.device, "cpu or cuda")
@@ -86,9 +106,11 @@ void add_run_options(CLI::App& app, RunOptions& options, const std::string& name
                "data-parallel training across the processes mpirun started (mpirun -np 2 ... "
                "--ddp): each rank trains its own --batch, gradients are averaged, rank 0 "
                "reports (docs/distributed.md)");
-  app.add_flag("--zero", options.zero,
+  app.add_flag("--zero{1}", options.zero,
                "with --ddp: shard the optimizer's state across the ranks (ZeRO stage 1: each "
-               "rank updates its share of the parameters, then broadcasts them)")
+               "rank updates its share of the parameters, then broadcasts them); --zero=2 "
+               "shards the gradients too (each is reduced to the rank that updates it)")
+      ->check(CLI::Range(1, 2))
       ->needs("--ddp");
 }
 

@@ -8,6 +8,7 @@
 #include <memory>
 #include <string>
 
+#include "remat/distributed.h"
 #include "remat/remat.h"
 
 namespace examples {
@@ -21,7 +22,7 @@ struct RunOptions {
   std::string metrics_path;
   bool quiet = false;  // no progress bar
   bool ddp = false;    // data-parallel across the processes mpirun started
-  bool zero = false;   // with ddp: optimizer state sharded across them (ZeRO-1)
+  int zero = 0;        // with ddp: ZeRO stage (1: optimizer state sharded, 2: gradients too)
 
   remat::Device parsed_device() const;
   remat::CheckpointPlan parsed_plan() const { return remat::CheckpointPlan::parse(checkpoint); }
@@ -39,6 +40,15 @@ struct RunOptions {
       std::function<std::unique_ptr<remat::optim::Optimizer>(std::vector<remat::Tensor>)>;
   std::unique_ptr<remat::optim::Optimizer> make_optimizer(std::vector<remat::Tensor> params,
                                                           const OptimizerFactory& make) const;
+  // With --ddp, model's DistributedDataParallel (a non-owning handle: the
+  // model outlives it), which broadcasts rank 0's weights; with --zero=2 it
+  // reduces each gradient to the rank that `optimizer` (make_optimizer's)
+  // has update it. Null without --ddp.
+  std::unique_ptr<remat::distributed::DistributedDataParallel> make_ddp(
+      remat::nn::Module& model, const remat::optim::Optimizer& optimizer) const;
+  // optim::clip_grad_norm, or under --zero=2 the norm over every rank's
+  // share of the gradients (distributed::clip_grad_norm).
+  double clip_grad_norm(const std::vector<remat::Tensor>& params, double max_norm) const;
 };
 
 // Adds the shared flags to app. `name` picks the default metrics file

@@ -241,6 +241,15 @@ class DistributedDataParallel {
   Stats stats_;
 };
 
+// optim::clip_grad_norm for gradients sharded across the group, each held by
+// one rank (as ZeRO-2 leaves them): the norm is taken over every rank's
+// gradients together and each rank scales its own. On one rank's shard
+// optim::clip_grad_norm would clip by that shard's norm alone. Collective:
+// every rank calls it. The same total as one process holding every gradient,
+// up to float64 rounding (the ranks' partial norms are added).
+double clip_grad_norm(const std::vector<Tensor>& params, double max_norm, ProcessGroup& group,
+                      double norm_type = 2.0);
+
 // Bytes of the state tensors an optimizer holds (for a ZeroRedundancyOptimizer:
 // those this rank holds): what ZeRO-1 divides.
 int64_t optimizer_state_bytes(const optim::Optimizer& optimizer);

@@ -1,6 +1,8 @@
 // ZeroRedundancyOptimizer: ZeRO stage 1, optimizer state sharded by
-// parameter across the ranks.
+// parameter across the ranks; and the gradient clipping that ZeRO-2's
+// sharded gradients need.
 #include <algorithm>
+#include <cmath>
 #include <numeric>
 
 #include <fmt/format.h>
@@ -8,6 +10,7 @@
 #include "distributed/backend.h"
 #include "remat/core/grad_mode.h"
 #include "remat/distributed.h"
+#include "remat/optim/clip_grad.h"
 
 namespace remat::distributed {
 
@@ -70,6 +73,22 @@ const optim::ParamState& ZeroRedundancyOptimizer::state(size_t i) const {
   check_index(i);
   static const optim::ParamState kHeldElsewhere;
   return owner_[i] == group_.rank() ? local_->state(local_index_[i]) : kHeldElsewhere;
+}
+
+double clip_grad_norm(const std::vector<Tensor>& params, double max_norm, ProcessGroup& group,
+                      double norm_type) {
+  REMAT_CHECK(max_norm >= 0, "clip_grad_norm: max_norm must be >= 0, got {}", max_norm);
+  const double local = optim::grad_norm(params, norm_type);
+  // The p-norm of the ranks' p-norms: their p-th powers summed, or the
+  // largest for the infinity norm.
+  const bool infinity = std::isinf(norm_type);
+  Tensor part =
+      from_vector(std::vector<double>{infinity ? local : std::pow(local, norm_type)}, {1});
+  group.all_reduce(part, infinity ? ReduceOp::kMax : ReduceOp::kSum);
+  const double total =
+      infinity ? part.item<double>() : std::pow(part.item<double>(), 1 / norm_type);
+  optim::clip_grads_to_norm(params, max_norm, total);
+  return total;
 }
 
 int64_t optimizer_state_bytes(const optim::Optimizer& optimizer) {

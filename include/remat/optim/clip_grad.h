@@ -16,4 +16,10 @@ namespace remat::optim {
 // result to skip such a step.
 double clip_grad_norm(const std::vector<Tensor>& params, double max_norm, double norm_type = 2.0);
 
+// clip_grad_norm in its two halves, for a total norm put together elsewhere
+// (distributed::clip_grad_norm adds up the ranks'): the norm it takes, and
+// the scaling by max_norm / (total + 1e-6) where that is below 1 (or NaN).
+double grad_norm(const std::vector<Tensor>& params, double norm_type = 2.0);
+void clip_grads_to_norm(const std::vector<Tensor>& params, double max_norm, double total);
+
 }  // namespace remat::optim
