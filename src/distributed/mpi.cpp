@@ -267,8 +267,6 @@ class MpiBackend : public Backend {
 MpiMembership mpi_world() { return environment().world; }
 
 MpiMembership mpi_split(const MpiComms& parent, int color, int key) {
-  int parent_rank = 0;
-  REMAT_MPI_CHECK(MPI_Comm_rank(parent.data(), &parent_rank));
   const int mpi_color = color < 0 ? MPI_UNDEFINED : color;
   MPI_Comm data = MPI_COMM_NULL;
   MPI_Comm control = MPI_COMM_NULL;

@@ -61,6 +61,18 @@ uint64_t fingerprint(std::string_view what, const Tensor& tensor, int64_t extra)
   return h;
 }
 
+// A reduction's operand checks, shared by every collective that reduces.
+void check_reduce_op(const std::string& what, const Tensor& tensor, ReduceOp op) {
+  REMAT_CHECK(op != ReduceOp::kAverage || is_floating(tensor.dtype()),
+              "{} of {}: averages need a floating-point tensor", what,
+              TensorMeta::of(tensor).str());
+}
+
+void check_root(const std::string& what, int root, int size) {
+  REMAT_CHECK(root >= 0 && root < size, "{}: root {} is not a rank of a group of {}", what, root,
+              size);
+}
+
 std::string describe(const char* what, const Tensor& tensor, int rank, int size) {
   return fmt::format("{} of {} (rank {} of {})", what, TensorMeta::of(tensor).str(), rank, size);
 }
@@ -133,11 +145,9 @@ void ProcessGroup::check_agreement(const char* what, const Tensor& tensor, int64
 
 Work ProcessGroup::all_reduce_async(const Tensor& tensor, ReduceOp op) {
   detail::Backend& backend = backend_for(tensor, "all_reduce");
-  REMAT_CHECK(op != ReduceOp::kAverage || is_floating(tensor.dtype()),
-              "all_reduce(average) of {}: averages need a floating-point tensor",
-              TensorMeta::of(tensor).str());
-  tensor.bump_version();
   const std::string what = fmt::format("all_reduce({})", op_name(op));
+  check_reduce_op(what, tensor, op);
+  tensor.bump_version();
   return Work(backend.all_reduce(tensor, op, describe(what.c_str(), tensor, rank_, size_)), *this);
 }
 
@@ -151,11 +161,8 @@ void ProcessGroup::all_reduce(const Tensor& tensor, ReduceOp op) {
 Work ProcessGroup::reduce_async(const Tensor& tensor, int root, ReduceOp op) {
   const std::string what = fmt::format("reduce({}) to rank {}", op_name(op), root);
   detail::Backend& backend = backend_for(tensor, what.c_str());
-  REMAT_CHECK(root >= 0 && root < size_, "{}: root {} is not a rank of a group of {}", what, root,
-              size_);
-  REMAT_CHECK(op != ReduceOp::kAverage || is_floating(tensor.dtype()),
-              "{} of {}: averages need a floating-point tensor", what,
-              TensorMeta::of(tensor).str());
+  check_root(what, root, size_);
+  check_reduce_op(what, tensor, op);
   if (rank_ == root) tensor.bump_version();
   return Work(backend.reduce(tensor, op, root, describe(what.c_str(), tensor, rank_, size_)),
               *this);
@@ -170,8 +177,7 @@ void ProcessGroup::reduce(const Tensor& tensor, int root, ReduceOp op) {
 
 Work ProcessGroup::broadcast_async(const Tensor& tensor, int root) {
   detail::Backend& backend = backend_for(tensor, "broadcast");
-  REMAT_CHECK(root >= 0 && root < size_, "broadcast: root {} is not a rank of a group of {}", root,
-              size_);
+  check_root("broadcast", root, size_);
   tensor.bump_version();
   return Work(backend.broadcast(tensor, root, describe("broadcast", tensor, rank_, size_)), *this);
 }
@@ -199,9 +205,7 @@ Tensor ProcessGroup::reduce_scatter(const Tensor& tensor, ReduceOp op) {
   REMAT_CHECK_SHAPE(tensor.dim() >= 1 && tensor.size(0) % size_ == 0,
                     "{} of {}: the leading dimension must split into {} equal parts", what,
                     TensorMeta::of(tensor).str(), size_);
-  REMAT_CHECK(op != ReduceOp::kAverage || is_floating(tensor.dtype()),
-              "{} of {}: averages need a floating-point tensor", what,
-              TensorMeta::of(tensor).str());
+  check_reduce_op(what, tensor, op);
   check_agreement(what.c_str(), tensor, 0);
   Shape shape{tensor.size(0) / size_};
   for (int64_t d = 1; d < tensor.dim(); ++d) shape.push_back(tensor.size(d));
