@@ -288,16 +288,38 @@ void BM_MlpBlockTinyStep(benchmark::State& state) {
 // (the fused backward's recomputed scores are not counted).
 // benchmarks/pytorch/bench_attention.py times PyTorch's
 // F.scaled_dot_product_attention on the same shape.
-void BM_AttentionCausalStep(benchmark::State& state) {
-  constexpr int64_t kHeads = 4, kTokens = 4096, kHeadDim = 128;
-  const auto impl = state.range(0) == 0 ? remat::AttentionImpl::Fused : remat::AttentionImpl::Math;
+constexpr int64_t kHeads = 4, kTokens = 4096, kHeadDim = 128;
+
+remat::Tensor attention_input() {
+  remat::Tensor t = remat::randn({1, kHeads, kTokens, kHeadDim}).to(remat::kBFloat16);
+  t.requires_grad_();
+  return t;
+}
+
+remat::AttentionImpl attention_impl(const benchmark::State& state) {
+  return state.range(0) == 0 ? remat::AttentionImpl::Fused : remat::AttentionImpl::Math;
+}
+
+// The forward alone, what a checkpointed segment's replay runs again.
+void BM_AttentionCausalForward(benchmark::State& state) {
+  remat::NoGradGuard no_grad;
+  const auto impl = attention_impl(state);
   remat::manual_seed(0);
-  auto input = [] {
-    remat::Tensor t = remat::randn({1, kHeads, kTokens, kHeadDim}).to(remat::kBFloat16);
-    t.requires_grad_();
-    return t;
-  };
-  remat::Tensor q = input(), k = input(), v = input();
+  remat::Tensor q = attention_input(), k = attention_input(), v = attention_input();
+  for (auto _ : state) {
+    remat::Tensor out =
+        remat::scaled_dot_product_attention(q, k, v, {.causal = true, .impl = impl});
+    benchmark::DoNotOptimize(out.data_ptr());
+  }
+  const double flops = 2.0 * 2.0 * kHeads * kTokens * kTokens * kHeadDim / 2.0;
+  state.counters["GFLOPS"] = benchmark::Counter(
+      flops * 1e-9 * static_cast<double>(state.iterations()), benchmark::Counter::kIsRate);
+}
+
+void BM_AttentionCausalStep(benchmark::State& state) {
+  const auto impl = attention_impl(state);
+  remat::manual_seed(0);
+  remat::Tensor q = attention_input(), k = attention_input(), v = attention_input();
   for (auto _ : state) {
     remat::backward(
         remat::sum(remat::scaled_dot_product_attention(q, k, v, {.causal = true, .impl = impl})));
@@ -338,6 +360,12 @@ BENCHMARK(BM_Memcpy)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_CopyParamBytes)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_AdamWStep)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_SGDMomentumStep)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_AttentionCausalForward)
+    ->ArgName("math")
+    ->Arg(0)
+    ->Arg(1)
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
 BENCHMARK(BM_AttentionCausalStep)
     ->ArgName("math")
     ->Arg(0)

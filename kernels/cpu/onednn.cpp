@@ -58,17 +58,33 @@ void record(const Step& step) {
   if (!step.implementation.empty()) latest.implementation = step.implementation;
 }
 
-void execute_with(const Step& step, std::unordered_map<int, memory> args, void* scratch) {
+void execute(const Step& step, std::unordered_map<int, memory> args) {
+  const remat::memory::Allocation scratch = block(step.scratch.get_size());
+  record(step);
   if (step.scratch.get_size() > 0)
-    args.emplace(DNNL_ARG_SCRATCHPAD, memory(step.scratch, engine(), scratch));
+    args.emplace(DNNL_ARG_SCRATCHPAD, memory(step.scratch, engine(), scratch.get()));
   step.primitive.execute(stream(), args);
   stream().wait();
 }
 
-void execute(const Step& step, std::unordered_map<int, memory> args) {
-  const remat::memory::Allocation scratch = block(step.scratch.get_size());
-  record(step);
-  execute_with(step, std::move(args), scratch.get());
+BoundStep::BoundStep(const Step& step, std::initializer_list<std::pair<int, memory::desc>> args,
+                     void* scratch)
+    : primitive_(step.primitive) {
+  for (const auto& [arg, desc] : args) memories_.emplace_back(desc, engine(), nullptr);
+  if (step.scratch.get_size() > 0) memories_.emplace_back(step.scratch, engine(), scratch);
+  size_t i = 0;
+  for (const auto& arg : args) args_.push_back({arg.first, memories_[i++].get()});
+  if (memories_.size() > args.size())
+    args_.push_back({DNNL_ARG_SCRATCHPAD, memories_.back().get()});
+}
+
+void BoundStep::run(std::initializer_list<const void*> data) const {
+  size_t i = 0;
+  for (const void* d : data) memories_[i++].set_data_handle(const_cast<void*>(d));
+  dnnl::error::wrap_c_api(dnnl_primitive_execute(primitive_.get(), stream().get(),
+                                                 static_cast<int>(args_.size()), args_.data()),
+                          "could not execute a primitive");
+  stream().wait();
 }
 
 namespace {

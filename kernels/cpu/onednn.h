@@ -84,10 +84,25 @@ void execute(const Step& step, std::unordered_map<int, memory> args);
 // reference loops. Cached by descriptors and parameters.
 Step single_thread_matmul(const memory::desc& a, const memory::desc& b, const memory::desc& c,
                           float scale, bool accumulate);
-// Runs a step on this thread's stream with the caller's scratch (at least
-// step.scratch's size: allocated before the parallel region, where running
-// out of memory can be handled), recording nothing.
-void execute_with(const Step& step, std::unordered_map<int, memory> args, void* scratch);
+// A step with its arguments' memory objects made once and pointed at new
+// data per run (set_data_handle), for kernels that run small steps many
+// times (attention's tiles): a memory object and an argument map per call
+// cost about as much as a 128 x 256 x 128 product. Runs on this thread's
+// stream with the caller's scratch (at least step.scratch's size: allocated
+// before the parallel region, where running out of memory can be handled),
+// recording nothing.
+class BoundStep {
+ public:
+  BoundStep(const Step& step, std::initializer_list<std::pair<int, memory::desc>> args,
+            void* scratch);
+  // The arguments' data, in the order the constructor listed them.
+  void run(std::initializer_list<const void*> data) const;
+
+ private:
+  dnnl::primitive primitive_;
+  std::vector<memory> memories_;  // the arguments', then the scratch's
+  std::vector<dnnl_exec_arg_t> args_;
+};
 // Adds a step that the caller's threads run to this thread's
 // last_onednn_call().
 void record(const Step& step);
