@@ -53,36 +53,60 @@ class ShiftedMoments {
 // its columns and walks every row, so the sums need no cross-thread merge.
 constexpr int64_t kColumnChunk = 32;
 
+// One row of y = (x - mean) * rstd * w + b (w, b null for none), the
+// statistics in float64, rounded to T.
+template <typename T>
+[[gnu::always_inline]] inline void layer_norm_row_of(const T* x, const T* w, const T* b, double eps,
+                                                     int64_t cols, T* y, T& mean, T& rstd) {
+  ShiftedMoments m(static_cast<double>(x[0]));
+  m.add(x, cols);
+  const T mu = static_cast<T>(m.mean());
+  const T rs = static_cast<T>(1.0 / std::sqrt(m.biased_var() + eps));
+  mean = mu;
+  rstd = rs;
+  // One loop per affine case keeps the inner loops free of branches.
+  if (w && b) {
+#pragma omp simd
+    for (int64_t j = 0; j < cols; ++j) y[j] = (x[j] - mu) * rs * w[j] + b[j];
+  } else if (w) {
+#pragma omp simd
+    for (int64_t j = 0; j < cols; ++j) y[j] = (x[j] - mu) * rs * w[j];
+  } else if (b) {
+#pragma omp simd
+    for (int64_t j = 0; j < cols; ++j) y[j] = (x[j] - mu) * rs + b[j];
+  } else {
+#pragma omp simd
+    for (int64_t j = 0; j < cols; ++j) y[j] = (x[j] - mu) * rs;
+  }
+}
+REMAT_CPU_CLONES void layer_norm_row(const float* x, const float* w, const float* b, double eps,
+                                     int64_t cols, float* y, float& mean, float& rstd) {
+  layer_norm_row_of(x, w, b, eps, cols, y, mean, rstd);
+}
+void layer_norm_row(const double* x, const double* w, const double* b, double eps, int64_t cols,
+                    double* y, double& mean, double& rstd) {
+  layer_norm_row_of(x, w, b, eps, cols, y, mean, rstd);
+}
+
 // T is the storage type of x, w, b and y; the statistics are C =
 // compute_t<T> (float32 for the 16-bit types, as the op's shape rule says).
+// The 16-bit types go through float rows: the bits of a float32 copy.
 template <typename T, typename C = compute_t<T>>
 void layer_norm_kernel(const T* x, const T* w, const T* b, double eps, int64_t rows, int64_t cols,
                        T* y, C* mean, C* rstd) {
+  std::vector<float> w_wide, b_wide;
+  if constexpr (is_reduced_v<T>) {
+    if (w) w_wide.assign(w, w + cols);
+    if (b) b_wide.assign(b, b + cols);
+  }
   parallel_for(rows, rows * cols >= 2 * kParallelGrain, [&](int64_t r) {
-    const T* xr = x + r * cols;
-    ShiftedMoments m(static_cast<double>(xr[0]));
-    m.add(xr, cols);
-    const C mu = static_cast<C>(m.mean());
-    const C rs = static_cast<C>(1.0 / std::sqrt(m.biased_var() + eps));
-    mean[r] = mu;
-    rstd[r] = rs;
-    T* yr = y + r * cols;
-    auto at = [](const T* p, int64_t j) { return static_cast<C>(p[j]); };
-    // One loop per affine case keeps the inner loops free of branches.
-    if (w && b) {
-#pragma omp simd
-      for (int64_t j = 0; j < cols; ++j) {
-        yr[j] = static_cast<T>((at(xr, j) - mu) * rs * at(w, j) + at(b, j));
-      }
-    } else if (w) {
-#pragma omp simd
-      for (int64_t j = 0; j < cols; ++j) yr[j] = static_cast<T>((at(xr, j) - mu) * rs * at(w, j));
-    } else if (b) {
-#pragma omp simd
-      for (int64_t j = 0; j < cols; ++j) yr[j] = static_cast<T>((at(xr, j) - mu) * rs + at(b, j));
+    if constexpr (is_reduced_v<T>) {
+      const std::span<float> out = scratch_row(1, cols);
+      layer_norm_row(load_row(0, x + r * cols, cols).data(), w ? w_wide.data() : nullptr,
+                     b ? b_wide.data() : nullptr, eps, cols, out.data(), mean[r], rstd[r]);
+      store_row(out, y + r * cols);
     } else {
-#pragma omp simd
-      for (int64_t j = 0; j < cols; ++j) yr[j] = static_cast<T>((at(xr, j) - mu) * rs);
+      layer_norm_row(x + r * cols, w, b, eps, cols, y + r * cols, mean[r], rstd[r]);
     }
   });
 }
