@@ -88,6 +88,11 @@ REMAT_CPU_CLONES float exp_shifted_row_any_cpu(float* row, int64_t n, float shif
   return total;
 }
 #ifdef REMAT_X86_ROW_KERNELS
+// The lanes of a 16-wide step with `remaining` elements left.
+inline __mmask16 lanes_left(int64_t remaining) {
+  return remaining >= 16 ? __mmask16(0xffff) : static_cast<__mmask16>((1u << remaining) - 1);
+}
+
 // exp_shifted_row_any_cpu in AVX-512 intrinsics, the attention's hottest
 // loop (a third of the forward): vec_exp's steps, so every element gets the
 // same bits (the sum adds them in another order), in 22 instructions per 16
@@ -100,8 +105,7 @@ REMAT_CPU_CLONES float exp_shifted_row_any_cpu(float* row, int64_t n, float shif
   const __m512 minus_inf = _mm512_set1_ps(kMinusInf<float>);
   __m512 total = _mm512_setzero_ps();
   for (int64_t c = 0; c < n; c += 16) {
-    const __mmask16 lanes =
-        n - c >= 16 ? __mmask16(0xffff) : static_cast<__mmask16>((1u << (n - c)) - 1);
+    const __mmask16 lanes = lanes_left(n - c);
     const __m512 score = _mm512_maskz_loadu_ps(lanes, row + c);
     const __m512 input = _mm512_sub_ps(score, shifts);
     const __m512 x =
@@ -370,8 +374,7 @@ REMAT_CPU_CLONES void round_to_bfloat16_any_cpu(const float* from, int64_t n, BF
 [[gnu::target("avx512f,avx512bw,avx512vl,avx512bf16")]] void round_to_bfloat16_avx512(
     const float* from, int64_t n, BFloat16* to) {
   for (int64_t x = 0; x < n; x += 16) {
-    const __mmask16 lanes =
-        n - x >= 16 ? __mmask16(0xffff) : static_cast<__mmask16>((1u << (n - x)) - 1);
+    const __mmask16 lanes = lanes_left(n - x);
     const __m256bh rounded = _mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(lanes, from + x));
     _mm256_mask_storeu_epi16(to + x, lanes, reinterpret_cast<const __m256i&>(rounded));
   }

@@ -70,12 +70,12 @@ void execute(const Step& step, std::unordered_map<int, memory> args) {
 BoundStep::BoundStep(const Step& step, std::initializer_list<std::pair<int, memory::desc>> args,
                      void* scratch)
     : primitive_(step.primitive) {
-  for (const auto& [arg, desc] : args) memories_.emplace_back(desc, engine(), nullptr);
-  if (step.scratch.get_size() > 0) memories_.emplace_back(step.scratch, engine(), scratch);
-  size_t i = 0;
-  for (const auto& arg : args) args_.push_back({arg.first, memories_[i++].get()});
-  if (memories_.size() > args.size())
-    args_.push_back({DNNL_ARG_SCRATCHPAD, memories_.back().get()});
+  auto bind = [this](int arg, const memory::desc& desc, void* data) {
+    memories_.emplace_back(desc, engine(), data);
+    args_.push_back({arg, memories_.back().get()});  // a handle, valid as the vector grows
+  };
+  for (const auto& [arg, desc] : args) bind(arg, desc, nullptr);
+  if (step.scratch.get_size() > 0) bind(DNNL_ARG_SCRATCHPAD, step.scratch, scratch);
 }
 
 void BoundStep::run(std::initializer_list<const void*> data) const {
