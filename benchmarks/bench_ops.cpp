@@ -127,16 +127,16 @@ void BM_Conv2dStep(benchmark::State& state) {
       flops * 1e-9 * static_cast<double>(state.iterations()), benchmark::Counter::kIsRate);
 }
 
-// bfloat16 c [m, n] = a [m, k] @ b [k, n], a or b read transposed (a view of
-// a [k, m] or b [n, k] tensor) as a Linear's forward and backward do.
-void BM_GemmBf16(benchmark::State& state) {
+// c [m, n] = a [m, k] @ b [k, n] in `dtype`, a or b read transposed (a view
+// of a [k, m] or b [n, k] tensor) as a Linear's forward and backward do.
+void gemm_linear(benchmark::State& state, remat::DType dtype) {
   remat::NoGradGuard no_grad;
   const int64_t m = state.range(0), k = state.range(1), n = state.range(2);
   const bool ta = state.range(3) != 0, tb = state.range(4) != 0;
   remat::manual_seed(0);
-  auto operand = [](int64_t rows, int64_t cols, bool transposed) {
-    if (!transposed) return remat::randn({rows, cols}).to(remat::kBFloat16);
-    return remat::randn({cols, rows}).to(remat::kBFloat16).transpose(0, 1);
+  auto operand = [dtype](int64_t rows, int64_t cols, bool transposed) {
+    if (!transposed) return remat::randn({rows, cols}).to(dtype);
+    return remat::randn({cols, rows}).to(dtype).transpose(0, 1);
   };
   const remat::Tensor a = operand(m, k, ta), b = operand(k, n, tb);
   for (auto _ : state) {
@@ -148,6 +148,9 @@ void BM_GemmBf16(benchmark::State& state) {
   state.counters["GFLOPS"] = benchmark::Counter(
       flops * 1e-9 * static_cast<double>(state.iterations()), benchmark::Counter::kIsRate);
 }
+
+void BM_GemmBf16(benchmark::State& state) { gemm_linear(state, remat::kBFloat16); }
+void BM_GemmFloat32(benchmark::State& state) { gemm_linear(state, remat::kFloat32); }
 
 void set_bytes(benchmark::State& state, int64_t passes) {
   const int64_t bytes = passes * kAddN * static_cast<int64_t>(sizeof(float));
@@ -164,6 +167,27 @@ void BM_AddRemat(benchmark::State& state) {
     benchmark::ClobberMemory();
   }
   set_bytes(state, 3);
+}
+
+// bfloat16 maps on a [4096, 2048] activation of the long-seq preset (16 MiB):
+// 0 a + b, 1 relu(a), 2 a * b, 3 a.to(float32). Bytes are what each reads
+// and writes.
+void BM_ElementwiseBf16(benchmark::State& state) {
+  remat::NoGradGuard no_grad;
+  remat::manual_seed(0);
+  const remat::Tensor a = remat::randn({4096, 2048}).to(remat::kBFloat16);
+  const remat::Tensor b = remat::randn({4096, 2048}).to(remat::kBFloat16);
+  const int64_t op = state.range(0);
+  for (auto _ : state) {
+    remat::Tensor c = op == 0   ? remat::add(a, b)
+                      : op == 1 ? remat::relu(a)
+                      : op == 2 ? remat::mul(a, b)
+                                : a.to(remat::kFloat32);
+    benchmark::DoNotOptimize(c.data_ptr());
+    benchmark::ClobberMemory();
+  }
+  const int64_t bytes = a.nbytes() * (op == 1 ? 2 : 3);
+  state.SetBytesProcessed(state.iterations() * bytes);
 }
 
 void BM_AddInPlaceRemat(benchmark::State& state) {
@@ -354,7 +378,27 @@ BENCHMARK(BM_GemmBf16)
     ->Args({512, 4096, 2048, 1, 0})
     ->Unit(benchmark::kMillisecond)
     ->UseRealTime();
+// The same forms for the float32 presets: the wide transformer's MLP (2048
+// tokens, d_model 1024, hidden 4096) and the deep MLP's layers (batch 64).
+BENCHMARK(BM_GemmFloat32)
+    ->ArgNames({"m", "k", "n", "ta", "tb"})
+    ->Args({2048, 1024, 4096, 0, 1})
+    ->Args({2048, 4096, 1024, 0, 0})
+    ->Args({4096, 2048, 1024, 1, 0})
+    ->Args({2048, 4096, 1024, 0, 1})
+    ->Args({2048, 1024, 4096, 0, 0})
+    ->Args({1024, 2048, 4096, 1, 0})
+    ->Args({64, 1024, 1024, 0, 1})
+    ->Args({64, 1024, 1024, 0, 0})
+    ->Args({1024, 64, 1024, 1, 0})
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
 BENCHMARK(BM_AddRemat)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_ElementwiseBf16)
+    ->ArgName("op")
+    ->DenseRange(0, 3)
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
 BENCHMARK(BM_AddInPlaceRemat)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_Memcpy)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_CopyParamBytes)->Unit(benchmark::kMillisecond)->UseRealTime();

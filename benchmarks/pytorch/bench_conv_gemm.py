@@ -1,8 +1,9 @@
-"""PyTorch's side of bench_ops' BM_Conv2dStep and BM_GemmBf16: conv2d forward
-and backward (input and weight gradients, no bias) on the resnet preset's
-float32 layers at batch 32, and bfloat16 matmul on the long-seq preset's
-Linear shapes in the forms a Linear runs (x @ W^T, dy @ W, dy^T @ x). Prints
-the median time of each with bench_ops' GFLOPS convention.
+"""PyTorch's side of bench_ops' BM_Conv2dStep, BM_GemmBf16 and BM_GemmFloat32:
+conv2d forward and backward (input and weight gradients, no bias) on the
+resnet preset's float32 layers at batch 32, bfloat16 matmul on the long-seq
+preset's Linear shapes and float32 matmul on the wide and deep-mlp presets'
+ones, in the forms a Linear runs (x @ W^T, dy @ W, dy^T @ x). Prints the
+median time of each with bench_ops' GFLOPS convention.
 
     python benchmarks/pytorch/bench_conv_gemm.py --threads 2
 """
@@ -20,6 +21,10 @@ CONVS = [(3, 64, 3, 1, 32), (64, 64, 3, 1, 32), (64, 128, 3, 2, 32), (64, 128, 1
 GEMMS = [(4096, 512, 512, 0, 1), (4096, 512, 512, 0, 0), (512, 4096, 512, 1, 0),
          (4096, 512, 2048, 0, 1), (4096, 2048, 512, 0, 0), (2048, 4096, 512, 1, 0),
          (4096, 2048, 512, 0, 1), (4096, 512, 2048, 0, 0), (512, 4096, 2048, 1, 0)]
+# The same for float32 (BM_GemmFloat32): the wide preset's MLP, the deep MLP.
+GEMMS_F32 = [(2048, 1024, 4096, 0, 1), (2048, 4096, 1024, 0, 0), (4096, 2048, 1024, 1, 0),
+             (2048, 4096, 1024, 0, 1), (2048, 1024, 4096, 0, 0), (1024, 2048, 4096, 1, 0),
+             (64, 1024, 1024, 0, 1), (64, 1024, 1024, 0, 0), (1024, 64, 1024, 1, 0)]
 
 
 def median_ms(fn, seconds):
@@ -58,12 +63,14 @@ def main():
         print(f"conv {c}->{o} {k}x{k} s{stride} {size}x{size}: {ms:8.2f} ms "
               f"{flops / ms / 1e6:8.1f} GFLOPS")
     with torch.no_grad():
-        for m, k, n, ta, tb in GEMMS:
-            a = (torch.randn(k, m).t() if ta else torch.randn(m, k)).bfloat16()
-            b = (torch.randn(n, k).t() if tb else torch.randn(k, n)).bfloat16()
-            ms = median_ms(lambda: torch.matmul(a, b), args.seconds)
-            print(f"gemm bf16 m={m} k={k} n={n} ta={ta} tb={tb}: {ms:8.2f} ms "
-                  f"{2 * m * n * k / ms / 1e6:8.1f} GFLOPS")
+        for dtype, shapes in ((torch.bfloat16, GEMMS), (torch.float32, GEMMS_F32)):
+            name = str(dtype).removeprefix("torch.")
+            for m, k, n, ta, tb in shapes:
+                a = (torch.randn(k, m).t() if ta else torch.randn(m, k)).to(dtype)
+                b = (torch.randn(n, k).t() if tb else torch.randn(k, n)).to(dtype)
+                ms = median_ms(lambda: torch.matmul(a, b), args.seconds)
+                print(f"gemm {name} m={m} k={k} n={n} ta={ta} tb={tb}: {ms:8.2f} ms "
+                      f"{2 * m * n * k / ms / 1e6:8.1f} GFLOPS")
 
 
 if __name__ == "__main__":

@@ -11,15 +11,7 @@
 #include <cmath>
 #include <cstdint>
 
-// Marks a row kernel to be compiled three times, for AVX-512 (x86-64-v4),
-// AVX2+FMA (x86-64-v3) and baseline x86-64, the loader picking the clone the
-// CPU runs (an ifunc): the vectorised math above runs 16 or 8 lanes wide with
-// FMA where the CPU has them.
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define REMAT_CPU_CLONES [[gnu::target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")]]
-#else
-#define REMAT_CPU_CLONES
-#endif
+#include "kernels/cpu/clones.h"  // the row kernels using these run in cloned loops
 
 namespace remat::kernels::cpu {
 
