@@ -36,8 +36,11 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <map>
 #include <nlohmann/json.hpp>
+#include <set>
+#include <sstream>
 
 #if defined(REMAT_WITH_CUDA)
 #include <cuda_runtime.h>
@@ -377,6 +380,26 @@ std::string device_name(remat::Device device) {
   return device.str();
 }
 
+// The vector features of this CPU that pick remat's kernels (the AVX2 or
+// AVX-512 clones, AMX for bfloat16 products), as /proc/cpuinfo names them:
+// the dev machines differ from session to session, and a model name such as
+// "AMD EPYC" does not say which of these ran.
+std::vector<std::string> cpu_features() {
+  static const char* const kFeatures[] = {"avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16"};
+  std::ifstream cpuinfo("/proc/cpuinfo");
+  for (std::string line; std::getline(cpuinfo, line);) {
+    if (!line.starts_with("flags")) continue;
+    std::istringstream flags(line.substr(line.find(':') + 1));
+    const std::set<std::string> present{std::istream_iterator<std::string>(flags), {}};
+    std::vector<std::string> found;
+    for (const char* f : kFeatures) {
+      if (present.contains(f)) found.emplace_back(f);
+    }
+    return found;
+  }
+  return {};
+}
+
 int threads() {
 #if defined(_OPENMP)
   return omp_get_max_threads();
@@ -597,6 +620,7 @@ int main(int argc, char** argv) try {
                                  {"tool_version", "0.1.0"},
                                  {"device", device.str()},
                                  {"device_name", device_name(device)},
+                                 {"cpu_features", cpu_features()},
                                  {"threads", threads()},
                                  {"dtype", dtype_name},
                                  {"preset", preset_name},

@@ -568,6 +568,18 @@ def device_name(device):
     return f"{name} ({torch.get_num_threads()} threads)"
 
 
+def cpu_features():
+    """This CPU's vector features among those that pick kernels, as remat's
+    bench_checkpoint records them (the dev machines differ by session)."""
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("flags"):
+                present = set(line.split(":", 1)[1].split())
+                return [name for name in ("avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16")
+                        if name in present]
+    return []
+
+
 def sweeps_of(args):
     """[(model, config, plans)] and the dtype name."""
     if args.preset:
@@ -710,7 +722,8 @@ def main():
                 run["memory_ratio"] = run["activation_bytes"] / none["activation_bytes"]
     out = {"tool": "pytorch", "tool_version": torch.__version__,
            "device": "cuda:0" if device.type == "cuda" else "cpu",
-           "device_name": device_name(device), "threads": torch.get_num_threads(),
+           "device_name": device_name(device), "cpu_features": cpu_features(),
+           "threads": torch.get_num_threads(),
            "dtype": dtype_name, "preset": args.preset or "custom",
            "warmup": args.warmup, "steps": args.steps,
            "optimizer": f"AdamW ({optimizer_impl})",
