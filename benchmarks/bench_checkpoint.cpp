@@ -365,6 +365,21 @@ struct SweepResult {
   }
 };
 
+// The value of /proc/cpuinfo's first `key` line (the first CPU's), without
+// the blank after the colon; empty where there is none.
+std::string cpuinfo_field(const char* key) {
+  std::ifstream cpuinfo("/proc/cpuinfo");
+  for (std::string line; std::getline(cpuinfo, line);) {
+    if (line.starts_with(key)) {
+      const size_t colon = line.find(':');
+      if (colon == std::string::npos) return {};
+      const size_t value = line.find_first_not_of(" \t", colon + 1);
+      return value == std::string::npos ? std::string() : line.substr(value);
+    }
+  }
+  return {};
+}
+
 std::string device_name(remat::Device device) {
 #if defined(REMAT_WITH_CUDA)
   if (device.is_cuda()) {
@@ -373,11 +388,8 @@ std::string device_name(remat::Device device) {
     return properties.name;
   }
 #endif
-  std::ifstream cpuinfo("/proc/cpuinfo");
-  for (std::string line; std::getline(cpuinfo, line);) {
-    if (line.starts_with("model name")) return line.substr(line.find(':') + 2);
-  }
-  return device.str();
+  const std::string model = cpuinfo_field("model name");
+  return model.empty() ? device.str() : model;
 }
 
 // The vector features of this CPU that pick remat's kernels (the AVX2 or
@@ -386,18 +398,13 @@ std::string device_name(remat::Device device) {
 // "AMD EPYC" does not say which of these ran.
 std::vector<std::string> cpu_features() {
   static const char* const kFeatures[] = {"avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16"};
-  std::ifstream cpuinfo("/proc/cpuinfo");
-  for (std::string line; std::getline(cpuinfo, line);) {
-    if (!line.starts_with("flags")) continue;
-    std::istringstream flags(line.substr(line.find(':') + 1));
-    const std::set<std::string> present{std::istream_iterator<std::string>(flags), {}};
-    std::vector<std::string> found;
-    for (const char* f : kFeatures) {
-      if (present.contains(f)) found.emplace_back(f);
-    }
-    return found;
+  std::istringstream flags(cpuinfo_field("flags"));
+  const std::set<std::string> present{std::istream_iterator<std::string>(flags), {}};
+  std::vector<std::string> found;
+  for (const char* f : kFeatures) {
+    if (present.contains(f)) found.emplace_back(f);
   }
-  return {};
+  return found;
 }
 
 int threads() {

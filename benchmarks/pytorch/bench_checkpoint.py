@@ -556,28 +556,28 @@ def self_check():
 
 # ---------------------------------------------------------------- main
 
+def cpuinfo_field(key):
+    """The value of /proc/cpuinfo's first `key` line (the first CPU's); None
+    where there is none."""
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith(key):
+                return line.split(":", 1)[1].strip()
+    return None
+
+
 def device_name(device):
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    name = "cpu"
-    with open("/proc/cpuinfo") as f:
-        for line in f:
-            if line.startswith("model name"):
-                name = line.split(":", 1)[1].strip()
-                break
-    return f"{name} ({torch.get_num_threads()} threads)"
+    return f"{cpuinfo_field('model name') or 'cpu'} ({torch.get_num_threads()} threads)"
 
 
 def cpu_features():
     """This CPU's vector features among those that pick kernels, as remat's
     bench_checkpoint records them (the dev machines differ by session)."""
-    with open("/proc/cpuinfo") as f:
-        for line in f:
-            if line.startswith("flags"):
-                present = set(line.split(":", 1)[1].split())
-                return [name for name in ("avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16")
-                        if name in present]
-    return []
+    present = set((cpuinfo_field("flags") or "").split())
+    return [name for name in ("avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16")
+            if name in present]
 
 
 def sweeps_of(args):

@@ -36,6 +36,7 @@
 
 #include "kernels/contiguous.h"
 #include "kernels/cpu/blas.h"
+#include "kernels/cpu/clones.h"
 #include "kernels/cpu/contiguous_copy.h"
 #include "kernels/cpu/dtype_dispatch.h"
 #include "kernels/cpu/onednn.h"

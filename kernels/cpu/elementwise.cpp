@@ -4,6 +4,7 @@
 // float element by element (compute_t), never through a float32 tensor.
 #include "kernels/elementwise.h"
 
+#include "kernels/cpu/clones.h"
 #include "kernels/cpu/dtype_dispatch.h"
 #include "kernels/cpu/loops.h"
 #include "kernels/cpu/vec_math.h"

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "kernels/contiguous.h"
+#include "kernels/cpu/clones.h"
 #include "kernels/cpu/dtype_dispatch.h"
 #include "kernels/cpu/float_rows.h"
 #include "kernels/cpu/loops.h"

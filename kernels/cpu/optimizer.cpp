@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "kernels/contiguous.h"
+#include "kernels/cpu/clones.h"
 #include "kernels/cpu/dtype_dispatch.h"
 #include "kernels/cpu/loops.h"
 #include "kernels/cpu/vec_math.h"

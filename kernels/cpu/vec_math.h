@@ -11,8 +11,6 @@
 #include <cmath>
 #include <cstdint>
 
-#include "kernels/cpu/clones.h"  // the row kernels using these run in cloned loops
-
 namespace remat::kernels::cpu {
 
 // exp(x) within 2 ulp on [-87, 88] (Cephes' expf reduction and polynomial);
